@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of README.md, and what .ci/run calls: formatting, lints, and
+# every test of the workspace (unit, scenario, property, fuzz-corpus replay, CLI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,1 @@
+//! Black-box tests against real `keel` processes live in `tests/tests/`.

@@ -1,0 +1,708 @@
+//! The writer: append, group commit, cut, compaction.
+//!
+//! [`Wal::append`] encodes a frame into the pending batch and returns its index
+//! at once; [`Wal::sync`] writes every pending batch with one write and one
+//! fdatasync per segment it touches and reports the durable index. Appends made
+//! between two syncs are one group commit. Each batch starts on a block and is
+//! padded to one, so no block that holds a synced frame is written again.
+//!
+//! A failed write, sync or directory operation poisons the WAL: the kernel may
+//! have dropped the dirty pages, so no later call can know what is on disk and
+//! every later call fails with [`WalError::Poisoned`]. The owner must reopen the
+//! WAL, which recovers from what the disk really holds.
+
+use std::io;
+
+use crate::frame::{encode_frame, frame_bytes, FrameFields, FRAME_PAYLOAD_BYTES_MAX};
+use crate::recovery::{
+    list_dir, map_segments, recover, EntryPosition, LogMap, RecoveryError, SegmentState, TornTail,
+};
+use crate::scan::{BadFrame, SegmentEnd};
+use crate::segment::{
+    segment_name, temp_segment_name, SegmentHeader, BLOCK_BYTES, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SEGMENT_RESERVED_TAIL_BYTES,
+};
+use crate::storage::{Storage, StorageFile};
+use crate::{CutRecord, FrameKind, LogIndex, Term};
+
+/// Default segment size: large enough that rollover is rare, small enough that
+/// compaction frees space in useful steps.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default largest payload of one entry.
+pub const PAYLOAD_BYTES_MAX_DEFAULT: u32 = 16 << 20;
+
+/// Limits of one WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Size of each new segment file; a multiple of [`BLOCK_BYTES`].
+    pub segment_bytes: u64,
+    /// Largest payload accepted by [`Wal::append`] and by recovery.
+    pub payload_bytes_max: u32,
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl WalOptions {
+    /// The smallest useful limits, so that tests reach rollover and the
+    /// reserved tail block within a few frames.
+    pub fn test_min() -> WalOptions {
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES_MIN,
+            payload_bytes_max: 2048,
+        }
+    }
+
+    /// Bytes of a segment that regular batches may use.
+    fn capacity(segment_bytes: u64) -> usize {
+        usize::try_from(segment_bytes).expect("segment size fits usize")
+            - SEGMENT_RESERVED_TAIL_BYTES
+    }
+
+    pub fn validate(&self) -> Result<(), WalError> {
+        let invalid = |reason| Err(WalError::InvalidOptions { reason });
+        if self.segment_bytes % BLOCK_BYTES as u64 != 0 {
+            return invalid("segment_bytes must be a multiple of the 4096-byte block");
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return invalid("segment_bytes must be between 16 KiB and 2 GiB");
+        }
+        if self.payload_bytes_max > FRAME_PAYLOAD_BYTES_MAX {
+            return invalid("payload_bytes_max must be at most 1 GiB");
+        }
+        let room = Self::capacity(self.segment_bytes) - SEGMENT_HEADER_BYTES;
+        if frame_bytes(self.payload_bytes_max as usize) > room {
+            return invalid("a frame of payload_bytes_max must fit in one segment");
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong in a WAL call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    #[error("invalid WAL options: {reason}")]
+    InvalidOptions { reason: &'static str },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("cannot {op} {file}: {source}")]
+    Io {
+        op: &'static str,
+        file: String,
+        source: io::Error,
+    },
+    #[error(
+        "the WAL refuses writes since it failed to {op} {file} ({kind}); reopen it to recover"
+    )]
+    Poisoned {
+        op: &'static str,
+        file: String,
+        kind: io::ErrorKind,
+    },
+    #[error("payload of {payload_len} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { payload_len: usize, limit: u32 },
+    #[error("cannot cut after {index}: entries up to {floor} must stay")]
+    CutBelowFloor { index: LogIndex, floor: LogIndex },
+    #[error("cannot cut after {index}: the log holds {first}..={last}")]
+    CutOutsideLog {
+        index: LogIndex,
+        first: LogIndex,
+        last: LogIndex,
+    },
+    #[error("entry {index} is not in the log {first}..={last}")]
+    NoEntry {
+        index: LogIndex,
+        first: LogIndex,
+        last: LogIndex,
+    },
+    #[error("entry {index} read back from {file} is damaged: {cause}")]
+    Damaged {
+        index: LogIndex,
+        file: String,
+        cause: crate::frame::FrameError,
+    },
+}
+
+/// A torn tail that [`Wal::open`] sealed off with a cut frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTailRepair {
+    pub file: String,
+    /// Where the torn bytes began.
+    pub offset: u32,
+    /// Bytes from `offset` that are void now.
+    pub cut_bytes: u32,
+    pub cause: BadFrame,
+    /// The last entry kept.
+    pub last_index: LogIndex,
+}
+
+/// What [`Wal::open`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub first_index: LogIndex,
+    pub last_index: LogIndex,
+    pub scanned_bytes: u64,
+    pub repaired: Option<TornTailRepair>,
+    /// Leftovers of segment creations a crash interrupted, now removed.
+    pub removed_unfinished: Vec<String>,
+    /// Files that are not the WAL's, left alone.
+    pub ignored: Vec<String>,
+}
+
+/// A batch not yet written: frames for one segment, from a block boundary.
+#[derive(Debug)]
+struct PendingWrite {
+    segment: LogIndex,
+    create: bool,
+    offset: usize,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct Poison {
+    op: &'static str,
+    file: String,
+    kind: io::ErrorKind,
+}
+
+/// An open write-ahead log in one directory.
+#[derive(Debug)]
+pub struct Wal<S: Storage> {
+    storage: S,
+    options: WalOptions,
+    log: LogMap,
+    /// The open file of the last segment.
+    tail: Option<S::File>,
+    pending: Vec<PendingWrite>,
+    durable_index: LogIndex,
+    poisoned: Option<Poison>,
+}
+
+impl<S: Storage> Wal<S> {
+    /// Opens the WAL in `storage`, creating nothing until the first sync.
+    /// Recovers the log, makes what it holds durable, and seals off a torn tail.
+    pub async fn open(storage: S, options: WalOptions) -> Result<(Wal<S>, OpenReport), WalError> {
+        options.validate()?;
+        let listing = list_dir(&storage)?;
+        for name in &listing.unfinished {
+            storage
+                .remove(name)
+                .await
+                .map_err(io_error("remove", &storage, name))?;
+        }
+        if !listing.unfinished.is_empty() {
+            storage
+                .sync_dir()
+                .await
+                .map_err(io_error("sync", &storage, ""))?;
+        }
+        let log = {
+            let inputs = map_segments(&storage, &listing)?;
+            recover(&inputs, options.payload_bytes_max, &mut |_| {})?
+        };
+        let mut wal = Wal {
+            storage,
+            options,
+            log,
+            tail: None,
+            pending: Vec::new(),
+            durable_index: LogIndex(0),
+            poisoned: None,
+        };
+        wal.open_tail().await?;
+        // What recovery read may still sit only in the page cache after a
+        // process crash: sync it before anything is built on it.
+        if let Some(tail) = wal.tail.as_mut() {
+            tail.sync()
+                .await
+                .map_err(io_error("sync", &wal.storage, &wal.tail_name()))?;
+        }
+        let repaired = match wal.log.torn.take() {
+            Some(torn) => Some(wal.repair_torn_tail(torn).await?),
+            None => None,
+        };
+        wal.durable_index = wal.log.last_index();
+        let report = OpenReport {
+            segments: wal.log.segments.len(),
+            first_index: wal.first_index(),
+            last_index: wal.last_index(),
+            scanned_bytes: wal.log.scanned_bytes,
+            repaired,
+            removed_unfinished: listing.unfinished,
+            ignored: listing.other,
+        };
+        Ok((wal, report))
+    }
+
+    pub fn options(&self) -> &WalOptions {
+        &self.options
+    }
+
+    /// The first entry in the log (one past the last if it is empty).
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
+    }
+
+    /// The last entry appended, durable or not.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// Every entry up to this one is durable.
+    pub fn durable_index(&self) -> LogIndex {
+        self.durable_index
+    }
+
+    /// The term of entry `index`, or of the log's base.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// Where each entry lies.
+    pub fn log_map(&self) -> &LogMap {
+        &self.log
+    }
+
+    fn check_poison(&self) -> Result<(), WalError> {
+        match &self.poisoned {
+            Some(poison) => Err(WalError::Poisoned {
+                op: poison.op,
+                file: poison.file.clone(),
+                kind: poison.kind,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn tail_name(&self) -> String {
+        self.log
+            .segments
+            .last()
+            .map(|segment| segment_name(segment.first_index))
+            .unwrap_or_default()
+    }
+
+    async fn open_tail(&mut self) -> Result<(), WalError> {
+        self.tail = None;
+        if let Some(last) = self.log.segments.last() {
+            let name = segment_name(last.first_index);
+            let file =
+                self.storage
+                    .open(&name)
+                    .await
+                    .map_err(io_error("open", &self.storage, &name))?;
+            self.tail = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Buffers an entry for the next [`sync`](Wal::sync) and returns its index.
+    ///
+    /// Panics if `term` is below the last entry's: terms never go back.
+    pub fn append(&mut self, term: Term, payload: &[u8]) -> Result<LogIndex, WalError> {
+        self.check_poison()?;
+        let limit = self.options.payload_bytes_max;
+        if payload.len() > limit as usize {
+            return Err(WalError::PayloadTooLarge {
+                payload_len: payload.len(),
+                limit,
+            });
+        }
+        let last = self.last_index();
+        let last_term = self.log.term_at(last).unwrap_or_default();
+        assert!(
+            term >= last_term,
+            "term {term} after term {last_term}: terms never go back along the log"
+        );
+        let index = last.next();
+        let offset = self.place_frame(index, payload.len());
+        let crc = self.encode_pending(FrameKind::Entry, index, term, payload);
+        self.log.entries.push_back(EntryPosition {
+            term,
+            offset: to_u32(offset),
+            payload_len: u32::try_from(payload.len()).expect("checked against the limit"),
+            crc,
+        });
+        Ok(index)
+    }
+
+    /// Makes room for a frame in the pending batches and returns its offset. A
+    /// frame that does not fit in the tail segment opens a new segment, named
+    /// after the first entry it will hold.
+    fn place_frame(&mut self, first_entry: LogIndex, payload_len: usize) -> usize {
+        let need = frame_bytes(payload_len);
+        let next_offset = match (self.pending.last(), self.log.segments.last()) {
+            (Some(write), Some(segment)) => Some((write.offset + write.bytes.len(), segment)),
+            (None, Some(segment)) => Some((segment.write_end as usize, segment)),
+            (_, None) => None,
+        };
+        let fits = next_offset.filter(|(offset, segment)| {
+            offset + need <= WalOptions::capacity(segment.segment_bytes)
+        });
+        match fits {
+            Some((offset, segment)) => {
+                if self.pending.is_empty() {
+                    self.pending.push(PendingWrite {
+                        segment: segment.first_index,
+                        create: false,
+                        offset,
+                        bytes: Vec::new(),
+                    });
+                }
+                offset
+            }
+            None => {
+                self.log.segments.push(SegmentState {
+                    first_index: first_entry,
+                    segment_bytes: self.options.segment_bytes,
+                    write_end: to_u32(SEGMENT_HEADER_BYTES),
+                    frames: 0,
+                    voids: Vec::new(),
+                    end: SegmentEnd::Clean {
+                        offset: to_u32(SEGMENT_HEADER_BYTES),
+                    },
+                });
+                self.pending.push(PendingWrite {
+                    segment: first_entry,
+                    create: true,
+                    offset: SEGMENT_HEADER_BYTES,
+                    bytes: Vec::new(),
+                });
+                SEGMENT_HEADER_BYTES
+            }
+        }
+    }
+
+    /// Encodes a frame into the last pending batch, chained to the log's last
+    /// frame, and returns its checksum.
+    fn encode_pending(
+        &mut self,
+        kind: FrameKind,
+        index: LogIndex,
+        term: Term,
+        payload: &[u8],
+    ) -> u32 {
+        let prev_crc = match kind {
+            FrameKind::Entry => self.log.last_crc,
+            FrameKind::Cut => self
+                .log
+                .entry(index)
+                .map_or(self.log.base_crc, |entry| entry.crc),
+        };
+        let write = self
+            .pending
+            .last_mut()
+            .expect("place_frame made a pending batch");
+        let fields = FrameFields {
+            kind,
+            segment: write.segment,
+            index,
+            term,
+            prev_crc,
+            offset: to_u32(write.offset + write.bytes.len()),
+            batch_offset: to_u32(write.offset),
+        };
+        let crc = encode_frame(&mut write.bytes, &fields, payload);
+        self.log.last_crc = crc;
+        crc
+    }
+
+    /// Writes and syncs everything appended, and returns the durable index.
+    pub async fn sync(&mut self) -> Result<LogIndex, WalError> {
+        self.check_poison()?;
+        for write in std::mem::take(&mut self.pending) {
+            let result = self.flush(write).await;
+            self.poison_on_io(result)?;
+        }
+        self.durable_index = self.last_index();
+        Ok(self.durable_index)
+    }
+
+    async fn flush(&mut self, mut write: PendingWrite) -> Result<(), WalError> {
+        if write.create {
+            self.tail = Some(self.create_segment(write.segment).await?);
+        }
+        write
+            .bytes
+            .resize(write.bytes.len().next_multiple_of(BLOCK_BYTES), 0);
+        let name = segment_name(write.segment);
+        let tail = self
+            .tail
+            .as_mut()
+            .expect("a pending batch has a tail segment");
+        tail.write_at(&write.bytes, write.offset as u64)
+            .await
+            .map_err(io_error("write", &self.storage, &name))?;
+        tail.sync()
+            .await
+            .map_err(io_error("sync", &self.storage, &name))?;
+        let segment = self
+            .log
+            .segments
+            .last_mut()
+            .expect("a pending batch has a segment");
+        assert_eq!(
+            segment.first_index, write.segment,
+            "batches are written to the tail segment"
+        );
+        segment.write_end = to_u32(write.offset + write.bytes.len());
+        Ok(())
+    }
+
+    /// Creates a zero-filled segment under a temporary name, then gives it its
+    /// name: a segment file either is complete or does not exist.
+    async fn create_segment(&mut self, first_index: LogIndex) -> Result<S::File, WalError> {
+        let temp = temp_segment_name(first_index);
+        let name = segment_name(first_index);
+        let storage = &self.storage;
+        let mut file = storage
+            .create(&temp)
+            .await
+            .map_err(io_error("create", storage, &temp))?;
+        let header = SegmentHeader {
+            first_index,
+            segment_bytes: self.options.segment_bytes,
+        };
+        file.preallocate(header.segment_bytes)
+            .await
+            .map_err(io_error("preallocate", storage, &temp))?;
+        file.write_at(&header.encode(), 0)
+            .await
+            .map_err(io_error("write", storage, &temp))?;
+        file.sync()
+            .await
+            .map_err(io_error("sync", storage, &temp))?;
+        storage
+            .rename(&temp, &name)
+            .await
+            .map_err(io_error("rename", storage, &temp))?;
+        storage
+            .sync_dir()
+            .await
+            .map_err(io_error("sync", storage, ""))?;
+        Ok(file)
+    }
+
+    /// Cuts the log after `index`: later entries leave it, durably, before this
+    /// returns. Refuses to cut below `floor` (entries that must stay, such as
+    /// committed ones). Pending entries are synced first.
+    pub async fn cut_after(&mut self, index: LogIndex, floor: LogIndex) -> Result<(), WalError> {
+        self.check_poison()?;
+        if index < floor {
+            return Err(WalError::CutBelowFloor { index, floor });
+        }
+        if index < self.log.base_index || index > self.last_index() {
+            return Err(WalError::CutOutsideLog {
+                index,
+                first: self.first_index(),
+                last: self.last_index(),
+            });
+        }
+        self.sync().await?;
+        if index == self.last_index() {
+            return Ok(());
+        }
+        let result = self.cut_synced(index).await;
+        self.poison_on_io(result)
+    }
+
+    async fn cut_synced(&mut self, index: LogIndex) -> Result<(), WalError> {
+        // Segments named after `index` hold only entries past it: remove them
+        // (newest first), so that the cut frame lands where entry `index` is.
+        let mut removed = false;
+        while let Some(last) = self
+            .log
+            .segments
+            .last()
+            .filter(|segment| segment.first_index > index)
+        {
+            let name = segment_name(last.first_index);
+            self.tail = None;
+            self.storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &self.storage, &name))?;
+            self.log.segments.pop();
+            removed = true;
+        }
+        if removed {
+            self.storage
+                .sync_dir()
+                .await
+                .map_err(io_error("sync", &self.storage, ""))?;
+            self.open_tail().await?;
+        }
+        let keep =
+            usize::try_from(index.0 - self.log.base_index.0).expect("index is within the log");
+        self.log.entries.truncate(keep);
+        let term = self.log.term_at(index).expect("index is within the log");
+        let offset = self.place_frame(index.next(), CutRecord::ENCODED_BYTES);
+        let record = CutRecord {
+            abandoned_from: to_u32(offset),
+        };
+        self.encode_pending(FrameKind::Cut, index, term, &record.encode());
+        self.sync().await?;
+        Ok(())
+    }
+
+    /// Seals off a torn tail: a cut frame on the first free block voids the torn
+    /// bytes, and the same write clears the rest of them, so the next recovery
+    /// finds the tail clean.
+    async fn repair_torn_tail(&mut self, torn: TornTail) -> Result<TornTailRepair, WalError> {
+        let last = self.last_index();
+        let term = self
+            .log
+            .term_at(last)
+            .expect("the last index is in the log");
+        let tail_segment = self.log.segments.last().map(|segment| segment.first_index);
+        assert_eq!(
+            tail_segment,
+            Some(torn.segment),
+            "only the last segment can be torn"
+        );
+        let at = torn.offset.next_multiple_of(BLOCK_BYTES as u32) as usize;
+        self.pending.push(PendingWrite {
+            segment: torn.segment,
+            create: false,
+            offset: at,
+            bytes: Vec::new(),
+        });
+        let record = CutRecord {
+            abandoned_from: torn.offset,
+        };
+        self.encode_pending(FrameKind::Cut, last, term, &record.encode());
+        let write = self.pending.last_mut().expect("pushed above");
+        let cleared_end = (torn.dirty_end as usize).max(at + write.bytes.len());
+        write.bytes.resize(cleared_end - at, 0);
+        self.sync().await?;
+        Ok(TornTailRepair {
+            file: self.storage.describe(&segment_name(torn.segment)),
+            offset: torn.offset,
+            cut_bytes: torn.dirty_end.saturating_sub(torn.offset),
+            cause: torn.cause,
+            last_index: last,
+        })
+    }
+
+    /// Removes whole segments whose entries all lie below `index` (never the
+    /// last segment), and returns how many. For compaction after a snapshot.
+    pub async fn remove_below(&mut self, index: LogIndex) -> Result<usize, WalError> {
+        self.check_poison()?;
+        let removable = self
+            .log
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].first_index <= index)
+            .count();
+        if removable == 0 {
+            return Ok(0);
+        }
+        let result = self.remove_first_segments(removable).await;
+        self.poison_on_io(result)?;
+        Ok(removable)
+    }
+
+    async fn remove_first_segments(&mut self, count: usize) -> Result<(), WalError> {
+        let new_base = self.log.segments[count]
+            .first_index
+            .prev()
+            .expect("a later segment is named after index 1 or above");
+        let base_term = self
+            .log
+            .term_at(new_base)
+            .expect("the new base is in the log");
+        let base_crc = self
+            .log
+            .entry(new_base)
+            .map_or(self.log.base_crc, |entry| entry.crc);
+        for segment in self.log.segments.drain(..count) {
+            let name = segment_name(segment.first_index);
+            self.storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &self.storage, &name))?;
+        }
+        self.storage
+            .sync_dir()
+            .await
+            .map_err(io_error("sync", &self.storage, ""))?;
+        let dropped = usize::try_from(new_base.0 - self.log.base_index.0).expect("within the log");
+        self.log.entries.drain(..dropped);
+        self.log.base_index = new_base;
+        self.log.base_term = base_term;
+        self.log.base_crc = base_crc;
+        Ok(())
+    }
+
+    fn poison_on_io<T>(&mut self, result: Result<T, WalError>) -> Result<T, WalError> {
+        if let Err(WalError::Io { op, file, source }) = &result {
+            self.poisoned = Some(Poison {
+                op,
+                file: file.clone(),
+                kind: source.kind(),
+            });
+        }
+        result
+    }
+
+    /// Reads entry `index` back from its segment and checks it.
+    pub async fn read_entry(&self, index: LogIndex) -> Result<Vec<u8>, WalError> {
+        let no_entry = || WalError::NoEntry {
+            index,
+            first: self.first_index(),
+            last: self.last_index(),
+        };
+        let entry = *self.log.entry(index).ok_or_else(no_entry)?;
+        let segment = self.log.segment_of(index).ok_or_else(no_entry)?;
+        let name = segment_name(segment.first_index);
+        let file =
+            self.storage
+                .open(&name)
+                .await
+                .map_err(io_error("open", &self.storage, &name))?;
+        let mut bytes = vec![0; frame_bytes(entry.payload_len as usize)];
+        file.read_at(&mut bytes, u64::from(entry.offset))
+            .await
+            .map_err(io_error("read", &self.storage, &name))?;
+        let frame = crate::frame::decode_frame(&bytes, self.options.payload_bytes_max).map_err(
+            |cause| WalError::Damaged {
+                index,
+                file: self.storage.describe(&name),
+                cause,
+            },
+        )?;
+        assert_eq!(
+            frame.header.index, index,
+            "the log map points at the wrong frame"
+        );
+        assert_eq!(
+            frame.header.header_crc, entry.crc,
+            "the log map points at the wrong frame"
+        );
+        Ok(frame.payload.to_vec())
+    }
+}
+
+fn to_u32(offset: usize) -> u32 {
+    u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
+}
+
+fn io_error<'a, S: Storage>(
+    op: &'static str,
+    storage: &'a S,
+    name: &'a str,
+) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        op,
+        file: storage.describe(name),
+        source,
+    }
+}

@@ -1,0 +1,296 @@
+//! Scenario tests of the writer and recovery on the fault-injecting MemStorage.
+
+use keel_wal::memory::Faults;
+use keel_wal::recovery::Corruption;
+use keel_wal::scan::BadFrame;
+use keel_wal::segment::segment_name;
+use keel_wal::{run_ready, LogIndex, MemStorage, RecoveryError, Term, Wal, WalError, WalOptions};
+
+fn open(disk: &MemStorage) -> Result<(Wal<MemStorage>, keel_wal::OpenReport), WalError> {
+    run_ready(Wal::open(disk.clone(), WalOptions::test_min()))
+}
+
+fn payload(index: u64) -> Vec<u8> {
+    format!("entry {index} ")
+        .repeat(1 + (index % 7) as usize)
+        .into_bytes()
+}
+
+/// Appends entries with payload(i) in batches, syncing after each.
+fn write_batches(wal: &mut Wal<MemStorage>, batches: &[u64]) {
+    for &count in batches {
+        for _ in 0..count {
+            let index = wal.last_index().next().0;
+            wal.append(Term(1), &payload(index)).unwrap();
+        }
+        run_ready(wal.sync()).unwrap();
+    }
+}
+
+fn assert_entries(wal: &Wal<MemStorage>, last: u64) {
+    assert_eq!(wal.last_index(), LogIndex(last));
+    for index in wal.first_index().0..=last {
+        assert_eq!(
+            run_ready(wal.read_entry(LogIndex(index))).unwrap(),
+            payload(index),
+            "entry {index}"
+        );
+    }
+}
+
+#[test]
+fn entries_survive_reopen_across_segment_rollover() {
+    let disk = MemStorage::new();
+    let (mut wal, report) = open(&disk).unwrap();
+    assert_eq!(report.last_index, LogIndex(0));
+    write_batches(&mut wal, &[1, 5, 30, 2, 60, 1]);
+    assert_eq!(wal.durable_index(), LogIndex(99));
+    assert!(
+        wal.log_map().segments.len() > 3,
+        "test_min segments roll over"
+    );
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.repaired, None);
+    assert_entries(&wal, 99);
+}
+
+#[test]
+fn unsynced_tail_is_lost_or_cut_and_synced_batches_stay() {
+    for seed in 0..200 {
+        let disk = MemStorage::new();
+        let (mut wal, _) = open(&disk).unwrap();
+        write_batches(&mut wal, &[3, 4, 5]);
+        for index in 13..=20 {
+            wal.append(Term(2), &payload(index)).unwrap();
+        }
+        disk.set_faults(Faults {
+            fail_sync_after: Some(0),
+            ..Faults::default()
+        });
+        assert!(run_ready(wal.sync()).is_err());
+        drop(wal);
+        disk.set_faults(Faults::default());
+        disk.crash(seed);
+        let (wal, report) = open(&disk).unwrap();
+        let last = wal.last_index().0;
+        assert!((12..=20).contains(&last), "seed {seed}: last {last}");
+        assert_entries(&wal, last);
+        // The repair left a clean tail: a second open finds nothing to cut.
+        drop(wal);
+        let (wal, again) = open(&disk).unwrap();
+        assert_eq!(again.repaired, None, "seed {seed}: {report:?}");
+        assert_eq!(wal.last_index().0, last);
+    }
+}
+
+#[test]
+fn repaired_tail_stays_repaired_after_more_writes() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[3]);
+    let name = segment_name(LogIndex(1));
+    // Garbage right after the last frame, as a torn write leaves it.
+    let end = wal.log_map().segments[0].write_end as usize;
+    let last_frame_end = {
+        let bytes = disk.contents(&name).unwrap();
+        (4096..end).rev().find(|at| bytes[*at] != 0).unwrap() + 1
+    };
+    let garbage_at = last_frame_end.next_multiple_of(8);
+    for offset in garbage_at..garbage_at + 100 {
+        disk.corrupt(&name, offset, 0x5a);
+    }
+    drop(wal);
+    let (mut wal, report) = open(&disk).unwrap();
+    let repair = report.repaired.expect("torn tail repaired");
+    assert_eq!(repair.offset as usize, garbage_at);
+    assert_eq!(repair.last_index, LogIndex(3));
+    write_batches(&mut wal, &[4, 40]);
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.repaired, None);
+    assert_entries(&wal, 47);
+}
+
+#[test]
+fn damage_before_the_last_batch_is_reported_with_file_offset_and_index() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[2, 2, 2]);
+    // test_min segments hold two one-block batches: entries 1..=4 share the first.
+    let second = wal.log_map().entry(LogIndex(2)).copied().unwrap();
+    let fourth = wal.log_map().entry(LogIndex(4)).copied().unwrap();
+    assert_eq!(
+        wal.log_map().segment_of(LogIndex(5)).unwrap().first_index,
+        LogIndex(5)
+    );
+    drop(wal);
+    let name = segment_name(LogIndex(1));
+    disk.corrupt(&name, second.offset as usize + 60, 0x01);
+    match open(&disk) {
+        Err(WalError::Recovery(RecoveryError::Corrupt {
+            file,
+            offset,
+            index,
+            cause:
+                Corruption::Frame {
+                    cause: BadFrame::Body(_),
+                    later: Some(later),
+                    sealed: true,
+                },
+            ..
+        })) => {
+            assert!(file.ends_with(&name));
+            assert_eq!(offset, second.offset);
+            assert_eq!(index, LogIndex(2));
+            assert_eq!(later.index, LogIndex(3));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Damage in the last batch of a sealed segment: no later batch in the
+    // segment, but the segment after it proves the batch had been synced.
+    disk.corrupt(&name, second.offset as usize + 60, 0x01);
+    disk.corrupt(&name, fourth.offset as usize + 8, 0x80);
+    match open(&disk) {
+        Err(WalError::Recovery(RecoveryError::Corrupt {
+            index,
+            cause:
+                Corruption::Frame {
+                    cause: BadFrame::Header(_),
+                    later: None,
+                    sealed: true,
+                },
+            ..
+        })) => assert_eq!(index, LogIndex(4)),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn cut_after_removes_entries_durably_and_respects_the_floor() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[20, 20, 20]);
+    let segments_before = wal.log_map().segments.len();
+    assert!(matches!(
+        run_ready(wal.cut_after(LogIndex(10), LogIndex(11))),
+        Err(WalError::CutBelowFloor { .. })
+    ));
+    assert!(matches!(
+        run_ready(wal.cut_after(LogIndex(61), LogIndex(0))),
+        Err(WalError::CutOutsideLog { .. })
+    ));
+    run_ready(wal.cut_after(LogIndex(10), LogIndex(5))).unwrap();
+    assert_eq!(wal.last_index(), LogIndex(10));
+    // The segment of entries 41.. is gone; the first one is full, so the cut
+    // frame opened a segment named after the entry that comes next.
+    let names: Vec<_> = wal
+        .log_map()
+        .segments
+        .iter()
+        .map(|segment| segment.first_index.0)
+        .collect();
+    assert_eq!(segments_before, 2);
+    assert_eq!(names, vec![1, 11]);
+    for index in 11..=15 {
+        assert_eq!(
+            wal.append(Term(3), &payload(index)).unwrap(),
+            LogIndex(index)
+        );
+    }
+    run_ready(wal.sync()).unwrap();
+    drop(wal);
+    let (wal, _) = open(&disk).unwrap();
+    assert_entries(&wal, 15);
+    assert_eq!(wal.term_at(LogIndex(11)), Some(Term(3)));
+    assert_eq!(wal.term_at(LogIndex(10)), Some(Term(1)));
+}
+
+#[test]
+fn cut_without_new_entries_survives_reopen() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[8]);
+    run_ready(wal.cut_after(LogIndex(5), LogIndex(0))).unwrap();
+    drop(wal);
+    let (wal, _) = open(&disk).unwrap();
+    assert_entries(&wal, 5);
+}
+
+#[test]
+fn remove_below_drops_whole_segments_only() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[30, 30, 30]);
+    let second = wal.log_map().segments[1].first_index;
+    assert_eq!(
+        run_ready(wal.remove_below(LogIndex(second.0 - 1))).unwrap(),
+        0
+    );
+    assert_eq!(run_ready(wal.remove_below(second)).unwrap(), 1);
+    assert_eq!(wal.first_index(), second);
+    write_batches(&mut wal, &[5]);
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.first_index, second);
+    assert_entries(&wal, 95);
+}
+
+#[test]
+fn a_failed_sync_poisons_the_wal() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[3]);
+    disk.set_faults(Faults {
+        fail_sync_after: Some(0),
+        ..Faults::default()
+    });
+    wal.append(Term(1), b"x").unwrap();
+    assert!(matches!(
+        run_ready(wal.sync()),
+        Err(WalError::Io { op: "sync", .. })
+    ));
+    assert_eq!(wal.durable_index(), LogIndex(3));
+    assert!(matches!(
+        wal.append(Term(1), b"y"),
+        Err(WalError::Poisoned { op: "sync", .. })
+    ));
+    assert!(matches!(
+        run_ready(wal.sync()),
+        Err(WalError::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn oversized_payloads_are_refused() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    let limit = WalOptions::test_min().payload_bytes_max as usize;
+    assert!(matches!(
+        wal.append(Term(1), &vec![0; limit + 1]),
+        Err(WalError::PayloadTooLarge { .. })
+    ));
+    assert_eq!(wal.append(Term(1), &vec![0; limit]).unwrap(), LogIndex(1));
+}
+
+#[test]
+fn unfinished_segment_creation_is_cleaned_up() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[2]);
+    let segments = wal.log_map().segments.len();
+    drop(wal);
+    // A creation interrupted before its rename: the temporary file is on disk.
+    run_ready(keel_wal::Storage::create(
+        &disk,
+        "00000000000000000003.wal.tmp",
+    ))
+    .unwrap();
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(
+        report.removed_unfinished,
+        vec!["00000000000000000003.wal.tmp".to_owned()]
+    );
+    assert_eq!(wal.log_map().segments.len(), segments);
+    assert_entries(&wal, 2);
+}
