@@ -182,6 +182,9 @@ pub struct Wal<S: Storage> {
     /// The open file of the last segment.
     tail: Option<S::File>,
     pending: Vec<PendingWrite>,
+    /// The buffer of the last flushed batch, kept for the next one so that a
+    /// steady stream of batches does not allocate.
+    spare_buffer: Vec<u8>,
     durable_index: LogIndex,
     poisoned: Option<Poison>,
 }
@@ -214,6 +217,7 @@ impl<S: Storage> Wal<S> {
             log,
             tail: None,
             pending: Vec::new(),
+            spare_buffer: Vec::new(),
             durable_index: LogIndex(0),
             poisoned: None,
         };
@@ -354,7 +358,7 @@ impl<S: Storage> Wal<S> {
                         segment: segment.first_index,
                         create: false,
                         offset,
-                        bytes: Vec::new(),
+                        bytes: std::mem::take(&mut self.spare_buffer),
                     });
                 }
                 offset
@@ -374,7 +378,7 @@ impl<S: Storage> Wal<S> {
                     segment: first_entry,
                     create: true,
                     offset: SEGMENT_HEADER_BYTES,
-                    bytes: Vec::new(),
+                    bytes: std::mem::take(&mut self.spare_buffer),
                 });
                 SEGMENT_HEADER_BYTES
             }
@@ -444,25 +448,31 @@ impl<S: Storage> Wal<S> {
         tail.sync()
             .await
             .map_err(io_error("sync", &self.storage, &name))?;
+        // A batch that rolled over is two writes: the segment list already ends
+        // with the new segment while the old one's write is flushed.
         let segment = self
             .log
             .segments
-            .last_mut()
+            .iter_mut()
+            .rev()
+            .find(|segment| segment.first_index == write.segment)
             .expect("a pending batch has a segment");
-        assert_eq!(
-            segment.first_index, write.segment,
-            "batches are written to the tail segment"
-        );
         segment.write_end = to_u32(write.offset + write.bytes.len());
+        write.bytes.clear();
+        self.spare_buffer = write.bytes;
         Ok(())
     }
 
-    /// Creates a zero-filled segment under a temporary name, then gives it its
-    /// name: a segment file either is complete or does not exist.
+    /// Makes a zero-filled segment under a temporary name, gives it its header,
+    /// then its name: a segment file either is complete or does not exist.
+    ///
+    /// Zero-filling costs a segment's worth of writes, inside the sync that
+    /// rolls over. Doing it ahead, concurrently, was measured to be worse on
+    /// this disk (docs/PERFORMANCE.md): the concurrent writes stall the
+    /// commit path's fdatasync far more than the inline fill costs.
     async fn create_segment(&mut self, first_index: LogIndex) -> Result<S::File, WalError> {
-        let temp = temp_segment_name(first_index);
-        let name = segment_name(first_index);
         let storage = &self.storage;
+        let temp = temp_segment_name(first_index);
         let mut file = storage
             .create(&temp)
             .await
@@ -480,6 +490,7 @@ impl<S: Storage> Wal<S> {
         file.sync()
             .await
             .map_err(io_error("sync", storage, &temp))?;
+        let name = segment_name(first_index);
         storage
             .rename(&temp, &name)
             .await
