@@ -128,11 +128,11 @@ pub fn decode_header(bytes: &[u8], payload_bytes_max: u32) -> Result<FrameHeader
     let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
         return Err(HeaderError::Truncated);
     };
-    if header.iter().all(|byte| *byte == 0) {
-        return Err(HeaderError::Zero);
-    }
     let magic = read_u32(header, 0);
     if magic != FRAME_MAGIC {
+        if header.iter().all(|byte| *byte == 0) {
+            return Err(HeaderError::Zero);
+        }
         return Err(HeaderError::BadMagic { found: magic });
     }
     let stored = read_u32(header, 4);

@@ -16,8 +16,10 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::frame::FrameHeader;
-use crate::scan::{scan_segment, BadFrame, LaterFrame, Place, ScanError, SegmentBytes, SegmentEnd};
-use crate::segment::{file_role, FileRole, BLOCK_BYTES};
+use crate::scan::{
+    BadFrame, LaterFrame, Place, ScanError, SegmentBytes, SegmentEnd, SegmentScanner,
+};
+use crate::segment::{file_role, FileRole, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage::Storage;
 use crate::{FrameKind, LogIndex, Term};
 
@@ -241,110 +243,110 @@ pub fn recover<M: std::ops::Deref<Target = [u8]>>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<LogMap, RecoveryError> {
     let mut log = LogMap::default();
-    let mut started = false;
     for (position, input) in segments.iter().enumerate() {
         let place = if position + 1 == segments.len() {
             Place::Last
         } else {
             Place::Sealed
         };
-        let scan = scan_segment(SegmentBytes {
-            bytes: &input.bytes,
-            first_index: input.first_index,
-            place,
-            payload_bytes_max,
-        })
-        .map_err(|source| RecoveryError::Segment {
-            file: input.name.clone(),
-            source,
-        })?;
-        let corrupt = |log: &LogMap, offset: u32, cause: Corruption| RecoveryError::Corrupt {
-            file: input.name.clone(),
-            segment: input.first_index,
-            offset,
-            index: log.last_index().next(),
-            cause,
-        };
-        if !started {
-            log.base_index = input.first_index.prev().unwrap_or_default();
-        }
-        let next_index = log.last_index().next();
-        match scan.frames.first() {
-            None if started && input.first_index != next_index => {
-                let cause = Corruption::EmptySegment {
-                    expected: next_index,
-                };
-                return Err(corrupt(
-                    &log,
-                    crate::segment::SEGMENT_HEADER_BYTES as u32,
-                    cause,
-                ));
-            }
-            Some(first) if !names_segment(first, input.first_index) => {
-                let cause = Corruption::Name {
-                    kind: first.kind,
-                    found: first.index,
-                    expected: input.first_index,
-                };
-                return Err(corrupt(&log, first.offset, cause));
-            }
-            _ => {}
-        }
-        log.segments.push(SegmentState {
-            first_index: input.first_index,
-            segment_bytes: scan.header.segment_bytes,
-            write_end: 0,
-            frames: scan.frames.len(),
-            voids: scan.voids.clone(),
-            end: scan.end,
-        });
-        for frame in &scan.frames {
-            if !started {
-                start_at(&mut log, frame);
-                started = true;
-            }
-            lay_frame(&mut log, input.first_index, frame)
-                .map_err(|cause| corrupt(&log, frame.offset, cause))?;
-        }
-        let end_offset = match scan.end {
-            SegmentEnd::Clean { offset } => offset,
-            SegmentEnd::Torn {
-                offset,
-                dirty_end,
-                cause,
-            } => {
-                log.torn = Some(TornTail {
-                    segment: input.first_index,
-                    offset,
-                    dirty_end,
-                    cause,
-                });
-                offset
-            }
-            SegmentEnd::Corrupt {
-                offset,
-                cause,
-                later,
-            } => {
-                let sealed = place == Place::Sealed;
-                return Err(corrupt(
-                    &log,
-                    offset,
-                    Corruption::Frame {
-                        cause,
-                        later,
-                        sealed,
-                    },
-                ));
-            }
-        };
-        let segment = log.segments.last_mut().expect("pushed above");
-        segment.write_end = end_offset.next_multiple_of(BLOCK_BYTES as u32);
+        lay_segment(&mut log, input, place, payload_bytes_max)?;
         log.scanned_bytes += input.bytes.len() as u64;
-        log.frames += scan.frames.len() as u64;
         progress(log.scanned_bytes);
     }
     Ok(log)
+}
+
+/// Scans one segment and lays its frames onto the log.
+fn lay_segment<M: std::ops::Deref<Target = [u8]>>(
+    log: &mut LogMap,
+    input: &SegmentInput<M>,
+    place: Place,
+    payload_bytes_max: u32,
+) -> Result<(), RecoveryError> {
+    let mut scanner = SegmentScanner::new(SegmentBytes {
+        bytes: &input.bytes,
+        first_index: input.first_index,
+        place,
+        payload_bytes_max,
+    })
+    .map_err(|source| RecoveryError::Segment {
+        file: input.name.clone(),
+        source,
+    })?;
+    let corrupt = |log: &LogMap, offset: u32, cause: Corruption| RecoveryError::Corrupt {
+        file: input.name.clone(),
+        segment: input.first_index,
+        offset,
+        index: log.last_index().next(),
+        cause,
+    };
+    let frames_before = log.frames;
+    if frames_before == 0 {
+        log.base_index = input.first_index.prev().unwrap_or_default();
+    }
+    let next_index = log.last_index().next();
+    for frame in &mut scanner {
+        if log.frames == frames_before && !names_segment(&frame, input.first_index) {
+            let cause = Corruption::Name {
+                kind: frame.kind,
+                found: frame.index,
+                expected: input.first_index,
+            };
+            return Err(corrupt(log, frame.offset, cause));
+        }
+        if log.frames == 0 {
+            start_at(log, &frame);
+        }
+        lay_frame(log, input.first_index, &frame)
+            .map_err(|cause| corrupt(log, frame.offset, cause))?;
+        log.frames += 1;
+    }
+    let frames = usize::try_from(log.frames - frames_before).expect("a segment's frames fit usize");
+    if frames == 0 && frames_before > 0 && input.first_index != next_index {
+        let cause = Corruption::EmptySegment {
+            expected: next_index,
+        };
+        return Err(corrupt(log, SEGMENT_HEADER_BYTES as u32, cause));
+    }
+    let end = scanner.end().expect("an exhausted scanner has ended");
+    let end_offset = match end {
+        SegmentEnd::Clean { offset } => offset,
+        SegmentEnd::Torn {
+            offset,
+            dirty_end,
+            cause,
+        } => {
+            log.torn = Some(TornTail {
+                segment: input.first_index,
+                offset,
+                dirty_end,
+                cause,
+            });
+            offset
+        }
+        SegmentEnd::Corrupt {
+            offset,
+            cause,
+            later,
+        } => {
+            let sealed = place == Place::Sealed;
+            let cause = Corruption::Frame {
+                cause,
+                later,
+                sealed,
+            };
+            return Err(corrupt(log, offset, cause));
+        }
+    };
+    log.segments.push(SegmentState {
+        first_index: input.first_index,
+        segment_bytes: scanner.header().segment_bytes,
+        write_end: end_offset.next_multiple_of(BLOCK_BYTES as u32),
+        frames,
+        voids: scanner.voids().to_vec(),
+        end,
+    });
+    Ok(())
 }
 
 /// A segment named `name` begins with entry `name` or with a cut at `name - 1`.

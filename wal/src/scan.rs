@@ -368,31 +368,67 @@ fn to_u32(offset: usize) -> u32 {
     u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
 }
 
-/// Scans one segment. Fails only if the segment header is unusable; damage to
-/// frames is reported in [`SegmentScan::end`].
-pub fn scan_segment(segment: SegmentBytes<'_>) -> Result<SegmentScan, ScanError> {
-    let header = SegmentHeader::decode(segment.bytes)?;
-    if header.first_index != segment.first_index {
-        return Err(ScanError::NameMismatch {
-            expected: segment.first_index,
-            found: header.first_index,
-        });
+/// Walks one segment, yielding its valid frames in order; once it is
+/// exhausted, [`SegmentScanner::end`] tells how the segment ended. Recovery
+/// consumes frames as they come, so a scan holds no per-frame memory.
+#[derive(Debug)]
+pub struct SegmentScanner<'a> {
+    segment: SegmentBytes<'a>,
+    header: SegmentHeader,
+    offset: usize,
+    voids: Vec<Range<u32>>,
+    end: Option<SegmentEnd>,
+}
+
+impl<'a> SegmentScanner<'a> {
+    /// Checks the segment header. Damage to frames is not an error here: it is
+    /// how the segment ends.
+    pub fn new(segment: SegmentBytes<'a>) -> Result<SegmentScanner<'a>, ScanError> {
+        let header = SegmentHeader::decode(segment.bytes)?;
+        if header.first_index != segment.first_index {
+            return Err(ScanError::NameMismatch {
+                expected: segment.first_index,
+                found: header.first_index,
+            });
+        }
+        let actual = segment.bytes.len() as u64;
+        if header.segment_bytes != actual {
+            return Err(ScanError::SizeMismatch {
+                header: header.segment_bytes,
+                actual,
+            });
+        }
+        Ok(SegmentScanner {
+            segment,
+            header,
+            offset: SEGMENT_HEADER_BYTES,
+            voids: Vec::new(),
+            end: None,
+        })
     }
-    let actual = segment.bytes.len() as u64;
-    if header.segment_bytes != actual {
-        return Err(ScanError::SizeMismatch {
-            header: header.segment_bytes,
-            actual,
-        });
+
+    pub fn header(&self) -> SegmentHeader {
+        self.header
     }
-    let mut frames = Vec::new();
-    let mut voids = Vec::new();
-    let mut offset = SEGMENT_HEADER_BYTES;
-    let end = loop {
+
+    /// Torn regions skipped so far because a cut frame voids them.
+    pub fn voids(&self) -> &[Range<u32>] {
+        &self.voids
+    }
+
+    /// How the segment ended; `None` until every frame has been yielded.
+    pub fn end(&self) -> Option<SegmentEnd> {
+        self.end
+    }
+
+    /// Decides what lies at the current offset: a frame to yield, or the end.
+    fn step(&mut self) -> Result<Option<FrameHeader>, SegmentEnd> {
+        let segment = &self.segment;
+        let offset = self.offset;
         if offset >= segment.bytes.len() {
-            break SegmentEnd::Clean {
+            return Err(SegmentEnd::Clean {
                 offset: to_u32(offset),
-            };
+            });
         }
         let (found, detail) = segment.check(offset);
         let mut later = None;
@@ -408,48 +444,67 @@ pub fn scan_segment(segment: SegmentBytes<'_>) -> Result<SegmentScan, ScanError>
         );
         match (decision, detail) {
             (Decision::Keep, Ok(frame)) => {
-                offset += frame_bytes(frame.payload_len as usize);
-                frames.push(frame);
+                self.offset += frame_bytes(frame.payload_len as usize);
+                Ok(Some(frame))
             }
-            (Decision::SkipPadding, _) => offset = offset.next_multiple_of(BLOCK_BYTES),
+            (Decision::SkipPadding, _) => {
+                self.offset = offset.next_multiple_of(BLOCK_BYTES);
+                Ok(None)
+            }
             (Decision::SkipToCut, _) => {
                 let cut = later.expect("a voiding cut was found").offset;
-                voids.push(to_u32(offset)..cut);
-                offset = cut as usize;
+                self.voids.push(to_u32(offset)..cut);
+                self.offset = cut as usize;
+                Ok(None)
             }
-            (Decision::CleanEnd, _) => {
-                break SegmentEnd::Clean {
-                    offset: to_u32(offset),
-                }
-            }
-            (Decision::TornTail, Err(cause)) => {
-                break SegmentEnd::Torn {
-                    offset: to_u32(offset),
-                    dirty_end: to_u32(segment.dirty_end(offset)),
-                    cause,
-                }
-            }
-            (Decision::Corrupt, Err(cause)) => {
-                let later = later.map(|frame| LaterFrame {
+            (Decision::CleanEnd, _) => Err(SegmentEnd::Clean {
+                offset: to_u32(offset),
+            }),
+            (Decision::TornTail, Err(cause)) => Err(SegmentEnd::Torn {
+                offset: to_u32(offset),
+                dirty_end: to_u32(segment.dirty_end(offset)),
+                cause,
+            }),
+            (Decision::Corrupt, Err(cause)) => Err(SegmentEnd::Corrupt {
+                offset: to_u32(offset),
+                cause,
+                later: later.map(|frame| LaterFrame {
                     offset: frame.offset,
                     index: frame.index,
-                });
-                break SegmentEnd::Corrupt {
-                    offset: to_u32(offset),
-                    cause,
-                    later,
-                };
-            }
+                }),
+            }),
             (decision, detail) => {
                 panic!("decision {decision:?} does not fit what was found: {detail:?}")
             }
         }
-    };
+    }
+}
+
+impl Iterator for SegmentScanner<'_> {
+    type Item = FrameHeader;
+
+    fn next(&mut self) -> Option<FrameHeader> {
+        while self.end.is_none() {
+            match self.step() {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(end) => self.end = Some(end),
+            }
+        }
+        None
+    }
+}
+
+/// Scans one segment and collects its valid frames. Fails only if the segment
+/// header is unusable; damage to frames is reported in [`SegmentScan::end`].
+pub fn scan_segment(segment: SegmentBytes<'_>) -> Result<SegmentScan, ScanError> {
+    let mut scanner = SegmentScanner::new(segment)?;
+    let frames = scanner.by_ref().collect();
     Ok(SegmentScan {
-        header,
+        header: scanner.header,
         frames,
-        voids,
-        end,
+        voids: scanner.voids,
+        end: scanner.end.expect("an exhausted scanner has ended"),
     })
 }
 
