@@ -8,7 +8,8 @@
 //!
 //! Reading order: [`frame`] (the format), [`segment`] (files), [`scan`] (the
 //! decision table), [`recovery`] (segments into one log), [`wal`] (the writer),
-//! [`storage`] and [`memory`] (the disk underneath).
+//! [`storage`] and [`memory`] (the disk underneath), [`repair`] (the operator's
+//! forced truncation of a corrupt log).
 //!
 //! Invariants:
 //! - nothing is reported durable before the fdatasync that covers it returned;
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod memory;
 pub mod recovery;
+pub mod repair;
 pub mod scan;
 pub mod segment;
 pub mod storage;
