@@ -1,14 +1,15 @@
 //! Keel's write-ahead log.
 //!
-//! Every operation is appended as a checksummed [frame](frame) to fixed-size,
-//! preallocated [segment](segment) files, many frames to one write and one
+//! Every operation is appended as a checksummed [`frame`] to fixed-size,
+//! preallocated [`segment`] files, many frames to one write and one
 //! fdatasync ([`Wal::sync`], group commit). On start-up the [recovery
 //! scan](scan) reads the segments back through memmap2 and tells a torn tail
 //! (cut it) from corruption (refuse, naming segment, offset and index).
 //!
 //! Reading order: [`frame`] (the format), [`segment`] (files), [`scan`] (the
 //! decision table), [`recovery`] (segments into one log), [`wal`] (the writer),
-//! [`storage`] and [`memory`] (the disk underneath).
+//! [`storage`] and [`memory`] (the disk underneath), [`repair`] (the operator's
+//! forced truncation of a corrupt log).
 //!
 //! Invariants:
 //! - nothing is reported durable before the fdatasync that covers it returned;
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod memory;
 pub mod recovery;
+pub mod repair;
 pub mod scan;
 pub mod segment;
 pub mod storage;

@@ -24,9 +24,10 @@
 //!
 //! # File names
 //! `{first_index:020}.wal`, so that names sort by index. A segment is created as
-//! `{first_index:020}.wal.tmp`, zero-filled, given its header, synced, then renamed
-//! and the directory synced: a name ending in `.wal` always denotes a complete
-//! segment, and a leftover `.tmp` is an unfinished creation that is removed.
+//! `{first_index:020}.wal.tmp`, zero-filled, given its header and its first batch,
+//! synced, then renamed and the directory synced: a name ending in `.wal` always
+//! denotes a complete segment holding at least one batch, and a leftover `.tmp`
+//! is an unfinished creation that is removed.
 
 use crate::LogIndex;
 

@@ -431,23 +431,28 @@ impl<S: Storage> Wal<S> {
     }
 
     async fn flush(&mut self, mut write: PendingWrite) -> Result<(), WalError> {
-        if write.create {
-            self.tail = Some(self.create_segment(write.segment).await?);
-        }
         write
             .bytes
             .resize(write.bytes.len().next_multiple_of(BLOCK_BYTES), 0);
-        let name = segment_name(write.segment);
-        let tail = self
-            .tail
-            .as_mut()
-            .expect("a pending batch has a tail segment");
-        tail.write_at(&write.bytes, write.offset as u64)
-            .await
-            .map_err(io_error("write", &self.storage, &name))?;
-        tail.sync()
-            .await
-            .map_err(io_error("sync", &self.storage, &name))?;
+        if write.create {
+            assert_eq!(
+                write.offset, SEGMENT_HEADER_BYTES,
+                "a new segment's first batch follows its header"
+            );
+            self.tail = Some(self.create_segment(write.segment, &write.bytes).await?);
+        } else {
+            let name = segment_name(write.segment);
+            let tail = self
+                .tail
+                .as_mut()
+                .expect("a pending batch has a tail segment");
+            tail.write_at(&write.bytes, write.offset as u64)
+                .await
+                .map_err(io_error("write", &self.storage, &name))?;
+            tail.sync()
+                .await
+                .map_err(io_error("sync", &self.storage, &name))?;
+        }
         // A batch that rolled over is two writes: the segment list already ends
         // with the new segment while the old one's write is flushed.
         let segment = self
@@ -463,14 +468,21 @@ impl<S: Storage> Wal<S> {
         Ok(())
     }
 
-    /// Makes a zero-filled segment under a temporary name, gives it its header,
-    /// then its name: a segment file either is complete or does not exist.
+    /// Creates a zero-filled segment under a temporary name, writes its header
+    /// and its first batch, then gives it its name: a segment file either holds
+    /// its first batch or does not exist. A named but empty segment would be
+    /// corruption to recovery when a cut frame opened it (it is named below the
+    /// next index), so its name must not become durable before the frame does.
     ///
     /// Zero-filling costs a segment's worth of writes, inside the sync that
     /// rolls over. Doing it ahead, concurrently, was measured to be worse on
     /// this disk (docs/PERFORMANCE.md): the concurrent writes stall the
     /// commit path's fdatasync far more than the inline fill costs.
-    async fn create_segment(&mut self, first_index: LogIndex) -> Result<S::File, WalError> {
+    async fn create_segment(
+        &mut self,
+        first_index: LogIndex,
+        first_batch: &[u8],
+    ) -> Result<S::File, WalError> {
         let storage = &self.storage;
         let temp = temp_segment_name(first_index);
         let mut file = storage
@@ -485,6 +497,9 @@ impl<S: Storage> Wal<S> {
             .await
             .map_err(io_error("preallocate", storage, &temp))?;
         file.write_at(&header.encode(), 0)
+            .await
+            .map_err(io_error("write", storage, &temp))?;
+        file.write_at(first_batch, SEGMENT_HEADER_BYTES as u64)
             .await
             .map_err(io_error("write", storage, &temp))?;
         file.sync()

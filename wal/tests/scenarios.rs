@@ -294,3 +294,47 @@ fn unfinished_segment_creation_is_cleaned_up() {
     assert_eq!(wal.log_map().segments.len(), segments);
     assert_entries(&wal, 2);
 }
+
+/// Regression: a cut whose frame opens a new segment (the tail segment is
+/// full) names that segment after the entry after the cut, below the next
+/// index. The segment used to get its name before the cut frame was written,
+/// so a failed write or a crash in between left a named, empty segment that
+/// every later open refused as corruption (`EmptySegment`), though nothing was
+/// damaged. Now a new segment is named only once it holds its first batch.
+#[test]
+fn a_cut_interrupted_while_opening_a_segment_leaves_an_openable_log() {
+    for fail_at in 0..4 {
+        for faults in [
+            Faults {
+                fail_write_after: Some(fail_at),
+                ..Faults::default()
+            },
+            Faults {
+                fail_sync_after: Some(fail_at),
+                ..Faults::default()
+            },
+        ] {
+            for seed in 0..20 {
+                let disk = MemStorage::new();
+                let (mut wal, _) = open(&disk).unwrap();
+                // test_min segments: entries 1..=12 fill the first segment.
+                write_batches(&mut wal, &[6, 6, 6, 6]);
+                assert_eq!(wal.log_map().segments.len(), 2);
+                disk.set_faults(faults);
+                let cut = run_ready(wal.cut_after(LogIndex(5), LogIndex(0)));
+                drop(wal);
+                disk.set_faults(Faults::default());
+                disk.crash(seed);
+                let (wal, _) = open(&disk).unwrap_or_else(|error| {
+                    panic!("{faults:?} seed {seed}, cut {cut:?}: cannot reopen: {error}")
+                });
+                let last = wal.last_index().0;
+                assert!(
+                    [5, 12, 24].contains(&last),
+                    "{faults:?} seed {seed}: last {last}"
+                );
+                assert_entries(&wal, last);
+            }
+        }
+    }
+}

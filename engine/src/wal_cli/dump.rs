@@ -1,0 +1,163 @@
+//! `keel wal dump`: the entries of a WAL in log order, with their operations.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::ops::RangeInclusive;
+
+use keel_wal::frame::FRAME_HEADER_BYTES;
+use keel_wal::recovery::EntryPosition;
+use keel_wal::{codec, FrameKind, LogIndex, LogMap};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::open::Recovered;
+use super::CliError;
+use crate::exit::Exit;
+use crate::operation::{Escaped, Field, Operation};
+
+/// Bytes of a payload shown, as hex, when it is not an [`Operation`].
+const UNDECODED_HEX_BYTES_MAX: usize = 32;
+
+/// Prints the entries whose index lies in `range`. A damaged log prints
+/// nothing: the error names the damage.
+pub fn run(
+    recovered: Recovered,
+    range: RangeInclusive<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Exit, CliError> {
+    let Recovered {
+        dir, segments, log, ..
+    } = recovered;
+    let log = log?;
+    let first = (*range.start()).max(log.first_index().0);
+    let last = (*range.end()).min(log.last_index().0);
+    if !json {
+        writeln!(out, "wal {}", dir.display())?;
+    }
+    for index in (first..=last).map(LogIndex) {
+        let entry = log.entry(index).expect("the index lies in the log");
+        let payload = payload(&log, &segments, index, entry);
+        let operation = codec::decode::<Operation>(payload);
+        if json {
+            let line = json_line(&dir.display().to_string(), index, entry, payload, operation);
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}", text_line(index, entry, payload, operation))?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The payload of entry `index`, read from its mapped segment.
+fn payload<'a, M: std::ops::Deref<Target = [u8]>>(
+    log: &LogMap,
+    segments: &'a [keel_wal::recovery::SegmentInput<M>],
+    index: LogIndex,
+    entry: &EntryPosition,
+) -> &'a [u8] {
+    // Recovery keeps one segment state per mapped segment, in the same order.
+    let position = log
+        .segments
+        .partition_point(|segment| segment.first_index <= index)
+        .checked_sub(1)
+        .expect("an entry lies in a segment");
+    let input = &segments[position];
+    assert_eq!(input.first_index, log.segments[position].first_index);
+    let start = entry.offset as usize + FRAME_HEADER_BYTES;
+    &input.bytes[start..start + entry.payload_len as usize]
+}
+
+fn text_line(
+    index: LogIndex,
+    entry: &EntryPosition,
+    payload: &[u8],
+    operation: Result<Operation, codec::CodecError>,
+) -> String {
+    let mut line = format!(
+        "index={index} term={} kind={} bytes={} ",
+        entry.term,
+        FrameKind::Entry,
+        entry.payload_len
+    );
+    match operation {
+        Ok(operation) => write!(line, "{operation}"),
+        Err(error) => write!(line, "undecoded hex={} ({error})", hex_prefix(payload)),
+    }
+    .expect("writing to a String cannot fail");
+    line
+}
+
+/// One line of `--json` output: the entry, and its operation or, if the
+/// payload is not one, its first bytes.
+#[derive(Debug, Serialize)]
+struct JsonLine<'a> {
+    wal: &'a str,
+    index: u64,
+    term: u64,
+    kind: String,
+    payload_bytes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undecoded: Option<Undecoded>,
+}
+
+#[derive(Debug, Serialize)]
+struct Undecoded {
+    hex: String,
+    error: String,
+}
+
+fn json_line(
+    dir: &str,
+    index: LogIndex,
+    entry: &EntryPosition,
+    payload: &[u8],
+    operation: Result<Operation, codec::CodecError>,
+) -> String {
+    let (op, undecoded) = match operation {
+        Ok(operation) => (Some(operation_json(&operation)), None),
+        Err(error) => {
+            let hex = hex_prefix(payload);
+            let error = error.to_string();
+            (None, Some(Undecoded { hex, error }))
+        }
+    };
+    let line = JsonLine {
+        wal: dir,
+        index: index.0,
+        term: entry.term.0,
+        kind: FrameKind::Entry.to_string(),
+        payload_bytes: entry.payload_len,
+        op,
+        undecoded,
+    };
+    serde_json::to_string(&line).expect("a JSON line always serialises")
+}
+
+/// `{"type": "set", "key": "k", ...}`, byte strings [escaped](Escaped).
+fn operation_json(operation: &Operation) -> Value {
+    let escaped = |bytes: &[u8]| Value::String(Escaped(bytes).to_string());
+    let mut object = Map::new();
+    object.insert("type".to_owned(), operation.name().into());
+    for (name, field) in operation.fields() {
+        let value = match field {
+            Field::Bytes(bytes) => escaped(bytes),
+            Field::BytesList(list) => list.iter().map(|bytes| escaped(bytes)).collect(),
+            Field::UnixMs(ms) => ms.into(),
+        };
+        object.insert(name.to_owned(), value);
+    }
+    Value::Object(object)
+}
+
+/// The first bytes of `payload` in hex, with `…` if there are more.
+fn hex_prefix(payload: &[u8]) -> String {
+    let shown = &payload[..payload.len().min(UNDECODED_HEX_BYTES_MAX)];
+    let mut hex: String = shown.iter().map(|byte| format!("{byte:02x}")).collect();
+    if shown.len() < payload.len() {
+        hex.push('…');
+    }
+    hex
+}
