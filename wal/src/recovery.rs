@@ -20,7 +20,7 @@ use crate::scan::{
     BadFrame, LaterFrame, Place, ScanError, SegmentBytes, SegmentEnd, SegmentScanner,
 };
 use crate::segment::{file_role, FileRole, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
-use crate::storage::Storage;
+use crate::storage::{io_error, IoError, Storage};
 use crate::{FrameKind, LogIndex, Term};
 
 /// Where an entry of the log lies, and what the writer needs to know of it.
@@ -166,12 +166,8 @@ pub enum RecoveryError {
         index: LogIndex,
         cause: Corruption,
     },
-    #[error("cannot {op} {file}: {source}")]
-    Io {
-        op: &'static str,
-        file: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// One segment's bytes, as recovery reads them.
@@ -195,11 +191,7 @@ pub struct DirListing {
 
 /// Lists and sorts a WAL directory's files.
 pub fn list_dir<S: Storage>(storage: &S) -> Result<DirListing, RecoveryError> {
-    let names = storage.list().map_err(|source| RecoveryError::Io {
-        op: "list",
-        file: storage.describe(""),
-        source,
-    })?;
+    let names = storage.list().map_err(io_error("list", storage, ""))?;
     let mut listing = DirListing::default();
     for name in names {
         match file_role(&name) {
@@ -221,11 +213,7 @@ pub fn map_segments<S: Storage>(
         .segments
         .iter()
         .map(|(name, first_index)| {
-            let bytes = storage.map(name).map_err(|source| RecoveryError::Io {
-                op: "map",
-                file: storage.describe(name),
-                source,
-            })?;
+            let bytes = storage.map(name).map_err(io_error("map", storage, name))?;
             Ok(SegmentInput {
                 name: storage.describe(name),
                 first_index: *first_index,

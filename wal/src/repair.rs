@@ -23,14 +23,13 @@
 //! holding a synced frame is written again; only the chain-break case rewrites
 //! the head of one block, with the bytes it already holds.
 
-use std::io;
 use std::ops::Deref;
 
 use crate::frame::FrameHeader;
 use crate::recovery::{RecoveryError, SegmentInput};
-use crate::scan::{scan_segment, FrameCheck, Place, SegmentBytes, SegmentEnd};
-use crate::segment::{segment_name, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
-use crate::storage::{Storage, StorageFile};
+use crate::scan::{dirty_end, scan_segment, FrameCheck, Place, SegmentBytes, SegmentEnd};
+use crate::segment::{offset_u32, segment_name, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use crate::storage::{io_error, IoError, Storage, StorageFile};
 use crate::{FrameKind, LogIndex, Term};
 
 /// Bytes written per call when zeroing the end of a segment.
@@ -139,12 +138,8 @@ pub struct TruncatePlan {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RepairError {
-    #[error("cannot {op} {file}: {source}")]
-    Io {
-        op: &'static str,
-        file: String,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Works out how to drop the log from `damage` on. `segments` are the WAL's
@@ -183,7 +178,7 @@ pub fn plan_truncate<M: Deref<Target = [u8]>>(
         plan.salvage.push(SegmentRange {
             segment: damage.segment,
             from: damage.offset,
-            to: to_u32(dirty_end(damaged.bytes, offset)),
+            to: offset_u32(dirty_end(damaged.bytes, offset)),
         });
         // A frame that checks out would be kept by the next recovery: it must
         // go too. Anything else there is torn bytes to Wal::open.
@@ -193,8 +188,8 @@ pub fn plan_truncate<M: Deref<Target = [u8]>>(
         };
         plan.zero = Some(SegmentRange {
             segment: damage.segment,
-            from: to_u32(from),
-            to: to_u32(dirty_end(damaged.bytes, from)),
+            from: offset_u32(from),
+            to: offset_u32(dirty_end(damaged.bytes, from)),
         });
     }
     for later in position + 1..segments.len() {
@@ -205,7 +200,7 @@ pub fn plan_truncate<M: Deref<Target = [u8]>>(
         plan.salvage.push(SegmentRange {
             segment: input.first_index,
             from: 0,
-            to: to_u32(input.bytes.len()),
+            to: offset_u32(input.bytes.len()),
         });
         plan.remove.push(input.first_index);
     }
@@ -285,7 +280,10 @@ async fn zero_range<S: Storage>(storage: &S, range: &SegmentRange) -> Result<(),
             .map_err(io_error("write", storage, &name))?;
         at += chunk;
     }
-    file.sync().await.map_err(io_error("sync", storage, &name))
+    file.sync()
+        .await
+        .map_err(io_error("sync", storage, &name))?;
+    Ok(())
 }
 
 /// The valid frame at `offset` (if it is one) and the valid frames after it.
@@ -314,41 +312,13 @@ fn later_segment_frames(segment: SegmentBytes<'_>) -> Vec<FrameHeader> {
     }
 }
 
-/// End of the last block at or after `from` that holds a non-zero byte
-/// (`from` itself if there is none).
-fn dirty_end(bytes: &[u8], from: usize) -> usize {
-    bytes
-        .get(from..)
-        .and_then(|rest| rest.iter().rposition(|byte| *byte != 0))
-        .map_or(from, |last| {
-            (from + last + 1)
-                .next_multiple_of(BLOCK_BYTES)
-                .min(bytes.len())
-        })
-}
-
-fn to_u32(offset: usize) -> u32 {
-    u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
-}
-
-fn io_error<'a, S: Storage>(
-    op: &'static str,
-    storage: &'a S,
-    name: &'a str,
-) -> impl FnOnce(io::Error) -> RepairError + 'a {
-    move |source| RepairError::Io {
-        op,
-        file: storage.describe(name),
-        source,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::{decode_frame, encode_frame, FrameFields};
     use crate::recovery::{list_dir, map_segments, recover, Corruption, LogMap};
     use crate::{run_ready, MemStorage, Wal, WalOptions};
+    use std::io;
 
     fn open(disk: &MemStorage) -> (Wal<MemStorage>, crate::OpenReport) {
         run_ready(Wal::open(disk.clone(), WalOptions::test_min())).unwrap()
@@ -523,11 +493,11 @@ mod tests {
 
     #[test]
     fn io_errors_are_not_damage() {
-        let error = RecoveryError::Io {
+        let error = RecoveryError::Io(IoError {
             op: "map",
             file: "x".to_owned(),
             source: io::Error::other("gone"),
-        };
+        });
         assert_eq!(Damage::of::<Vec<u8>>(&error, &[]), None);
     }
 }

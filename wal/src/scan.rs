@@ -42,7 +42,9 @@ use crate::frame::{
     check_body, decode_header, frame_bytes, BodyError, FrameHeader, HeaderError, FRAME_ALIGN_BYTES,
     FRAME_HEADER_BYTES, FRAME_MAGIC,
 };
-use crate::segment::{SegmentHeader, SegmentHeaderError, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use crate::segment::{
+    offset_u32, SegmentHeader, SegmentHeaderError, BLOCK_BYTES, SEGMENT_HEADER_BYTES,
+};
 use crate::{CutRecord, FrameKind, LogIndex};
 
 /// What the scan finds where it expects a frame.
@@ -353,19 +355,20 @@ impl SegmentBytes<'_> {
         let start = frame.offset as usize + FRAME_HEADER_BYTES;
         CutRecord::decode(&self.bytes[start..start + frame.payload_len as usize]).ok()
     }
-
-    /// End of the last non-zero block at or after `offset`.
-    fn dirty_end(&self, offset: usize) -> usize {
-        let mut end = self.bytes.len();
-        while end > offset && is_zero(&self.bytes[end - BLOCK_BYTES..end]) {
-            end -= BLOCK_BYTES;
-        }
-        end
-    }
 }
 
-fn to_u32(offset: usize) -> u32 {
-    u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
+/// End of the last block at or after `from` that holds a non-zero byte
+/// (`from` itself if there is none): the bytes a repair must clear.
+pub fn dirty_end(bytes: &[u8], from: usize) -> usize {
+    let mut end = bytes.len();
+    while end > from {
+        let block_start = (end - 1) / BLOCK_BYTES * BLOCK_BYTES;
+        if !is_zero(&bytes[block_start.max(from)..end]) {
+            return end;
+        }
+        end = block_start;
+    }
+    from
 }
 
 /// Walks one segment, yielding its valid frames in order; once it is
@@ -427,7 +430,7 @@ impl<'a> SegmentScanner<'a> {
         let offset = self.offset;
         if offset >= segment.bytes.len() {
             return Err(SegmentEnd::Clean {
-                offset: to_u32(offset),
+                offset: offset_u32(offset),
             });
         }
         let (found, detail) = segment.check(offset);
@@ -453,20 +456,20 @@ impl<'a> SegmentScanner<'a> {
             }
             (Decision::SkipToCut, _) => {
                 let cut = later.expect("a voiding cut was found").offset;
-                self.voids.push(to_u32(offset)..cut);
+                self.voids.push(offset_u32(offset)..cut);
                 self.offset = cut as usize;
                 Ok(None)
             }
             (Decision::CleanEnd, _) => Err(SegmentEnd::Clean {
-                offset: to_u32(offset),
+                offset: offset_u32(offset),
             }),
             (Decision::TornTail, Err(cause)) => Err(SegmentEnd::Torn {
-                offset: to_u32(offset),
-                dirty_end: to_u32(segment.dirty_end(offset)),
+                offset: offset_u32(offset),
+                dirty_end: offset_u32(dirty_end(segment.bytes, offset)),
                 cause,
             }),
             (Decision::Corrupt, Err(cause)) => Err(SegmentEnd::Corrupt {
-                offset: to_u32(offset),
+                offset: offset_u32(offset),
                 cause,
                 later: later.map(|frame| LaterFrame {
                     offset: frame.offset,

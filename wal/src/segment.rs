@@ -50,6 +50,12 @@ const SEGMENT_FIELDS_BYTES: usize = 40;
 const SEGMENT_SUFFIX: &str = ".wal";
 const TEMP_SUFFIX: &str = ".wal.tmp";
 
+/// A byte offset inside a segment as stored in frames; segments are at most
+/// [`SEGMENT_BYTES_MAX`], so it always fits.
+pub fn offset_u32(offset: usize) -> u32 {
+    u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
+}
+
 /// The decoded header of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {

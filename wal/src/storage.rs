@@ -63,6 +63,29 @@ pub trait StorageFile {
     fn size_bytes(&self) -> io::Result<u64>;
 }
 
+/// A storage operation that failed, naming the operation and the file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {op} {file}: {source}")]
+pub struct IoError {
+    pub op: &'static str,
+    pub file: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Wraps an `io::Error` from `op` on `name` in `storage`, for `map_err`.
+pub(crate) fn io_error<'a, S: Storage>(
+    op: &'static str,
+    storage: &'a S,
+    name: &'a str,
+) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |source| IoError {
+        op,
+        file: storage.describe(name),
+        source,
+    }
+}
+
 /// Drives a future that completes without waiting, as the futures of
 /// [`StdStorage`] and [`MemStorage`](crate::MemStorage) do.
 ///

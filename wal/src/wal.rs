@@ -19,10 +19,10 @@ use crate::recovery::{
 };
 use crate::scan::{BadFrame, SegmentEnd};
 use crate::segment::{
-    segment_name, temp_segment_name, SegmentHeader, BLOCK_BYTES, SEGMENT_BYTES_MAX,
+    offset_u32, segment_name, temp_segment_name, SegmentHeader, BLOCK_BYTES, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SEGMENT_RESERVED_TAIL_BYTES,
 };
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{io_error, IoError, Storage, StorageFile};
 use crate::{CutRecord, FrameKind, LogIndex, Term};
 
 /// Default segment size: large enough that rollover is rare, small enough that
@@ -92,12 +92,8 @@ pub enum WalError {
     InvalidOptions { reason: &'static str },
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
-    #[error("cannot {op} {file}: {source}")]
-    Io {
-        op: &'static str,
-        file: String,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(
         "the WAL refuses writes since it failed to {op} {file} ({kind}); reopen it to recover"
     )]
@@ -331,7 +327,7 @@ impl<S: Storage> Wal<S> {
         let crc = self.encode_pending(FrameKind::Entry, index, term, payload);
         self.log.entries.push_back(EntryPosition {
             term,
-            offset: to_u32(offset),
+            offset: offset_u32(offset),
             payload_len: u32::try_from(payload.len()).expect("checked against the limit"),
             crc,
         });
@@ -367,11 +363,11 @@ impl<S: Storage> Wal<S> {
                 self.log.segments.push(SegmentState {
                     first_index: first_entry,
                     segment_bytes: self.options.segment_bytes,
-                    write_end: to_u32(SEGMENT_HEADER_BYTES),
+                    write_end: offset_u32(SEGMENT_HEADER_BYTES),
                     frames: 0,
                     voids: Vec::new(),
                     end: SegmentEnd::Clean {
-                        offset: to_u32(SEGMENT_HEADER_BYTES),
+                        offset: offset_u32(SEGMENT_HEADER_BYTES),
                     },
                 });
                 self.pending.push(PendingWrite {
@@ -411,8 +407,8 @@ impl<S: Storage> Wal<S> {
             index,
             term,
             prev_crc,
-            offset: to_u32(write.offset + write.bytes.len()),
-            batch_offset: to_u32(write.offset),
+            offset: offset_u32(write.offset + write.bytes.len()),
+            batch_offset: offset_u32(write.offset),
         };
         let crc = encode_frame(&mut write.bytes, &fields, payload);
         self.log.last_crc = crc;
@@ -462,7 +458,7 @@ impl<S: Storage> Wal<S> {
             .rev()
             .find(|segment| segment.first_index == write.segment)
             .expect("a pending batch has a segment");
-        segment.write_end = to_u32(write.offset + write.bytes.len());
+        segment.write_end = offset_u32(write.offset + write.bytes.len());
         write.bytes.clear();
         self.spare_buffer = write.bytes;
         Ok(())
@@ -572,7 +568,7 @@ impl<S: Storage> Wal<S> {
         let term = self.log.term_at(index).expect("index is within the log");
         let offset = self.place_frame(index.next(), CutRecord::ENCODED_BYTES);
         let record = CutRecord {
-            abandoned_from: to_u32(offset),
+            abandoned_from: offset_u32(offset),
         };
         self.encode_pending(FrameKind::Cut, index, term, &record.encode());
         self.sync().await?;
@@ -669,11 +665,11 @@ impl<S: Storage> Wal<S> {
     }
 
     fn poison_on_io<T>(&mut self, result: Result<T, WalError>) -> Result<T, WalError> {
-        if let Err(WalError::Io { op, file, source }) = &result {
+        if let Err(WalError::Io(error)) = &result {
             self.poisoned = Some(Poison {
-                op,
-                file: file.clone(),
-                kind: source.kind(),
+                op: error.op,
+                file: error.file.clone(),
+                kind: error.source.kind(),
             });
         }
         result
@@ -714,21 +710,5 @@ impl<S: Storage> Wal<S> {
             "the log map points at the wrong frame"
         );
         Ok(frame.payload.to_vec())
-    }
-}
-
-fn to_u32(offset: usize) -> u32 {
-    u32::try_from(offset).expect("segment offsets fit u32: segment size is bounded")
-}
-
-fn io_error<'a, S: Storage>(
-    op: &'static str,
-    storage: &'a S,
-    name: &'a str,
-) -> impl FnOnce(io::Error) -> WalError + 'a {
-    move |source| WalError::Io {
-        op,
-        file: storage.describe(name),
-        source,
     }
 }

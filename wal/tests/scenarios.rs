@@ -4,6 +4,7 @@ use keel_wal::memory::Faults;
 use keel_wal::recovery::Corruption;
 use keel_wal::scan::BadFrame;
 use keel_wal::segment::segment_name;
+use keel_wal::storage::IoError;
 use keel_wal::{run_ready, LogIndex, MemStorage, RecoveryError, Term, Wal, WalError, WalOptions};
 
 fn open(disk: &MemStorage) -> Result<(Wal<MemStorage>, keel_wal::OpenReport), WalError> {
@@ -248,7 +249,7 @@ fn a_failed_sync_poisons_the_wal() {
     wal.append(Term(1), b"x").unwrap();
     assert!(matches!(
         run_ready(wal.sync()),
-        Err(WalError::Io { op: "sync", .. })
+        Err(WalError::Io(IoError { op: "sync", .. }))
     ));
     assert_eq!(wal.durable_index(), LogIndex(3));
     assert!(matches!(

@@ -59,7 +59,7 @@ impl CliError {
             CliError::NoWal { .. } => Exit::NoWal,
             CliError::EmptyRange { .. } => Exit::Usage,
             CliError::Recovery(error) | CliError::Wal(WalError::Recovery(error)) => match error {
-                RecoveryError::Io { .. } => Exit::Io,
+                RecoveryError::Io(_) => Exit::Io,
                 _ => Exit::Corrupt,
             },
             CliError::Io { .. }

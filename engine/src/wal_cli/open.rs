@@ -42,7 +42,7 @@ pub fn recover_dir(dir: &Path) -> Result<Recovered, CliError> {
         progress.set_position(scanned_bytes)
     });
     progress.finish_and_clear();
-    if let Err(error @ RecoveryError::Io { .. }) = log {
+    if let Err(error @ RecoveryError::Io(_)) = log {
         return Err(error.into());
     }
     Ok(Recovered {
