@@ -232,11 +232,7 @@ pub fn recover<M: std::ops::Deref<Target = [u8]>>(
 ) -> Result<LogMap, RecoveryError> {
     let mut log = LogMap::default();
     for (position, input) in segments.iter().enumerate() {
-        let place = if position + 1 == segments.len() {
-            Place::Last
-        } else {
-            Place::Sealed
-        };
+        let place = Place::of(position, segments.len());
         lay_segment(&mut log, input, place, payload_bytes_max)?;
         log.scanned_bytes += input.bytes.len() as u64;
         progress(log.scanned_bytes);

@@ -218,11 +218,7 @@ fn segment_bytes<M: Deref<Target = [u8]>>(
     SegmentBytes {
         bytes: &segments[position].bytes,
         first_index: segments[position].first_index,
-        place: if position + 1 == segments.len() {
-            Place::Last
-        } else {
-            Place::Sealed
-        },
+        place: Place::of(position, segments.len()),
         payload_bytes_max,
     }
 }

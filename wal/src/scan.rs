@@ -81,6 +81,17 @@ pub enum Place {
     Sealed,
 }
 
+impl Place {
+    /// The place of the segment at `position` among `count` in index order.
+    pub fn of(position: usize, count: usize) -> Place {
+        if position + 1 == count {
+            Place::Last
+        } else {
+            Place::Sealed
+        }
+    }
+}
+
 /// What the scan does at a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
