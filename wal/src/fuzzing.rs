@@ -35,17 +35,25 @@ fn assert_checksums_hold(bytes: &[u8]) {
     );
 }
 
-/// Decodes arbitrary bytes as a frame.
-pub fn frame_decode(data: &[u8]) {
-    if decode_frame(data, FUZZ_PAYLOAD_BYTES_MAX).is_ok() {
+/// Decodes arbitrary bytes as a frame, and tells whether they were accepted
+/// (so that the corpus replay can check its valid frames still decode).
+pub fn frame_decode(data: &[u8]) -> bool {
+    let accepted = decode_frame(data, FUZZ_PAYLOAD_BYTES_MAX).is_ok();
+    if accepted {
         assert_checksums_hold(data);
     }
+    accepted
 }
 
-/// Builds a segment from arbitrary bytes (a valid segment header, then the
-/// bytes as its body, zero-padded to a block) and scans and recovers it as
-/// both the last and a sealed segment.
-pub fn segment_scan(data: &[u8]) {
+/// Builds a segment from arbitrary bytes and scans and recovers it as both the
+/// last and a sealed segment. Returns how many valid frames the scan kept (the
+/// same in either place: the place only decides how the scan ends), so that
+/// the corpus replay can compare it with what the log held.
+///
+/// The first byte is the segment's first index; the rest is the segment's body
+/// after its header, zero-padded here to a whole block, so a real segment with
+/// its trailing zeros trimmed scans as it did on disk.
+pub fn segment_scan(data: &[u8]) -> usize {
     let first_index = LogIndex(data.first().map_or(1, |byte| u64::from(*byte)));
     let body = data.get(1..).unwrap_or_default();
     let segment_bytes = (SEGMENT_HEADER_BYTES + body.len()).next_multiple_of(BLOCK_BYTES);
@@ -56,6 +64,7 @@ pub fn segment_scan(data: &[u8]) {
     let mut bytes = header.encode();
     bytes.extend_from_slice(body);
     bytes.resize(segment_bytes, 0);
+    let mut kept_frames = 0;
     for place in [Place::Last, Place::Sealed] {
         let segment = SegmentBytes {
             bytes: &bytes,
@@ -74,6 +83,7 @@ pub fn segment_scan(data: &[u8]) {
             assert_checksums_hold(&bytes[offset..]);
             previous_end = offset + frame.frame_bytes();
         }
+        kept_frames = scan.frames.len();
     }
     let input = [SegmentInput {
         name: "fuzz".to_owned(),
@@ -86,4 +96,5 @@ pub fn segment_scan(data: &[u8]) {
             "the log never ends before its base"
         );
     }
+    kept_frames
 }

@@ -1,0 +1,8 @@
+//! Arbitrary bytes as one frame; the checks live in `keel_wal::fuzzing`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    keel_wal::fuzzing::frame_decode(data);
+});
