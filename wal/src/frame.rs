@@ -33,7 +33,7 @@
 //! # Version changes
 //! - 1: first version.
 
-use crate::{FrameKind, LogIndex, Term};
+use crate::{FrameKind, LogIndex, Term, LOG_INDEX_MAX};
 
 /// `b"KLFR"` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"KLFR");
@@ -97,6 +97,8 @@ pub enum HeaderError {
     Reserved,
     #[error("payload of {payload_len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { payload_len: u32, limit: u32 },
+    #[error("index {index} (or segment {segment}) is beyond the largest log index")]
+    IndexRange { index: LogIndex, segment: LogIndex },
 }
 
 /// Why a frame whose header is valid has a bad body.
@@ -152,12 +154,17 @@ pub fn decode_header(bytes: &[u8], payload_bytes_max: u32) -> Result<FrameHeader
     if payload_len > limit {
         return Err(HeaderError::TooLarge { payload_len, limit });
     }
+    let segment = LogIndex(read_u64(header, 16));
+    let index = LogIndex(read_u64(header, 24));
+    if index > LOG_INDEX_MAX || segment > LOG_INDEX_MAX {
+        return Err(HeaderError::IndexRange { index, segment });
+    }
     Ok(FrameHeader {
         header_crc: stored,
         kind,
         payload_len,
-        segment: LogIndex(read_u64(header, 16)),
-        index: LogIndex(read_u64(header, 24)),
+        segment,
+        index,
         term: Term(read_u64(header, 32)),
         prev_crc: read_u32(header, 40),
         payload_crc: read_u32(header, 44),
@@ -311,6 +318,16 @@ mod tests {
         );
         assert_eq!(decode_header(&out[..55], 1024), Err(HeaderError::Truncated));
         assert_eq!(decode_header(&[0; 56], 1024), Err(HeaderError::Zero));
+        let mut beyond = Vec::new();
+        let fields = FrameFields {
+            index: LogIndex(LOG_INDEX_MAX.0 + 1),
+            ..fields()
+        };
+        encode_frame(&mut beyond, &fields, b"");
+        assert!(matches!(
+            decode_header(&beyond, 1024),
+            Err(HeaderError::IndexRange { .. })
+        ));
         assert_eq!(
             decode_frame(&out[..out.len() - 8], 1024),
             Err(FrameError::Body(BodyError::Truncated))

@@ -42,6 +42,12 @@ pub use segment::BLOCK_BYTES;
 pub use storage::{run_ready, StdStorage, Storage, StorageFile};
 pub use wal::{OpenReport, TornTailRepair, Wal, WalError, WalOptions};
 
+/// The largest log index a frame or a segment name may carry. Far beyond any
+/// real log (2^62 entries at a million a second last 146,000 years), it leaves
+/// room for index arithmetic on anything recovery accepts from disk, so a
+/// forged or damaged index is refused instead of overflowing.
+pub const LOG_INDEX_MAX: LogIndex = LogIndex(1 << 62);
+
 /// A position in the log. Index 0 is "before the first entry".
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

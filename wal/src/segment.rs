@@ -29,7 +29,7 @@
 //! denotes a complete segment holding at least one batch, and a leftover `.tmp`
 //! is an unfinished creation that is removed.
 
-use crate::LogIndex;
+use crate::{LogIndex, LOG_INDEX_MAX};
 
 /// The unit of writing: every batch starts on a block boundary and is padded to one.
 pub const BLOCK_BYTES: usize = 4096;
@@ -156,6 +156,7 @@ pub fn file_role(name: &str) -> FileRole {
         (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
             .then(|| stem.parse::<u64>().ok())
             .flatten()
+            .filter(|index| *index <= LOG_INDEX_MAX.0)
     };
     if let Some(stem) = name.strip_suffix(TEMP_SUFFIX) {
         if index_of(stem).is_some() {
@@ -200,5 +201,6 @@ mod tests {
         assert_eq!(file_role("17.wal"), FileRole::Other);
         assert_eq!(file_role("0000000000000000001x.wal"), FileRole::Other);
         assert_eq!(file_role("notes.txt"), FileRole::Other);
+        assert_eq!(file_role("18446744073709551615.wal"), FileRole::Other);
     }
 }

@@ -23,7 +23,7 @@ use crate::segment::{
     SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SEGMENT_RESERVED_TAIL_BYTES,
 };
 use crate::storage::{io_error, IoError, Storage, StorageFile};
-use crate::{CutRecord, FrameKind, LogIndex, Term};
+use crate::{CutRecord, FrameKind, LogIndex, Term, LOG_INDEX_MAX};
 
 /// Default segment size: large enough that rollover is rare, small enough that
 /// compaction frees space in useful steps.
@@ -323,6 +323,10 @@ impl<S: Storage> Wal<S> {
             "term {term} after term {last_term}: terms never go back along the log"
         );
         let index = last.next();
+        assert!(
+            index <= LOG_INDEX_MAX,
+            "the log is full: index {index} is beyond LOG_INDEX_MAX"
+        );
         let offset = self.place_frame(index, payload.len());
         let crc = self.encode_pending(FrameKind::Entry, index, term, payload);
         self.log.entries.push_back(EntryPosition {
