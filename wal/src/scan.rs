@@ -294,18 +294,10 @@ fn is_zero(bytes: &[u8]) -> bool {
 impl SegmentBytes<'_> {
     /// Classifies the bytes at `offset`; for a valid frame also returns its header.
     pub fn check(&self, offset: usize) -> (FrameCheck, Result<FrameHeader, BadFrame>) {
-        let block_end = offset.next_multiple_of(BLOCK_BYTES).min(self.bytes.len());
-        if offset % BLOCK_BYTES != 0 && is_zero(&self.bytes[offset..block_end]) {
-            return (FrameCheck::Padding, Err(BadFrame::Zero));
-        }
         let rest = &self.bytes[offset..];
         let header = match decode_header(rest, self.payload_bytes_max) {
             Ok(header) => header,
-            Err(HeaderError::Zero) => return (FrameCheck::Zero, Err(BadFrame::Zero)),
-            Err(HeaderError::Truncated) if is_zero(rest) => {
-                return (FrameCheck::Zero, Err(BadFrame::Zero))
-            }
-            Err(error) => return (FrameCheck::BadHeader, Err(BadFrame::Header(error))),
+            Err(error) => return self.not_a_frame(offset, error),
         };
         let bound = header.segment == self.first_index
             && header.offset as usize == offset
@@ -328,6 +320,29 @@ impl SegmentBytes<'_> {
             }
             Ok(_) => (FrameCheck::Valid, Ok(header)),
             Err(error) => (FrameCheck::BadBody, Err(BadFrame::Body(error))),
+        }
+    }
+
+    /// Classifies bytes that are not a valid frame header. Padding (zeros from
+    /// here to the next block) is checked only here, off the path of valid
+    /// frames; it must be checked whatever the header error, because fewer than
+    /// a header's bytes may be left in the block, and the window then reaches
+    /// into the next batch.
+    fn not_a_frame(
+        &self,
+        offset: usize,
+        error: HeaderError,
+    ) -> (FrameCheck, Result<FrameHeader, BadFrame>) {
+        let block_end = offset.next_multiple_of(BLOCK_BYTES).min(self.bytes.len());
+        if offset % BLOCK_BYTES != 0 && is_zero(&self.bytes[offset..block_end]) {
+            return (FrameCheck::Padding, Err(BadFrame::Zero));
+        }
+        match error {
+            HeaderError::Zero => (FrameCheck::Zero, Err(BadFrame::Zero)),
+            HeaderError::Truncated if is_zero(&self.bytes[offset..]) => {
+                (FrameCheck::Zero, Err(BadFrame::Zero))
+            }
+            error => (FrameCheck::BadHeader, Err(BadFrame::Header(error))),
         }
     }
 

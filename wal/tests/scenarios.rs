@@ -56,6 +56,28 @@ fn entries_survive_reopen_across_segment_rollover() {
     assert_entries(&wal, 99);
 }
 
+/// Regression: a batch that ends fewer than a header's bytes before a block
+/// boundary leaves padding that a header-sized window cannot see as zeros
+/// (the window reaches into the next batch). The scan once called it damage.
+#[test]
+fn a_batch_ending_just_before_a_block_boundary_is_padding() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    // Two frames of 56 + 1968 bytes end 48 bytes before the first block's end.
+    let payload = vec![7; 1968];
+    wal.append(Term(1), &payload).unwrap();
+    wal.append(Term(1), &payload).unwrap();
+    run_ready(wal.sync()).unwrap();
+    let second = wal.log_map().entry(LogIndex(2)).copied().unwrap();
+    assert_eq!(second.offset as usize + 56 + 1968, 2 * 4096 - 48);
+    wal.append(Term(1), b"next batch").unwrap();
+    run_ready(wal.sync()).unwrap();
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.repaired, None);
+    assert_eq!(wal.last_index(), LogIndex(3));
+}
+
 #[test]
 fn unsynced_tail_is_lost_or_cut_and_synced_batches_stay() {
     for seed in 0..200 {
