@@ -239,23 +239,25 @@ pub fn encode_frame(out: &mut Vec<u8>, fields: &FrameFields, payload: &[u8]) -> 
         .ok()
         .filter(|len| *len <= FRAME_PAYLOAD_BYTES_MAX)
         .expect("payload size is checked against the limit before encoding");
+    // Built on the stack and appended once: this runs for every frame of every
+    // batch, on the commit path.
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &FRAME_MAGIC.to_le_bytes());
+    put(8, &[FRAME_VERSION, fields.kind as u8]);
+    put(12, &payload_len.to_le_bytes());
+    put(16, &fields.segment.0.to_le_bytes());
+    put(24, &fields.index.0.to_le_bytes());
+    put(32, &fields.term.0.to_le_bytes());
+    put(40, &fields.prev_crc.to_le_bytes());
+    put(44, &crc32fast::hash(payload).to_le_bytes());
+    put(48, &fields.offset.to_le_bytes());
+    put(52, &fields.batch_offset.to_le_bytes());
+    let header_crc = crc32fast::hash(&header[HEADER_CRC_START..]);
+    header[4..8].copy_from_slice(&header_crc.to_le_bytes());
     let start = out.len();
-    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(FRAME_VERSION);
-    out.push(fields.kind as u8);
-    out.extend_from_slice(&[0; 2]);
-    out.extend_from_slice(&payload_len.to_le_bytes());
-    out.extend_from_slice(&fields.segment.0.to_le_bytes());
-    out.extend_from_slice(&fields.index.0.to_le_bytes());
-    out.extend_from_slice(&fields.term.0.to_le_bytes());
-    out.extend_from_slice(&fields.prev_crc.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(&fields.offset.to_le_bytes());
-    out.extend_from_slice(&fields.batch_offset.to_le_bytes());
-    assert_eq!(out.len() - start, FRAME_HEADER_BYTES, "header layout");
-    let header_crc = crc32fast::hash(&out[start + HEADER_CRC_START..]);
-    out[start + 4..start + 8].copy_from_slice(&header_crc.to_le_bytes());
+    out.reserve(frame_bytes(payload.len()));
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
     out.resize(start + frame_bytes(payload.len()), 0);
     header_crc

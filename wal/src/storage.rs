@@ -145,6 +145,7 @@ impl StdStorage {
         Ok(StdFile {
             file,
             reader,
+            path,
             direct_io: self.direct_io,
             bounce: Vec::new(),
         })
@@ -216,6 +217,7 @@ pub struct StdFile {
     file: File,
     /// A buffered descriptor for reads: O_DIRECT reads would need aligned buffers.
     reader: File,
+    path: PathBuf,
     direct_io: bool,
     /// Block-aligned staging for O_DIRECT writes (grown once, then reused).
     bounce: Vec<u8>,
@@ -255,12 +257,29 @@ impl StorageFile for StdFile {
         self.file.sync_data()
     }
 
+    /// Writes the zeros with O_DIRECT where the file system allows it. Through
+    /// the page cache they are throttled: the kernel sizes a device's allowance
+    /// of dirty pages by its measured write bandwidth, and a stream of small
+    /// fdatasyncs makes that look low. Measured here, 64 MiB of buffered zeros
+    /// took 22 ms on a fresh log and 300 ms after a few segments of commits.
     async fn preallocate(&mut self, len: u64) -> io::Result<()> {
-        let zeros = vec![0; ZERO_FILL_CHUNK_BYTES];
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.path);
+        let writer = match &direct {
+            Ok(file) => file,
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => &self.file,
+            Err(_) => return direct.map(|_| ()),
+        };
+        // O_DIRECT needs a block-aligned buffer: take the aligned part of a larger one.
+        let backing = vec![0; ZERO_FILL_CHUNK_BYTES + BLOCK_BYTES];
+        let start = backing.as_ptr().align_offset(BLOCK_BYTES);
+        let zeros = &backing[start..start + ZERO_FILL_CHUNK_BYTES];
         let mut offset = 0;
         while offset < len {
             let chunk = (len - offset).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
-            self.write_at(&zeros[..chunk], offset).await?;
+            writer.write_all_at(&zeros[..chunk], offset)?;
             offset += chunk as u64;
         }
         Ok(())
