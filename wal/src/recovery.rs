@@ -257,13 +257,7 @@ fn lay_segment<M: std::ops::Deref<Target = [u8]>>(
         file: input.name.clone(),
         source,
     })?;
-    let corrupt = |log: &LogMap, offset: u32, cause: Corruption| RecoveryError::Corrupt {
-        file: input.name.clone(),
-        segment: input.first_index,
-        offset,
-        index: log.last_index().next(),
-        cause,
-    };
+    let corrupt = |log: &LogMap, offset, cause| corruption(log, input, offset, cause);
     let frames_before = log.frames;
     if frames_before == 0 {
         log.base_index = input.first_index.prev().unwrap_or_default();
@@ -293,8 +287,45 @@ fn lay_segment<M: std::ops::Deref<Target = [u8]>>(
         return Err(corrupt(log, SEGMENT_HEADER_BYTES as u32, cause));
     }
     let end = scanner.end().expect("an exhausted scanner has ended");
-    let end_offset = match end {
-        SegmentEnd::Clean { offset } => offset,
+    let end_offset = settle_end(log, input, place, end)?;
+    log.segments.push(SegmentState {
+        first_index: input.first_index,
+        segment_bytes: scanner.header().segment_bytes,
+        write_end: end_offset.next_multiple_of(BLOCK_BYTES as u32),
+        frames,
+        voids: scanner.voids().to_vec(),
+        end,
+    });
+    Ok(())
+}
+
+/// The corruption error for `cause` at `offset` of `input`, naming the index
+/// the log expected there.
+fn corruption<M>(
+    log: &LogMap,
+    input: &SegmentInput<M>,
+    offset: u32,
+    cause: Corruption,
+) -> RecoveryError {
+    RecoveryError::Corrupt {
+        file: input.name.clone(),
+        segment: input.first_index,
+        offset,
+        index: log.last_index().next(),
+        cause,
+    }
+}
+
+/// Where the segment's frames end: a torn tail is noted for the writer to
+/// seal; corruption is an error.
+fn settle_end<M>(
+    log: &mut LogMap,
+    input: &SegmentInput<M>,
+    place: Place,
+    end: SegmentEnd,
+) -> Result<u32, RecoveryError> {
+    match end {
+        SegmentEnd::Clean { offset } => Ok(offset),
         SegmentEnd::Torn {
             offset,
             dirty_end,
@@ -306,7 +337,7 @@ fn lay_segment<M: std::ops::Deref<Target = [u8]>>(
                 dirty_end,
                 cause,
             });
-            offset
+            Ok(offset)
         }
         SegmentEnd::Corrupt {
             offset,
@@ -319,18 +350,9 @@ fn lay_segment<M: std::ops::Deref<Target = [u8]>>(
                 later,
                 sealed,
             };
-            return Err(corrupt(log, offset, cause));
+            Err(corruption(log, input, offset, cause))
         }
-    };
-    log.segments.push(SegmentState {
-        first_index: input.first_index,
-        segment_bytes: scanner.header().segment_bytes,
-        write_end: end_offset.next_multiple_of(BLOCK_BYTES as u32),
-        frames,
-        voids: scanner.voids().to_vec(),
-        end,
-    });
-    Ok(())
+    }
 }
 
 /// A segment named `name` begins with entry `name` or with a cut at `name - 1`.

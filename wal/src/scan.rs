@@ -377,7 +377,7 @@ impl SegmentBytes<'_> {
     }
 
     /// The record inside a valid cut frame, if it decodes.
-    pub fn cut_record(&self, frame: &FrameHeader) -> Option<CutRecord> {
+    fn cut_record(&self, frame: &FrameHeader) -> Option<CutRecord> {
         let start = frame.offset as usize + FRAME_HEADER_BYTES;
         CutRecord::decode(&self.bytes[start..start + frame.payload_len as usize]).ok()
     }

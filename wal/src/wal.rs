@@ -242,10 +242,6 @@ impl<S: Storage> Wal<S> {
         Ok((wal, report))
     }
 
-    pub fn options(&self) -> &WalOptions {
-        &self.options
-    }
-
     /// The first entry in the log (one past the last if it is empty).
     pub fn first_index(&self) -> LogIndex {
         self.log.first_index()
