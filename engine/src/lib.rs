@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod exit;
 pub mod operation;
+pub mod resp;
 pub mod wal_cli;
