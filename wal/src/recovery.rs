@@ -89,8 +89,9 @@ impl LogMap {
         self.entries.get(usize::try_from(slot).ok()?)
     }
 
-    /// The checksum a frame following entry `index` chains to.
-    fn crc_at(&self, index: LogIndex) -> Option<u32> {
+    /// The checksum a frame following entry `index` chains to (the base's
+    /// at the base).
+    pub fn crc_at(&self, index: LogIndex) -> Option<u32> {
         if index == self.base_index {
             return Some(self.base_crc);
         }
@@ -105,13 +106,18 @@ impl LogMap {
         self.entry(index).map(|entry| entry.term)
     }
 
-    /// The segment holding entry `index`.
-    pub fn segment_of(&self, index: LogIndex) -> Option<&SegmentState> {
+    /// The position in [`LogMap::segments`] of the segment holding entry `index`.
+    pub fn segment_position(&self, index: LogIndex) -> Option<usize> {
         self.entry(index)?;
         let after = self
             .segments
             .partition_point(|segment| segment.first_index <= index);
-        self.segments.get(after.checked_sub(1)?)
+        after.checked_sub(1)
+    }
+
+    /// The segment holding entry `index`.
+    pub fn segment_of(&self, index: LogIndex) -> Option<&SegmentState> {
+        self.segments.get(self.segment_position(index)?)
     }
 }
 

@@ -295,6 +295,13 @@ impl<S: Storage> Wal<S> {
                     .open(&name)
                     .await
                     .map_err(io_error("open", &self.storage, &name))?;
+            let size_bytes = file
+                .size_bytes()
+                .map_err(io_error("stat", &self.storage, &name))?;
+            assert_eq!(
+                size_bytes, last.segment_bytes,
+                "the tail file is the one recovery scanned"
+            );
             self.tail = Some(file);
         }
         Ok(())
@@ -394,8 +401,8 @@ impl<S: Storage> Wal<S> {
             FrameKind::Entry => self.log.last_crc,
             FrameKind::Cut => self
                 .log
-                .entry(index)
-                .map_or(self.log.base_crc, |entry| entry.crc),
+                .crc_at(index)
+                .expect("a cut keeps an index within the log"),
         };
         let write = self
             .pending
@@ -643,8 +650,8 @@ impl<S: Storage> Wal<S> {
             .expect("the new base is in the log");
         let base_crc = self
             .log
-            .entry(new_base)
-            .map_or(self.log.base_crc, |entry| entry.crc);
+            .crc_at(new_base)
+            .expect("the new base is in the log");
         for segment in self.log.segments.drain(..count) {
             let name = segment_name(segment.first_index);
             self.storage

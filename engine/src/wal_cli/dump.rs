@@ -58,9 +58,7 @@ fn payload<'a, M: std::ops::Deref<Target = [u8]>>(
 ) -> &'a [u8] {
     // Recovery keeps one segment state per mapped segment, in the same order.
     let position = log
-        .segments
-        .partition_point(|segment| segment.first_index <= index)
-        .checked_sub(1)
+        .segment_position(index)
         .expect("an entry lies in a segment");
     let input = &segments[position];
     assert_eq!(input.first_index, log.segments[position].first_index);
