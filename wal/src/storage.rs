@@ -228,13 +228,19 @@ fn stage_aligned<'a>(bounce: &'a mut Vec<u8>, buf: &'a [u8]) -> &'a [u8] {
     if buf.as_ptr().align_offset(BLOCK_BYTES) == 0 {
         return buf;
     }
-    if bounce.len() < buf.len() + BLOCK_BYTES {
-        *bounce = vec![0; buf.len() + BLOCK_BYTES];
-    }
-    let start = bounce.as_ptr().align_offset(BLOCK_BYTES);
-    let staged = &mut bounce[start..start + buf.len()];
+    let staged = aligned_part(bounce, buf.len());
     staged.copy_from_slice(buf);
     staged
+}
+
+/// A block-aligned slice of `len` bytes inside `backing`, grown (with zeros)
+/// to make room for the alignment when it is too small.
+fn aligned_part(backing: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if backing.len() < len + BLOCK_BYTES {
+        *backing = vec![0; len + BLOCK_BYTES];
+    }
+    let start = backing.as_ptr().align_offset(BLOCK_BYTES);
+    &mut backing[start..start + len]
 }
 
 impl StorageFile for StdFile {
@@ -272,10 +278,8 @@ impl StorageFile for StdFile {
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => &self.file,
             Err(_) => return direct.map(|_| ()),
         };
-        // O_DIRECT needs a block-aligned buffer: take the aligned part of a larger one.
-        let backing = vec![0; ZERO_FILL_CHUNK_BYTES + BLOCK_BYTES];
-        let start = backing.as_ptr().align_offset(BLOCK_BYTES);
-        let zeros = &backing[start..start + ZERO_FILL_CHUNK_BYTES];
+        let mut backing = Vec::new();
+        let zeros = aligned_part(&mut backing, ZERO_FILL_CHUNK_BYTES);
         let mut offset = 0;
         while offset < len {
             let chunk = (len - offset).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
