@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod memory;
 pub mod recovery;
 pub mod repair;
+mod replay;
 pub mod scan;
 pub mod segment;
 pub mod storage;

@@ -267,6 +267,10 @@ impl<S: Storage> Wal<S> {
         &self.log
     }
 
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
     fn check_poison(&self) -> Result<(), WalError> {
         match &self.poisoned {
             Some(poison) => Err(WalError::Poisoned {
