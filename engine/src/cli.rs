@@ -23,6 +23,8 @@ pub enum Command {
     /// Inspect, verify, dump and repair write-ahead logs offline (no server
     /// may be running on the directory).
     Wal(WalArgs),
+    /// Run the server: a single node serving the Redis protocol.
+    Serve(crate::config::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +121,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Exit {
     let mut err = io::stderr().lock();
     let exit = match &cli.command {
         Command::Wal(wal) => wal_cli::run(&wal.command, &mut out, &mut err),
+        Command::Serve(args) => crate::serve::run(args),
     };
     match out.flush() {
         Ok(()) => exit,

@@ -3,7 +3,18 @@
 //! An [`Operation`] is the payload of a WAL entry, encoded with bincode 2
 //! through [`keel_wal::codec`]. bincode names a variant by its position, so
 //! variants are only ever appended (never reordered or removed): an old log
-//! then still decodes. The server issue extends this enum.
+//! then still decodes.
+//!
+//! # Every operation is a blind write
+//! An operation fixes the final state of the keys it names (value and expiry,
+//! or absence) without reading them: `INCR` logs the `Set` of the new number,
+//! `RENAME` a `Batch` of a `Delete` and a `Set`. The only exceptions, `Expire`
+//! and `Persist`, change the expiry of a key that exists and leave its value.
+//! So applying a run of operations twice gives what applying it once gives
+//! (per key, everything after the first `Set`/`Delete` is a constant, and before
+//! it only expiry assignments that do not change whether the key exists). A
+//! snapshot may therefore be taken while writes go on ("fuzzy"): replaying the
+//! log from the index at which it started yields the exact state.
 
 use std::fmt;
 
@@ -28,6 +39,11 @@ pub enum Operation {
         key: Vec<u8>,
     },
     FlushAll,
+    /// Several operations applied together, as one log entry (MSET, RENAME):
+    /// a crash keeps all of them or none. Never nested.
+    Batch {
+        ops: Vec<Operation>,
+    },
 }
 
 /// One field of an operation, as tools show it.
@@ -36,6 +52,7 @@ pub enum Field<'a> {
     Bytes(&'a [u8]),
     BytesList(&'a [Vec<u8>]),
     UnixMs(u64),
+    Ops(&'a [Operation]),
 }
 
 impl Operation {
@@ -47,6 +64,7 @@ impl Operation {
             Operation::Expire { .. } => "expire",
             Operation::Persist { .. } => "persist",
             Operation::FlushAll => "flush_all",
+            Operation::Batch { .. } => "batch",
         }
     }
 
@@ -71,6 +89,7 @@ impl Operation {
             ],
             Operation::Persist { key } => vec![("key", Field::Bytes(key))],
             Operation::FlushAll => Vec::new(),
+            Operation::Batch { ops } => vec![("ops", Field::Ops(ops))],
         }
     }
 }
@@ -93,6 +112,14 @@ impl fmt::Display for Operation {
                     f.write_str("]")?;
                 }
                 Field::UnixMs(ms) => write!(f, "{ms}")?,
+                Field::Ops(ops) => {
+                    f.write_str("[")?;
+                    for (position, op) in ops.iter().enumerate() {
+                        let separator = if position == 0 { "" } else { "; " };
+                        write!(f, "{separator}{op}")?;
+                    }
+                    f.write_str("]")?;
+                }
             }
         }
         Ok(())

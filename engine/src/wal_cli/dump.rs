@@ -144,6 +144,7 @@ fn operation_json(operation: &Operation) -> Value {
             Field::Bytes(bytes) => escaped(bytes),
             Field::BytesList(list) => list.iter().map(|bytes| escaped(bytes)).collect(),
             Field::UnixMs(ms) => ms.into(),
+            Field::Ops(ops) => ops.iter().map(operation_json).collect(),
         };
         object.insert(name.to_owned(), value);
     }

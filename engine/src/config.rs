@@ -1,0 +1,260 @@
+//! `keel serve`'s settings: flags, the TOML file with the same keys, and the
+//! defaults, merged in that order of precedence (flag over file over default).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+/// Port of the Redis-protocol listener unless told otherwise (Redis's 6379 + 1000).
+pub const PORT_DEFAULT: u16 = 7379;
+/// Data directory unless told otherwise, relative to the working directory.
+pub const DIR_DEFAULT: &str = "keel-data";
+/// Open client connections beyond which new ones are refused (Redis's maxclients).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// WAL bytes written since a shard's last snapshot that trigger the next one.
+pub const SNAPSHOT_WAL_BYTES_DEFAULT: u64 = 256 << 20;
+/// Largest group-commit interval accepted by `--fsync interval-ms=N`.
+pub const FSYNC_INTERVAL_MS_MAX: u64 = 60_000;
+/// Most shards a data directory may have.
+pub const SHARDS_MAX: u32 = 1024;
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After its WAL frame is fdatasync'ed: nothing acknowledged is ever lost.
+    Always,
+    /// At once; the WAL is fdatasync'ed every N ms, so a crash may lose the
+    /// last N ms of acknowledged writes.
+    IntervalMs(u64),
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FsyncPolicy, String> {
+        if text == "always" {
+            return Ok(FsyncPolicy::Always);
+        }
+        let invalid = || format!("invalid fsync policy {text:?}: expected `always` or `interval-ms=N` (1..={FSYNC_INTERVAL_MS_MAX})");
+        let ms = text.strip_prefix("interval-ms=").ok_or_else(invalid)?;
+        match ms.parse::<u64>() {
+            Ok(ms) if (1..=FSYNC_INTERVAL_MS_MAX).contains(&ms) => Ok(FsyncPolicy::IntervalMs(ms)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::IntervalMs(ms) => write!(f, "interval-ms={ms}"),
+        }
+    }
+}
+
+/// `keel serve` flags. Each may also be given in the `--config` file under
+/// the same name with `_` for `-`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Data directory [default: ./keel-data].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Port for Redis-protocol clients [default: 7379].
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+    /// Executor threads, one per core [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// `always` (acknowledge after fdatasync) or `interval-ms=N` [default: always].
+    #[arg(long, value_name = "POLICY")]
+    pub fsync: Option<FsyncPolicy>,
+    /// A TOML file with any of these settings; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Port for Prometheus metrics over HTTP [default: none].
+    #[arg(long, value_name = "N")]
+    pub metrics_port: Option<u16>,
+    /// Shards of a new data directory (an existing one keeps its own) [default: --cores].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Largest value, in bytes [default: 536870912, Redis's proto-max-bulk-len].
+    #[arg(long, value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Largest key, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Most open client connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// WAL bytes since a shard's last snapshot that start the next [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub snapshot_wal_bytes: Option<u64>,
+}
+
+/// The `--config` file: the flags' names, `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    dir: Option<PathBuf>,
+    port: Option<u16>,
+    bind: Option<IpAddr>,
+    cores: Option<usize>,
+    fsync: Option<String>,
+    metrics_port: Option<u16>,
+    shards: Option<u32>,
+    max_value_bytes: Option<usize>,
+    max_key_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    snapshot_wal_bytes: Option<u64>,
+}
+
+/// Settings in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub bind: IpAddr,
+    pub cores: usize,
+    pub fsync: FsyncPolicy,
+    pub metrics_port: Option<u16>,
+    /// Shards for a new data directory.
+    pub shards: u32,
+    pub limits: Limits,
+    pub connections_max: usize,
+    pub snapshot_wal_bytes: u64,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ServeConfig {
+    /// Merges flags, the config file they name, and the defaults.
+    /// `cores_available` is the machine's core count.
+    pub fn resolve(args: &ServeArgs, cores_available: usize) -> Result<ServeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let fsync = match (&args.fsync, &file.fsync) {
+            (Some(policy), _) => *policy,
+            (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Invalid { key: "fsync", reason })?,
+            (None, None) => FsyncPolicy::Always,
+        };
+        let cores = args.cores.or(file.cores).unwrap_or(cores_available);
+        let defaults = Limits::default();
+        let config = ServeConfig {
+            dir: args.dir.clone().or(file.dir).unwrap_or_else(|| PathBuf::from(DIR_DEFAULT)),
+            port: args.port.or(file.port).unwrap_or(PORT_DEFAULT),
+            bind: args.bind.or(file.bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            cores,
+            fsync,
+            metrics_port: args.metrics_port.or(file.metrics_port),
+            shards: args.shards.or(file.shards).unwrap_or(u32::try_from(cores).unwrap_or(u32::MAX)),
+            limits: Limits {
+                key_bytes_max: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(defaults.key_bytes_max),
+                value_bytes_max: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(defaults.value_bytes_max),
+            },
+            connections_max: args.max_connections.or(file.max_connections).unwrap_or(CONNECTIONS_MAX_DEFAULT),
+            snapshot_wal_bytes: args.snapshot_wal_bytes.or(file.snapshot_wal_bytes).unwrap_or(SNAPSHOT_WAL_BYTES_DEFAULT),
+        };
+        config.validate(cores_available)?;
+        Ok(config)
+    }
+
+    fn validate(&self, cores_available: usize) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.cores == 0 || self.cores > cores_available.max(1) * 4 {
+            return invalid("cores", format!("{} is not between 1 and {} (4 per available core)", self.cores, cores_available.max(1) * 4));
+        }
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return invalid("shards", format!("{} is not between 1 and {SHARDS_MAX}", self.shards));
+        }
+        if self.limits.value_bytes_max == 0 || self.limits.value_bytes_max > crate::limits::VALUE_BYTES_MAX_DEFAULT {
+            return invalid("max_value_bytes", format!("{} is not between 1 and {}", self.limits.value_bytes_max, crate::limits::VALUE_BYTES_MAX_DEFAULT));
+        }
+        if self.limits.key_bytes_max == 0 || self.limits.key_bytes_max > self.limits.value_bytes_max {
+            return invalid("max_key_bytes", format!("{} is not between 1 and max_value_bytes", self.limits.key_bytes_max));
+        }
+        if self.connections_max == 0 {
+            return invalid("max_connections", "must be at least 1".into());
+        }
+        if self.snapshot_wal_bytes < 1 << 20 {
+            return invalid("snapshot_wal_bytes", "must be at least 1 MiB".into());
+        }
+        if Some(self.port) == self.metrics_port {
+            return invalid("metrics_port", "must differ from port".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.to_owned(), message: error.message().to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_parse_and_print_back() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("interval-ms=10".parse(), Ok(FsyncPolicy::IntervalMs(10)));
+        for bad in ["", "never", "interval-ms=0", "interval-ms=x", "interval-ms=60001"] {
+            assert!(bad.parse::<FsyncPolicy>().is_err(), "{bad}");
+        }
+        assert_eq!(FsyncPolicy::IntervalMs(5).to_string(), "interval-ms=5");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "port = 9000\ncores = 1\nfsync = \"interval-ms=5\"\ndir = \"/data\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), port: Some(9100), ..ServeArgs::default() };
+        let config = ServeConfig::resolve(&args, 2).unwrap();
+        assert_eq!(config.port, 9100);
+        assert_eq!(config.cores, 1);
+        assert_eq!(config.shards, 1);
+        assert_eq!(config.fsync, FsyncPolicy::IntervalMs(5));
+        assert_eq!(config.dir, PathBuf::from("/data"));
+        assert_eq!(config.bind, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let error = ServeConfig::resolve(&args, 2).unwrap_err().to_string();
+        assert!(error.contains("prot"), "{error}");
+        std::fs::write(&path, "fsync = \"sometimes\"\n").unwrap();
+        let error = ServeConfig::resolve(&args, 2).unwrap_err().to_string();
+        assert!(error.contains("fsync"), "{error}");
+        let args = ServeArgs { cores: Some(0), ..ServeArgs::default() };
+        assert!(ServeConfig::resolve(&args, 2).is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Limits on what clients may send and hold, each a named constant with its
+//! unit. A request over a limit gets an error; the server goes on serving.
+
+/// Largest key unless configured: keys are copied into every log entry and
+/// index node that names them, so they are kept far smaller than values.
+pub const KEY_BYTES_MAX_DEFAULT: usize = 64 << 10;
+/// Largest value unless configured: Redis's `proto-max-bulk-len`.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 512 << 20;
+/// Commands parsed from one connection's buffer before their replies are
+/// written: bounds the replies held per connection.
+pub const PIPELINE_COMMANDS_MAX: usize = 1024;
+/// Unparsed bytes one connection may buffer (Redis's client-query-buffer-limit).
+pub const QUERY_BUFFER_BYTES_MAX: usize = 1 << 30;
+/// Bytes read from a socket at a time.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// The limits a command is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            key_bytes_max: KEY_BYTES_MAX_DEFAULT,
+            value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+        }
+    }
+}

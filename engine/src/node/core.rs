@@ -1,0 +1,405 @@
+//! One core's node loop: accepts clients, routes each command to the shard
+//! that owns its keys (here, or on another core over a hop), and answers in
+//! order once what each reply depends on is durable.
+//!
+//! # Invariants
+//! - A connection's commands are executed in the order they arrived: those for
+//!   one shard travel one FIFO path (this core, or one core-to-core channel).
+//! - Replies are written in request order, and only after every reply of the
+//!   batch may be released (see [`crate::node::shard`]).
+//! - Every keyed command touches one shard: multi-key commands whose keys hash
+//!   to different slots are refused with `-CROSSSLOT`, so no write is ever
+//!   applied in part.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::command;
+use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::metrics::NodeMetrics;
+use crate::node::admin::{self, ClientInfo};
+use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
+use crate::node::local::Slot;
+use crate::node::shard::{Shard, ShardStats};
+use crate::node::NodeShared;
+use crate::resp::{parse_request, Parsed, Protocol, Reply};
+use crate::slot::{key_slot, SLOT_COUNT};
+
+/// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
+/// Cluster assigns them to nodes.
+pub fn shard_of_slot(slot: u16, shards: u32) -> u32 {
+    assert!(slot < SLOT_COUNT, "slot {slot} out of range");
+    (u32::from(slot) * shards) / u32::from(SLOT_COUNT)
+}
+
+/// The core that runs shard `shard`.
+pub fn core_of_shard(shard: u32, cores: usize) -> usize {
+    shard as usize % cores
+}
+
+/// A reply on its way: known now, or once a shard says it may be released.
+enum Pending {
+    Ready(Reply),
+    Local { shard: Rc<Shard>, reply: Reply, wait_for: u64 },
+    Remote(Slot<ShardReply>),
+}
+
+/// One core's share of the node.
+#[derive(Debug)]
+pub struct Core<I: NodeIo> {
+    pub io: I,
+    pub node: Arc<NodeShared>,
+    shards: HashMap<u32, Rc<Shard>>,
+    waiting: RefCell<HashMap<u64, Slot<ShardReply>>>,
+    next_hop: Cell<u64>,
+}
+
+impl<I: NodeIo> Core<I> {
+    pub fn new(io: I, node: Arc<NodeShared>, shards: HashMap<u32, Rc<Shard>>) -> Core<I> {
+        Core { io, node, shards, waiting: RefCell::new(HashMap::new()), next_hop: Cell::new(0) }
+    }
+
+    pub fn shards(&self) -> impl Iterator<Item = &Rc<Shard>> {
+        self.shards.values()
+    }
+
+    /// Asks the shard's core (maybe this one) to run `request`.
+    async fn dispatch(&self, shard: u32, request: ShardRequest) -> Pending {
+        if let Some(local) = self.shards.get(&shard) {
+            return self.run_local(local, request);
+        }
+        let id = self.next_hop.get();
+        self.next_hop.set(id + 1);
+        let slot = Slot::default();
+        self.waiting.borrow_mut().insert(id, slot.clone());
+        let (core, cores) = self.io.core();
+        let target = core_of_shard(shard, cores);
+        assert_ne!(target, core, "shard {shard} is this core's but was not found");
+        self.io.send_hop(target, Hop::Request { id, from_core: core, shard, request }).await;
+        Pending::Remote(slot)
+    }
+
+    async fn request(&self, shard: u32, request: ShardRequest) -> ShardReply {
+        let pending = self.dispatch(shard, request).await;
+        match self.resolve(pending).await {
+            Resolved::Shard(reply) => reply,
+            Resolved::Reply(reply) => ShardReply::Reply(reply),
+        }
+    }
+
+    /// Runs `request` on a shard of this core now; the result is released later.
+    fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+        let now = self.io.now_unix_ms();
+        let last = shard.last_index();
+        let (reply, wait_for) = match request {
+            ShardRequest::Command { args } => {
+                let executed = shard.execute(&args, now);
+                return Pending::Local { shard: Rc::clone(shard), reply: executed.reply, wait_for: executed.wait_for };
+            }
+            ShardRequest::Count => (ShardReply::Count(shard.count()), last),
+            ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
+            ShardRequest::Scan { cursor, count, pattern } => {
+                let (next, keys) = shard.scan(cursor, count, pattern.as_deref(), now);
+                (ShardReply::Scan { next, keys }, last)
+            }
+            ShardRequest::FlushAll => match shard.flush_all() {
+                Ok(index) => (ShardReply::Reply(Reply::Simple("OK".into())), index),
+                Err(error) => (ShardReply::Reply(error), 0),
+            },
+            ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), 0),
+        };
+        let slot = Slot::default();
+        let waiter = slot.clone();
+        let shard = Rc::clone(shard);
+        self.io.spawn(async move {
+            waiter.fill(match shard.acknowledged(wait_for).await {
+                Ok(()) => reply,
+                Err(reason) => ShardReply::Reply(not_durable(&reason)),
+            });
+        });
+        Pending::Remote(slot)
+    }
+
+    async fn resolve(&self, pending: Pending) -> Resolved {
+        match pending {
+            Pending::Ready(reply) => Resolved::Reply(reply),
+            Pending::Local { shard, reply, wait_for } => Resolved::Reply(match shard.acknowledged(wait_for).await {
+                Ok(()) => reply,
+                Err(reason) => not_durable(&reason),
+            }),
+            Pending::Remote(slot) => Resolved::Shard(slot.take().await),
+        }
+    }
+
+    /// Serves messages from other cores until the node stops.
+    pub async fn serve_hops(self: Rc<Self>) {
+        loop {
+            match self.io.recv_hop().await {
+                Hop::Request { id, from_core, shard, request } => {
+                    let local = self.shards.get(&shard).unwrap_or_else(|| panic!("shard {shard} hopped to the wrong core"));
+                    let pending = self.run_local(local, request);
+                    let core = Rc::clone(&self);
+                    self.io.spawn(async move {
+                        let reply = match core.resolve(pending).await {
+                            Resolved::Shard(reply) => reply,
+                            Resolved::Reply(reply) => ShardReply::Reply(reply),
+                        };
+                        core.io.send_hop(from_core, Hop::Reply { id, reply }).await;
+                    });
+                }
+                Hop::Reply { id, reply } => {
+                    let slot = self.waiting.borrow_mut().remove(&id).unwrap_or_else(|| panic!("a reply to hop {id}, which nobody waits for"));
+                    slot.fill(reply);
+                }
+            }
+        }
+    }
+
+    /// Accepts clients until the task is dropped.
+    pub async fn accept_clients(self: Rc<Self>) {
+        loop {
+            match self.io.accept(Listener::Clients).await {
+                Ok(conn) => {
+                    let core = Rc::clone(&self);
+                    self.io.spawn(async move { core.serve_client(conn).await });
+                }
+                Err(error) => tracing::warn!(%error, "accept failed"),
+            }
+        }
+    }
+
+    async fn serve_client(self: Rc<Self>, mut conn: I::Conn) {
+        let Some(mut client) = self.node.register_client(conn.peer(), self.io.now_unix_ms()) else {
+            NodeMetrics::add(&self.node.metrics.connections_refused, 1);
+            let _ = conn.write_all(b"-ERR max number of clients reached\r\n").await;
+            return;
+        };
+        NodeMetrics::add(&self.node.metrics.connections_accepted, 1);
+        if let Err(error) = self.client_loop(&mut conn, &mut client).await {
+            tracing::debug!(client = client.id, %error, "connection closed");
+        }
+        self.node.unregister_client(client.id);
+    }
+
+    async fn client_loop(&self, conn: &mut I::Conn, client: &mut ClientInfo) -> std::io::Result<()> {
+        let bulk_max = self.node.config.limits.value_bytes_max.max(self.node.config.limits.key_bytes_max);
+        let mut input: Vec<u8> = Vec::new();
+        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        let mut output = Vec::new();
+        loop {
+            let mut replies: Vec<(Protocol, Pending)> = Vec::new();
+            let mut consumed = 0;
+            let mut close = false;
+            while replies.len() < PIPELINE_COMMANDS_MAX {
+                match parse_request(&input[consumed..], bulk_max) {
+                    Ok(Parsed::Request(args, used)) => {
+                        consumed += used;
+                        if args.is_empty() {
+                            continue;
+                        }
+                        let (pending, quit) = self.command(client, args).await;
+                        replies.push((client.protocol, pending));
+                        if quit {
+                            close = true;
+                            break;
+                        }
+                    }
+                    Ok(Parsed::Incomplete) => break,
+                    Err(error) => {
+                        NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
+                        replies.push((client.protocol, Pending::Ready(Reply::Error(format!("ERR {error}")))));
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            input.drain(..consumed);
+            if !replies.is_empty() {
+                for (protocol, pending) in replies {
+                    let reply = match self.resolve(pending).await {
+                        Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                        Resolved::Shard(other) => panic!("a command got a non-reply answer: {other:?}"),
+                    };
+                    reply.encode(protocol, &mut output);
+                }
+                conn.write_all(&output).await?;
+                output.clear();
+                if close {
+                    return Ok(());
+                }
+                // More whole requests may be buffered already: parse before reading.
+                continue;
+            }
+            if input.len() > QUERY_BUFFER_BYTES_MAX {
+                NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
+                conn.write_all(b"-ERR Protocol error: query buffer limit reached\r\n").await?;
+                return Ok(());
+            }
+            let read = conn.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            input.extend_from_slice(&chunk[..read]);
+            client.last_command_unix_ms = self.io.now_unix_ms();
+        }
+    }
+
+    /// Starts one command; returns its reply-to-be and whether to close after it.
+    async fn command(&self, client: &mut ClientInfo, args: Vec<Vec<u8>>) -> (Pending, bool) {
+        NodeMetrics::add(&self.node.metrics.commands, 1);
+        let Some(spec) = command::lookup(&args[0]) else {
+            return (Pending::Ready(command::unknown_command(&args)), false);
+        };
+        if let Err(reply) = command::check_arity(spec, args.len()) {
+            return (Pending::Ready(reply), false);
+        }
+        if command::is_keyed(spec) {
+            return (self.keyed(spec, args).await, false);
+        }
+        let quit = spec.name == "quit";
+        (Pending::Ready(self.node_command(client, spec, &args).await), quit)
+    }
+
+    async fn keyed(&self, spec: &'static command::CommandSpec, args: Vec<Vec<u8>>) -> Pending {
+        let mut slots = command::key_indexes(spec, &args).into_iter().map(|index| key_slot(&args[index]));
+        let Some(slot) = slots.next() else {
+            return Pending::Ready(Reply::Error(format!("ERR '{}' command needs a key", spec.name)));
+        };
+        if slots.any(|other| other != slot) {
+            return Pending::Ready(Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into()));
+        }
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        self.dispatch(shard, ShardRequest::Command { args }).await
+    }
+
+    /// Commands about the connection or the whole node.
+    async fn node_command(&self, client: &mut ClientInfo, spec: &'static command::CommandSpec, args: &[Vec<u8>]) -> Reply {
+        match spec.name {
+            "dbsize" => Reply::Integer(self.count_all().await as i64),
+            "keys" => {
+                let mut keys = Vec::new();
+                for shard in 0..self.node.shard_count {
+                    if let ShardReply::Keys(found) = self.request(shard, ShardRequest::Keys { pattern: args[1].clone() }).await {
+                        keys.extend(found);
+                    }
+                }
+                Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
+            }
+            "scan" => self.scan(args).await,
+            "flushdb" | "flushall" => self.flush_all(args).await,
+            "info" => {
+                let stats = self.all_stats().await;
+                admin::info(&self.node, &stats, &args[1..], self.io.now_unix_ms())
+            }
+            _ => admin::connection_command(&self.node, client, spec, args, self.io.now_unix_ms()),
+        }
+    }
+
+    async fn count_all(&self) -> u64 {
+        let mut total = 0;
+        for shard in 0..self.node.shard_count {
+            if let ShardReply::Count(count) = self.request(shard, ShardRequest::Count).await {
+                total += count;
+            }
+        }
+        total
+    }
+
+    pub async fn all_stats(&self) -> Vec<ShardStats> {
+        let mut all = Vec::new();
+        for shard in 0..self.node.shard_count {
+            if let ShardReply::Stats(stats) = self.request(shard, ShardRequest::Stats).await {
+                all.push(*stats);
+            }
+        }
+        all
+    }
+
+    async fn flush_all(&self, args: &[Vec<u8>]) -> Reply {
+        if let Some(mode) = args.get(1) {
+            if args.len() > 2 || !(mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async")) {
+                return Reply::Error("ERR syntax error".into());
+            }
+        }
+        for shard in 0..self.node.shard_count {
+            if let ShardReply::Reply(reply @ Reply::Error(_)) = self.request(shard, ShardRequest::FlushAll).await {
+                return reply;
+            }
+        }
+        Reply::Simple("OK".into())
+    }
+
+    /// SCAN over every shard in turn. A shard's cursor is a key hash; the
+    /// cursor given to the client keeps its high bits and puts the shard
+    /// number plus one in the low bits (so it is 0 only at the end). Dropping
+    /// the hash's low bits resumes a little early: keys may come twice, as
+    /// SCAN allows, but none is missed.
+    async fn scan(&self, args: &[Vec<u8>]) -> Reply {
+        let request = match admin::ScanArgs::parse(args) {
+            Ok(request) => request,
+            Err(reply) => return reply,
+        };
+        let shards = u64::from(self.node.shard_count);
+        let low_bits = u64::BITS - shards.leading_zeros();
+        let low_mask = (1u64 << low_bits) - 1;
+        let (mut shard, mut cursor) = match request.cursor {
+            0 => (0, 0),
+            given => match (given & low_mask).checked_sub(1) {
+                Some(shard) if shard < shards => (shard, given & !low_mask),
+                _ => return Reply::Error("ERR invalid cursor".into()),
+            },
+        };
+        let mut keys = Vec::new();
+        let next = loop {
+            let step = ShardRequest::Scan { cursor, count: request.count - keys.len().min(request.count - 1), pattern: request.pattern.clone() };
+            let ShardReply::Scan { next, keys: found } = self.request(shard as u32, step).await else {
+                return Reply::Error("ERR scan failed".into());
+            };
+            keys.extend(found);
+            if next != 0 {
+                break (next & !low_mask) | (shard + 1);
+            }
+            shard += 1;
+            cursor = 0;
+            if shard == shards {
+                break 0;
+            }
+            if keys.len() >= request.count {
+                break shard + 1;
+            }
+        };
+        Reply::Array(vec![Reply::Bulk(next.to_string().into_bytes()), Reply::Array(keys.into_iter().map(Reply::Bulk).collect())])
+    }
+}
+
+/// An answer that came back from a shard, or a reply made here.
+enum Resolved {
+    Reply(Reply),
+    Shard(ShardReply),
+}
+
+fn not_durable(reason: &str) -> Reply {
+    Reply::Error(format!("ERR the write may not be durable, the shard stopped: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_map_to_contiguous_shard_ranges_covering_all_shards() {
+        for shards in [1, 2, 3, 7, 16, 1024] {
+            let mut previous = 0;
+            let mut seen = std::collections::BTreeSet::new();
+            for slot in 0..SLOT_COUNT {
+                let shard = shard_of_slot(slot, shards);
+                assert!(shard >= previous && shard < shards);
+                previous = shard;
+                seen.insert(shard);
+            }
+            assert_eq!(seen.len() as u32, shards);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The world as the node loop sees it: disk, clients, other cores, clock and
+//! timers. The server implements it with glommio ([`crate::glommio_io`]); the
+//! simulator with madsim. The node loop reads no clock, opens no socket and
+//! touches no file except through it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use keel_wal::Storage;
+
+use crate::resp::Reply;
+
+/// Which listening socket to accept from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Redis-protocol clients.
+    Clients,
+    /// Prometheus scrapes (HTTP).
+    Metrics,
+}
+
+/// One accepted byte stream.
+#[allow(async_fn_in_trait)]
+pub trait Connection {
+    /// Reads what is available into `buf`; 0 means the peer closed.
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// The peer's address, as `CLIENT LIST` shows it.
+    fn peer(&self) -> String;
+}
+
+/// What one core asks another: work on a shard the other core owns.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// A keyed command; all its keys live in the shard.
+    Command { args: Vec<Vec<u8>> },
+    /// The number of live keys.
+    Count,
+    /// Every live key matching the pattern.
+    Keys { pattern: Vec<u8> },
+    /// One step of a SCAN over the shard.
+    Scan {
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    },
+    /// Remove every key, through the log.
+    FlushAll,
+    /// Figures for INFO and metrics.
+    Stats,
+}
+
+/// The answer to a [`ShardRequest`], given once it may be acknowledged.
+#[derive(Debug)]
+pub enum ShardReply {
+    Reply(Reply),
+    Count(u64),
+    Keys(Vec<Vec<u8>>),
+    Scan { next: u64, keys: Vec<Vec<u8>> },
+    Stats(Box<crate::node::shard::ShardStats>),
+}
+
+/// A message between cores.
+#[derive(Debug)]
+pub enum Hop {
+    Request {
+        id: u64,
+        from_core: usize,
+        shard: u32,
+        request: ShardRequest,
+    },
+    Reply {
+        id: u64,
+        reply: ShardReply,
+    },
+}
+
+/// Disk, network, clock and timers for one core's node loop.
+#[allow(async_fn_in_trait)]
+pub trait NodeIo: Clone + 'static {
+    type Storage: Storage + Clone + 'static;
+    type Conn: Connection + 'static;
+
+    /// The storage of one shard's directory, created if absent.
+    async fn shard_storage(&self, shard: u32) -> io::Result<Self::Storage>;
+    /// Wall-clock time, for expiry times that go into the log.
+    fn now_unix_ms(&self) -> u64;
+    /// A clock that never goes back, for durations.
+    fn monotonic_us(&self) -> u64;
+    async fn sleep(&self, duration: Duration);
+    /// Runs a task on this core, detached.
+    fn spawn(&self, task: impl Future<Output = ()> + 'static);
+    async fn accept(&self, listener: Listener) -> io::Result<Self::Conn>;
+    /// This core's number and the number of cores.
+    fn core(&self) -> (usize, usize);
+    /// Sends to another core; waits while its queue is full.
+    async fn send_hop(&self, core: usize, hop: Hop);
+    /// The next message from any other core.
+    async fn recv_hop(&self) -> Hop;
+}

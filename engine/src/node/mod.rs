@@ -1,0 +1,338 @@
+//! The node loop, written once over [`NodeIo`]: recovery of each shard, the
+//! per-core loop serving clients and other cores, group commit, active expiry.
+
+pub mod admin;
+pub mod core;
+pub mod io;
+pub mod local;
+pub mod shard;
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_wal::{codec, LogIndex, Wal, WalError, WalOptions};
+
+use crate::config::ServeConfig;
+use crate::keyspace::Keyspace;
+use crate::metrics::{Gauges, NodeMetrics};
+use crate::node::admin::ClientInfo;
+use crate::node::core::{core_of_shard, Core};
+use crate::node::io::{Connection, Listener, NodeIo};
+use crate::node::shard::Shard;
+use crate::operation::Operation;
+use crate::resp::Protocol;
+use crate::snapshot;
+
+/// How often each shard runs an active-expiry pass.
+pub const EXPIRE_PERIOD_MS: u64 = 100;
+/// How often a core looks for the node's stop request.
+pub const STOP_POLL_MS: u64 = 20;
+/// Largest HTTP request a metrics scrape may send.
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// What every core of one node shares.
+#[derive(Debug)]
+pub struct NodeShared {
+    pub config: ServeConfig,
+    pub shard_count: u32,
+    pub metrics: Arc<NodeMetrics>,
+    pub run_id: String,
+    pub started_unix_ms: u64,
+    clients: Mutex<BTreeMap<u64, ClientInfo>>,
+    next_client_id: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl NodeShared {
+    pub fn new(config: ServeConfig, shard_count: u32, run_id: String, started_unix_ms: u64) -> NodeShared {
+        NodeShared {
+            config,
+            shard_count,
+            metrics: Arc::new(NodeMetrics::default()),
+            run_id,
+            started_unix_ms,
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks every core to stop: no new clients, sync what is queued, return.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn register_client(&self, peer: String, now_unix_ms: u64) -> Option<ClientInfo> {
+        let mut clients = self.clients.lock().expect("client registry lock");
+        if clients.len() >= self.config.connections_max {
+            return None;
+        }
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let info = ClientInfo {
+            id,
+            peer,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            protocol: Protocol::Resp2,
+            connected_unix_ms: now_unix_ms,
+            last_command_unix_ms: now_unix_ms,
+        };
+        clients.insert(id, info.clone());
+        Some(info)
+    }
+
+    fn update_client(&self, info: &ClientInfo) {
+        self.clients.lock().expect("client registry lock").insert(info.id, info.clone());
+    }
+
+    fn unregister_client(&self, id: u64) {
+        self.clients.lock().expect("client registry lock").remove(&id);
+    }
+
+    fn clients(&self) -> Vec<ClientInfo> {
+        self.clients.lock().expect("client registry lock").values().cloned().collect()
+    }
+}
+
+/// Why a node cannot start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: std::io::Error },
+    #[error("cannot join the other cores: {reason}")]
+    Mesh { reason: String },
+    #[error("shard {shard}: cannot open its directory: {source}")]
+    Storage { shard: u32, source: std::io::Error },
+    #[error("shard {shard}: {source}")]
+    Snapshot { shard: u32, source: snapshot::SnapshotError },
+    #[error("shard {shard}: {source}")]
+    Wal { shard: u32, source: WalError },
+    #[error("shard {shard}: log entry {index} does not decode ({reason}); the log was written by an incompatible version or is damaged")]
+    Entry { shard: u32, index: u64, reason: String },
+    #[error("shard {shard}: the snapshot holds entries up to {snapshot_index} but the WAL runs from {first} to {last}: entries are missing")]
+    Gap { shard: u32, snapshot_index: u64, first: u64, last: u64 },
+}
+
+impl NodeError {
+    /// Whether the data on disk is damaged (rather than unreachable).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Snapshot { .. } | NodeError::Entry { .. } | NodeError::Gap { .. } | NodeError::Wal { source: WalError::Recovery(_), .. }
+        )
+    }
+}
+
+/// What recovering one shard found.
+#[derive(Clone, Debug, Default)]
+pub struct RecoverySummary {
+    pub shard: u32,
+    pub snapshot_index: u64,
+    pub snapshot_keys: u64,
+    pub frames_replayed: u64,
+    pub last_index: u64,
+    pub seconds: f64,
+}
+
+/// The WAL limits for a node: an entry holds any one write the limits allow.
+pub fn wal_options() -> WalOptions {
+    WalOptions::default()
+}
+
+/// Loads the newest snapshot and replays the WAL after it.
+async fn recover_shard<I: NodeIo>(io: &I, node: &NodeShared, id: u32) -> Result<(Rc<Shard>, Wal<I::Storage>, I::Storage, RecoverySummary), NodeError> {
+    let started = io.monotonic_us();
+    let storage = io.shard_storage(id).await.map_err(|source| NodeError::Storage { shard: id, source })?;
+    let mut keyspace = Keyspace::new();
+    let mut summary = RecoverySummary { shard: id, ..RecoverySummary::default() };
+    if let Some(loaded) = snapshot::load_newest(&storage).map_err(|source| NodeError::Snapshot { shard: id, source })? {
+        summary.snapshot_index = loaded.meta().last_index.0;
+        for item in loaded.items() {
+            let (key, value, expire) = item.map_err(|source| NodeError::Snapshot { shard: id, source })?;
+            keyspace.insert_loaded(key, value, expire);
+            summary.snapshot_keys += 1;
+        }
+    }
+    let options = wal_options();
+    let (wal, report) = Wal::open(storage.clone(), options).await.map_err(|source| NodeError::Wal { shard: id, source })?;
+    if let Some(torn) = &report.repaired {
+        tracing::warn!(
+            shard = id, file = %torn.file, offset = torn.offset, cut_bytes = torn.cut_bytes, last_index = torn.last_index.0, cause = %torn.cause,
+            "torn tail cut: the last write never completed (it was never acknowledged)"
+        );
+    }
+    let (first, last) = (wal.first_index().0, wal.last_index().0);
+    let from = summary.snapshot_index + 1;
+    if from < first || summary.snapshot_index > last {
+        return Err(NodeError::Gap { shard: id, snapshot_index: summary.snapshot_index, first, last });
+    }
+    wal.replay(LogIndex(from), |index, payload| {
+        let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry { shard: id, index: index.0, reason: error.to_string() })?;
+        keyspace.apply(&op);
+        summary.frames_replayed += 1;
+        Ok::<(), NodeError>(())
+    })
+    .map_err(|error| match error {
+        NodeError::Wal { .. } | NodeError::Entry { .. } => error,
+        other => other,
+    })?;
+    summary.last_index = last;
+    summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
+    let config = &node.config;
+    let shard = Shard::new(
+        id,
+        keyspace,
+        last,
+        summary.snapshot_index,
+        config.limits,
+        options.payload_bytes_max as usize,
+        config.fsync,
+        Arc::clone(&node.metrics),
+    );
+    Ok((Rc::new(shard), wal, storage, summary))
+}
+
+impl From<WalError> for NodeError {
+    fn from(source: WalError) -> NodeError {
+        NodeError::Wal { shard: u32::MAX, source }
+    }
+}
+
+/// A core after recovery, ready to serve.
+pub struct Recovered<I: NodeIo> {
+    core: Rc<Core<I>>,
+    committers: Vec<(Rc<Shard>, Wal<I::Storage>, I::Storage)>,
+    pub summaries: Vec<RecoverySummary>,
+}
+
+/// Recovers the shards this core owns.
+pub async fn recover_core<I: NodeIo>(io: I, node: Arc<NodeShared>) -> Result<Recovered<I>, NodeError> {
+    let (core, cores) = io.core();
+    let mut shards = HashMap::new();
+    let mut committers = Vec::new();
+    let mut summaries = Vec::new();
+    for id in (0..node.shard_count).filter(|shard| core_of_shard(*shard, cores) == core) {
+        let (shard, wal, storage, summary) = recover_shard(&io, &node, id).await?;
+        shards.insert(id, Rc::clone(&shard));
+        committers.push((shard, wal, storage));
+        summaries.push(summary);
+    }
+    Ok(Recovered { core: Rc::new(Core::new(io, node, shards)), committers, summaries })
+}
+
+impl<I: NodeIo> std::fmt::Debug for Recovered<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovered").field("summaries", &self.summaries).finish_non_exhaustive()
+    }
+}
+
+impl<I: NodeIo> Recovered<I> {
+    /// Serves until the node is asked to stop, then syncs what is queued.
+    /// Returns a WAL's error if one failed: the node must then stop.
+    pub async fn serve(self) -> Result<(), NodeError> {
+        let core = self.core;
+        let io = core.io.clone();
+        let node = Arc::clone(&core.node);
+        let failure: Rc<std::cell::RefCell<Option<NodeError>>> = Rc::default();
+        let done = Rc::new(std::cell::Cell::new(0usize));
+        let committers = self.committers.len();
+        for (shard, wal, storage) in self.committers {
+            let (failure, done, io_task) = (Rc::clone(&failure), Rc::clone(&done), io.clone());
+            let (io_expire, shard_expire) = (io.clone(), Rc::clone(&shard));
+            let snapshot_wal_bytes = node.config.snapshot_wal_bytes;
+            io.spawn(async move {
+                let id = shard.id;
+                if let Err(source) = Rc::clone(&shard).run_committer(io_task, wal, storage, snapshot_wal_bytes).await {
+                    tracing::error!(shard = id, error = %source, "WAL failed: this shard acknowledges nothing more; stopping the node");
+                    failure.borrow_mut().get_or_insert(NodeError::Wal { shard: id, source });
+                }
+                done.set(done.get() + 1);
+            });
+            io.spawn(async move {
+                loop {
+                    io_expire.sleep(Duration::from_millis(EXPIRE_PERIOD_MS)).await;
+                    while shard_expire.expire_pass(io_expire.now_unix_ms()) == shard::EXPIRE_KEYS_PER_PASS_MAX {}
+                }
+            });
+        }
+        io.spawn(Rc::clone(&core).serve_hops());
+        let accepting = Rc::clone(&core).accept_clients();
+        let metrics = serve_metrics(Rc::clone(&core));
+        let watch = async {
+            while !node.stopping() && failure.borrow().is_none() {
+                io.sleep(Duration::from_millis(STOP_POLL_MS)).await;
+            }
+        };
+        futures_lite::future::or(futures_lite::future::or(accepting, metrics), watch).await;
+        for shard in core.shards() {
+            shard.stop();
+        }
+        while done.get() < committers {
+            io.sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        }
+        let failed = failure.borrow_mut().take();
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Answers Prometheus scrapes (any HTTP GET) with the metrics text.
+async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
+    if core.node.config.metrics_port.is_none() || core.io.core().0 != 0 {
+        return std::future::pending().await;
+    }
+    loop {
+        let mut conn = match core.io.accept(Listener::Metrics).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                continue;
+            }
+        };
+        let scrape = Rc::clone(&core);
+        core.io.spawn(async move {
+            let mut request = Vec::new();
+            let mut chunk = [0; 1024];
+            while !request.windows(4).any(|window| window == b"\r\n\r\n") && request.len() < METRICS_REQUEST_BYTES_MAX {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => request.extend_from_slice(&chunk[..read]),
+                }
+            }
+            let stats = scrape.all_stats().await;
+            let now = scrape.io.now_unix_ms();
+            let gauges = Gauges {
+                connected_clients: scrape.node.clients().len() as u64,
+                keys: stats.iter().map(|shard| shard.keys).sum(),
+                durability_lag_entries: stats.iter().map(|shard| shard.last_index - shard.durable_index).sum(),
+                snapshot_age_seconds: stats
+                    .iter()
+                    .map(|shard| now.saturating_sub(shard.snapshot_unix_ms.unwrap_or(scrape.node.started_unix_ms)) / 1000)
+                    .max()
+                    .unwrap_or(0),
+            };
+            let body = scrape.node.metrics.render(&gauges);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+/// The directory of shard `shard` under the data directory.
+pub fn shard_dir_name(shard: u32) -> String {
+    format!("shard-{shard:04}")
+}

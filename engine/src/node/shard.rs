@@ -1,0 +1,374 @@
+//! One shard: its key space, the log entries on their way to its WAL, and the
+//! group-commit task that makes them durable.
+//!
+//! # Invariants
+//! - An operation is applied to the key space when it is given its log index,
+//!   in index order, so the key space always equals the replay of entries
+//!   `1..next_index`.
+//! - A reply is released only when every entry applied before it was
+//!   executed is durable (`--fsync always`): a client never sees a state that
+//!   a crash could take back. Reads wait too, for the writes they may observe.
+//! - Only the committer task touches the [`Wal`]; it hands it entries in index
+//!   order, and the WAL's index must agree with the one given at apply time.
+//! - After an IO failure of the WAL the shard acknowledges nothing more.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use keel_wal::{codec, LogIndex, Term, Wal, WalError};
+
+use crate::command::{self, Outcome};
+use crate::config::FsyncPolicy;
+use crate::keyspace::Keyspace;
+use crate::limits::Limits;
+use crate::metrics::NodeMetrics;
+use crate::node::io::NodeIo;
+use crate::node::local::{Signal, Watermark};
+use crate::operation::Operation;
+use crate::resp::Reply;
+use crate::snapshot;
+
+/// The term of every entry while Keel runs as a single node.
+pub const SINGLE_NODE_TERM: Term = Term(1);
+/// Most expired keys one active-expiry pass removes from a shard.
+pub const EXPIRE_KEYS_PER_PASS_MAX: usize = 200;
+
+/// A command executed on the shard: its reply, to be released once the log
+/// holds everything it depends on.
+#[derive(Debug)]
+pub struct Executed {
+    pub reply: Reply,
+    /// The last entry the reply depends on.
+    pub wait_for: u64,
+}
+
+/// Figures about one shard, for INFO and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub keys: u64,
+    pub expires: u64,
+    pub data_bytes: u64,
+    pub last_index: u64,
+    pub durable_index: u64,
+    pub snapshot_index: u64,
+    pub snapshot_unix_ms: Option<u64>,
+    pub snapshot_bytes: u64,
+    pub snapshot_pause_us_last: u64,
+    pub wal_bytes_since_snapshot: u64,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SnapshotState {
+    index: u64,
+    unix_ms: Option<u64>,
+    bytes: u64,
+    pause_us_last: u64,
+    wal_bytes_since: u64,
+    in_progress: bool,
+    /// A snapshot that is durable now: the WAL before it may go.
+    compact_below: Option<u64>,
+}
+
+/// One shard of the key space.
+#[derive(Debug)]
+pub struct Shard {
+    pub id: u32,
+    keyspace: RefCell<Keyspace>,
+    /// Encoded operations applied but not yet handed to the WAL.
+    queue: RefCell<Vec<Vec<u8>>>,
+    next_index: Cell<u64>,
+    durable: Watermark,
+    wake_committer: Signal,
+    limits: Limits,
+    payload_bytes_max: usize,
+    fsync: FsyncPolicy,
+    metrics: Arc<NodeMetrics>,
+    snapshot: RefCell<SnapshotState>,
+    stopping: Cell<bool>,
+}
+
+/// A write that cannot go into the log.
+fn too_large(len: usize, limit: usize) -> Reply {
+    Reply::Error(format!(
+        "ERR write of {len} bytes exceeds the log's entry limit of {limit} bytes"
+    ))
+}
+
+impl Shard {
+    /// A shard whose key space holds the log up to `last_index`, all durable.
+    pub fn new(
+        id: u32,
+        keyspace: Keyspace,
+        last_index: u64,
+        snapshot_index: u64,
+        limits: Limits,
+        payload_bytes_max: usize,
+        fsync: FsyncPolicy,
+        metrics: Arc<NodeMetrics>,
+    ) -> Shard {
+        Shard {
+            id,
+            keyspace: RefCell::new(keyspace),
+            queue: RefCell::new(Vec::new()),
+            next_index: Cell::new(last_index + 1),
+            durable: Watermark::new(last_index),
+            wake_committer: Signal::default(),
+            limits,
+            payload_bytes_max,
+            fsync,
+            metrics,
+            snapshot: RefCell::new(SnapshotState {
+                index: snapshot_index,
+                ..SnapshotState::default()
+            }),
+            stopping: Cell::new(false),
+        }
+    }
+
+    /// The last entry applied (durable or not).
+    pub fn last_index(&self) -> u64 {
+        self.next_index.get() - 1
+    }
+
+    /// Runs a keyed command whose keys all live in this shard.
+    pub fn execute(&self, args: &[Vec<u8>], now_unix_ms: u64) -> Executed {
+        if let Some(reason) = self.durable.failure() {
+            return self.refused(&reason);
+        }
+        let Outcome { reply, op } = command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.limits);
+        match op {
+            None => Executed { reply, wait_for: self.last_index() },
+            Some(op) => match self.append(&op) {
+                Ok(index) => Executed { reply, wait_for: index },
+                Err(error) => Executed { reply: error, wait_for: self.last_index() },
+            },
+        }
+    }
+
+    fn refused(&self, reason: &str) -> Executed {
+        Executed {
+            reply: Reply::Error(format!("ERR shard {} stopped: {reason}", self.id)),
+            wait_for: 0,
+        }
+    }
+
+    /// Gives `op` the next log index, applies it and queues it for the WAL.
+    fn append(&self, op: &Operation) -> Result<u64, Reply> {
+        let payload = codec::encode(op).map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
+        if payload.len() > self.payload_bytes_max {
+            return Err(too_large(payload.len(), self.payload_bytes_max));
+        }
+        let index = self.next_index.get();
+        self.next_index.set(index + 1);
+        self.keyspace.borrow_mut().apply(op);
+        self.queue.borrow_mut().push(payload);
+        self.wake_committer.raise();
+        Ok(index)
+    }
+
+    /// Waits until a reply that depends on entry `index` may be released.
+    pub async fn acknowledged(&self, index: u64) -> Result<(), String> {
+        match self.fsync {
+            FsyncPolicy::Always => self.durable.wait_for(index).await,
+            FsyncPolicy::IntervalMs(_) => self.durable.failure().map_or(Ok(()), Err),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.keyspace.borrow().len() as u64
+    }
+
+    pub fn keys(&self, pattern: &[u8], now_unix_ms: u64) -> Vec<Vec<u8>> {
+        self.keyspace.borrow().keys(pattern, now_unix_ms)
+    }
+
+    pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>, now_unix_ms: u64) -> (u64, Vec<Vec<u8>>) {
+        self.keyspace.borrow().scan(cursor, count, pattern, now_unix_ms)
+    }
+
+    /// Removes every key through the log; returns the entry to wait for.
+    pub fn flush_all(&self) -> Result<u64, Reply> {
+        if let Some(reason) = self.durable.failure() {
+            return Err(self.refused(&reason).reply);
+        }
+        if self.keyspace.borrow().len() == 0 {
+            return Ok(self.last_index());
+        }
+        self.append(&Operation::FlushAll)
+    }
+
+    /// One active-expiry pass: deletes, through the log, keys whose time has
+    /// come, so that replicas and replays remove them at the same point.
+    /// Returns how many were removed.
+    pub fn expire_pass(&self, now_unix_ms: u64) -> usize {
+        if self.durable.failure().is_some() {
+            return 0;
+        }
+        let keys = self.keyspace.borrow().expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX);
+        let removed = keys.len();
+        if removed > 0 && self.append(&Operation::Delete { keys }).is_ok() {
+            NodeMetrics::add(&self.metrics.expired_keys, removed as u64);
+            return removed;
+        }
+        0
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let keyspace = self.keyspace.borrow();
+        let snapshot = self.snapshot.borrow();
+        ShardStats {
+            shard: self.id,
+            keys: keyspace.len() as u64,
+            expires: keyspace.expires_len() as u64,
+            data_bytes: keyspace.data_bytes() as u64,
+            last_index: self.last_index(),
+            durable_index: self.durable.get(),
+            snapshot_index: snapshot.index,
+            snapshot_unix_ms: snapshot.unix_ms,
+            snapshot_bytes: snapshot.bytes,
+            snapshot_pause_us_last: snapshot.pause_us_last,
+            wal_bytes_since_snapshot: snapshot.wal_bytes_since,
+            failure: self.durable.failure(),
+        }
+    }
+
+    /// Asks the committer to sync what is queued and stop.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.wake_committer.raise();
+    }
+
+    /// The group-commit loop: hands queued entries to the WAL and syncs them,
+    /// one write and one fdatasync for everything queued meanwhile. Returns
+    /// when stopped, or with the WAL's error, after which the shard refuses
+    /// everything (the kernel may have dropped the pages: no retry).
+    pub async fn run_committer<I: NodeIo>(
+        self: Rc<Shard>,
+        io: I,
+        mut wal: Wal<I::Storage>,
+        storage: I::Storage,
+        snapshot_wal_bytes: u64,
+    ) -> Result<(), WalError> {
+        let result = self.commit_loop(&io, &mut wal, &storage, snapshot_wal_bytes).await;
+        if let Err(error) = &result {
+            self.durable.fail(error.to_string());
+        }
+        result
+    }
+
+    async fn commit_loop<I: NodeIo>(
+        self: &Rc<Shard>,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+        snapshot_wal_bytes: u64,
+    ) -> Result<(), WalError> {
+        loop {
+            if self.queue.borrow().is_empty() {
+                if self.stopping.get() {
+                    return Ok(());
+                }
+                self.wake_committer.wait().await;
+                continue;
+            }
+            if let FsyncPolicy::IntervalMs(ms) = self.fsync {
+                io.sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            // Let every task that is ready (other connections' commands) run
+            // first, so that they join this batch rather than the next.
+            futures_lite::future::yield_now().await;
+            let batch = std::mem::take(&mut *self.queue.borrow_mut());
+            let first = self.next_index.get() - batch.len() as u64;
+            let mut bytes = 0;
+            for (offset, payload) in (0..).zip(&batch) {
+                let index = wal.append(SINGLE_NODE_TERM, payload)?;
+                assert_eq!(index.0, first + offset, "the WAL numbers entries as the shard did");
+                bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
+            }
+            let started = io.monotonic_us();
+            let durable = wal.sync().await?;
+            self.metrics.fsync_us.observe(io.monotonic_us().saturating_sub(started));
+            self.metrics.batch_entries.observe(batch.len() as u64);
+            NodeMetrics::add(&self.metrics.writes, batch.len() as u64);
+            NodeMetrics::add(&self.metrics.wal_bytes, bytes);
+            assert!(
+                durable.0 <= self.last_index(),
+                "the WAL holds no entry the shard did not give an index"
+            );
+            self.durable.advance(durable.0);
+            self.after_commit(io, wal, storage, bytes, snapshot_wal_bytes).await?;
+        }
+    }
+
+    /// Snapshot and compaction bookkeeping between group commits.
+    async fn after_commit<I: NodeIo>(
+        self: &Rc<Shard>,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+        bytes: u64,
+        snapshot_wal_bytes: u64,
+    ) -> Result<(), WalError> {
+        let (start, compact) = {
+            let mut state = self.snapshot.borrow_mut();
+            state.wal_bytes_since += bytes;
+            let start = !state.in_progress && state.wal_bytes_since >= snapshot_wal_bytes;
+            (start, state.compact_below.take())
+        };
+        if let Some(below) = compact {
+            wal.remove_below(LogIndex(below)).await?;
+        }
+        if start {
+            self.start_snapshot(io, storage.clone());
+        }
+        Ok(())
+    }
+
+    /// Encodes the key space as it is now (the pause) and writes it in the
+    /// background once the log holds every entry it reflects.
+    fn start_snapshot<I: NodeIo>(self: &Rc<Shard>, io: &I, storage: I::Storage) {
+        let index = self.last_index();
+        let started = io.monotonic_us();
+        let image = {
+            let keyspace = self.keyspace.borrow();
+            let meta = snapshot::SnapshotMeta {
+                shard: self.id,
+                last_index: LogIndex(index),
+                last_term: SINGLE_NODE_TERM,
+            };
+            snapshot::encode(&meta, keyspace.iter())
+        };
+        let pause_us = io.monotonic_us().saturating_sub(started);
+        self.metrics.snapshot_pause_us.observe(pause_us);
+        {
+            let mut state = self.snapshot.borrow_mut();
+            state.in_progress = true;
+            state.pause_us_last = pause_us;
+            state.wal_bytes_since = 0;
+        }
+        let shard = Rc::clone(self);
+        let now = io.now_unix_ms();
+        io.spawn(async move {
+            let result = match shard.durable.wait_for(index).await {
+                Ok(()) => snapshot::write(&storage, &image).await.map_err(|error| error.to_string()),
+                Err(reason) => Err(reason),
+            };
+            let mut state = shard.snapshot.borrow_mut();
+            state.in_progress = false;
+            match result {
+                Ok(written) => {
+                    tracing::info!(shard = shard.id, index, pause_us, bytes = written.bytes, "snapshot written");
+                    NodeMetrics::add(&shard.metrics.snapshots, 1);
+                    state.index = index;
+                    state.unix_ms = Some(now);
+                    state.bytes = written.bytes;
+                    state.compact_below = Some(index + 1);
+                }
+                Err(reason) => tracing::error!(shard = shard.id, index, %reason, "snapshot failed; the WAL is kept"),
+            }
+        });
+    }
+}
