@@ -41,7 +41,9 @@ impl FromStr for FsyncPolicy {
         if text == "always" {
             return Ok(FsyncPolicy::Always);
         }
-        let invalid = || format!("invalid fsync policy {text:?}: expected `always` or `interval-ms=N` (1..={FSYNC_INTERVAL_MS_MAX})");
+        let invalid = || {
+            format!("invalid fsync policy {text:?}: expected `always` or `interval-ms=N` (1..={FSYNC_INTERVAL_MS_MAX})")
+        };
         let ms = text.strip_prefix("interval-ms=").ok_or_else(invalid)?;
         match ms.parse::<u64>() {
             Ok(ms) if (1..=FSYNC_INTERVAL_MS_MAX).contains(&ms) => Ok(FsyncPolicy::IntervalMs(ms)),
@@ -158,25 +160,50 @@ impl ServeConfig {
         };
         let fsync = match (&args.fsync, &file.fsync) {
             (Some(policy), _) => *policy,
-            (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Invalid { key: "fsync", reason })?,
+            (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Invalid {
+                key: "fsync",
+                reason,
+            })?,
             (None, None) => FsyncPolicy::Always,
         };
         let cores = args.cores.or(file.cores).unwrap_or(cores_available);
         let defaults = Limits::default();
         let config = ServeConfig {
-            dir: args.dir.clone().or(file.dir).unwrap_or_else(|| PathBuf::from(DIR_DEFAULT)),
+            dir: args
+                .dir
+                .clone()
+                .or(file.dir)
+                .unwrap_or_else(|| PathBuf::from(DIR_DEFAULT)),
             port: args.port.or(file.port).unwrap_or(PORT_DEFAULT),
-            bind: args.bind.or(file.bind).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             cores,
             fsync,
             metrics_port: args.metrics_port.or(file.metrics_port),
-            shards: args.shards.or(file.shards).unwrap_or(u32::try_from(cores).unwrap_or(u32::MAX)),
+            shards: args
+                .shards
+                .or(file.shards)
+                .unwrap_or(u32::try_from(cores).unwrap_or(u32::MAX)),
             limits: Limits {
-                key_bytes_max: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(defaults.key_bytes_max),
-                value_bytes_max: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(defaults.value_bytes_max),
+                key_bytes_max: args
+                    .max_key_bytes
+                    .or(file.max_key_bytes)
+                    .unwrap_or(defaults.key_bytes_max),
+                value_bytes_max: args
+                    .max_value_bytes
+                    .or(file.max_value_bytes)
+                    .unwrap_or(defaults.value_bytes_max),
             },
-            connections_max: args.max_connections.or(file.max_connections).unwrap_or(CONNECTIONS_MAX_DEFAULT),
-            snapshot_wal_bytes: args.snapshot_wal_bytes.or(file.snapshot_wal_bytes).unwrap_or(SNAPSHOT_WAL_BYTES_DEFAULT),
+            connections_max: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(CONNECTIONS_MAX_DEFAULT),
+            snapshot_wal_bytes: args
+                .snapshot_wal_bytes
+                .or(file.snapshot_wal_bytes)
+                .unwrap_or(SNAPSHOT_WAL_BYTES_DEFAULT),
         };
         config.validate(cores_available)?;
         Ok(config)
@@ -185,16 +212,42 @@ impl ServeConfig {
     fn validate(&self, cores_available: usize) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.cores == 0 || self.cores > cores_available.max(1) * 4 {
-            return invalid("cores", format!("{} is not between 1 and {} (4 per available core)", self.cores, cores_available.max(1) * 4));
+            return invalid(
+                "cores",
+                format!(
+                    "{} is not between 1 and {} (4 per available core)",
+                    self.cores,
+                    cores_available.max(1) * 4
+                ),
+            );
         }
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return invalid("shards", format!("{} is not between 1 and {SHARDS_MAX}", self.shards));
+            return invalid(
+                "shards",
+                format!("{} is not between 1 and {SHARDS_MAX}", self.shards),
+            );
         }
-        if self.limits.value_bytes_max == 0 || self.limits.value_bytes_max > crate::limits::VALUE_BYTES_MAX_DEFAULT {
-            return invalid("max_value_bytes", format!("{} is not between 1 and {}", self.limits.value_bytes_max, crate::limits::VALUE_BYTES_MAX_DEFAULT));
+        if self.limits.value_bytes_max == 0
+            || self.limits.value_bytes_max > crate::limits::VALUE_BYTES_MAX_DEFAULT
+        {
+            return invalid(
+                "max_value_bytes",
+                format!(
+                    "{} is not between 1 and {}",
+                    self.limits.value_bytes_max,
+                    crate::limits::VALUE_BYTES_MAX_DEFAULT
+                ),
+            );
         }
-        if self.limits.key_bytes_max == 0 || self.limits.key_bytes_max > self.limits.value_bytes_max {
-            return invalid("max_key_bytes", format!("{} is not between 1 and max_value_bytes", self.limits.key_bytes_max));
+        if self.limits.key_bytes_max == 0 || self.limits.key_bytes_max > self.limits.value_bytes_max
+        {
+            return invalid(
+                "max_key_bytes",
+                format!(
+                    "{} is not between 1 and max_value_bytes",
+                    self.limits.key_bytes_max
+                ),
+            );
         }
         if self.connections_max == 0 {
             return invalid("max_connections", "must be at least 1".into());
@@ -210,8 +263,14 @@ impl ServeConfig {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.to_owned(), message: error.message().to_owned() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.message().to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -222,7 +281,13 @@ mod tests {
     fn fsync_policies_parse_and_print_back() {
         assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
         assert_eq!("interval-ms=10".parse(), Ok(FsyncPolicy::IntervalMs(10)));
-        for bad in ["", "never", "interval-ms=0", "interval-ms=x", "interval-ms=60001"] {
+        for bad in [
+            "",
+            "never",
+            "interval-ms=0",
+            "interval-ms=x",
+            "interval-ms=60001",
+        ] {
             assert!(bad.parse::<FsyncPolicy>().is_err(), "{bad}");
         }
         assert_eq!(FsyncPolicy::IntervalMs(5).to_string(), "interval-ms=5");
@@ -232,8 +297,16 @@ mod tests {
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keel.toml");
-        std::fs::write(&path, "port = 9000\ncores = 1\nfsync = \"interval-ms=5\"\ndir = \"/data\"\n").unwrap();
-        let args = ServeArgs { config: Some(path), port: Some(9100), ..ServeArgs::default() };
+        std::fs::write(
+            &path,
+            "port = 9000\ncores = 1\nfsync = \"interval-ms=5\"\ndir = \"/data\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            port: Some(9100),
+            ..ServeArgs::default()
+        };
         let config = ServeConfig::resolve(&args, 2).unwrap();
         assert_eq!(config.port, 9100);
         assert_eq!(config.cores, 1);
@@ -248,13 +321,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keel.toml");
         std::fs::write(&path, "prot = 1\n").unwrap();
-        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
         let error = ServeConfig::resolve(&args, 2).unwrap_err().to_string();
         assert!(error.contains("prot"), "{error}");
         std::fs::write(&path, "fsync = \"sometimes\"\n").unwrap();
         let error = ServeConfig::resolve(&args, 2).unwrap_err().to_string();
         assert!(error.contains("fsync"), "{error}");
-        let args = ServeArgs { cores: Some(0), ..ServeArgs::default() };
+        let args = ServeArgs {
+            cores: Some(0),
+            ..ServeArgs::default()
+        };
         assert!(ServeConfig::resolve(&args, 2).is_err());
     }
 }

@@ -40,7 +40,11 @@ struct Inner {
 
 impl std::fmt::Debug for GlommioIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GlommioIo {{ core: {}/{} }}", self.inner.core, self.inner.cores)
+        write!(
+            f,
+            "GlommioIo {{ core: {}/{} }}",
+            self.inner.core, self.inner.cores
+        )
     }
 }
 
@@ -57,7 +61,9 @@ impl GlommioIo {
     ) -> io::Result<GlommioIo> {
         let clients = TcpListener::bind(clients).map_err(io::Error::from)?;
         let metrics = match metrics {
-            Some(address) if core == 0 => Some(TcpListener::bind(address).map_err(io::Error::from)?),
+            Some(address) if core == 0 => {
+                Some(TcpListener::bind(address).map_err(io::Error::from)?)
+            }
             _ => None,
         };
         let (hops_out, mut hops_in) = mesh;
@@ -120,7 +126,9 @@ impl NodeIo for GlommioIo {
     }
 
     fn now_unix_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64)
     }
 
     fn monotonic_us(&self) -> u64 {
@@ -145,7 +153,9 @@ impl NodeIo for GlommioIo {
         };
         let stream = socket.accept().await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
-        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |address| address.to_string());
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |address| address.to_string());
         Ok(GlommioConn { stream, peer })
     }
 

@@ -2,12 +2,9 @@
 //! binary's commands. `main.rs` only hands the process arguments to [`cli`].
 
 pub mod cli;
-pub mod exit;
-pub mod operation;
-pub mod resp;
-pub mod wal_cli;
 pub mod command;
 pub mod config;
+pub mod exit;
 pub mod glommio_disk;
 pub mod glommio_io;
 pub mod identity;
@@ -15,6 +12,9 @@ pub mod keyspace;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod operation;
+pub mod resp;
 pub mod serve;
 pub mod slot;
 pub mod snapshot;
+pub mod wal_cli;

@@ -47,7 +47,10 @@ impl Histogram {
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+        self.counts
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn sum(&self) -> u64 {
@@ -62,7 +65,12 @@ impl Histogram {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count());
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum(), self.count());
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {}",
+            self.sum(),
+            self.count()
+        );
     }
 }
 
@@ -125,29 +133,92 @@ impl NodeMetrics {
         let mut out = String::new();
         let counters = [
             ("keel_commands_total", "Commands executed.", &self.commands),
-            ("keel_writes_total", "Entries appended to the WAL.", &self.writes),
-            ("keel_connections_accepted_total", "Client connections accepted.", &self.connections_accepted),
-            ("keel_connections_refused_total", "Client connections refused at the limit.", &self.connections_refused),
-            ("keel_protocol_errors_total", "Connections closed for a protocol error.", &self.protocol_errors),
-            ("keel_expired_keys_total", "Keys removed by active expiry.", &self.expired_keys),
-            ("keel_wal_bytes_total", "Bytes written to the WAL, padding included.", &self.wal_bytes),
-            ("keel_snapshots_total", "Snapshots written.", &self.snapshots),
+            (
+                "keel_writes_total",
+                "Entries appended to the WAL.",
+                &self.writes,
+            ),
+            (
+                "keel_connections_accepted_total",
+                "Client connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "keel_connections_refused_total",
+                "Client connections refused at the limit.",
+                &self.connections_refused,
+            ),
+            (
+                "keel_protocol_errors_total",
+                "Connections closed for a protocol error.",
+                &self.protocol_errors,
+            ),
+            (
+                "keel_expired_keys_total",
+                "Keys removed by active expiry.",
+                &self.expired_keys,
+            ),
+            (
+                "keel_wal_bytes_total",
+                "Bytes written to the WAL, padding included.",
+                &self.wal_bytes,
+            ),
+            (
+                "keel_snapshots_total",
+                "Snapshots written.",
+                &self.snapshots,
+            ),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", Self::get(counter));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Self::get(counter)
+            );
         }
         let gauges = [
-            ("keel_connected_clients", "Open client connections.", gauges.connected_clients),
-            ("keel_keys", "Keys stored, expired ones not yet removed included.", gauges.keys),
-            ("keel_durability_lag_entries", "Entries applied but not yet fdatasync'ed.", gauges.durability_lag_entries),
-            ("keel_snapshot_age_seconds", "Age of the oldest shard's newest snapshot.", gauges.snapshot_age_seconds),
+            (
+                "keel_connected_clients",
+                "Open client connections.",
+                gauges.connected_clients,
+            ),
+            (
+                "keel_keys",
+                "Keys stored, expired ones not yet removed included.",
+                gauges.keys,
+            ),
+            (
+                "keel_durability_lag_entries",
+                "Entries applied but not yet fdatasync'ed.",
+                gauges.durability_lag_entries,
+            ),
+            (
+                "keel_snapshot_age_seconds",
+                "Age of the oldest shard's newest snapshot.",
+                gauges.snapshot_age_seconds,
+            ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
-        self.fsync_us.render(&mut out, "keel_fsync_duration_us", "WAL write + fdatasync time per group commit, microseconds.");
-        self.batch_entries.render(&mut out, "keel_group_commit_entries", "Entries per group commit.");
-        self.snapshot_pause_us.render(&mut out, "keel_snapshot_pause_us", "Time a shard stops serving to encode a snapshot, microseconds.");
+        self.fsync_us.render(
+            &mut out,
+            "keel_fsync_duration_us",
+            "WAL write + fdatasync time per group commit, microseconds.",
+        );
+        self.batch_entries.render(
+            &mut out,
+            "keel_group_commit_entries",
+            "Entries per group commit.",
+        );
+        self.snapshot_pause_us.render(
+            &mut out,
+            "keel_snapshot_pause_us",
+            "Time a shard stops serving to encode a snapshot, microseconds.",
+        );
         out
     }
 }

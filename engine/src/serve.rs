@@ -34,12 +34,16 @@ fn random_u128() -> u128 {
             return u128::from_le_bytes(bytes);
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     now.as_nanos() ^ u128::from(std::process::id()) << 64
 }
 
 fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Runs the server until SIGTERM/SIGINT or a fatal error.
@@ -47,7 +51,9 @@ pub fn run(args: &ServeArgs) -> Exit {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .try_init();
     let available = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let config = match ServeConfig::resolve(args, available) {
@@ -58,36 +64,59 @@ pub fn run(args: &ServeArgs) -> Exit {
         }
     };
     let started = Instant::now();
-    let fresh = Identity::fresh(random_u128(), random_u128() as u64, config.shards, now_unix_ms());
+    let fresh = Identity::fresh(
+        random_u128(),
+        random_u128() as u64,
+        config.shards,
+        now_unix_ms(),
+    );
     let identity = match identity::open_or_init_dir(&config.dir, fresh, None) {
         Ok((identity, created)) => {
             if created {
                 tracing::info!(dir = %config.dir.display(), shards = identity.shard_count, "initialised a new data directory");
             } else if identity.shard_count != config.shards && args.shards.is_some() {
-                tracing::warn!(stored = identity.shard_count, asked = config.shards, "the data directory keeps its shard count");
+                tracing::warn!(
+                    stored = identity.shard_count,
+                    asked = config.shards,
+                    "the data directory keeps its shard count"
+                );
             }
             identity
         }
         Err(error) => {
             tracing::error!(dir = %config.dir.display(), %error, "cannot use the data directory");
-            return if error.is_io() { Exit::Io } else { Exit::Corrupt };
+            return if error.is_io() {
+                Exit::Io
+            } else {
+                Exit::Corrupt
+            };
         }
     };
-    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
         Ok(signals) => signals,
         Err(error) => {
             tracing::error!(%error, "cannot install signal handlers");
             return Exit::Io;
         }
     };
-    let node = Arc::new(NodeShared::new(config.clone(), identity.shard_count, format!("{:032x}", random_u128()), now_unix_ms()));
+    let node = Arc::new(NodeShared::new(
+        config.clone(),
+        identity.shard_count,
+        format!("{:032x}", random_u128()),
+        now_unix_ms(),
+    ));
     let mesh = MeshBuilder::<Hop, _>::full(config.cores, HOP_QUEUE_MESSAGES);
     let (events, inbox) = mpsc::channel();
     let mut threads = Vec::new();
     for core in 0..config.cores {
         let (shared, mesh, events) = (Arc::clone(&node), mesh.clone(), events.clone());
         let clients = SocketAddr::new(config.bind, config.port);
-        let metrics = config.metrics_port.map(|port| SocketAddr::new(config.bind, port));
+        let metrics = config
+            .metrics_port
+            .map(|port| SocketAddr::new(config.bind, port));
         let spawned = executor_builder(core, config.cores).spawn(move || async move {
             let event = run_core(core, shared, mesh, clients, metrics, &events).await;
             let _ = events.send(event);
@@ -121,11 +150,27 @@ async fn run_core(
 ) -> CoreEvent {
     let mesh = match mesh.join().await {
         Ok(mesh) => mesh,
-        Err(error) => return CoreEvent::Failed(NodeError::Mesh { reason: error.to_string() }),
+        Err(error) => {
+            return CoreEvent::Failed(NodeError::Mesh {
+                reason: error.to_string(),
+            })
+        }
     };
-    let io = match GlommioIo::new(core, node.config.cores, node.config.dir.clone(), clients, metrics, mesh) {
+    let io = match GlommioIo::new(
+        core,
+        node.config.cores,
+        node.config.dir.clone(),
+        clients,
+        metrics,
+        mesh,
+    ) {
         Ok(io) => io,
-        Err(source) => return CoreEvent::Failed(NodeError::Listen { address: clients.to_string(), source }),
+        Err(source) => {
+            return CoreEvent::Failed(NodeError::Listen {
+                address: clients.to_string(),
+                source,
+            })
+        }
     };
     let recovered = match recover_core(io, Arc::clone(&node)).await {
         Ok(recovered) => recovered,
@@ -164,7 +209,11 @@ fn supervise(
             Ok(CoreEvent::Failed(error)) => {
                 report_failure(&error, node);
                 node.request_stop();
-                return if error.is_corruption() { Exit::Corrupt } else { Exit::Io };
+                return if error.is_corruption() {
+                    Exit::Corrupt
+                } else {
+                    Exit::Io
+                };
             }
             Ok(CoreEvent::Stopped) => {
                 stopped += 1;
@@ -179,9 +228,16 @@ fn supervise(
 }
 
 fn log_recovery(summaries: &[RecoverySummary], started: Instant, node: &NodeShared) {
-    let frames: u64 = summaries.iter().map(|summary| summary.frames_replayed).sum();
+    let frames: u64 = summaries
+        .iter()
+        .map(|summary| summary.frames_replayed)
+        .sum();
     let keys: u64 = summaries.iter().map(|summary| summary.snapshot_keys).sum();
-    let snapshot_index = summaries.iter().map(|summary| summary.snapshot_index).max().unwrap_or(0);
+    let snapshot_index = summaries
+        .iter()
+        .map(|summary| summary.snapshot_index)
+        .max()
+        .unwrap_or(0);
     tracing::info!(
         shards = summaries.len(),
         snapshot_index,
@@ -196,10 +252,15 @@ fn log_recovery(summaries: &[RecoverySummary], started: Instant, node: &NodeShar
 fn report_failure(error: &NodeError, node: &NodeShared) {
     if error.is_corruption() {
         let shard_dir = match error {
-            NodeError::Wal { shard, .. } | NodeError::Snapshot { shard, .. } | NodeError::Entry { shard, .. } | NodeError::Gap { shard, .. } => {
+            NodeError::Wal { shard, .. }
+            | NodeError::Snapshot { shard, .. }
+            | NodeError::Entry { shard, .. }
+            | NodeError::Gap { shard, .. } => {
                 node.config.dir.join(crate::node::shard_dir_name(*shard))
             }
-            NodeError::Storage { .. } | NodeError::Listen { .. } | NodeError::Mesh { .. } => node.config.dir.clone(),
+            NodeError::Storage { .. } | NodeError::Listen { .. } | NodeError::Mesh { .. } => {
+                node.config.dir.clone()
+            }
         };
         tracing::error!(
             %error,

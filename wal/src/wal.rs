@@ -59,6 +59,17 @@ impl WalOptions {
         }
     }
 
+    /// The size of a new segment whose first frame takes `first_frame_bytes`:
+    /// `segment_bytes`, or more for a frame that would not fit in that (a
+    /// large value gets a segment of its own size rather than a limit every
+    /// segment must be preallocated for). The header records each segment's
+    /// size, so recovery reads any mix.
+    fn segment_bytes_for(segment_bytes: u64, first_frame_bytes: usize) -> u64 {
+        let need = (SEGMENT_HEADER_BYTES + first_frame_bytes + SEGMENT_RESERVED_TAIL_BYTES)
+            .next_multiple_of(BLOCK_BYTES) as u64;
+        segment_bytes.max(need)
+    }
+
     /// Bytes of a segment that regular batches may use.
     fn capacity(segment_bytes: u64) -> usize {
         usize::try_from(segment_bytes).expect("segment size fits usize")
@@ -76,9 +87,12 @@ impl WalOptions {
         if self.payload_bytes_max > FRAME_PAYLOAD_BYTES_MAX {
             return invalid("payload_bytes_max must be at most 1 GiB");
         }
-        let room = Self::capacity(self.segment_bytes) - SEGMENT_HEADER_BYTES;
-        if frame_bytes(self.payload_bytes_max as usize) > room {
-            return invalid("a frame of payload_bytes_max must fit in one segment");
+        if Self::segment_bytes_for(
+            self.segment_bytes,
+            frame_bytes(self.payload_bytes_max as usize),
+        ) > SEGMENT_BYTES_MAX
+        {
+            return invalid("a frame of payload_bytes_max must fit in a segment of at most 2 GiB");
         }
         Ok(())
     }
@@ -373,7 +387,7 @@ impl<S: Storage> Wal<S> {
             None => {
                 self.log.segments.push(SegmentState {
                     first_index: first_entry,
-                    segment_bytes: self.options.segment_bytes,
+                    segment_bytes: WalOptions::segment_bytes_for(self.options.segment_bytes, need),
                     write_end: offset_u32(SEGMENT_HEADER_BYTES),
                     frames: 0,
                     voids: Vec::new(),
@@ -446,7 +460,18 @@ impl<S: Storage> Wal<S> {
                 write.offset, SEGMENT_HEADER_BYTES,
                 "a new segment's first batch follows its header"
             );
-            self.tail = Some(self.create_segment(write.segment, &write.bytes).await?);
+            let segment_bytes = self
+                .log
+                .segments
+                .iter()
+                .rev()
+                .find(|segment| segment.first_index == write.segment)
+                .expect("a pending batch has a segment")
+                .segment_bytes;
+            self.tail = Some(
+                self.create_segment(write.segment, segment_bytes, &write.bytes)
+                    .await?,
+            );
         } else {
             let name = segment_name(write.segment);
             let tail = self
@@ -488,6 +513,7 @@ impl<S: Storage> Wal<S> {
     async fn create_segment(
         &mut self,
         first_index: LogIndex,
+        segment_bytes: u64,
         first_batch: &[u8],
     ) -> Result<S::File, WalError> {
         let storage = &self.storage;
@@ -498,7 +524,7 @@ impl<S: Storage> Wal<S> {
             .map_err(io_error("create", storage, &temp))?;
         let header = SegmentHeader {
             first_index,
-            segment_bytes: self.options.segment_bytes,
+            segment_bytes,
         };
         file.preallocate(header.segment_bytes)
             .await

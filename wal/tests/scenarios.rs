@@ -387,3 +387,48 @@ fn replay_visits_every_entry_in_order_after_cuts_and_compaction() {
         assert_eq!(seen, (start..=73).collect::<Vec<_>>(), "replay from {from}");
     }
 }
+
+/// A frame larger than a regular segment gets a segment of its own size; small
+/// frames around it in the same batch go where they fit, and recovery reads
+/// the mix of sizes back.
+#[test]
+fn an_oversize_frame_gets_a_segment_of_its_own_size() {
+    let disk = MemStorage::new();
+    let options = WalOptions {
+        payload_bytes_max: 64 << 10,
+        ..WalOptions::test_min()
+    };
+    let (mut wal, _) = run_ready(Wal::open(disk.clone(), options)).unwrap();
+    let big = |fill: u8| vec![fill; 40 << 10];
+    let payloads = [
+        b"small".to_vec(),
+        big(1),
+        b"after".to_vec(),
+        big(2),
+        big(3),
+        b"last".to_vec(),
+    ];
+    for payload in &payloads {
+        wal.append(Term(1), payload).unwrap();
+    }
+    run_ready(wal.sync()).unwrap();
+    let sizes: Vec<u64> = wal
+        .log_map()
+        .segments
+        .iter()
+        .map(|s| s.segment_bytes)
+        .collect();
+    assert!(
+        sizes.iter().any(|size| *size > options.segment_bytes),
+        "a big frame made a bigger segment: {sizes:?}"
+    );
+    drop(wal);
+    let (wal, report) = run_ready(Wal::open(disk.clone(), options)).unwrap();
+    assert_eq!(report.repaired, None);
+    for (index, payload) in (1..).zip(&payloads) {
+        assert_eq!(
+            &run_ready(wal.read_entry(LogIndex(index))).unwrap(),
+            payload
+        );
+    }
+}

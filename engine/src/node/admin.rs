@@ -61,7 +61,11 @@ impl ScanArgs {
             .ok()
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| Reply::Error("ERR invalid cursor".into()))?;
-        let mut scan = ScanArgs { cursor, count: SCAN_COUNT_DEFAULT, pattern: None };
+        let mut scan = ScanArgs {
+            cursor,
+            count: SCAN_COUNT_DEFAULT,
+            pattern: None,
+        };
         let mut rest = args[2..].chunks(2);
         for pair in &mut rest {
             let [option, value] = pair else {
@@ -70,10 +74,17 @@ impl ScanArgs {
             if option.eq_ignore_ascii_case(b"match") {
                 scan.pattern = Some(value.clone());
             } else if option.eq_ignore_ascii_case(b"count") {
-                scan.count = match std::str::from_utf8(value).ok().and_then(|text| text.parse::<i64>().ok()) {
+                scan.count = match std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| text.parse::<i64>().ok())
+                {
                     Some(count) if count >= 1 => count as usize,
                     Some(_) => return Err(syntax_error()),
-                    None => return Err(Reply::Error("ERR value is not an integer or out of range".into())),
+                    None => {
+                        return Err(Reply::Error(
+                            "ERR value is not an integer or out of range".into(),
+                        ))
+                    }
                 };
             } else if option.eq_ignore_ascii_case(b"type") {
                 if !value.eq_ignore_ascii_case(b"string") {
@@ -101,14 +112,23 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// PING, ECHO, SELECT, HELLO, QUIT, RESET, CONFIG, COMMAND, CLIENT.
-pub fn connection_command(node: &NodeShared, client: &mut ClientInfo, spec: &CommandSpec, args: &[Vec<u8>], now_unix_ms: u64) -> Reply {
+pub fn connection_command(
+    node: &NodeShared,
+    client: &mut ClientInfo,
+    spec: &CommandSpec,
+    args: &[Vec<u8>],
+    now_unix_ms: u64,
+) -> Reply {
     match spec.name {
         "ping" => match args.get(1) {
             Some(message) => Reply::Bulk(message.clone()),
             None => Reply::Simple("PONG".into()),
         },
         "echo" => Reply::Bulk(args[1].clone()),
-        "select" => match std::str::from_utf8(&args[1]).ok().and_then(|db| db.parse::<i64>().ok()) {
+        "select" => match std::str::from_utf8(&args[1])
+            .ok()
+            .and_then(|db| db.parse::<i64>().ok())
+        {
             Some(0) => ok(),
             Some(_) => Reply::Error("ERR DB index is out of range".into()),
             None => Reply::Error("ERR value is not an integer or out of range".into()),
@@ -132,11 +152,18 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
     let mut protocol = client.protocol;
     let mut rest = &args[1..];
     if let Some((version, after)) = rest.split_first() {
-        protocol = match std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()) {
+        protocol = match std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
-            None => return Reply::Error("ERR Protocol version is not an integer or out of range".into()),
+            None => {
+                return Reply::Error(
+                    "ERR Protocol version is not an integer or out of range".into(),
+                )
+            }
         };
         rest = after;
     }
@@ -148,7 +175,10 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
             name = Some(after[0].clone());
             rest = &after[1..];
         } else {
-            return Reply::Error(format!("ERR Syntax error in HELLO option '{}'", text(option)));
+            return Reply::Error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                text(option)
+            ));
         }
     }
     if let Some(name) = name {
@@ -161,8 +191,14 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
     let field = |key: &str, value: Reply| (Reply::Bulk(key.as_bytes().to_vec()), value);
     Reply::Map(vec![
         field("server", Reply::Bulk(b"keel".to_vec())),
-        field("version", Reply::Bulk(env!("CARGO_PKG_VERSION").as_bytes().to_vec())),
-        field("proto", Reply::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 })),
+        field(
+            "version",
+            Reply::Bulk(env!("CARGO_PKG_VERSION").as_bytes().to_vec()),
+        ),
+        field(
+            "proto",
+            Reply::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 }),
+        ),
         field("id", Reply::Integer(client.id as i64)),
         field("mode", Reply::Bulk(b"standalone".to_vec())),
         field("role", Reply::Bulk(b"master".to_vec())),
@@ -171,19 +207,35 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
 }
 
 fn set_name(client: &mut ClientInfo, name: &[u8]) -> Result<(), Reply> {
-    if name.len() > CLIENT_FIELD_BYTES_MAX || name.iter().any(|byte| *byte <= b' ' || *byte > b'~') {
-        return Err(Reply::Error("ERR Client names cannot contain spaces, newlines or special characters.".into()));
+    if name.len() > CLIENT_FIELD_BYTES_MAX || name.iter().any(|byte| *byte <= b' ' || *byte > b'~')
+    {
+        return Err(Reply::Error(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
+        ));
     }
     client.name = (!name.is_empty()).then(|| text(name));
     Ok(())
 }
 
-fn client_command(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>], now_unix_ms: u64) -> Reply {
+fn client_command(
+    node: &NodeShared,
+    client: &mut ClientInfo,
+    args: &[Vec<u8>],
+    now_unix_ms: u64,
+) -> Reply {
     let sub = args[1].to_ascii_lowercase();
-    let wrong_args = || Reply::Error(format!("ERR wrong number of arguments for 'client|{}' command", text(&sub)));
+    let wrong_args = || {
+        Reply::Error(format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            text(&sub)
+        ))
+    };
     match (sub.as_slice(), args.len()) {
         (b"id", 2) => Reply::Integer(client.id as i64),
-        (b"getname", 2) => client.name.as_ref().map_or(Reply::Null, |name| Reply::Bulk(name.clone().into_bytes())),
+        (b"getname", 2) => client
+            .name
+            .as_ref()
+            .map_or(Reply::Null, |name| Reply::Bulk(name.clone().into_bytes())),
         (b"setname", 3) => match set_name(client, &args[2]) {
             Ok(()) => {
                 node.update_client(client);
@@ -193,8 +245,13 @@ fn client_command(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>], 
         },
         (b"setinfo", 4) => {
             let value = &args[3];
-            if value.len() > CLIENT_FIELD_BYTES_MAX || value.iter().any(|byte| *byte < b' ' || *byte > b'~') {
-                return Reply::Error(format!("ERR {} cannot contain spaces, newlines or special characters.", text(&args[2])));
+            if value.len() > CLIENT_FIELD_BYTES_MAX
+                || value.iter().any(|byte| *byte < b' ' || *byte > b'~')
+            {
+                return Reply::Error(format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    text(&args[2])
+                ));
             }
             let field = args[2].to_ascii_lowercase();
             match field.as_slice() {
@@ -257,12 +314,20 @@ fn config(node: &NodeShared, args: &[Vec<u8>]) -> Reply {
 }
 
 /// INFO [section ...]: server, clients, persistence, stats, keyspace.
-pub fn info(node: &NodeShared, shards: &[ShardStats], sections: &[Vec<u8>], now_unix_ms: u64) -> Reply {
+pub fn info(
+    node: &NodeShared,
+    shards: &[ShardStats],
+    sections: &[Vec<u8>],
+    now_unix_ms: u64,
+) -> Reply {
     let wanted = |name: &str| {
         sections.is_empty()
             || sections.iter().any(|section| {
                 let section = section.to_ascii_lowercase();
-                section == name.as_bytes() || section == b"all" || section == b"everything" || section == b"default"
+                section == name.as_bytes()
+                    || section == b"all"
+                    || section == b"everything"
+                    || section == b"default"
             })
     };
     let metrics = &node.metrics;
@@ -284,16 +349,35 @@ pub fn info(node: &NodeShared, shards: &[ShardStats], sections: &[Vec<u8>], now_
         );
     }
     if wanted("clients") {
-        let _ = write!(out, "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n", node.clients().len(), config.connections_max);
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            node.clients().len(),
+            config.connections_max
+        );
     }
     if wanted("memory") {
         let used: u64 = shards.iter().map(|shard| shard.data_bytes).sum();
-        let _ = write!(out, "# Memory\r\nused_memory:{used}\r\nused_memory_dataset:{used}\r\n\r\n");
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_dataset:{used}\r\n\r\n"
+        );
     }
     if wanted("persistence") {
-        let lag: u64 = shards.iter().map(|shard| shard.last_index - shard.durable_index).sum();
-        let oldest = shards.iter().map(|shard| shard.snapshot_unix_ms.unwrap_or(node.started_unix_ms)).min().unwrap_or(now_unix_ms);
-        let pause = shards.iter().map(|shard| shard.snapshot_pause_us_last).max().unwrap_or(0);
+        let lag: u64 = shards
+            .iter()
+            .map(|shard| shard.last_index - shard.durable_index)
+            .sum();
+        let oldest = shards
+            .iter()
+            .map(|shard| shard.snapshot_unix_ms.unwrap_or(node.started_unix_ms))
+            .min()
+            .unwrap_or(now_unix_ms);
+        let pause = shards
+            .iter()
+            .map(|shard| shard.snapshot_pause_us_last)
+            .max()
+            .unwrap_or(0);
         let failed = shards.iter().find_map(|shard| shard.failure.clone());
         let _ = write!(
             out,

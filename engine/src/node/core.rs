@@ -42,7 +42,11 @@ pub fn core_of_shard(shard: u32, cores: usize) -> usize {
 /// A reply on its way: known now, or once a shard says it may be released.
 enum Pending {
     Ready(Reply),
-    Local { shard: Rc<Shard>, reply: Reply, wait_for: u64 },
+    Local {
+        shard: Rc<Shard>,
+        reply: Reply,
+        wait_for: u64,
+    },
     Remote(Slot<ShardReply>),
 }
 
@@ -58,7 +62,13 @@ pub struct Core<I: NodeIo> {
 
 impl<I: NodeIo> Core<I> {
     pub fn new(io: I, node: Arc<NodeShared>, shards: HashMap<u32, Rc<Shard>>) -> Core<I> {
-        Core { io, node, shards, waiting: RefCell::new(HashMap::new()), next_hop: Cell::new(0) }
+        Core {
+            io,
+            node,
+            shards,
+            waiting: RefCell::new(HashMap::new()),
+            next_hop: Cell::new(0),
+        }
     }
 
     pub fn shards(&self) -> impl Iterator<Item = &Rc<Shard>> {
@@ -76,8 +86,21 @@ impl<I: NodeIo> Core<I> {
         self.waiting.borrow_mut().insert(id, slot.clone());
         let (core, cores) = self.io.core();
         let target = core_of_shard(shard, cores);
-        assert_ne!(target, core, "shard {shard} is this core's but was not found");
-        self.io.send_hop(target, Hop::Request { id, from_core: core, shard, request }).await;
+        assert_ne!(
+            target, core,
+            "shard {shard} is this core's but was not found"
+        );
+        self.io
+            .send_hop(
+                target,
+                Hop::Request {
+                    id,
+                    from_core: core,
+                    shard,
+                    request,
+                },
+            )
+            .await;
         Pending::Remote(slot)
     }
 
@@ -96,11 +119,19 @@ impl<I: NodeIo> Core<I> {
         let (reply, wait_for) = match request {
             ShardRequest::Command { args } => {
                 let executed = shard.execute(&args, now);
-                return Pending::Local { shard: Rc::clone(shard), reply: executed.reply, wait_for: executed.wait_for };
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: executed.reply,
+                    wait_for: executed.wait_for,
+                };
             }
             ShardRequest::Count => (ShardReply::Count(shard.count()), last),
             ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
-            ShardRequest::Scan { cursor, count, pattern } => {
+            ShardRequest::Scan {
+                cursor,
+                count,
+                pattern,
+            } => {
                 let (next, keys) = shard.scan(cursor, count, pattern.as_deref(), now);
                 (ShardReply::Scan { next, keys }, last)
             }
@@ -125,7 +156,11 @@ impl<I: NodeIo> Core<I> {
     async fn resolve(&self, pending: Pending) -> Resolved {
         match pending {
             Pending::Ready(reply) => Resolved::Reply(reply),
-            Pending::Local { shard, reply, wait_for } => Resolved::Reply(match shard.acknowledged(wait_for).await {
+            Pending::Local {
+                shard,
+                reply,
+                wait_for,
+            } => Resolved::Reply(match shard.acknowledged(wait_for).await {
                 Ok(()) => reply,
                 Err(reason) => not_durable(&reason),
             }),
@@ -137,8 +172,16 @@ impl<I: NodeIo> Core<I> {
     pub async fn serve_hops(self: Rc<Self>) {
         loop {
             match self.io.recv_hop().await {
-                Hop::Request { id, from_core, shard, request } => {
-                    let local = self.shards.get(&shard).unwrap_or_else(|| panic!("shard {shard} hopped to the wrong core"));
+                Hop::Request {
+                    id,
+                    from_core,
+                    shard,
+                    request,
+                } => {
+                    let local = self
+                        .shards
+                        .get(&shard)
+                        .unwrap_or_else(|| panic!("shard {shard} hopped to the wrong core"));
                     let pending = self.run_local(local, request);
                     let core = Rc::clone(&self);
                     self.io.spawn(async move {
@@ -150,7 +193,10 @@ impl<I: NodeIo> Core<I> {
                     });
                 }
                 Hop::Reply { id, reply } => {
-                    let slot = self.waiting.borrow_mut().remove(&id).unwrap_or_else(|| panic!("a reply to hop {id}, which nobody waits for"));
+                    let slot =
+                        self.waiting.borrow_mut().remove(&id).unwrap_or_else(|| {
+                            panic!("a reply to hop {id}, which nobody waits for")
+                        });
                     slot.fill(reply);
                 }
             }
@@ -171,9 +217,14 @@ impl<I: NodeIo> Core<I> {
     }
 
     async fn serve_client(self: Rc<Self>, mut conn: I::Conn) {
-        let Some(mut client) = self.node.register_client(conn.peer(), self.io.now_unix_ms()) else {
+        let Some(mut client) = self
+            .node
+            .register_client(conn.peer(), self.io.now_unix_ms())
+        else {
             NodeMetrics::add(&self.node.metrics.connections_refused, 1);
-            let _ = conn.write_all(b"-ERR max number of clients reached\r\n").await;
+            let _ = conn
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
             return;
         };
         NodeMetrics::add(&self.node.metrics.connections_accepted, 1);
@@ -183,8 +234,17 @@ impl<I: NodeIo> Core<I> {
         self.node.unregister_client(client.id);
     }
 
-    async fn client_loop(&self, conn: &mut I::Conn, client: &mut ClientInfo) -> std::io::Result<()> {
-        let bulk_max = self.node.config.limits.value_bytes_max.max(self.node.config.limits.key_bytes_max);
+    async fn client_loop(
+        &self,
+        conn: &mut I::Conn,
+        client: &mut ClientInfo,
+    ) -> std::io::Result<()> {
+        let bulk_max = self
+            .node
+            .config
+            .limits
+            .value_bytes_max
+            .max(self.node.config.limits.key_bytes_max);
         let mut input: Vec<u8> = Vec::new();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
         let mut output = Vec::new();
@@ -209,7 +269,10 @@ impl<I: NodeIo> Core<I> {
                     Ok(Parsed::Incomplete) => break,
                     Err(error) => {
                         NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                        replies.push((client.protocol, Pending::Ready(Reply::Error(format!("ERR {error}")))));
+                        replies.push((
+                            client.protocol,
+                            Pending::Ready(Reply::Error(format!("ERR {error}"))),
+                        ));
                         close = true;
                         break;
                     }
@@ -220,7 +283,9 @@ impl<I: NodeIo> Core<I> {
                 for (protocol, pending) in replies {
                     let reply = match self.resolve(pending).await {
                         Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
-                        Resolved::Shard(other) => panic!("a command got a non-reply answer: {other:?}"),
+                        Resolved::Shard(other) => {
+                            panic!("a command got a non-reply answer: {other:?}")
+                        }
                     };
                     reply.encode(protocol, &mut output);
                 }
@@ -234,7 +299,8 @@ impl<I: NodeIo> Core<I> {
             }
             if input.len() > QUERY_BUFFER_BYTES_MAX {
                 NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                conn.write_all(b"-ERR Protocol error: query buffer limit reached\r\n").await?;
+                conn.write_all(b"-ERR Protocol error: query buffer limit reached\r\n")
+                    .await?;
                 return Ok(());
             }
             let read = conn.read(&mut chunk).await?;
@@ -259,29 +325,52 @@ impl<I: NodeIo> Core<I> {
             return (self.keyed(spec, args).await, false);
         }
         let quit = spec.name == "quit";
-        (Pending::Ready(self.node_command(client, spec, &args).await), quit)
+        (
+            Pending::Ready(self.node_command(client, spec, &args).await),
+            quit,
+        )
     }
 
     async fn keyed(&self, spec: &'static command::CommandSpec, args: Vec<Vec<u8>>) -> Pending {
-        let mut slots = command::key_indexes(spec, &args).into_iter().map(|index| key_slot(&args[index]));
+        let mut slots = command::key_indexes(spec, &args)
+            .into_iter()
+            .map(|index| key_slot(&args[index]));
         let Some(slot) = slots.next() else {
-            return Pending::Ready(Reply::Error(format!("ERR '{}' command needs a key", spec.name)));
+            return Pending::Ready(Reply::Error(format!(
+                "ERR '{}' command needs a key",
+                spec.name
+            )));
         };
         if slots.any(|other| other != slot) {
-            return Pending::Ready(Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into()));
+            return Pending::Ready(Reply::Error(
+                "CROSSSLOT Keys in request don't hash to the same slot".into(),
+            ));
         }
         let shard = shard_of_slot(slot, self.node.shard_count);
         self.dispatch(shard, ShardRequest::Command { args }).await
     }
 
     /// Commands about the connection or the whole node.
-    async fn node_command(&self, client: &mut ClientInfo, spec: &'static command::CommandSpec, args: &[Vec<u8>]) -> Reply {
+    async fn node_command(
+        &self,
+        client: &mut ClientInfo,
+        spec: &'static command::CommandSpec,
+        args: &[Vec<u8>],
+    ) -> Reply {
         match spec.name {
             "dbsize" => Reply::Integer(self.count_all().await as i64),
             "keys" => {
                 let mut keys = Vec::new();
                 for shard in 0..self.node.shard_count {
-                    if let ShardReply::Keys(found) = self.request(shard, ShardRequest::Keys { pattern: args[1].clone() }).await {
+                    if let ShardReply::Keys(found) = self
+                        .request(
+                            shard,
+                            ShardRequest::Keys {
+                                pattern: args[1].clone(),
+                            },
+                        )
+                        .await
+                    {
                         keys.extend(found);
                     }
                 }
@@ -319,12 +408,16 @@ impl<I: NodeIo> Core<I> {
 
     async fn flush_all(&self, args: &[Vec<u8>]) -> Reply {
         if let Some(mode) = args.get(1) {
-            if args.len() > 2 || !(mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async")) {
+            if args.len() > 2
+                || !(mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async"))
+            {
                 return Reply::Error("ERR syntax error".into());
             }
         }
         for shard in 0..self.node.shard_count {
-            if let ShardReply::Reply(reply @ Reply::Error(_)) = self.request(shard, ShardRequest::FlushAll).await {
+            if let ShardReply::Reply(reply @ Reply::Error(_)) =
+                self.request(shard, ShardRequest::FlushAll).await
+            {
                 return reply;
             }
         }
@@ -353,8 +446,13 @@ impl<I: NodeIo> Core<I> {
         };
         let mut keys = Vec::new();
         let next = loop {
-            let step = ShardRequest::Scan { cursor, count: request.count - keys.len().min(request.count - 1), pattern: request.pattern.clone() };
-            let ShardReply::Scan { next, keys: found } = self.request(shard as u32, step).await else {
+            let step = ShardRequest::Scan {
+                cursor,
+                count: request.count - keys.len().min(request.count - 1),
+                pattern: request.pattern.clone(),
+            };
+            let ShardReply::Scan { next, keys: found } = self.request(shard as u32, step).await
+            else {
                 return Reply::Error("ERR scan failed".into());
             };
             keys.extend(found);
@@ -370,7 +468,10 @@ impl<I: NodeIo> Core<I> {
                 break shard + 1;
             }
         };
-        Reply::Array(vec![Reply::Bulk(next.to_string().into_bytes()), Reply::Array(keys.into_iter().map(Reply::Bulk).collect())])
+        Reply::Array(vec![
+            Reply::Bulk(next.to_string().into_bytes()),
+            Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
+        ])
     }
 }
 
@@ -381,7 +482,9 @@ enum Resolved {
 }
 
 fn not_durable(reason: &str) -> Reply {
-    Reply::Error(format!("ERR the write may not be durable, the shard stopped: {reason}"))
+    Reply::Error(format!(
+        "ERR the write may not be durable, the shard stopped: {reason}"
+    ))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_wal::frame::FRAME_PAYLOAD_BYTES_MAX;
 use keel_wal::{codec, LogIndex, Wal, WalError, WalOptions};
 
 use crate::config::ServeConfig;
@@ -47,7 +48,12 @@ pub struct NodeShared {
 }
 
 impl NodeShared {
-    pub fn new(config: ServeConfig, shard_count: u32, run_id: String, started_unix_ms: u64) -> NodeShared {
+    pub fn new(
+        config: ServeConfig,
+        shard_count: u32,
+        run_id: String,
+        started_unix_ms: u64,
+    ) -> NodeShared {
         NodeShared {
             config,
             shard_count,
@@ -90,15 +96,26 @@ impl NodeShared {
     }
 
     fn update_client(&self, info: &ClientInfo) {
-        self.clients.lock().expect("client registry lock").insert(info.id, info.clone());
+        self.clients
+            .lock()
+            .expect("client registry lock")
+            .insert(info.id, info.clone());
     }
 
     fn unregister_client(&self, id: u64) {
-        self.clients.lock().expect("client registry lock").remove(&id);
+        self.clients
+            .lock()
+            .expect("client registry lock")
+            .remove(&id);
     }
 
     fn clients(&self) -> Vec<ClientInfo> {
-        self.clients.lock().expect("client registry lock").values().cloned().collect()
+        self.clients
+            .lock()
+            .expect("client registry lock")
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -106,19 +123,34 @@ impl NodeShared {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot listen on {address}: {source}")]
-    Listen { address: String, source: std::io::Error },
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("cannot join the other cores: {reason}")]
     Mesh { reason: String },
     #[error("shard {shard}: cannot open its directory: {source}")]
     Storage { shard: u32, source: std::io::Error },
     #[error("shard {shard}: {source}")]
-    Snapshot { shard: u32, source: snapshot::SnapshotError },
+    Snapshot {
+        shard: u32,
+        source: snapshot::SnapshotError,
+    },
     #[error("shard {shard}: {source}")]
     Wal { shard: u32, source: WalError },
     #[error("shard {shard}: log entry {index} does not decode ({reason}); the log was written by an incompatible version or is damaged")]
-    Entry { shard: u32, index: u64, reason: String },
+    Entry {
+        shard: u32,
+        index: u64,
+        reason: String,
+    },
     #[error("shard {shard}: the snapshot holds entries up to {snapshot_index} but the WAL runs from {first} to {last}: entries are missing")]
-    Gap { shard: u32, snapshot_index: u64, first: u64, last: u64 },
+    Gap {
+        shard: u32,
+        snapshot_index: u64,
+        first: u64,
+        last: u64,
+    },
 }
 
 impl NodeError {
@@ -126,7 +158,13 @@ impl NodeError {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            NodeError::Snapshot { .. } | NodeError::Entry { .. } | NodeError::Gap { .. } | NodeError::Wal { source: WalError::Recovery(_), .. }
+            NodeError::Snapshot { .. }
+                | NodeError::Entry { .. }
+                | NodeError::Gap { .. }
+                | NodeError::Wal {
+                    source: WalError::Recovery(_),
+                    ..
+                }
         )
     }
 }
@@ -142,27 +180,48 @@ pub struct RecoverySummary {
     pub seconds: f64,
 }
 
-/// The WAL limits for a node: an entry holds any one write the limits allow.
+/// The WAL limits for a node, and for `keel wal` reading a node's log. An
+/// entry may hold any write the command limits allow (values up to 512 MiB,
+/// an MSET of several): the WAL's own ceiling, with a segment of its own for
+/// an entry larger than a regular segment.
 pub fn wal_options() -> WalOptions {
-    WalOptions::default()
+    WalOptions {
+        payload_bytes_max: FRAME_PAYLOAD_BYTES_MAX,
+        ..WalOptions::default()
+    }
 }
 
 /// Loads the newest snapshot and replays the WAL after it.
-async fn recover_shard<I: NodeIo>(io: &I, node: &NodeShared, id: u32) -> Result<(Rc<Shard>, Wal<I::Storage>, I::Storage, RecoverySummary), NodeError> {
+async fn recover_shard<I: NodeIo>(
+    io: &I,
+    node: &NodeShared,
+    id: u32,
+) -> Result<(Rc<Shard>, Wal<I::Storage>, I::Storage, RecoverySummary), NodeError> {
     let started = io.monotonic_us();
-    let storage = io.shard_storage(id).await.map_err(|source| NodeError::Storage { shard: id, source })?;
+    let storage = io
+        .shard_storage(id)
+        .await
+        .map_err(|source| NodeError::Storage { shard: id, source })?;
     let mut keyspace = Keyspace::new();
-    let mut summary = RecoverySummary { shard: id, ..RecoverySummary::default() };
-    if let Some(loaded) = snapshot::load_newest(&storage).map_err(|source| NodeError::Snapshot { shard: id, source })? {
+    let mut summary = RecoverySummary {
+        shard: id,
+        ..RecoverySummary::default()
+    };
+    if let Some(loaded) = snapshot::load_newest(&storage)
+        .map_err(|source| NodeError::Snapshot { shard: id, source })?
+    {
         summary.snapshot_index = loaded.meta().last_index.0;
         for item in loaded.items() {
-            let (key, value, expire) = item.map_err(|source| NodeError::Snapshot { shard: id, source })?;
+            let (key, value, expire) =
+                item.map_err(|source| NodeError::Snapshot { shard: id, source })?;
             keyspace.insert_loaded(key, value, expire);
             summary.snapshot_keys += 1;
         }
     }
     let options = wal_options();
-    let (wal, report) = Wal::open(storage.clone(), options).await.map_err(|source| NodeError::Wal { shard: id, source })?;
+    let (wal, report) = Wal::open(storage.clone(), options)
+        .await
+        .map_err(|source| NodeError::Wal { shard: id, source })?;
     if let Some(torn) = &report.repaired {
         tracing::warn!(
             shard = id, file = %torn.file, offset = torn.offset, cut_bytes = torn.cut_bytes, last_index = torn.last_index.0, cause = %torn.cause,
@@ -172,10 +231,19 @@ async fn recover_shard<I: NodeIo>(io: &I, node: &NodeShared, id: u32) -> Result<
     let (first, last) = (wal.first_index().0, wal.last_index().0);
     let from = summary.snapshot_index + 1;
     if from < first || summary.snapshot_index > last {
-        return Err(NodeError::Gap { shard: id, snapshot_index: summary.snapshot_index, first, last });
+        return Err(NodeError::Gap {
+            shard: id,
+            snapshot_index: summary.snapshot_index,
+            first,
+            last,
+        });
     }
     wal.replay(LogIndex(from), |index, payload| {
-        let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry { shard: id, index: index.0, reason: error.to_string() })?;
+        let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry {
+            shard: id,
+            index: index.0,
+            reason: error.to_string(),
+        })?;
         keyspace.apply(&op);
         summary.frames_replayed += 1;
         Ok::<(), NodeError>(())
@@ -202,7 +270,10 @@ async fn recover_shard<I: NodeIo>(io: &I, node: &NodeShared, id: u32) -> Result<
 
 impl From<WalError> for NodeError {
     fn from(source: WalError) -> NodeError {
-        NodeError::Wal { shard: u32::MAX, source }
+        NodeError::Wal {
+            shard: u32::MAX,
+            source,
+        }
     }
 }
 
@@ -214,7 +285,10 @@ pub struct Recovered<I: NodeIo> {
 }
 
 /// Recovers the shards this core owns.
-pub async fn recover_core<I: NodeIo>(io: I, node: Arc<NodeShared>) -> Result<Recovered<I>, NodeError> {
+pub async fn recover_core<I: NodeIo>(
+    io: I,
+    node: Arc<NodeShared>,
+) -> Result<Recovered<I>, NodeError> {
     let (core, cores) = io.core();
     let mut shards = HashMap::new();
     let mut committers = Vec::new();
@@ -225,12 +299,18 @@ pub async fn recover_core<I: NodeIo>(io: I, node: Arc<NodeShared>) -> Result<Rec
         committers.push((shard, wal, storage));
         summaries.push(summary);
     }
-    Ok(Recovered { core: Rc::new(Core::new(io, node, shards)), committers, summaries })
+    Ok(Recovered {
+        core: Rc::new(Core::new(io, node, shards)),
+        committers,
+        summaries,
+    })
 }
 
 impl<I: NodeIo> std::fmt::Debug for Recovered<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recovered").field("summaries", &self.summaries).finish_non_exhaustive()
+        f.debug_struct("Recovered")
+            .field("summaries", &self.summaries)
+            .finish_non_exhaustive()
     }
 }
 
@@ -258,8 +338,12 @@ impl<I: NodeIo> Recovered<I> {
             });
             io.spawn(async move {
                 loop {
-                    io_expire.sleep(Duration::from_millis(EXPIRE_PERIOD_MS)).await;
-                    while shard_expire.expire_pass(io_expire.now_unix_ms()) == shard::EXPIRE_KEYS_PER_PASS_MAX {}
+                    io_expire
+                        .sleep(Duration::from_millis(EXPIRE_PERIOD_MS))
+                        .await;
+                    while shard_expire.expire_pass(io_expire.now_unix_ms())
+                        == shard::EXPIRE_KEYS_PER_PASS_MAX
+                    {}
                 }
             });
         }

@@ -138,12 +138,22 @@ impl Shard {
         if let Some(reason) = self.durable.failure() {
             return self.refused(&reason);
         }
-        let Outcome { reply, op } = command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.limits);
+        let Outcome { reply, op } =
+            command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.limits);
         match op {
-            None => Executed { reply, wait_for: self.last_index() },
+            None => Executed {
+                reply,
+                wait_for: self.last_index(),
+            },
             Some(op) => match self.append(&op) {
-                Ok(index) => Executed { reply, wait_for: index },
-                Err(error) => Executed { reply: error, wait_for: self.last_index() },
+                Ok(index) => Executed {
+                    reply,
+                    wait_for: index,
+                },
+                Err(error) => Executed {
+                    reply: error,
+                    wait_for: self.last_index(),
+                },
             },
         }
     }
@@ -157,7 +167,8 @@ impl Shard {
 
     /// Gives `op` the next log index, applies it and queues it for the WAL.
     fn append(&self, op: &Operation) -> Result<u64, Reply> {
-        let payload = codec::encode(op).map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
+        let payload = codec::encode(op)
+            .map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
         if payload.len() > self.payload_bytes_max {
             return Err(too_large(payload.len(), self.payload_bytes_max));
         }
@@ -185,8 +196,16 @@ impl Shard {
         self.keyspace.borrow().keys(pattern, now_unix_ms)
     }
 
-    pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>, now_unix_ms: u64) -> (u64, Vec<Vec<u8>>) {
-        self.keyspace.borrow().scan(cursor, count, pattern, now_unix_ms)
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        now_unix_ms: u64,
+    ) -> (u64, Vec<Vec<u8>>) {
+        self.keyspace
+            .borrow()
+            .scan(cursor, count, pattern, now_unix_ms)
     }
 
     /// Removes every key through the log; returns the entry to wait for.
@@ -207,7 +226,10 @@ impl Shard {
         if self.durable.failure().is_some() {
             return 0;
         }
-        let keys = self.keyspace.borrow().expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX);
+        let keys = self
+            .keyspace
+            .borrow()
+            .expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX);
         let removed = keys.len();
         if removed > 0 && self.append(&Operation::Delete { keys }).is_ok() {
             NodeMetrics::add(&self.metrics.expired_keys, removed as u64);
@@ -252,7 +274,9 @@ impl Shard {
         storage: I::Storage,
         snapshot_wal_bytes: u64,
     ) -> Result<(), WalError> {
-        let result = self.commit_loop(&io, &mut wal, &storage, snapshot_wal_bytes).await;
+        let result = self
+            .commit_loop(&io, &mut wal, &storage, snapshot_wal_bytes)
+            .await;
         if let Err(error) = &result {
             self.durable.fail(error.to_string());
         }
@@ -285,12 +309,18 @@ impl Shard {
             let mut bytes = 0;
             for (offset, payload) in (0..).zip(&batch) {
                 let index = wal.append(SINGLE_NODE_TERM, payload)?;
-                assert_eq!(index.0, first + offset, "the WAL numbers entries as the shard did");
+                assert_eq!(
+                    index.0,
+                    first + offset,
+                    "the WAL numbers entries as the shard did"
+                );
                 bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
             }
             let started = io.monotonic_us();
             let durable = wal.sync().await?;
-            self.metrics.fsync_us.observe(io.monotonic_us().saturating_sub(started));
+            self.metrics
+                .fsync_us
+                .observe(io.monotonic_us().saturating_sub(started));
             self.metrics.batch_entries.observe(batch.len() as u64);
             NodeMetrics::add(&self.metrics.writes, batch.len() as u64);
             NodeMetrics::add(&self.metrics.wal_bytes, bytes);
@@ -299,7 +329,8 @@ impl Shard {
                 "the WAL holds no entry the shard did not give an index"
             );
             self.durable.advance(durable.0);
-            self.after_commit(io, wal, storage, bytes, snapshot_wal_bytes).await?;
+            self.after_commit(io, wal, storage, bytes, snapshot_wal_bytes)
+                .await?;
         }
     }
 
@@ -327,48 +358,69 @@ impl Shard {
         Ok(())
     }
 
-    /// Encodes the key space as it is now (the pause) and writes it in the
-    /// background once the log holds every entry it reflects.
+    /// Starts a snapshot in the background; the commit loop goes on.
     fn start_snapshot<I: NodeIo>(self: &Rc<Shard>, io: &I, storage: I::Storage) {
-        let index = self.last_index();
-        let started = io.monotonic_us();
-        let image = {
-            let keyspace = self.keyspace.borrow();
-            let meta = snapshot::SnapshotMeta {
-                shard: self.id,
-                last_index: LogIndex(index),
-                last_term: SINGLE_NODE_TERM,
-            };
-            snapshot::encode(&meta, keyspace.iter())
-        };
-        let pause_us = io.monotonic_us().saturating_sub(started);
-        self.metrics.snapshot_pause_us.observe(pause_us);
+        let start_index = self.last_index();
         {
             let mut state = self.snapshot.borrow_mut();
             state.in_progress = true;
-            state.pause_us_last = pause_us;
             state.wal_bytes_since = 0;
         }
-        let shard = Rc::clone(self);
+        let (shard, io) = (Rc::clone(self), io.clone());
         let now = io.now_unix_ms();
-        io.spawn(async move {
-            let result = match shard.durable.wait_for(index).await {
-                Ok(()) => snapshot::write(&storage, &image).await.map_err(|error| error.to_string()),
-                Err(reason) => Err(reason),
-            };
+        io.clone().spawn(async move {
+            let result = shard.write_snapshot(&io, storage, start_index).await;
             let mut state = shard.snapshot.borrow_mut();
             state.in_progress = false;
             match result {
-                Ok(written) => {
-                    tracing::info!(shard = shard.id, index, pause_us, bytes = written.bytes, "snapshot written");
+                Ok((written, pause_us)) => {
+                    tracing::info!(shard = shard.id, index = start_index, keys = written.keys, bytes = written.bytes, pause_us_max = pause_us, file = %written.file, "snapshot written");
                     NodeMetrics::add(&shard.metrics.snapshots, 1);
-                    state.index = index;
+                    state.index = start_index;
                     state.unix_ms = Some(now);
                     state.bytes = written.bytes;
-                    state.compact_below = Some(index + 1);
+                    state.pause_us_last = pause_us;
+                    state.compact_below = Some(start_index + 1);
                 }
-                Err(reason) => tracing::error!(shard = shard.id, index, %reason, "snapshot failed; the WAL is kept"),
+                Err(reason) => tracing::error!(shard = shard.id, index = start_index, %reason, "snapshot failed; the WAL is kept"),
             }
         });
+    }
+
+    /// Writes a fuzzy snapshot tagged `start_index`: one key-space partition
+    /// at a time, letting commands run between partitions, so the pause is
+    /// one partition's encoding, not the shard's. Writes applied meanwhile
+    /// may or may not be in it; since every operation is a blind write
+    /// (see [`crate::operation`]), replaying the log from `start_index + 1`
+    /// over it gives the exact state. Returns what was written and the
+    /// longest pause.
+    async fn write_snapshot<I: NodeIo>(
+        &self,
+        io: &I,
+        storage: I::Storage,
+        start_index: u64,
+    ) -> Result<(snapshot::Written, u64), String> {
+        let meta = snapshot::SnapshotMeta { shard: self.id, last_index: LogIndex(start_index), last_term: SINGLE_NODE_TERM };
+        let mut writer = snapshot::SnapshotWriter::create(storage, meta).await.map_err(|error| error.to_string())?;
+        let partitions = self.keyspace.borrow().partition_count();
+        let mut pause_us_max = 0;
+        for partition in 0..partitions {
+            let started = io.monotonic_us();
+            for (key, value, expire_at_unix_ms) in self.keyspace.borrow().partition_items(partition) {
+                writer.push(key, value, expire_at_unix_ms);
+            }
+            let pause_us = io.monotonic_us().saturating_sub(started);
+            self.metrics.snapshot_pause_us.observe(pause_us);
+            pause_us_max = pause_us_max.max(pause_us);
+            if writer.buffered_bytes() >= snapshot::SNAPSHOT_CHUNK_BYTES {
+                writer.flush().await.map_err(|error| error.to_string())?;
+            }
+            futures_lite::future::yield_now().await;
+        }
+        // The snapshot may reflect entries applied up to now: they must be
+        // durable before the snapshot can stand in for the log before it.
+        self.durable.wait_for(self.last_index()).await?;
+        let written = writer.finish().await.map_err(|error| error.to_string())?;
+        Ok((written, pause_us_max))
     }
 }

@@ -9,7 +9,7 @@ use keel_wal::recovery::{list_dir, map_segments, recover, DirListing, SegmentInp
 use keel_wal::repair::Damage;
 use keel_wal::scan::BadFrame;
 use keel_wal::segment::segment_name;
-use keel_wal::{LogMap, RecoveryError, StdStorage, Storage, WalOptions};
+use keel_wal::{LogMap, RecoveryError, StdStorage, Storage};
 
 use super::CliError;
 
@@ -25,9 +25,9 @@ pub struct Recovered {
     pub log: Result<LogMap, RecoveryError>,
 }
 
-/// The payload limit the CLI reads with: the server's default.
+/// The payload limit the CLI reads with: the server's.
 pub fn payload_bytes_max() -> u32 {
-    WalOptions::default().payload_bytes_max
+    crate::node::wal_options().payload_bytes_max
 }
 
 /// Lists, maps and recovers the WAL in `dir`, showing progress on stderr when

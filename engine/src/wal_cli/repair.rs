@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use keel_wal::repair::{plan_truncate, truncate, Damage, SegmentRange, TruncatePlan};
-use keel_wal::{run_ready, FrameKind, LogIndex, StdStorage, Wal, WalOptions};
+use keel_wal::{run_ready, FrameKind, LogIndex, StdStorage, Wal};
 
 use super::open::{count, describe_torn_tail, payload_bytes_max, Recovered};
 use super::{io_error, CliError};
@@ -63,7 +63,7 @@ pub fn run(
     if let Repair::Truncate(plan) = &repair {
         run_ready(truncate(&StdStorage::new(&dir), plan))?;
     }
-    let (wal, report) = run_ready(Wal::open(StdStorage::new(&dir), WalOptions::default()))?;
+    let (wal, report) = run_ready(Wal::open(StdStorage::new(&dir), crate::node::wal_options()))?;
     for name in &report.removed_unfinished {
         writeln!(out, "  removed unfinished segment creation {name}")?;
     }
