@@ -332,8 +332,10 @@ impl<S: Storage> SnapshotWriter<S> {
     }
 
     /// Writes the whole blocks pushed so far (closing the open chunk) and keeps
-    /// the rest, under a block. After a failed write, calling again rewrites
-    /// the same blocks.
+    /// the rest, under a block. Each call ends a chunk, so call it when
+    /// [`buffered_bytes`](Self::buffered_bytes) reaches [`SNAPSHOT_CHUNK_BYTES`],
+    /// not after every push. After a failed write, calling again rewrites the
+    /// same blocks.
     pub async fn flush(&mut self) -> Result<(), SnapshotError> {
         self.seal_chunk();
         let whole_bytes = self.pending.len() / BLOCK_BYTES * BLOCK_BYTES;
