@@ -211,9 +211,7 @@ async fn recover_shard<I: NodeIo>(
         .map_err(|source| NodeError::Snapshot { shard: id, source })?
     {
         summary.snapshot_index = loaded.meta().last_index.0;
-        for item in loaded.items() {
-            let (key, value, expire) =
-                item.map_err(|source| NodeError::Snapshot { shard: id, source })?;
+        for (key, value, expire) in loaded.items() {
             keyspace.insert_loaded(key, value, expire);
             summary.snapshot_keys += 1;
         }
