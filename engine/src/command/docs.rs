@@ -2,7 +2,10 @@
 //! 7's shapes (redis-cli reads `COMMAND DOCS` at start-up to build its help).
 
 use super::table::COMMANDS;
-use super::{arity_fits, check_arity, key_indexes, lookup, wrong_arity, CommandSpec, SYNTAX_ERROR};
+use super::{
+    arity_fits, check_arity, key_indexes, lookup, wrong_arity, CommandSpec, SYNTAX_ERROR,
+    UNKNOWN_COMMAND_QUOTE_BYTES_MAX,
+};
 use crate::keyspace::glob_match;
 use crate::resp::Reply;
 
@@ -45,7 +48,9 @@ pub fn command_reply(args: &[Vec<u8>]) -> Reply {
         _ => {
             return Reply::Error(format!(
                 "ERR unknown subcommand '{}'. Try COMMAND HELP.",
-                String::from_utf8_lossy(&subcommand[..subcommand.len().min(128)])
+                String::from_utf8_lossy(
+                    &subcommand[..subcommand.len().min(UNKNOWN_COMMAND_QUOTE_BYTES_MAX)]
+                )
             ))
         }
     };

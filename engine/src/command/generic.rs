@@ -198,57 +198,78 @@ fn expire_generic(context: &Context<'_>, time: TimeArgument) -> Result<Outcome, 
     )
 }
 
+/// Half a second: TTL and EXPIRETIME round milliseconds to the nearest second.
+const HALF_SECOND_MS: u64 = 500;
+
 pub fn ttl(context: &Context<'_>) -> Result<Outcome, Reply> {
-    time_to_live(context, true)
+    expiry_report(
+        context,
+        ExpiryReport {
+            seconds: true,
+            absolute: false,
+        },
+    )
 }
 
 pub fn pttl(context: &Context<'_>) -> Result<Outcome, Reply> {
-    time_to_live(context, false)
-}
-
-/// -2 when the key is absent, -1 when it has no expiry, else the time left,
-/// rounded to the nearest second for TTL as Redis does.
-fn time_to_live(context: &Context<'_>, seconds: bool) -> Result<Outcome, Reply> {
-    let reply = match context.keyspace.get(&context.args[1], context.now_unix_ms) {
-        None => -2,
-        Some(item) => match item.expire_at_unix_ms {
-            None => -1,
-            Some(at) => {
-                let left_ms = at
-                    .saturating_sub(context.now_unix_ms)
-                    .min(i64::MAX as u64 - 500) as i64;
-                if seconds {
-                    (left_ms + 500) / 1000
-                } else {
-                    left_ms
-                }
-            }
+    expiry_report(
+        context,
+        ExpiryReport {
+            seconds: false,
+            absolute: false,
         },
-    };
-    Outcome::read(Reply::Integer(reply))
+    )
 }
 
 pub fn expiretime(context: &Context<'_>) -> Result<Outcome, Reply> {
-    expire_time(context, true)
+    expiry_report(
+        context,
+        ExpiryReport {
+            seconds: true,
+            absolute: true,
+        },
+    )
 }
 
 pub fn pexpiretime(context: &Context<'_>) -> Result<Outcome, Reply> {
-    expire_time(context, false)
+    expiry_report(
+        context,
+        ExpiryReport {
+            seconds: false,
+            absolute: true,
+        },
+    )
 }
 
-/// The absolute expiry in unix time: -2 absent, -1 no expiry.
-fn expire_time(context: &Context<'_>, seconds: bool) -> Result<Outcome, Reply> {
+/// Which of TTL, PTTL, EXPIRETIME and PEXPIRETIME answers.
+#[derive(Clone, Copy, Debug)]
+struct ExpiryReport {
+    seconds: bool,
+    /// The unix time of expiry rather than the time left.
+    absolute: bool,
+}
+
+/// -2 when the key is absent, -1 when it has no expiry, else the time left
+/// or the time of expiry, rounded to the nearest second for TTL and
+/// EXPIRETIME, as Redis's `ttlGenericCommand` does.
+fn expiry_report(context: &Context<'_>, report: ExpiryReport) -> Result<Outcome, Reply> {
     let reply = match context.keyspace.get(&context.args[1], context.now_unix_ms) {
         None => -2,
         Some(item) => match item.expire_at_unix_ms {
             None => -1,
             Some(at) => {
-                let at = at.min(i64::MAX as u64 - 500) as i64;
-                if seconds {
-                    (at + 500) / 1000
-                } else {
+                let ms = if report.absolute {
                     at
-                }
+                } else {
+                    at.saturating_sub(context.now_unix_ms)
+                };
+                let ms = ms.min(i64::MAX as u64 - HALF_SECOND_MS);
+                let reported = if report.seconds {
+                    (ms + HALF_SECOND_MS) / 1000
+                } else {
+                    ms
+                };
+                reported as i64
             }
         },
     };

@@ -30,7 +30,7 @@ pub use docs::command_reply;
 pub use table::lookup;
 
 /// Longest command name or argument prefix quoted in an unknown-command
-/// error (Redis's own bound).
+/// or unknown-subcommand error (Redis's own bound).
 const UNKNOWN_COMMAND_QUOTE_BYTES_MAX: usize = 128;
 
 const SYNTAX_ERROR: &str = "ERR syntax error";

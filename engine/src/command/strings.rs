@@ -104,22 +104,25 @@ enum NewExpiry {
     At(u64),
 }
 
-/// The absolute expiry an EX/PX/EXAT/PXAT option asks for, as Redis's
-/// `getExpireMillisecondsOrReply` computes it: the amount must be positive
-/// and the result fit in a signed 64-bit millisecond count.
+/// The expiry SET or GETEX asks for. Without an option SET clears the
+/// expiry and GETEX keeps it. EX/PX/EXAT/PXAT are made absolute as Redis's
+/// `getExpireMillisecondsOrReply` does: the amount must be positive and the
+/// result fit in a signed 64-bit millisecond count.
 fn resolve_expiry(
     options: &ExtendedOptions<'_>,
-    command: &str,
+    of: OptionsOf,
     now_unix_ms: u64,
 ) -> Result<NewExpiry, Reply> {
     let (seconds, relative) = match options.expiry {
-        ExpiryOption::Unset | ExpiryOption::Persist => return Ok(NewExpiry::Clear),
-        ExpiryOption::KeepTtl => return Ok(NewExpiry::Keep),
+        ExpiryOption::Unset if of == OptionsOf::Set => return Ok(NewExpiry::Clear),
+        ExpiryOption::Unset | ExpiryOption::KeepTtl => return Ok(NewExpiry::Keep),
+        ExpiryOption::Persist => return Ok(NewExpiry::Clear),
         ExpiryOption::Ex => (true, true),
         ExpiryOption::Px => (false, true),
         ExpiryOption::ExAt => (true, false),
         ExpiryOption::PxAt => (false, false),
     };
+    let command = if of == OptionsOf::Set { "set" } else { "getex" };
     let amount = options
         .expiry_amount
         .and_then(parse_i64)
@@ -155,7 +158,7 @@ pub fn get(context: &Context<'_>) -> Result<Outcome, Reply> {
 pub fn set(context: &Context<'_>) -> Result<Outcome, Reply> {
     let (key, value) = (&context.args[1], &context.args[2]);
     let options = parse_extended(&context.args[3..], OptionsOf::Set)?;
-    let expiry = resolve_expiry(&options, "set", context.now_unix_ms)?;
+    let expiry = resolve_expiry(&options, OptionsOf::Set, context.now_unix_ms)?;
     check_value_size(value.len(), context.limits)?;
     let current = context.keyspace.get(key, context.now_unix_ms);
     let old = bulk_or_null(current.as_ref().map(|item| item.value));
@@ -244,7 +247,7 @@ pub fn getdel(context: &Context<'_>) -> Result<Outcome, Reply> {
 pub fn getex(context: &Context<'_>) -> Result<Outcome, Reply> {
     let key = &context.args[1];
     let options = parse_extended(&context.args[2..], OptionsOf::GetEx)?;
-    let expiry = resolve_expiry(&options, "getex", context.now_unix_ms)?;
+    let expiry = resolve_expiry(&options, OptionsOf::GetEx, context.now_unix_ms)?;
     let Some(item) = context.keyspace.get(key, context.now_unix_ms) else {
         return Outcome::read(Reply::Null);
     };
@@ -263,9 +266,7 @@ pub fn getex(context: &Context<'_>) -> Result<Outcome, Reply> {
                 at_unix_ms: at,
             },
         ),
-        NewExpiry::Clear
-            if options.expiry == ExpiryOption::Persist && item.expire_at_unix_ms.is_some() =>
-        {
+        NewExpiry::Clear if item.expire_at_unix_ms.is_some() => {
             Outcome::write(reply, Operation::Persist { key: key.clone() })
         }
         NewExpiry::Clear | NewExpiry::Keep => Outcome::read(reply),
