@@ -213,3 +213,13 @@ fn command_getkeys_help_and_errors() {
         error("ERR unknown subcommand 'bogus'. Try COMMAND HELP.")
     );
 }
+
+#[test]
+fn writes_refuse_keys_over_the_default_limit() {
+    let mut h = Harness::new();
+    let key = "k".repeat(70_000);
+    let refused = error("ERR key of 70000 bytes exceeds max-key-bytes (65536)");
+    assert_eq!(h.run(&["SET", &key, "v"]), read(refused.clone()));
+    assert_eq!(h.run(&["DEL", "a", &key]), read(refused));
+    assert_eq!(h.run(&["EXISTS", &key]), read(Reply::Integer(0)));
+}
