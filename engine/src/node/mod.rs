@@ -22,7 +22,7 @@ use crate::metrics::{Gauges, NodeMetrics};
 use crate::node::admin::ClientInfo;
 use crate::node::core::{core_of_shard, Core};
 use crate::node::io::{Connection, Listener, NodeIo};
-use crate::node::shard::Shard;
+use crate::node::shard::{Shard, ShardSettings};
 use crate::operation::Operation;
 use crate::resp::Protocol;
 use crate::snapshot;
@@ -253,16 +253,14 @@ async fn recover_shard<I: NodeIo>(
     summary.last_index = last;
     summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
     let config = &node.config;
-    let shard = Shard::new(
-        id,
-        keyspace,
-        last,
-        summary.snapshot_index,
-        config.limits,
-        options.payload_bytes_max as usize,
-        config.fsync,
-        Arc::clone(&node.metrics),
-    );
+    let settings = ShardSettings {
+        limits: config.limits,
+        payload_bytes_max: options.payload_bytes_max as usize,
+        fsync: config.fsync,
+        snapshot_wal_bytes: config.snapshot_wal_bytes,
+        metrics: Arc::clone(&node.metrics),
+    };
+    let shard = Shard::new(id, keyspace, last, summary.snapshot_index, settings);
     Ok((Rc::new(shard), wal, storage, summary))
 }
 
@@ -325,10 +323,9 @@ impl<I: NodeIo> Recovered<I> {
         for (shard, wal, storage) in self.committers {
             let (failure, done, io_task) = (Rc::clone(&failure), Rc::clone(&done), io.clone());
             let (io_expire, shard_expire) = (io.clone(), Rc::clone(&shard));
-            let snapshot_wal_bytes = node.config.snapshot_wal_bytes;
             io.spawn(async move {
                 let id = shard.id;
-                if let Err(source) = Rc::clone(&shard).run_committer(io_task, wal, storage, snapshot_wal_bytes).await {
+                if let Err(source) = Rc::clone(&shard).run_committer(io_task, wal, storage).await {
                     tracing::error!(shard = id, error = %source, "WAL failed: this shard acknowledges nothing more; stopping the node");
                     failure.borrow_mut().get_or_insert(NodeError::Wal { shard: id, source });
                 }

@@ -82,10 +82,7 @@ pub struct Shard {
     next_index: Cell<u64>,
     durable: Watermark,
     wake_committer: Signal,
-    limits: Limits,
-    payload_bytes_max: usize,
-    fsync: FsyncPolicy,
-    metrics: Arc<NodeMetrics>,
+    settings: ShardSettings,
     snapshot: RefCell<SnapshotState>,
     stopping: Cell<bool>,
 }
@@ -97,18 +94,22 @@ fn too_large(len: usize, limit: usize) -> Reply {
     ))
 }
 
+/// What a shard is told at start: its limits and policies.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub limits: Limits,
+    /// Largest encoded operation the WAL takes.
+    pub payload_bytes_max: usize,
+    pub fsync: FsyncPolicy,
+    /// WAL bytes since the last snapshot that start the next.
+    pub snapshot_wal_bytes: u64,
+    pub metrics: Arc<NodeMetrics>,
+}
+
 impl Shard {
-    /// A shard whose key space holds the log up to `last_index`, all durable.
-    pub fn new(
-        id: u32,
-        keyspace: Keyspace,
-        last_index: u64,
-        snapshot_index: u64,
-        limits: Limits,
-        payload_bytes_max: usize,
-        fsync: FsyncPolicy,
-        metrics: Arc<NodeMetrics>,
-    ) -> Shard {
+    /// A shard whose key space holds the log up to `last_index`, all durable,
+    /// from a snapshot taken at `snapshot_index` plus the log after it.
+    pub fn new(id: u32, keyspace: Keyspace, last_index: u64, snapshot_index: u64, settings: ShardSettings) -> Shard {
         Shard {
             id,
             keyspace: RefCell::new(keyspace),
@@ -116,10 +117,7 @@ impl Shard {
             next_index: Cell::new(last_index + 1),
             durable: Watermark::new(last_index),
             wake_committer: Signal::default(),
-            limits,
-            payload_bytes_max,
-            fsync,
-            metrics,
+            settings,
             snapshot: RefCell::new(SnapshotState {
                 index: snapshot_index,
                 ..SnapshotState::default()
@@ -139,7 +137,7 @@ impl Shard {
             return self.refused(&reason);
         }
         let Outcome { reply, op } =
-            command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.limits);
+            command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.settings.limits);
         match op {
             None => Executed {
                 reply,
@@ -169,8 +167,8 @@ impl Shard {
     fn append(&self, op: &Operation) -> Result<u64, Reply> {
         let payload = codec::encode(op)
             .map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
-        if payload.len() > self.payload_bytes_max {
-            return Err(too_large(payload.len(), self.payload_bytes_max));
+        if payload.len() > self.settings.payload_bytes_max {
+            return Err(too_large(payload.len(), self.settings.payload_bytes_max));
         }
         let index = self.next_index.get();
         self.next_index.set(index + 1);
@@ -182,7 +180,7 @@ impl Shard {
 
     /// Waits until a reply that depends on entry `index` may be released.
     pub async fn acknowledged(&self, index: u64) -> Result<(), String> {
-        match self.fsync {
+        match self.settings.fsync {
             FsyncPolicy::Always => self.durable.wait_for(index).await,
             FsyncPolicy::IntervalMs(_) => self.durable.failure().map_or(Ok(()), Err),
         }
@@ -232,7 +230,7 @@ impl Shard {
             .expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX);
         let removed = keys.len();
         if removed > 0 && self.append(&Operation::Delete { keys }).is_ok() {
-            NodeMetrics::add(&self.metrics.expired_keys, removed as u64);
+            NodeMetrics::add(&self.settings.metrics.expired_keys, removed as u64);
             return removed;
         }
         0
@@ -272,10 +270,9 @@ impl Shard {
         io: I,
         mut wal: Wal<I::Storage>,
         storage: I::Storage,
-        snapshot_wal_bytes: u64,
     ) -> Result<(), WalError> {
         let result = self
-            .commit_loop(&io, &mut wal, &storage, snapshot_wal_bytes)
+            .commit_loop(&io, &mut wal, &storage)
             .await;
         if let Err(error) = &result {
             self.durable.fail(error.to_string());
@@ -288,7 +285,6 @@ impl Shard {
         io: &I,
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
-        snapshot_wal_bytes: u64,
     ) -> Result<(), WalError> {
         loop {
             if self.queue.borrow().is_empty() {
@@ -298,7 +294,7 @@ impl Shard {
                 self.wake_committer.wait().await;
                 continue;
             }
-            if let FsyncPolicy::IntervalMs(ms) = self.fsync {
+            if let FsyncPolicy::IntervalMs(ms) = self.settings.fsync {
                 io.sleep(std::time::Duration::from_millis(ms)).await;
             }
             // Let every task that is ready (other connections' commands) run
@@ -318,18 +314,18 @@ impl Shard {
             }
             let started = io.monotonic_us();
             let durable = wal.sync().await?;
-            self.metrics
+            self.settings.metrics
                 .fsync_us
                 .observe(io.monotonic_us().saturating_sub(started));
-            self.metrics.batch_entries.observe(batch.len() as u64);
-            NodeMetrics::add(&self.metrics.writes, batch.len() as u64);
-            NodeMetrics::add(&self.metrics.wal_bytes, bytes);
+            self.settings.metrics.batch_entries.observe(batch.len() as u64);
+            NodeMetrics::add(&self.settings.metrics.writes, batch.len() as u64);
+            NodeMetrics::add(&self.settings.metrics.wal_bytes, bytes);
             assert!(
                 durable.0 <= self.last_index(),
                 "the WAL holds no entry the shard did not give an index"
             );
             self.durable.advance(durable.0);
-            self.after_commit(io, wal, storage, bytes, snapshot_wal_bytes)
+            self.after_commit(io, wal, storage, bytes)
                 .await?;
         }
     }
@@ -341,12 +337,11 @@ impl Shard {
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
         bytes: u64,
-        snapshot_wal_bytes: u64,
     ) -> Result<(), WalError> {
         let (start, compact) = {
             let mut state = self.snapshot.borrow_mut();
             state.wal_bytes_since += bytes;
-            let start = !state.in_progress && state.wal_bytes_since >= snapshot_wal_bytes;
+            let start = !state.in_progress && state.wal_bytes_since >= self.settings.snapshot_wal_bytes;
             (start, state.compact_below.take())
         };
         if let Some(below) = compact {
@@ -375,7 +370,7 @@ impl Shard {
             match result {
                 Ok((written, pause_us)) => {
                     tracing::info!(shard = shard.id, index = start_index, keys = written.keys, bytes = written.bytes, pause_us_max = pause_us, file = %written.file, "snapshot written");
-                    NodeMetrics::add(&shard.metrics.snapshots, 1);
+                    NodeMetrics::add(&shard.settings.metrics.snapshots, 1);
                     state.index = start_index;
                     state.unix_ms = Some(now);
                     state.bytes = written.bytes;
@@ -410,7 +405,7 @@ impl Shard {
                 writer.push(key, value, expire_at_unix_ms);
             }
             let pause_us = io.monotonic_us().saturating_sub(started);
-            self.metrics.snapshot_pause_us.observe(pause_us);
+            self.settings.metrics.snapshot_pause_us.observe(pause_us);
             pause_us_max = pause_us_max.max(pause_us);
             if writer.buffered_bytes() >= snapshot::SNAPSHOT_CHUNK_BYTES {
                 writer.flush().await.map_err(|error| error.to_string())?;
