@@ -364,13 +364,13 @@ impl Keyspace {
         let hasher = &self.hasher;
         let partition = &self.partitions[partition];
         partition.records.iter().map(move |record| {
-            let key = record.key();
+            let (key, value) = record.parts();
             let expire_at_unix_ms = if partition.expiries.is_empty() {
                 None
             } else {
                 partition.expiry(locate(hasher, key).table_hash, key)
             };
-            (key, record.value(), expire_at_unix_ms)
+            (key, value, expire_at_unix_ms)
         })
     }
 
@@ -444,23 +444,23 @@ impl Record {
         }
     }
 
-    fn block(&self) -> &[u8] {
+    /// (key, value), reading the lengths once.
+    fn parts(&self) -> (&[u8], &[u8]) {
         let (header_bytes, key_bytes, value_bytes) = self.lengths();
         // SAFETY: `Record::new` leaked a boxed slice of exactly this length at
         // this address; it is freed only when `self` is dropped.
-        unsafe {
+        let block = unsafe {
             slice::from_raw_parts(self.block.as_ptr(), header_bytes + key_bytes + value_bytes)
-        }
+        };
+        block[header_bytes..].split_at(key_bytes)
     }
 
     fn key(&self) -> &[u8] {
-        let (header_bytes, key_bytes, _) = self.lengths();
-        &self.block()[header_bytes..header_bytes + key_bytes]
+        self.parts().0
     }
 
     fn value(&self) -> &[u8] {
-        let (header_bytes, key_bytes, _) = self.lengths();
-        &self.block()[header_bytes + key_bytes..]
+        self.parts().1
     }
 
     fn data_bytes(&self) -> usize {
