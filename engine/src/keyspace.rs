@@ -26,8 +26,9 @@ use std::hash::BuildHasher;
 use std::ptr::{self, NonNull};
 use std::slice;
 
+use foldhash::fast::FixedState;
 use hashbrown::hash_table::Entry as TableEntry;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
 
 use crate::operation::Operation;
 
@@ -48,7 +49,7 @@ const SCAN_CURSOR_PARTITION_SHIFT_BITS: u32 = 32;
 
 /// The key-value state of one shard.
 pub struct Keyspace {
-    hasher: DefaultHashBuilder,
+    hasher: FixedState,
     partitions: Box<[Partition]>,
     /// `(expire_at_unix_ms, key)` of every key with an expiry, earliest first.
     expiry_order: BTreeSet<(u64, Box<[u8]>)>,
@@ -81,7 +82,7 @@ struct Place {
     table_hash: u64,
 }
 
-fn locate(hasher: &DefaultHashBuilder, key: &[u8]) -> Place {
+fn locate(hasher: &FixedState, key: &[u8]) -> Place {
     let hash = hasher.hash_one(key);
     Place {
         partition: (hash >> (u64::BITS - PARTITION_BITS)) as usize,
@@ -109,8 +110,19 @@ impl Partition {
 
 impl Default for Keyspace {
     fn default() -> Keyspace {
+        Keyspace::with_hash_seed(0)
+    }
+}
+
+impl Keyspace {
+    /// A key space whose hash function is keyed by `seed`. The seed comes
+    /// from the node (its identity), never from a random source here: the
+    /// state machine is deterministic, so the simulator replays SCAN orders
+    /// bit for bit, while keys cannot be chosen to collide without knowing
+    /// the node's seed.
+    pub fn with_hash_seed(seed: u64) -> Keyspace {
         Keyspace {
-            hasher: DefaultHashBuilder::default(),
+            hasher: FixedState::with_seed(seed),
             partitions: (0..PARTITIONS).map(|_| Partition::default()).collect(),
             expiry_order: BTreeSet::new(),
             len: 0,
@@ -194,7 +206,12 @@ impl Keyspace {
             }
             // An absent key has no expiry to clear.
             Operation::Persist { key } => self.assign_expiry(locate(&self.hasher, key), key, None),
-            Operation::FlushAll => *self = Keyspace::new(),
+            Operation::FlushAll => {
+                *self = Keyspace {
+                    hasher: self.hasher,
+                    ..Keyspace::new()
+                }
+            }
             Operation::Batch { ops } => {
                 for op in ops {
                     assert!(

@@ -107,6 +107,7 @@ pub fn run(args: &ServeArgs) -> Exit {
         identity.shard_count,
         format!("{:032x}", random_u128()),
         now_unix_ms(),
+        identity.node_id,
     ));
     let mesh = MeshBuilder::<Hop, _>::full(config.cores, HOP_QUEUE_MESSAGES);
     let (events, inbox) = mpsc::channel();

@@ -42,6 +42,8 @@ pub struct NodeShared {
     pub metrics: Arc<NodeMetrics>,
     pub run_id: String,
     pub started_unix_ms: u64,
+    /// Keys the key spaces' hash function (see [`Keyspace::with_hash_seed`]).
+    pub hash_seed: u64,
     clients: Mutex<BTreeMap<u64, ClientInfo>>,
     next_client_id: AtomicU64,
     stop: AtomicBool,
@@ -53,6 +55,7 @@ impl NodeShared {
         shard_count: u32,
         run_id: String,
         started_unix_ms: u64,
+        hash_seed: u64,
     ) -> NodeShared {
         NodeShared {
             config,
@@ -60,6 +63,7 @@ impl NodeShared {
             metrics: Arc::new(NodeMetrics::default()),
             run_id,
             started_unix_ms,
+            hash_seed,
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
             stop: AtomicBool::new(false),
@@ -196,13 +200,13 @@ async fn recover_shard<I: NodeIo>(
     io: &I,
     node: &NodeShared,
     id: u32,
-) -> Result<(Rc<Shard>, Wal<I::Storage>, I::Storage, RecoverySummary), NodeError> {
+) -> Result<(Committer<I>, RecoverySummary), NodeError> {
     let started = io.monotonic_us();
     let storage = io
         .shard_storage(id)
         .await
         .map_err(|source| NodeError::Storage { shard: id, source })?;
-    let mut keyspace = Keyspace::new();
+    let mut keyspace = Keyspace::with_hash_seed(node.hash_seed ^ u64::from(id));
     let mut summary = RecoverySummary {
         shard: id,
         ..RecoverySummary::default()
@@ -261,7 +265,19 @@ async fn recover_shard<I: NodeIo>(
         metrics: Arc::clone(&node.metrics),
     };
     let shard = Shard::new(id, keyspace, last, summary.snapshot_index, settings);
-    Ok((Rc::new(shard), wal, storage, summary))
+    let committer = Committer {
+        shard: Rc::new(shard),
+        wal,
+        storage,
+    };
+    Ok((committer, summary))
+}
+
+/// A recovered shard with the WAL and directory only its committer touches.
+struct Committer<I: NodeIo> {
+    shard: Rc<Shard>,
+    wal: Wal<I::Storage>,
+    storage: I::Storage,
 }
 
 impl From<WalError> for NodeError {
@@ -276,7 +292,7 @@ impl From<WalError> for NodeError {
 /// A core after recovery, ready to serve.
 pub struct Recovered<I: NodeIo> {
     core: Rc<Core<I>>,
-    committers: Vec<(Rc<Shard>, Wal<I::Storage>, I::Storage)>,
+    committers: Vec<Committer<I>>,
     pub summaries: Vec<RecoverySummary>,
 }
 
@@ -290,9 +306,9 @@ pub async fn recover_core<I: NodeIo>(
     let mut committers = Vec::new();
     let mut summaries = Vec::new();
     for id in (0..node.shard_count).filter(|shard| core_of_shard(*shard, cores) == core) {
-        let (shard, wal, storage, summary) = recover_shard(&io, &node, id).await?;
-        shards.insert(id, Rc::clone(&shard));
-        committers.push((shard, wal, storage));
+        let (committer, summary) = recover_shard(&io, &node, id).await?;
+        shards.insert(id, Rc::clone(&committer.shard));
+        committers.push(committer);
         summaries.push(summary);
     }
     Ok(Recovered {
@@ -320,7 +336,12 @@ impl<I: NodeIo> Recovered<I> {
         let failure: Rc<std::cell::RefCell<Option<NodeError>>> = Rc::default();
         let done = Rc::new(std::cell::Cell::new(0usize));
         let committers = self.committers.len();
-        for (shard, wal, storage) in self.committers {
+        for Committer {
+            shard,
+            wal,
+            storage,
+        } in self.committers
+        {
             let (failure, done, io_task) = (Rc::clone(&failure), Rc::clone(&done), io.clone());
             let (io_expire, shard_expire) = (io.clone(), Rc::clone(&shard));
             io.spawn(async move {

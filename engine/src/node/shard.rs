@@ -109,7 +109,13 @@ pub struct ShardSettings {
 impl Shard {
     /// A shard whose key space holds the log up to `last_index`, all durable,
     /// from a snapshot taken at `snapshot_index` plus the log after it.
-    pub fn new(id: u32, keyspace: Keyspace, last_index: u64, snapshot_index: u64, settings: ShardSettings) -> Shard {
+    pub fn new(
+        id: u32,
+        keyspace: Keyspace,
+        last_index: u64,
+        snapshot_index: u64,
+        settings: ShardSettings,
+    ) -> Shard {
         Shard {
             id,
             keyspace: RefCell::new(keyspace),
@@ -136,8 +142,12 @@ impl Shard {
         if let Some(reason) = self.durable.failure() {
             return self.refused(&reason);
         }
-        let Outcome { reply, op } =
-            command::execute(&self.keyspace.borrow(), args, now_unix_ms, &self.settings.limits);
+        let Outcome { reply, op } = command::execute(
+            &self.keyspace.borrow(),
+            args,
+            now_unix_ms,
+            &self.settings.limits,
+        );
         match op {
             None => Executed {
                 reply,
@@ -211,7 +221,7 @@ impl Shard {
         if let Some(reason) = self.durable.failure() {
             return Err(self.refused(&reason).reply);
         }
-        if self.keyspace.borrow().len() == 0 {
+        if self.keyspace.borrow().is_empty() {
             return Ok(self.last_index());
         }
         self.append(&Operation::FlushAll)
@@ -271,9 +281,7 @@ impl Shard {
         mut wal: Wal<I::Storage>,
         storage: I::Storage,
     ) -> Result<(), WalError> {
-        let result = self
-            .commit_loop(&io, &mut wal, &storage)
-            .await;
+        let result = self.commit_loop(&io, &mut wal, &storage).await;
         if let Err(error) = &result {
             self.durable.fail(error.to_string());
         }
@@ -314,10 +322,14 @@ impl Shard {
             }
             let started = io.monotonic_us();
             let durable = wal.sync().await?;
-            self.settings.metrics
+            self.settings
+                .metrics
                 .fsync_us
                 .observe(io.monotonic_us().saturating_sub(started));
-            self.settings.metrics.batch_entries.observe(batch.len() as u64);
+            self.settings
+                .metrics
+                .batch_entries
+                .observe(batch.len() as u64);
             NodeMetrics::add(&self.settings.metrics.writes, batch.len() as u64);
             NodeMetrics::add(&self.settings.metrics.wal_bytes, bytes);
             assert!(
@@ -325,8 +337,7 @@ impl Shard {
                 "the WAL holds no entry the shard did not give an index"
             );
             self.durable.advance(durable.0);
-            self.after_commit(io, wal, storage, bytes)
-                .await?;
+            self.after_commit(io, wal, storage, bytes).await?;
         }
     }
 
@@ -341,7 +352,8 @@ impl Shard {
         let (start, compact) = {
             let mut state = self.snapshot.borrow_mut();
             state.wal_bytes_since += bytes;
-            let start = !state.in_progress && state.wal_bytes_since >= self.settings.snapshot_wal_bytes;
+            let start =
+                !state.in_progress && state.wal_bytes_since >= self.settings.snapshot_wal_bytes;
             (start, state.compact_below.take())
         };
         if let Some(below) = compact {
@@ -395,13 +407,20 @@ impl Shard {
         storage: I::Storage,
         start_index: u64,
     ) -> Result<(snapshot::Written, u64), String> {
-        let meta = snapshot::SnapshotMeta { shard: self.id, last_index: LogIndex(start_index), last_term: SINGLE_NODE_TERM };
-        let mut writer = snapshot::SnapshotWriter::create(storage, meta).await.map_err(|error| error.to_string())?;
+        let meta = snapshot::SnapshotMeta {
+            shard: self.id,
+            last_index: LogIndex(start_index),
+            last_term: SINGLE_NODE_TERM,
+        };
+        let mut writer = snapshot::SnapshotWriter::create(storage, meta)
+            .await
+            .map_err(|error| error.to_string())?;
         let partitions = self.keyspace.borrow().partition_count();
         let mut pause_us_max = 0;
         for partition in 0..partitions {
             let started = io.monotonic_us();
-            for (key, value, expire_at_unix_ms) in self.keyspace.borrow().partition_items(partition) {
+            for (key, value, expire_at_unix_ms) in self.keyspace.borrow().partition_items(partition)
+            {
                 writer.push(key, value, expire_at_unix_ms);
             }
             let pause_us = io.monotonic_us().saturating_sub(started);
