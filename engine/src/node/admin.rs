@@ -421,5 +421,9 @@ pub fn info(
         }
         out.push_str("\r\n");
     }
-    Reply::Bulk(out.trim_end_matches("\r\n").as_bytes().to_vec())
+    // Redis ends INFO with one line end, not the blank line between sections.
+    let end = out.trim_end_matches("\r\n").len();
+    out.truncate(end);
+    out.push_str("\r\n");
+    Reply::Bulk(out.into_bytes())
 }
