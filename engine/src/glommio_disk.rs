@@ -35,9 +35,8 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 /// keeps that worker off the CPU until the spin ends. Measured here (4 KiB
 /// DMA write + fdatasync, p50, glommio_wal_bench): pinned, 500 us of spin
 /// gave ~720 us and no spin ~215 us; unpinned, both gave ~135 us, against
-/// ~115-180 us for blocking std calls. An earlier ~4 ms without spin was not
-/// reproduced once files stay off glommio's polled ring (see
-/// [`GlommioStorage::probe_device`]).
+/// ~115-180 us for blocking std calls. An earlier report of ~4 ms without
+/// spin was not reproduced, on glommio's polled ring or off it.
 pub const SPIN_BEFORE_PARK_US: u64 = 0;
 
 /// The builder of core `core`'s executor, out of `cores`. Each executor is
