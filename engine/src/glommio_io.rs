@@ -116,13 +116,15 @@ impl Connection for GlommioConn {
 }
 
 impl NodeIo for GlommioIo {
-    type Storage = keel_wal::StdStorage;
+    type Storage = crate::glommio_disk::GlommioStorage;
     type Conn = GlommioConn;
 
     async fn shard_storage(&self, shard: u32) -> io::Result<Self::Storage> {
         let dir = self.inner.data_dir.join(crate::node::shard_dir_name(shard));
         std::fs::create_dir_all(&dir)?;
-        Ok(keel_wal::StdStorage::with_direct_io(dir))
+        // The shard directory's own entry lives in the data directory.
+        keel_wal::Storage::sync_dir(&Self::Storage::new(&self.inner.data_dir)).await?;
+        Ok(Self::Storage::new(dir))
     }
 
     fn now_unix_ms(&self) -> u64 {

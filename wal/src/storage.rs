@@ -101,8 +101,9 @@ pub fn run_ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Bytes written per call when filling a new file with zeros.
-const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes written per call when filling a new file with zeros (shared with the
+/// server's glommio storage, so both fill at the same measured rate).
+pub const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
 /// A directory on the local file system, through std (pwrite, fdatasync, mmap).
 #[derive(Clone, Debug)]
