@@ -117,15 +117,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Exit {
             };
         }
     };
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let mut err = io::stderr().lock();
-    let exit = match &cli.command {
-        Command::Wal(wal) => wal_cli::run(&wal.command, &mut out, &mut err),
+    match &cli.command {
+        Command::Wal(wal) => {
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            let exit = wal_cli::run(&wal.command, &mut out, &mut io::stderr().lock());
+            match out.flush() {
+                Ok(()) => exit,
+                Err(_) => exit.max(Exit::Io),
+            }
+        }
+        // No lock on stdout or stderr here: the server's threads log to stderr.
         Command::Serve(args) => crate::serve::run(args),
-    };
-    match out.flush() {
-        Ok(()) => exit,
-        Err(_) => exit.max(Exit::Io),
     }
 }
 
