@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
@@ -124,6 +125,9 @@ pub struct Exited {
 }
 
 /// A running (or stopped, between `kill9`/`terminate` and `restart`) `keel serve`.
+///
+/// The process is killed when the thread that started (or restarted) it
+/// ends, so keep a `Server` on the thread that started it.
 #[derive(Debug)]
 pub struct Server {
     options: ServerOptions,
@@ -328,13 +332,25 @@ impl Server {
         args.extend(options.extra_args.iter().cloned());
         let stderr =
             File::create(self.stderr_path(self.starts)).expect("create the stderr capture");
-        let child = Command::new(keel_binary())
+        let mut command = Command::new(keel_binary());
+        command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn keel");
+            .stderr(stderr);
+        // SAFETY: the closure runs between fork and exec and only calls
+        // prctl, which is async-signal-safe and touches no parent memory.
+        unsafe {
+            command.pre_exec(|| {
+                // A test run that is killed (timeout, ^C) skips the Drop that
+                // kills its servers; this ends them when the spawning thread ends.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawn keel");
         self.child = Some(child);
     }
 

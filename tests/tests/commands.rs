@@ -624,7 +624,7 @@ fn info_has_the_standard_sections() {
 
 #[test]
 fn wrong_arity_and_unknown_commands() {
-    let (_server, mut c) = server();
+    let (server, mut c) = server();
     for (args, name) in [
         (&["GET"][..], "get"),
         (&["SET", "k"], "set"),
@@ -639,7 +639,6 @@ fn wrong_arity_and_unknown_commands() {
         );
     }
     assert_eq!(c.get("k"), None, "a refused SET writes nothing");
-    let server = _server;
     let mut raw = server.raw();
     assert_eq!(
         raw.command(&[b"FOO", b"bar", b"baz"]).expect("a reply"),

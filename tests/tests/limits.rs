@@ -2,12 +2,16 @@
 //! too many connections, absurd declared lengths. The server answers with an
 //! error and keeps serving everyone else.
 
+use std::time::{Duration, Instant};
+
 use keel_tests::{error_text, Resp, Server, ServerOptions};
 
 /// `--max-value-bytes` for these tests: small, so an oversized value is cheap.
 const VALUE_BYTES_MAX: usize = 1 << 20;
 /// `--max-key-bytes` for these tests.
 const KEY_BYTES_MAX: usize = 1024;
+/// How long a closed connection may stay registered.
+const PROBE_GONE_DEADLINE_MS: u64 = 5_000;
 /// `--max-connections` for the refusal test.
 const CONNECTIONS_MAX: usize = 3;
 
@@ -114,17 +118,17 @@ fn connections_beyond_the_limit_are_refused() {
     let mut first = server.raw();
     // The readiness probe's connection may not be unregistered yet: wait
     // until the server counts only this one.
+    let deadline = Instant::now() + Duration::from_millis(PROBE_GONE_DEADLINE_MS);
     loop {
         let list = first.command(&[b"CLIENT", b"LIST"]).expect("CLIENT LIST");
-        if list
-            .text()
-            .expect("CLIENT LIST is a string")
-            .lines()
-            .count()
-            == 1
-        {
+        let list = list.text().expect("CLIENT LIST is a string");
+        if list.lines().count() == 1 {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still listed: {list}"
+        );
     }
     let mut others: Vec<_> = (1..CONNECTIONS_MAX).map(|_| server.raw()).collect();
     for raw in &mut others {
