@@ -209,6 +209,26 @@ impl Server {
         RawConnection::connect(self.port).expect("connect to keel")
     }
 
+    /// The whole HTTP response of a scrape of the metrics port.
+    pub fn scrape_metrics(&self) -> String {
+        let port = self
+            .metrics_port
+            .expect("the server was started with metrics");
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+            .expect("set a read timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response to its end");
+        response
+    }
+
     /// The stderr of the current (or last) run.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path(self.starts)).unwrap_or_default()
@@ -413,6 +433,18 @@ fn ping(port: u16) -> bool {
         return false;
     }
     matches!(raw.command(&[b"PING"]), Ok(Resp::Simple(pong)) if pong == "PONG")
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text.
+pub fn metric_sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+        .parse()
+        .expect("a number")
 }
 
 /// A decoded RESP2 or RESP3 reply.

@@ -6,7 +6,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use keel_tests::{Rng, Server, ServerOptions, REPLY_TIMEOUT_MS, SNAPSHOT_WAL_BYTES_MIN};
+use keel_tests::{
+    metric_sample, Rng, Server, ServerOptions, REPLY_TIMEOUT_MS, SNAPSHOT_WAL_BYTES_MIN,
+};
 
 /// Writer threads, each with keys of its own.
 const WRITERS: usize = 4;
@@ -83,6 +85,7 @@ fn crash_round(
     value_bytes: usize,
     acks_before_kill: (u64, u64),
     expected: &mut Known,
+    snapshots: &mut u64,
 ) {
     let (acks, acked) = mpsc::channel();
     let port = server.port();
@@ -103,6 +106,9 @@ fn crash_round(
                     server.stderr()
                 )
             });
+    }
+    if server.metrics_port().is_some() {
+        *snapshots += metric_sample(&server.scrape_metrics(), "keel_snapshots_total") as u64;
     }
     server.kill9();
     for writer in writers {
@@ -138,10 +144,13 @@ fn check_and_settle(server: &Server, expected: &mut Known) {
     }
 }
 
-fn crash_rounds(options: ServerOptions, value_bytes: usize, acks_before_kill: (u64, u64)) {
+/// Returns the snapshots written, as counted just before each kill when the
+/// server serves metrics.
+fn crash_rounds(options: ServerOptions, value_bytes: usize, acks_before_kill: (u64, u64)) -> u64 {
     let mut rng = Rng::from_env_or_clock();
     let mut server = Server::start(options);
     let mut expected = Known::new();
+    let mut snapshots = 0;
     for round in 0..ROUNDS {
         crash_round(
             &mut server,
@@ -150,6 +159,7 @@ fn crash_rounds(options: ServerOptions, value_bytes: usize, acks_before_kill: (u
             value_bytes,
             acks_before_kill,
             &mut expected,
+            &mut snapshots,
         );
         server.restart();
         check_and_settle(&server, &mut expected);
@@ -158,6 +168,7 @@ fn crash_rounds(options: ServerOptions, value_bytes: usize, acks_before_kill: (u
         expected.values().any(|state| state.acknowledged.is_some()),
         "some writes were acknowledged"
     );
+    snapshots
 }
 
 #[test]
@@ -169,11 +180,16 @@ fn sigkill_under_concurrent_writers_loses_no_acknowledged_write() {
 fn sigkill_with_frequent_snapshots_loses_no_acknowledged_write() {
     let options = ServerOptions {
         snapshot_wal_bytes: Some(SNAPSHOT_WAL_BYTES_MIN),
+        metrics: true,
         ..ServerOptions::default()
     };
-    // 1 KiB values: a few hundred writes fill a snapshot interval, so every
-    // round crosses at least one snapshot.
-    crash_rounds(options, 1024, (1_500, 3_000));
+    // 1 KiB values: 3,000 writes over two shards are at least 1.5 MiB of WAL
+    // per shard on average, past the 1 MiB that starts a snapshot.
+    let snapshots = crash_rounds(options, 1024, (3_000, 6_000));
+    assert!(
+        snapshots >= 1,
+        "no snapshot was written, so none was tested"
+    );
 }
 
 #[test]

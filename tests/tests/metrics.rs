@@ -1,33 +1,6 @@
 //! The Prometheus endpoint, scraped over plain HTTP.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use keel_tests::{Server, ServerOptions};
-
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response to its end");
-    response
-}
-
-/// The value of an unlabelled sample line `name value`.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
-        .parse()
-        .expect("a number")
-}
+use keel_tests::{metric_sample as sample, Server, ServerOptions};
 
 #[test]
 fn metrics_are_prometheus_text_with_fsync_histogram_and_command_counters() {
@@ -43,7 +16,7 @@ fn metrics_are_prometheus_text_with_fsync_histogram_and_command_counters() {
             .query(&mut connection)
             .expect("SET");
     }
-    let response = scrape(server.metrics_port().expect("a metrics port"));
+    let response = server.scrape_metrics();
     let (head, body) = response
         .split_once("\r\n\r\n")
         .expect("an HTTP head and body");
