@@ -48,18 +48,26 @@ pub fn keel_binary() -> PathBuf {
     if beside.exists() {
         return beside;
     }
+    // The test executable's target dir is the one cargo was told to use
+    // (CARGO_TARGET_DIR or the default), already resolved.
+    let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
     BUILD.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "keel-engine", "--bin", "keel"])
+            .args([
+                "build",
+                "-p",
+                "keel-engine",
+                "--bin",
+                "keel",
+                "--target-dir",
+            ])
+            .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "cargo build of keel failed: {status}");
     });
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let built = target_dir.join("debug").join("keel");
     assert!(
         built.exists(),
