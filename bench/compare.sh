@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Keel against Redis on this machine: throughput and latency with
+# redis-benchmark (SET/GET, pipeline 1 and 16), then start-up time and RSS
+# with many keys loaded. Writes the table into docs/PERFORMANCE.md between
+# `<!-- compare:begin -->` and `<!-- compare:end -->` and a bar chart to
+# docs/compare.png.
+#
+# Settings (environment):
+#   COMPARE_REQUESTS  requests per redis-benchmark run        [200000]
+#   COMPARE_KEYS      distinct keys loaded for the restart     [1000000]
+#   COMPARE_CLIENTS   redis-benchmark connections              [50]
+#   COMPARE_DOC       markdown file to write the table into    [docs/PERFORMANCE.md]
+#   COMPARE_PNG       chart to write                           [docs/compare.png]
+#   CARGO_TARGET_DIR  where cargo builds keel                  [target]
+# Usage: bench/compare.sh [-n REQUESTS]
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+requests=${COMPARE_REQUESTS:-200000}
+keys=${COMPARE_KEYS:-1000000}
+clients=${COMPARE_CLIENTS:-50}
+doc=${COMPARE_DOC:-$repo/docs/PERFORMANCE.md}
+png=${COMPARE_PNG:-$repo/docs/compare.png}
+value_bytes=100
+# How long a server may take to answer its first PING.
+ready_deadline_s=600
+while getopts "n:" flag; do
+    case $flag in
+        n) requests=$OPTARG ;;
+        *) echo "usage: $0 [-n REQUESTS]" >&2; exit 64 ;;
+    esac
+done
+
+work=$(mktemp -d -t keel-compare.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+log() { echo "compare: $*" >&2; }
+
+install_tools() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        if ! apt-get install -y "${missing[@]}" >/dev/null 2>&1; then
+            apt-get update >/dev/null
+            apt-get install -y "${missing[@]}" >/dev/null
+        fi
+    fi
+    if ! python3 -c 'import matplotlib' 2>/dev/null; then
+        log "installing matplotlib"
+        python3 -m pip install --quiet matplotlib
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+now_ns() { date +%s%N; }
+
+# Polls PING every few ms; prints the milliseconds from $2 (ns) to PONG.
+wait_ready() {
+    local port=$1 started_ns=$2 pid=$3
+    local deadline_ns=$((started_ns + ready_deadline_s * 1000000000))
+    until [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "server $pid on port $port exited before answering PING"
+            return 1
+        fi
+        if (($(now_ns) > deadline_ns)); then
+            log "server on port $port did not answer PING within ${ready_deadline_s}s"
+            return 1
+        fi
+        sleep 0.002
+    done
+    echo $((($(now_ns) - started_ns) / 1000000))
+}
+
+# start_server NAME PORT: starts it in the background; sets $server_pid and
+# $server_ready_ms. NAME is keel, redis-always or redis-everysec; the data
+# directory is $work/NAME and is kept across restarts.
+start_server() {
+    local name=$1 port=$2 dir=$work/$1
+    mkdir -p "$dir"
+    local started_ns
+    started_ns=$(now_ns)
+    case $name in
+        keel)
+            "$keel" serve --dir "$dir/data" --port "$port" --bind 127.0.0.1 --fsync always \
+                2>>"$work/$name.log" &
+            ;;
+        redis-*)
+            redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
+                --appendonly yes --appendfsync "${name#redis-}" --daemonize no \
+                >>"$work/$name.log" 2>&1 &
+            ;;
+    esac
+    server_pid=$!
+    pids+=("$server_pid")
+    server_ready_ms=$(wait_ready "$port" "$started_ns" "$server_pid") || {
+        tail -20 "$work/$name.log" >&2
+        exit 1
+    }
+}
+
+stop_server() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# Appends one CSV row per test to $work/bench.csv:
+# server,pipeline,test,rps,p50_ms,p99_ms
+benchmark() {
+    local name=$1 port=$2 pipeline=$3
+    redis-benchmark -p "$port" -q -c "$clients" -d "$value_bytes" -t set,get -n "$requests" \
+        -P "$pipeline" --csv >"$work/raw.csv"
+    python3 - "$name" "$pipeline" "$work/raw.csv" >>"$work/bench.csv" <<'PY'
+import csv, sys
+name, pipeline, path = sys.argv[1:]
+rows = list(csv.DictReader(open(path)))
+for column in ("test", "rps", "p50_latency_ms", "p99_latency_ms"):
+    if rows and column not in rows[0]:
+        sys.exit(f"redis-benchmark CSV has no {column} column: {list(rows[0])}")
+for row in rows:
+    print(f"{name},{pipeline},{row['test']},{row['rps']},{row['p50_latency_ms']},{row['p99_latency_ms']}")
+PY
+}
+
+# Loads $keys distinct keys over one pipelined connection (chunks of SETs,
+# each chunk's replies read before the next is sent) and checks DBSIZE.
+load_keys() {
+    local port=$1
+    python3 - "$port" "$keys" "$value_bytes" <<'PY'
+import socket, sys
+port, keys, value_bytes = (int(arg) for arg in sys.argv[1:])
+CHUNK_COMMANDS = 10_000
+connection = socket.create_connection(("127.0.0.1", port))
+value = b"v" * value_bytes
+for first in range(0, keys, CHUNK_COMMANDS):
+    last = min(first + CHUNK_COMMANDS, keys)
+    request = b"".join(
+        b"*3\r\n$3\r\nSET\r\n$14\r\nkey:%010d\r\n$%d\r\n%s\r\n" % (index, len(value), value)
+        for index in range(first, last)
+    )
+    connection.sendall(request)
+    replies = b""
+    while replies.count(b"\n") < last - first:
+        data = connection.recv(1 << 20)
+        if not data:
+            sys.exit("the server closed the connection during the load")
+        replies += data
+    if replies != b"+OK\r\n" * (last - first):
+        sys.exit(f"a SET failed: {replies[:200]!r}")
+PY
+    local size
+    size=$(redis-cli -p "$port" dbsize)
+    if [[ $size != "$keys" ]]; then
+        log "DBSIZE is $size after loading $keys keys"
+        exit 1
+    fi
+}
+
+# Appends server,keys,ready_ms,rss_kib to $work/restart.csv.
+restart_measure() {
+    local name=$1 port
+    port=$(free_port)
+    start_server "$name" "$port"
+    load_keys "$port"
+    stop_server "$server_pid"
+    start_server "$name" "$port"
+    local size
+    size=$(redis-cli -p "$port" dbsize)
+    if [[ $size != "$keys" ]]; then
+        log "$name: DBSIZE is $size after restart, expected $keys"
+        exit 1
+    fi
+    echo "$name,$keys,$server_ready_ms,$(rss_kib "$server_pid")" >>"$work/restart.csv"
+    stop_server "$server_pid"
+}
+
+install_tools
+log "building keel (release)"
+(cd "$repo" && cargo build --release --quiet -p keel-engine --bin keel)
+keel=${CARGO_TARGET_DIR:-$repo/target}/release/keel
+[[ ${CARGO_TARGET_DIR:-} == /* || -z ${CARGO_TARGET_DIR:-} ]] || keel=$repo/$keel
+
+echo "server,pipeline,test,rps,p50_ms,p99_ms" >"$work/bench.csv"
+echo "server,keys,ready_ms,rss_kib" >"$work/restart.csv"
+for name in keel redis-always redis-everysec; do
+    port=$(free_port)
+    start_server "$name" "$port"
+    for pipeline in 1 16; do
+        log "$name: $requests requests, -P $pipeline"
+        benchmark "$name" "$port" "$pipeline"
+    done
+    stop_server "$server_pid"
+    rm -rf "${work:?}/$name"
+done
+for name in keel redis-always; do
+    log "$name: loading $keys keys, restarting"
+    restart_measure "$name"
+    rm -rf "${work:?}/$name"
+done
+
+python3 - "$work" "$doc" "$png" "$requests" "$clients" "$value_bytes" <<'PY'
+import csv, datetime, os, re, sys
+work, doc, png, requests, clients, value_bytes = sys.argv[1:]
+bench = list(csv.DictReader(open(os.path.join(work, "bench.csv"))))
+restart = list(csv.DictReader(open(os.path.join(work, "restart.csv"))))
+by = {(row["server"], row["pipeline"], row["test"]): row for row in bench}
+cases = sorted({(row["test"], row["pipeline"]) for row in bench}, key=lambda case: (case[0] != "SET", int(case[1])))
+
+def ratio(a, b):
+    return f"{float(a) / float(b):.2f}" if float(b) else "n/a"
+
+lines = [
+    f"Measured by `bench/compare.sh` on {datetime.date.today()}: {os.cpu_count()} cores, "
+    f"redis-benchmark -c {clients} -d {value_bytes} -n {requests}. Keel: `--fsync always`, all cores. "
+    "Redis: `--appendonly yes --save ''` with `appendfsync always` and `everysec`.",
+    "",
+    "| test | pipeline | Keel ops/s | Keel p50/p99 ms | Redis always ops/s | Redis always p50/p99 ms "
+    "| Redis everysec ops/s | Redis everysec p50/p99 ms | Keel/Redis always | Keel/Redis everysec |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+]
+for test, pipeline in cases:
+    k, a, e = (by[(server, pipeline, test)] for server in ("keel", "redis-always", "redis-everysec"))
+    lines.append(
+        f"| {test} | {pipeline} | {float(k['rps']):.0f} | {k['p50_ms']}/{k['p99_ms']} "
+        f"| {float(a['rps']):.0f} | {a['p50_ms']}/{a['p99_ms']} "
+        f"| {float(e['rps']):.0f} | {e['p50_ms']}/{e['p99_ms']} "
+        f"| {ratio(k['rps'], a['rps'])} | {ratio(k['rps'], e['rps'])} |"
+    )
+lines += ["", "| server | keys | start to first PING, ms | RSS, MiB |", "|---|---|---|---|"]
+for row in restart:
+    lines.append(f"| {row['server']} | {row['keys']} | {row['ready_ms']} | {int(row['rss_kib']) / 1024:.0f} |")
+table = "\n".join(lines)
+print(table)
+
+begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+text = open(doc).read() if os.path.exists(doc) else ""
+section = f"{begin}\n{table}\n{end}"
+if begin in text and end in text:
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
+else:
+    text = text.rstrip("\n") + f"\n\n## Keel against Redis\n\n{section}\n"
+open(doc, "w").write(text)
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+servers = [("keel", "Keel (fsync always)"), ("redis-always", "Redis AOF always"), ("redis-everysec", "Redis AOF everysec")]
+width = 0.27
+figure, axes = plt.subplots(figsize=(9, 4.5))
+for offset, (server, label) in enumerate(servers):
+    values = [float(by[(server, pipeline, test)]["rps"]) for test, pipeline in cases]
+    axes.bar([i + (offset - 1) * width for i in range(len(cases))], values, width, label=label)
+axes.set_xticks(range(len(cases)), [f"{test} -P {pipeline}" for test, pipeline in cases])
+axes.set_ylabel("ops/s")
+axes.set_title(f"redis-benchmark, {clients} clients, {value_bytes}-byte values")
+axes.legend()
+figure.tight_layout()
+figure.savefig(png, dpi=110)
+PY
+log "wrote $doc and $png"
