@@ -24,7 +24,7 @@ use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardReques
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
 use crate::node::NodeShared;
-use crate::resp::{parse_request, Parsed, Protocol, Reply};
+use crate::resp::{parse_request, Parsed, Protocol, Reply, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 
 /// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
@@ -239,12 +239,6 @@ impl<I: NodeIo> Core<I> {
         conn: &mut I::Conn,
         client: &mut ClientInfo,
     ) -> std::io::Result<()> {
-        let bulk_max = self
-            .node
-            .config
-            .limits
-            .value_bytes_max
-            .max(self.node.config.limits.key_bytes_max);
         let mut input: Vec<u8> = Vec::new();
         let mut chunk = vec![0; READ_CHUNK_BYTES];
         let mut output = Vec::new();
@@ -253,7 +247,11 @@ impl<I: NodeIo> Core<I> {
             let mut consumed = 0;
             let mut close = false;
             while replies.len() < PIPELINE_COMMANDS_MAX {
-                match parse_request(&input[consumed..], bulk_max) {
+                // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
+                // value over the configured (smaller) limit gets an error reply from the
+                // command and the connection goes on; only a bulk beyond that is a
+                // protocol error that closes it.
+                match parse_request(&input[consumed..], BULK_BYTES_MAX_DEFAULT) {
                     Ok(Parsed::Request(args, used)) => {
                         consumed += used;
                         if args.is_empty() {
