@@ -2,11 +2,10 @@
 //! asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p keel-engine --example glommio_wal_bench -- [--seconds S] [--cores N] [--spin-us US]
+//! cargo run --release -p keel-engine --example glommio_wal_bench -- [--seconds S] [--spin-us US]
 //! ```
 //!
-//! On one executor built as the server builds core 0's for `--cores N`
-//! (default 1: pinned to CPU 0; more cores than CPUs: unpinned), optionally
+//! On one executor built as the server builds its cores' (floating), optionally
 //! spinning `--spin-us` before it parks, in a temporary directory
 //! under the current one, for S seconds each (default 3) and for the bytes one
 //! WAL batch of 1 and of 256 100-byte frames writes:
@@ -164,14 +163,12 @@ fn row(name: &str, batch: usize, run: &mut Run) -> f64 {
 
 struct Args {
     seconds: f64,
-    cores: usize,
     spin_us: Option<u64>,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         seconds: 3.0,
-        cores: 1,
         spin_us: None,
     };
     let mut iter = std::env::args().skip(1);
@@ -181,7 +178,6 @@ fn parse_args() -> Args {
             .unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => args.seconds = value.parse().expect("--seconds takes a number"),
-            "--cores" => args.cores = value.parse().expect("--cores takes a count"),
             "--spin-us" => args.spin_us = Some(value.parse().expect("--spin-us takes a number")),
             other => panic!("unknown flag {other}; see the doc comment of glommio_wal_bench.rs"),
         }
@@ -192,7 +188,7 @@ fn parse_args() -> Args {
 fn main() {
     let args = parse_args();
     let seconds = args.seconds;
-    let mut builder = executor_builder(0, args.cores);
+    let mut builder = executor_builder(0);
     if let Some(spin_us) = args.spin_us {
         builder = builder.spin_before_park(Duration::from_micros(spin_us));
     }
@@ -201,8 +197,7 @@ fn main() {
     let handle = builder
     .spawn(move || async move {
         println!(
-            "# glommio_wal_bench: {PAYLOAD_BYTES}-byte payloads, {seconds} s per run, --cores {}, --spin-us {:?}, in {}",
-            args.cores,
+            "# glommio_wal_bench: {PAYLOAD_BYTES}-byte payloads, {seconds} s per run, --spin-us {:?}, in {}",
             args.spin_us,
             path.display()
         );

@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -39,17 +38,15 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 /// spin was not reproduced, on glommio's polled ring or off it.
 pub const SPIN_BEFORE_PARK_US: u64 = 0;
 
-/// The builder of core `core`'s executor, out of `cores`. Each executor is
-/// pinned to the CPU of its number when the machine has a CPU for every core;
-/// with more cores than CPUs, pinning would stack executors, so they float.
-pub fn executor_builder(core: usize, cores: usize) -> LocalExecutorBuilder {
-    let available = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    let placement = if cores <= available {
-        Placement::Fixed(core)
-    } else {
-        Placement::Unbound
-    };
-    LocalExecutorBuilder::new(placement)
+/// The builder of core `core`'s executor. Executors float (the kernel places
+/// them): pinned, io_uring's fdatasync worker inherits the executor's CPU and
+/// waits for it (4 KiB write + fdatasync p50 ~215 us pinned, ~135 us
+/// floating), and `redis-benchmark` on a 2-CPU machine then shares a CPU with
+/// an executor (GET at -c 50 -P 1: 52k/s pinned, 58k/s floating with 2 cores;
+/// 65k/s and 67k/s with one). Measured with `glommio_wal_bench` and
+/// `redis-benchmark`, docs/PERFORMANCE.md.
+pub fn executor_builder(core: usize) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("keel-{core}"))
         .io_memory(IO_MEMORY_BYTES)
         .spin_before_park(Duration::from_micros(SPIN_BEFORE_PARK_US))

@@ -118,7 +118,7 @@ pub fn run(args: &ServeArgs) -> Exit {
         let metrics = config
             .metrics_port
             .map(|port| SocketAddr::new(config.bind, port));
-        let spawned = executor_builder(core, config.cores).spawn(move || async move {
+        let spawned = executor_builder(core).spawn(move || async move {
             let event = run_core(core, shared, mesh, clients, metrics, &events).await;
             let _ = events.send(event);
         });
