@@ -11,6 +11,7 @@
 #   COMPARE_CLIENTS   redis-benchmark connections              [50]
 #   COMPARE_DOC       markdown file to write the table into    [docs/PERFORMANCE.md]
 #   COMPARE_PNG       chart to write                           [docs/compare.png]
+#   KEEL_ARGS         extra `keel serve` flags, e.g. "--cores 1" [none]
 #   CARGO_TARGET_DIR  where cargo builds keel                  [target]
 # Usage: bench/compare.sh [-n REQUESTS]
 set -euo pipefail
@@ -96,7 +97,8 @@ start_server() {
     started_ns=$(now_ns)
     case $name in
         keel)
-            "$keel" serve --dir "$dir/data" --port "$port" --bind 127.0.0.1 --fsync always \
+            # shellcheck disable=SC2086 # KEEL_ARGS is a list of flags
+            "$keel" serve --dir "$dir/data" --port "$port" --bind 127.0.0.1 --fsync always ${KEEL_ARGS:-} \
                 2>>"$work/$name.log" &
             ;;
         redis-*)

@@ -26,7 +26,8 @@
 //!  4  4  format version (SNAPSHOT_FORMAT_VERSION)
 //!  8  4  shard
 //! 12  4  zero
-//! 16  8  last_index: the snapshot reflects every entry up to this one
+//! 16  8  last_index: the snapshot reflects every entry up to this one,
+//!        and maybe some after it (a fuzzy snapshot: see node::shard)
 //! 24  8  last_term: the term of that entry
 //! 32  4  header CRC: crc32 of bytes 0..32
 //! 36  4060 zeros
