@@ -224,6 +224,20 @@ impl Keyspace {
         }
     }
 
+    /// Makes room for about `keys` more keys, spread evenly over the
+    /// partitions (as the hash spreads keys), so that loading a snapshot or
+    /// replaying a log does not rehash every partition as it grows. Callers
+    /// bound `keys` (a snapshot's count, a log's length since its snapshot).
+    pub fn reserve(&mut self, keys: usize) {
+        let hasher = &self.hasher;
+        let per_partition = keys.div_ceil(PARTITIONS);
+        for partition in &mut self.partitions {
+            partition.records.reserve(per_partition, |record| {
+                locate(hasher, record.key()).table_hash
+            });
+        }
+    }
+
     /// Adds a key read from a snapshot (replacing any key of that name).
     pub fn insert_loaded(&mut self, key: &[u8], value: &[u8], expire_at_unix_ms: Option<u64>) {
         self.set(key, value, expire_at_unix_ms);

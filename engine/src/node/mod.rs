@@ -215,6 +215,7 @@ async fn recover_shard<I: NodeIo>(
         .map_err(|source| NodeError::Snapshot { shard: id, source })?
     {
         summary.snapshot_index = loaded.meta().last_index.0;
+        keyspace.reserve(usize::try_from(loaded.keys()).unwrap_or(usize::MAX));
         for (key, value, expire) in loaded.items() {
             keyspace.insert_loaded(key, value, expire);
             summary.snapshot_keys += 1;
@@ -240,6 +241,9 @@ async fn recover_shard<I: NodeIo>(
             last,
         });
     }
+    // At most one new key per entry; the log after a snapshot is bounded by
+    // --snapshot-wal-bytes, and so is what this may over-reserve.
+    keyspace.reserve(usize::try_from(last + 1 - from).unwrap_or(usize::MAX));
     wal.replay(LogIndex(from), |index, payload| {
         let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry {
             shard: id,
