@@ -42,6 +42,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The identity's file name, at the root of the data directory.
@@ -171,13 +172,45 @@ pub enum IdentityError {
         expected: u128,
         found: u128,
     },
+    #[error("{file} is locked: another keel process uses this data directory")]
+    InUse { file: PathBuf },
 }
 
 impl IdentityError {
-    /// The file system failed, as opposed to the directory holding the wrong thing.
+    /// The file system failed or another process holds the directory, as
+    /// opposed to the directory holding the wrong thing.
     pub fn is_io(&self) -> bool {
-        matches!(self, IdentityError::Io { .. })
+        matches!(self, IdentityError::Io { .. } | IdentityError::InUse { .. })
     }
+}
+
+/// An exclusive lock on a data directory, held by one `keel serve` until it
+/// drops this: two processes appending to the same WAL would destroy it.
+#[derive(Debug)]
+pub struct DirLock {
+    _identity: File,
+}
+
+/// Locks the data directory `dir` (an advisory `flock` on its identity file,
+/// which the kernel releases when the process dies, SIGKILL included).
+pub fn lock_dir(dir: &Path) -> Result<DirLock, IdentityError> {
+    let path = dir.join(IDENTITY_FILE);
+    let file = File::open(&path).map_err(io_error("open", &path))?;
+    // SAFETY: flock reads no memory of ours; the descriptor is open for as
+    // long as `file` lives, which outlives the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        return Ok(DirLock { _identity: file });
+    }
+    let source = io::Error::last_os_error();
+    if source.kind() == io::ErrorKind::WouldBlock {
+        return Err(IdentityError::InUse { file: path });
+    }
+    Err(IdentityError::Io {
+        op: "lock",
+        path,
+        source,
+    })
 }
 
 fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> IdentityError + 'a {
@@ -293,6 +326,24 @@ fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_error("sync the directory", dir))
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_directory_is_refused_until_the_lock_is_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        open_or_init_dir(&dir, Identity::fresh(1, 2, 1, 3), None).unwrap();
+        let held = lock_dir(&dir).unwrap();
+        let error = lock_dir(&dir).unwrap_err();
+        assert!(matches!(error, IdentityError::InUse { .. }), "{error}");
+        assert!(error.is_io());
+        drop(held);
+        lock_dir(&dir).unwrap();
+    }
 }
 
 #[cfg(test)]

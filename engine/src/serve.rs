@@ -46,6 +46,14 @@ fn now_unix_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
+/// Fails if another process listens on `address`. The cores bind with
+/// SO_REUSEPORT (so that each accepts), which would also let a second server
+/// share the port and silently take half the connections; a plain bind first
+/// refuses that as Redis does.
+fn port_is_free(address: SocketAddr) -> std::io::Result<()> {
+    std::net::TcpListener::bind(address).map(drop)
+}
+
 /// Runs the server until SIGTERM/SIGINT or a fatal error.
 pub fn run(args: &ServeArgs) -> Exit {
     let _ = tracing_subscriber::fmt()
@@ -92,6 +100,17 @@ pub fn run(args: &ServeArgs) -> Exit {
             };
         }
     };
+    let _lock = match identity::lock_dir(&config.dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::error!(dir = %config.dir.display(), %error, "cannot use the data directory");
+            return Exit::Io;
+        }
+    };
+    if let Err(error) = port_is_free(SocketAddr::new(config.bind, config.port)) {
+        tracing::error!(port = config.port, bind = %config.bind, %error, "cannot listen");
+        return Exit::Io;
+    }
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,

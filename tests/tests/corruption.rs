@@ -191,3 +191,24 @@ fn a_dir_with_foreign_files_and_no_identity_is_refused() {
         "nothing is written into a foreign dir"
     );
 }
+
+/// Two servers appending to one WAL would destroy it: the second is refused
+/// while the first runs, and starts once it is gone.
+#[test]
+fn a_data_dir_in_use_by_another_server_is_refused() {
+    let mut first = Server::start(one_shard(None));
+    let dir = first.dir().to_path_buf();
+    let exited = Server::try_start(one_shard(Some(dir.clone())))
+        .expect_err("the directory is locked by the first server");
+    assert!(!exited.status.success(), "{exited:?}");
+    assert!(
+        exited.stderr.contains("another keel process"),
+        "{}",
+        exited.stderr
+    );
+    first.kill9();
+    let second = Server::start(one_shard(Some(dir)));
+    let mut connection = second.connection();
+    let pong: String = redis::cmd("PING").query(&mut connection).expect("PING");
+    assert_eq!(pong, "PONG");
+}
