@@ -49,8 +49,8 @@ pub type KvHistory = Vec<Operation<KvInput, KvOutput>>;
 /// ignored.
 const JEPSEN_EVENT_MARK: &str = "jepsen.util - ";
 
-/// Parses a Jepsen etcd log: `P \t :type \t :f \t value` after
-/// [`JEPSEN_EVENT_MARK`], for a register read, written and cas'd by processes P.
+/// Parses a Jepsen etcd log: `P \t :type \t :f \t value` after `jepsen.util - `
+/// (other lines are ignored), for a register read, written and cas'd by processes P.
 pub fn parse_jepsen_register(text: &str) -> Result<RegisterHistory, ParseError> {
     let mut recorder = Recorder::new();
     for (index, line) in text.lines().enumerate() {
