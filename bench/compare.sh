@@ -217,9 +217,9 @@ for name in keel redis-always; do
     rm -rf "${work:?}/$name"
 done
 
-python3 - "$work" "$doc" "$png" "$requests" "$clients" "$value_bytes" <<'PY'
+python3 - "$work" "$doc" "$png" "$requests" "$clients" "$value_bytes" "${KEEL_ARGS:-}" <<'PY'
 import csv, datetime, os, re, sys
-work, doc, png, requests, clients, value_bytes = sys.argv[1:]
+work, doc, png, requests, clients, value_bytes, keel_args = sys.argv[1:]
 bench = list(csv.DictReader(open(os.path.join(work, "bench.csv"))))
 restart = list(csv.DictReader(open(os.path.join(work, "restart.csv"))))
 by = {(row["server"], row["pipeline"], row["test"]): row for row in bench}
@@ -230,7 +230,7 @@ def ratio(a, b):
 
 lines = [
     f"Measured by `bench/compare.sh` on {datetime.date.today()}: {os.cpu_count()} cores, "
-    f"redis-benchmark -c {clients} -d {value_bytes} -n {requests}. Keel: `--fsync always`, all cores. "
+    f"redis-benchmark -c {clients} -d {value_bytes} -n {requests}. Keel: `--fsync always{(' ' + keel_args) if keel_args else ''}`. "
     "Redis: `--appendonly yes --save ''` with `appendfsync always` and `everysec`.",
     "",
     "| test | pipeline | Keel ops/s | Keel p50/p99 ms | Redis always ops/s | Redis always p50/p99 ms "
