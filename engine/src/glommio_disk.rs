@@ -39,10 +39,12 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 pub const SPIN_BEFORE_PARK_US: u64 = 0;
 
 /// How long a task queue runs before the executor looks at its rings again.
-/// glommio's default (100 ms) let a core busy with 50 clients notice
-/// completed fdatasyncs and arrived requests late: with `redis-benchmark -c 50
-/// -P 1`, GET went from 65k/s to 117k/s and SET from 42k/s to 59k/s at 1 ms
-/// (100 us: 101k and 50k; 2 ms: 115k and 59k; docs/PERFORMANCE.md).
+/// glommio's default, 100 ms, lets a core busy with many clients notice a
+/// completed fdatasync (and the replies it releases) up to that late; 1 ms
+/// bounds it. Measured with `redis-benchmark -c 50 -P 1`: one run gave GET
+/// 65k -> 117k/s, but an hour later both settings gave 65-72k/s; the figure
+/// that moves this benchmark on this VM is whether the client shares the
+/// executor's CPU (docs/PERFORMANCE.md), not this timer.
 pub const PREEMPT_TIMER_US: u64 = 1_000;
 
 /// The builder of core `core`'s executor. Executors float (the kernel places
