@@ -6,6 +6,7 @@
 //! Porcupine ([`external`]). The simulated cluster itself is still to come: see the
 //! simulation issue.
 
+pub mod disk;
 pub mod external;
 pub mod history;
 pub mod linearizability;
