@@ -3,7 +3,7 @@
 //! and a seed replays the same disk byte for byte.
 
 use keel_sim::disk::{
-    DamageRates, FaultEvent, FaultKind, FaultMode, FaultRates, InFlightRates, SimDir, SimDisk,
+    DamageRates, FaultEvent, FaultMode, FaultRates, InFlightRates, SimDir, SimDisk,
 };
 use keel_wal::memory::SplitMix64;
 use keel_wal::{run_ready, LogIndex, OpenReport, RecoveryError, Term, Wal, WalError, WalOptions};
@@ -144,21 +144,65 @@ fn a_failed_fsync_poisons_the_wal_and_the_synced_prefix_survives() {
     }
 }
 
-fn write_bit_flips() -> FaultRates {
-    FaultRates {
-        damage: DamageRates {
-            write_bit_flip: 1.0,
-            ..DamageRates::default()
-        },
-        ..FaultRates::default()
+#[test]
+fn a_read_fault_fails_the_open_and_leaves_the_disk_unharmed() {
+    let read_bit_flip = InFlightRates {
+        read_bit_flip: 1.0,
+        ..InFlightRates::default()
+    };
+    let latent_read_error = InFlightRates {
+        latent_read_error: 1.0,
+        ..InFlightRates::default()
+    };
+    for seed in 0..10 {
+        let disk = SimDisk::new(seed);
+        let dir = disk.dir("shard-0");
+        let mut rng = SplitMix64::new(seed);
+        let (wal, _) = open(&dir).unwrap();
+        let mut shard = Shard {
+            wal,
+            model: Vec::new(),
+        };
+        let mut acked = LogIndex(0);
+        for _ in 0..4 {
+            acked = shard.batch(&mut rng, 1).unwrap();
+        }
+        drop(shard.wal);
+        let before = disk.contents();
+        for in_flight in [read_bit_flip, latent_read_error] {
+            disk.set_rates(FaultRates {
+                in_flight,
+                ..FaultRates::default()
+            });
+            assert!(open(&dir).is_err(), "seed {seed}: {:?}", disk.fault_log());
+        }
+        assert!(
+            disk.contents() == before,
+            "seed {seed}: reads changed the disk"
+        );
+        disk.set_rates(FaultRates::default());
+        let (wal, report) = open(&dir).unwrap();
+        assert_eq!(report.repaired, None);
+        assert_eq!(wal.last_index(), acked);
+        assert_recovered(&wal, &shard.model, acked);
     }
 }
 
-/// Writes `clean_before` synced batches, one synced batch with a flipped
-/// bit, then `clean_after` synced batches. Returns the disk's directory, the
-/// model, what was acknowledged, and the flip.
-fn write_with_one_flipped_batch(
+const WRITE_BIT_FLIP: DamageRates = DamageRates {
+    write_bit_flip: 1.0,
+    misdirected_write: 0.0,
+};
+const MISDIRECTED_WRITE: DamageRates = DamageRates {
+    write_bit_flip: 0.0,
+    misdirected_write: 1.0,
+};
+
+/// Writes `clean_before` synced batches, one synced batch whose writes all
+/// suffer `damage`, then `clean_after` synced batches, and crashes. Returns
+/// the directory, the model, what was acknowledged, and the faults.
+fn write_with_one_damaged_batch(
     seed: u64,
+    damage: DamageRates,
     clean_before: u64,
     clean_after: u64,
 ) -> (SimDir, Vec<Vec<u8>>, LogIndex, Vec<FaultEvent>) {
@@ -173,7 +217,10 @@ fn write_with_one_flipped_batch(
     for _ in 0..clean_before {
         shard.batch(&mut rng, 1).unwrap();
     }
-    disk.set_rates(write_bit_flips());
+    disk.set_rates(FaultRates {
+        damage,
+        ..FaultRates::default()
+    });
     let mut acked = shard.batch(&mut rng, 1).unwrap();
     disk.set_rates(FaultRates::default());
     for _ in 0..clean_after {
@@ -185,25 +232,26 @@ fn write_with_one_flipped_batch(
     let log = disk.fault_log();
     assert!(!log.is_empty());
     for event in &log {
-        assert!(matches!(event.kind, FaultKind::WriteBitFlip { .. }));
-        assert_eq!(event.kind.mode(), FaultMode::Damage);
+        assert_eq!(event.kind.mode(), FaultMode::Damage, "{event}");
     }
     (dir, shard.model, acked, log)
 }
 
 #[test]
-fn a_flipped_bit_in_a_synced_batch_before_the_last_is_refused_at_open() {
-    for seed in 0..40 {
-        let (dir, _, _, flip) = write_with_one_flipped_batch(seed, 2, 2);
-        match open(&dir) {
-            Err(WalError::Recovery(
-                RecoveryError::Corrupt { .. } | RecoveryError::Segment { .. },
-            )) => {}
-            Err(other) => panic!("seed {seed}, {flip:?}: unexpected error {other}"),
-            Ok((wal, report)) => panic!(
-                "seed {seed}, {flip:?}: not detected, last {}, {report:?}",
-                wal.last_index()
-            ),
+fn damage_to_a_synced_batch_before_the_last_is_refused_at_open() {
+    for damage in [WRITE_BIT_FLIP, MISDIRECTED_WRITE] {
+        for seed in 0..40 {
+            let (dir, _, _, faults) = write_with_one_damaged_batch(seed, damage, 2, 2);
+            match open(&dir) {
+                Err(WalError::Recovery(
+                    RecoveryError::Corrupt { .. } | RecoveryError::Segment { .. },
+                )) => {}
+                Err(other) => panic!("seed {seed}, {faults:?}: unexpected error {other}"),
+                Ok((wal, report)) => panic!(
+                    "seed {seed}, {faults:?}: not detected, last {}, {report:?}",
+                    wal.last_index()
+                ),
+            }
         }
     }
 }
@@ -217,7 +265,7 @@ fn a_flipped_bit_in_a_synced_batch_before_the_last_is_refused_at_open() {
 fn a_flipped_bit_in_the_last_synced_batch_is_refused_or_cut_as_a_torn_tail() {
     let (mut refused, mut cut_losing_entries) = (0, 0);
     for seed in 0..40 {
-        let (dir, model, acked, flips) = write_with_one_flipped_batch(seed, 2, 0);
+        let (dir, model, acked, flips) = write_with_one_damaged_batch(seed, WRITE_BIT_FLIP, 2, 0);
         let (wal, report) = match open(&dir) {
             Ok(opened) => opened,
             Err(WalError::Recovery(_)) => {
