@@ -2,9 +2,10 @@
 //!
 //! Built so far: the linearizability checker ([`linearizability`]) over recorded
 //! histories ([`history`]), the sequential models it checks against ([`models`]),
-//! and parsers for the external histories that prove it agrees with Knossos and
-//! Porcupine ([`external`]). The simulated cluster itself is still to come: see the
-//! simulation issue.
+//! parsers for the external histories that prove it agrees with Knossos and
+//! Porcupine ([`external`]), and [`disk`], the seeded fault-injecting disk whose
+//! state outlives a node's kill. The simulated cluster itself is still to come:
+//! see the simulation issue.
 
 pub mod disk;
 pub mod external;
