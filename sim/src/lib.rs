@@ -8,5 +8,7 @@
 
 pub mod external;
 pub mod history;
+#[cfg(madsim)]
+pub mod io;
 pub mod linearizability;
 pub mod models;
