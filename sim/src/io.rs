@@ -55,7 +55,8 @@ thread_local! {
     static HOST_DISKS: RefCell<BTreeMap<NodeId, HostDisk>> = RefCell::default();
 }
 
-/// The disk of host `node`, created empty on first use.
+/// The disk of host `node`, created empty on first use. Disks live as long as
+/// the thread, so run one simulation per thread.
 pub fn host_disk(node: NodeId) -> HostDisk {
     HOST_DISKS.with(|disks| disks.borrow_mut().entry(node).or_default().clone())
 }

@@ -1,6 +1,7 @@
 //! `keel-sim --seed N [--ops M]`: one Keel node (the real node loop) on a madsim
 //! host, three clients sending SETs and GETs over simulated TCP, and power losses
-//! at seeded times; then the history is checked for linearizability.
+//! and network partitions of the node at seeded times; then the history is
+//! checked for linearizability.
 //!
 //! Everything random comes from madsim's seeded generator and all time is
 //! madsim's virtual time, so a seed replays exactly. Only a `--cfg madsim` build
@@ -45,12 +46,16 @@ mod simulation {
     const RECONNECT_DELAY_MS: u64 = 100;
     /// Think time between a client's operations, at most.
     const THINK_MS_MAX: u64 = 20;
-    /// Time the node runs between power losses, drawn from this range.
+    /// Time between faults (a power loss or a partition), drawn from this range.
     const UP_MS_MIN: u64 = 200;
     const UP_MS_MAX: u64 = 3_000;
     /// Time the node stays down after a power loss, drawn from this range.
     const DOWN_MS_MIN: u64 = 10;
     const DOWN_MS_MAX: u64 = 1_000;
+    /// Time the node is cut off from the clients, drawn from this range: often
+    /// longer than a client waits.
+    const PARTITION_MS_MIN: u64 = 100;
+    const PARTITION_MS_MAX: u64 = 3_000;
     /// Largest reply a client buffers: a GET of the largest value, and headers.
     const REPLY_BYTES_MAX: usize = VALUE_BYTES_MAX + 64;
     /// Virtual time after which a run is declared hung.
@@ -180,6 +185,7 @@ mod simulation {
         completed: u64,
         timed_out: u64,
         crashes: u64,
+        partitions: u64,
         /// Unsynced sectors the crashes dropped or tore.
         sectors_lost: u64,
         boots: u64,
@@ -194,7 +200,8 @@ mod simulation {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(
                 f,
-                "seed {} ops {} completed {} timed_out {} crashes {} sectors_lost {} boots {} \
+                "seed {} ops {} completed {} timed_out {} crashes {} partitions {} \
+                 sectors_lost {} boots {} \
                  snapshots {} \
                  boots_from_snapshot {} frames_replayed {} virtual_s {:.1} verdict {:?}",
                 self.seed,
@@ -202,6 +209,7 @@ mod simulation {
                 self.completed,
                 self.timed_out,
                 self.crashes,
+                self.partitions,
                 self.sectors_lost,
                 self.boots,
                 self.snapshots,
@@ -262,22 +270,36 @@ mod simulation {
                 .init(move || run_client(client, args.ops, Arc::clone(&workload)))
                 .build();
         }
-        let (mut crashes, mut sectors_lost) = (0u64, 0u64);
+        let (mut crashes, mut sectors_lost, mut partitions) = (0u64, 0u64, 0u64);
         let mut rng = thread_rng();
         while workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
             sleep(Duration::from_millis(rng.gen_range(UP_MS_MIN..=UP_MS_MAX))).await;
             if workload.clients_done.load(Ordering::SeqCst) == CLIENTS {
                 break;
             }
-            handle.kill(keel.id());
-            let report = host_disk(keel.id()).crash(rng.gen());
-            sectors_lost += report.dropped_sectors + report.torn_sectors;
-            crashes += 1;
-            sleep(Duration::from_millis(
-                rng.gen_range(DOWN_MS_MIN..=DOWN_MS_MAX),
-            ))
-            .await;
-            handle.restart(keel.id());
+            if rng.gen_bool(0.5) {
+                handle.kill(keel.id());
+                let report = host_disk(keel.id()).crash(rng.gen());
+                sectors_lost += report.dropped_sectors + report.torn_sectors;
+                crashes += 1;
+                sleep(Duration::from_millis(
+                    rng.gen_range(DOWN_MS_MIN..=DOWN_MS_MAX),
+                ))
+                .await;
+                handle.restart(keel.id());
+            } else {
+                // Packets to and from the node wait (TCP retransmits) until
+                // the partition heals: clients time out while the node lives,
+                // and their requests may take effect long after.
+                let network = madsim::net::NetSim::current();
+                network.clog_node(keel.id());
+                partitions += 1;
+                sleep(Duration::from_millis(
+                    rng.gen_range(PARTITION_MS_MIN..=PARTITION_MS_MAX),
+                ))
+                .await;
+                network.unclog_node(keel.id());
+            }
         }
         let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
         let verdict = check::<Redis>(&recorder.finish());
@@ -288,6 +310,7 @@ mod simulation {
             completed: workload.completed.load(Ordering::SeqCst),
             timed_out: workload.timed_out.load(Ordering::SeqCst),
             crashes,
+            partitions,
             sectors_lost,
             boots: metrics.len() as u64,
             snapshots: metrics
