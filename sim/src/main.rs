@@ -201,9 +201,8 @@ mod simulation {
             write!(
                 f,
                 "seed {} ops {} completed {} timed_out {} crashes {} partitions {} \
-                 sectors_lost {} boots {} \
-                 snapshots {} \
-                 boots_from_snapshot {} frames_replayed {} virtual_s {:.1} verdict {:?}",
+                 sectors_lost {} boots {} snapshots {} boots_from_snapshot {} \
+                 frames_replayed {} virtual_s {:.1} verdict ",
                 self.seed,
                 self.ops,
                 self.completed,
@@ -216,8 +215,25 @@ mod simulation {
                 self.boots_from_snapshot,
                 self.frames_replayed,
                 self.virtual_ms as f64 / 1e3,
-                self.verdict,
-            )
+            )?;
+            let key = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
+            match &self.verdict {
+                Verdict::Linearizable => write!(f, "linearizable"),
+                Verdict::NotLinearizable {
+                    partition,
+                    operations,
+                    longest_prefix,
+                } => write!(
+                    f,
+                    "NOT linearizable (key {}: {longest_prefix} of its {operations} operations linearize)",
+                    key(partition)
+                ),
+                Verdict::Unknown { partition, steps } => write!(
+                    f,
+                    "unknown (key {}: no answer in {steps} search steps)",
+                    key(partition)
+                ),
+            }
         }
     }
 
