@@ -3,12 +3,16 @@
 //! Built so far: the linearizability checker ([`linearizability`]) over recorded
 //! histories ([`history`]), the sequential models it checks against ([`models`]),
 //! parsers for the external histories that prove it agrees with Knossos and
-//! Porcupine ([`external`]), and [`disk`], the seeded fault-injecting disk whose
-//! state outlives a node's kill. The simulated cluster itself is still to come:
-//! see the simulation issue.
+//! Porcupine ([`external`]), [`disk`], the seeded fault-injecting disk whose
+//! state outlives a node's kill, and (in `--cfg madsim` builds) `io`, the
+//! madsim `NodeIo` that runs Keel's real node loop in the `keel-sim` binary
+//! (`scripts/sim.sh`). Not yet: SimDisk behind that IO, richer workloads,
+//! planted bugs: see the simulation issue.
 
 pub mod disk;
 pub mod external;
 pub mod history;
+#[cfg(madsim)]
+pub mod io;
 pub mod linearizability;
 pub mod models;
