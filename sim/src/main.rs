@@ -19,6 +19,7 @@ mod simulation {
     use keel_engine::metrics::NodeMetrics;
     use keel_engine::node::io::NodeIo;
     use keel_engine::node::{recover_core, NodeShared};
+    use keel_engine::resp::{Protocol, Reply};
     use keel_sim::history::Recorder;
     use keel_sim::io::{host_disk, SimIo};
     use keel_sim::linearizability::{check, Verdict};
@@ -473,12 +474,13 @@ mod simulation {
             RedisInput::Get { key } => vec![b"GET", key],
             other => unreachable!("the workload sends only SET and GET, not {other:?}"),
         };
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg);
-            out.extend_from_slice(b"\r\n");
-        }
+        let request = Reply::Array(
+            args.into_iter()
+                .map(|arg| Reply::Bulk(arg.to_vec()))
+                .collect(),
+        );
+        let mut out = Vec::new();
+        request.encode(Protocol::Resp2, &mut out);
         out
     }
 

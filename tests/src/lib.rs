@@ -622,9 +622,10 @@ pub fn error_text(error: &redis::RedisError) -> String {
     }
 }
 
-/// A small xorshift generator: tests print their seed so a failure can be replayed.
+/// The seeded generator the WAL's tests use (splitmix64); tests print their
+/// seed so a failure can be replayed.
 #[derive(Debug)]
-pub struct Rng(u64);
+pub struct Rng(keel_wal::memory::SplitMix64);
 
 impl Rng {
     /// Seeded from `$KEEL_TEST_SEED`, else from the clock; prints the seed.
@@ -639,20 +640,17 @@ impl Rng {
                 now.as_nanos() as u64
             });
         eprintln!("KEEL_TEST_SEED={seed}");
-        Rng(seed | 1)
+        Rng(keel_wal::memory::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0.next_u64()
     }
 
     /// Uniform enough in `low..high`.
     pub fn range(&mut self, low: u64, high: u64) -> u64 {
         assert!(low < high, "an empty range {low}..{high}");
-        low + self.next_u64() % (high - low)
+        low + self.0.below(high - low)
     }
 
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
