@@ -29,6 +29,19 @@ struct Shard {
 }
 
 impl Shard {
+    /// A new disk seeded `seed`, its directory `shard-0`, a generator of the
+    /// same seed, and an empty WAL on it.
+    fn fresh(seed: u64) -> (SimDisk, SimDir, SplitMix64, Shard) {
+        let disk = SimDisk::new(seed);
+        let dir = disk.dir("shard-0");
+        let (wal, _) = open(&dir).unwrap();
+        let shard = Shard {
+            wal,
+            model: Vec::new(),
+        };
+        (disk, dir, SplitMix64::new(seed), shard)
+    }
+
     /// Appends `count` entries of random sizes without syncing.
     fn append(&mut self, rng: &mut SplitMix64, round: u64, count: u64) -> Result<(), WalError> {
         for _ in 0..count {
@@ -103,14 +116,7 @@ fn without_faults_a_crash_keeps_every_synced_entry_in_every_dir() {
 fn a_failed_fsync_poisons_the_wal_and_the_synced_prefix_survives() {
     for syncs_before in 0..4 {
         for seed in 0..5 {
-            let disk = SimDisk::new(seed);
-            let dir = disk.dir("shard-0");
-            let mut rng = SplitMix64::new(seed);
-            let (wal, _) = open(&dir).unwrap();
-            let mut shard = Shard {
-                wal,
-                model: Vec::new(),
-            };
+            let (disk, dir, mut rng, mut shard) = Shard::fresh(seed);
             let mut acked = LogIndex(0);
             for _ in 0..syncs_before {
                 acked = shard.batch(&mut rng, 1).unwrap();
@@ -155,14 +161,7 @@ fn a_read_fault_fails_the_open_and_leaves_the_disk_unharmed() {
         ..InFlightRates::default()
     };
     for seed in 0..10 {
-        let disk = SimDisk::new(seed);
-        let dir = disk.dir("shard-0");
-        let mut rng = SplitMix64::new(seed);
-        let (wal, _) = open(&dir).unwrap();
-        let mut shard = Shard {
-            wal,
-            model: Vec::new(),
-        };
+        let (disk, dir, mut rng, mut shard) = Shard::fresh(seed);
         let mut acked = LogIndex(0);
         for _ in 0..4 {
             acked = shard.batch(&mut rng, 1).unwrap();
@@ -206,14 +205,7 @@ fn write_with_one_damaged_batch(
     clean_before: u64,
     clean_after: u64,
 ) -> (SimDir, Vec<Vec<u8>>, LogIndex, Vec<FaultEvent>) {
-    let disk = SimDisk::new(seed);
-    let dir = disk.dir("shard-0");
-    let mut rng = SplitMix64::new(seed);
-    let (wal, _) = open(&dir).unwrap();
-    let mut shard = Shard {
-        wal,
-        model: Vec::new(),
-    };
+    let (disk, dir, mut rng, mut shard) = Shard::fresh(seed);
     for _ in 0..clean_before {
         shard.batch(&mut rng, 1).unwrap();
     }
