@@ -1,43 +1,55 @@
 #!/usr/bin/env bash
 # Builds keel-sim for madsim (RUSTFLAGS="--cfg madsim", in a target directory of
-# its own so the normal build's cache is untouched) and runs it.
+# its own so the normal build's cache is untouched, with the planted bugs
+# compiled in but off) and runs it. docs/SIMULATION.md explains the output.
 #
-#   scripts/sim.sh --seed N [--ops M] [--fsync P]   one run, keel-sim's own output
-#   scripts/sim.sh --seeds A..B [--ops M] ...       seeds A to B inclusive; prints
-#                                                   each failing seed's replay command
+#   scripts/sim.sh --seed N [--ops M] [--fsync P] [--plant NAME] [--trace]
+#                                          one run: what happened, every verdict
+#   scripts/sim.sh --seed N --check-determinism
+#                                          runs it twice, compares the trace hashes
+#   scripts/sim.sh --seeds A..B [--jobs J] [--ops M] ...
+#                                          a range; non-zero exit on any failure,
+#                                          with each failing seed's replay command
+#   scripts/sim.sh --list-plants           the planted bugs, one per line
+#   scripts/sim.sh --check-plants [A..B]   each planted bug must fail a seed in
+#                                          A..B (default 1..300)
+#   scripts/sim.sh --ci                    what CI runs: 200 seeds, the planted
+#                                          bugs, and a determinism check
 #
 # SIM_TARGET_DIR overrides the target directory (default: target/sim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${SIM_TARGET_DIR:-target/sim}"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$target" cargo build --release --locked -p keel-sim
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$target" \
+    cargo build --release --locked -p keel-sim --features planted-bugs
 sim="$target/release/keel-sim"
 
-if [[ "${1:-}" != "--seeds" ]]; then
+check_plants() {
+    local range="${1:-1..300}"
+    local caught=0 total=0 name
+    while IFS=$'\t' read -r name _; do
+        total=$((total + 1))
+        echo "== planted bug $name: the first failing seed in $range"
+        if "$sim" --seeds "$range" --plant "$name" --until-failure | grep -v ': ok ('; then
+            caught=$((caught + 1))
+        else
+            echo "NOT CAUGHT: $name"
+        fi
+    done < <("$sim" --list-plants)
+    echo "$caught of $total planted bugs caught within seeds $range"
+    ((caught == total))
+}
+
+case "${1:-}" in
+--check-plants)
+    check_plants "${2:-}"
+    ;;
+--ci)
+    "$sim" --seeds 1..200 | grep -v ': ok ('
+    check_plants 1..300
+    "$sim" --seed 1 --check-determinism | tail -n 1
+    ;;
+*)
     exec "$sim" "$@"
-fi
-range="${2:?--seeds needs a range A..B}"
-shift 2
-if [[ ! "$range" =~ ^([0-9]+)\.\.([0-9]+)$ ]]; then
-    echo "--seeds takes A..B (inclusive), not $range" >&2
-    exit 64
-fi
-first="${BASH_REMATCH[1]}"
-last="${BASH_REMATCH[2]}"
-failed=()
-for ((seed = first; seed <= last; seed++)); do
-    started=$EPOCHREALTIME
-    status=0
-    "$sim" --seed "$seed" "$@" || status=$?
-    awk -v seed="$seed" -v status="$status" -v from="$started" -v to="$EPOCHREALTIME" \
-        'BEGIN { printf "seed %d: exit %d in %.2fs\n", seed, status, to - from }'
-    if ((status != 0)); then
-        failed+=("$seed")
-    fi
-done
-runs=$((last - first + 1))
-echo "${#failed[@]} of $runs seeds failed"
-for seed in "${failed[@]}"; do
-    echo "replay: scripts/sim.sh --seed $seed $*"
-done
-((${#failed[@]} == 0))
+    ;;
+esac

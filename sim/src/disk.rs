@@ -24,13 +24,16 @@
 //! offset, so the simulator can print what happened and pick the outcome to
 //! expect.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
-use keel_wal::memory::{CrashReport, MemFile, SplitMix64};
+use keel_wal::memory::{CrashMode, CrashReport, MemFile, SplitMix64};
 use keel_wal::{MemStorage, Storage, StorageFile, BLOCK_BYTES};
 
 /// Faults that touch only the operation in flight or data not yet synced.
@@ -81,6 +84,23 @@ impl FaultRates {
         }
     }
 }
+
+/// How long the disk takes, drawn per operation from these ranges (inclusive,
+/// in microseconds). The delay comes before the operation takes effect, so a
+/// kill during a write leaves it undone and a kill during a sync leaves what
+/// was written unsynced: power loss then keeps, drops or tears it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub write_us: (u64, u64),
+    pub sync_us: (u64, u64),
+}
+
+/// Waits for a while of the simulation's time. The disk takes its clock from
+/// its user: madsim's in the simulator, none (no delay) in plain tests.
+pub type Sleep = Rc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// How often a held sync looks again whether it may go on.
+const HELD_SYNC_POLL_US: u64 = 100;
 
 /// Which expected outcome a fault calls for (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,12 +175,28 @@ pub struct SimCrashReport {
     pub names_reverted: u64,
 }
 
-#[derive(Debug)]
 struct DiskState {
     dirs: BTreeMap<String, MemStorage>,
     rates: FaultRates,
     rng: SplitMix64,
     log: Vec<FaultEvent>,
+    latency: Latency,
+    /// Absent: the disk takes no time, whatever `latency` says.
+    sleep: Option<Sleep>,
+    /// Syncs that have started but may not finish yet (see [`SimDisk::hold_syncs`]).
+    holding_syncs: Rc<Cell<bool>>,
+    syncs_held: Rc<Cell<u64>>,
+}
+
+impl fmt::Debug for DiskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskState")
+            .field("dirs", &self.dirs)
+            .field("rates", &self.rates)
+            .field("latency", &self.latency)
+            .field("faults_logged", &self.log.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DiskState {
@@ -183,7 +219,8 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
-    /// An empty disk whose faults are drawn from `seed`, with every rate zero.
+    /// An empty disk whose faults are drawn from `seed`, with every rate zero,
+    /// that takes no time.
     pub fn new(seed: u64) -> SimDisk {
         SimDisk {
             state: Rc::new(RefCell::new(DiskState {
@@ -191,8 +228,45 @@ impl SimDisk {
                 rates: FaultRates::default(),
                 rng: SplitMix64::new(seed),
                 log: Vec::new(),
+                latency: Latency::default(),
+                sleep: None,
+                holding_syncs: Rc::default(),
+                syncs_held: Rc::default(),
             })),
         }
+    }
+
+    /// An empty disk like [`SimDisk::new`] whose operations take `latency`,
+    /// waited for with `sleep`.
+    pub fn with_latency(seed: u64, latency: Latency, sleep: Sleep) -> SimDisk {
+        assert!(
+            latency.write_us.0 <= latency.write_us.1 && latency.sync_us.0 <= latency.sync_us.1,
+            "a latency range runs from its least to its most: {latency:?}"
+        );
+        let disk = SimDisk::new(seed);
+        {
+            let mut state = disk.state.borrow_mut();
+            state.latency = latency;
+            state.sleep = Some(sleep);
+        }
+        disk
+    }
+
+    /// While `hold` is true, file and directory syncs that start wait (they
+    /// need a disk with a clock): a scenario can then crash the disk with a
+    /// batch written but not synced.
+    pub fn hold_syncs(&self, hold: bool) {
+        let state = self.state.borrow();
+        assert!(
+            state.sleep.is_some() || !hold,
+            "only a disk with a clock can hold syncs"
+        );
+        state.holding_syncs.set(hold);
+    }
+
+    /// Syncs waiting because syncs are held.
+    pub fn syncs_held(&self) -> u64 {
+        self.state.borrow().syncs_held.get()
     }
 
     /// The directory `name`, created empty on first use.
@@ -238,12 +312,23 @@ impl SimDisk {
     /// entry reverts no longer exists. The faults are drawn from `rng_seed`,
     /// not from the disk's running sequence, so a crash replays on its own.
     pub fn crash(&self, rng_seed: u64) -> SimCrashReport {
-        let dirs: Vec<MemStorage> = self.state.borrow().dirs.values().cloned().collect();
+        self.crash_with(rng_seed, CrashMode::Random)
+    }
+
+    /// Power loss in which every unsynced sector meets the fate `mode` gives.
+    pub fn crash_with(&self, rng_seed: u64, mode: CrashMode) -> SimCrashReport {
+        let dirs: Vec<MemStorage> = {
+            let state = self.state.borrow();
+            // The syncs that were held died with the node.
+            state.holding_syncs.set(false);
+            state.syncs_held.set(0);
+            state.dirs.values().cloned().collect()
+        };
         let mut seeds = SplitMix64::new(rng_seed);
         let mut report = SimCrashReport::default();
         for storage in dirs {
             let before = names(&storage);
-            let sectors = storage.crash(seeds.next_u64());
+            let sectors = storage.crash_with(seeds.next_u64(), mode);
             let after = names(&storage);
             report.sectors.kept_sectors += sectors.kept_sectors;
             report.sectors.dropped_sectors += sectors.dropped_sectors;
@@ -296,6 +381,39 @@ impl SimDir {
     /// A number in `0..bound` from the disk's sequence.
     fn below(&self, bound: u64) -> u64 {
         self.state.borrow_mut().rng.below(bound)
+    }
+
+    /// Waits for as long as an operation takes, drawn from `range`.
+    async fn delay(&self, range: impl FnOnce(&Latency) -> (u64, u64)) {
+        let (sleep, us) = {
+            let mut state = self.state.borrow_mut();
+            let Some(sleep) = state.sleep.clone() else {
+                return;
+            };
+            let (least, most) = range(&state.latency);
+            (sleep, least + state.rng.below(most - least + 1))
+        };
+        sleep(Duration::from_micros(us)).await;
+    }
+
+    /// A sync's wait: its latency, and for as long as syncs are held.
+    async fn sync_delay(&self) {
+        self.delay(|latency| latency.sync_us).await;
+        let (sleep, holding, held) = {
+            let state = self.state.borrow();
+            let Some(sleep) = state.sleep.clone() else {
+                return;
+            };
+            (sleep, Rc::clone(&state.holding_syncs), Rc::clone(&state.syncs_held))
+        };
+        if !holding.get() {
+            return;
+        }
+        held.set(held.get() + 1);
+        while holding.get() {
+            sleep(Duration::from_micros(HELD_SYNC_POLL_US)).await;
+        }
+        held.set(held.get() - 1);
     }
 
     fn log(&self, file: Option<&str>, offset: u64, kind: FaultKind) {
@@ -376,6 +494,7 @@ impl Storage for SimDir {
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
+        self.sync_delay().await;
         if self.strikes(|rates| rates.in_flight.fsync_fail) {
             self.log(None, 0, FaultKind::DirSyncFail);
             return Err(io::Error::other("injected directory sync failure"));
@@ -422,6 +541,7 @@ impl StorageFile for SimFile {
     }
 
     async fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.dir.delay(|latency| latency.write_us).await;
         let mut target = offset;
         if self.dir.strikes(|rates| rates.damage.misdirected_write) {
             if let Some(elsewhere) = self.misdirect(buf.len(), offset)? {
@@ -441,6 +561,7 @@ impl StorageFile for SimFile {
     }
 
     async fn sync(&mut self) -> io::Result<()> {
+        self.dir.sync_delay().await;
         if self.dir.strikes(|rates| rates.in_flight.fsync_fail) {
             self.dir.log(Some(&self.name), 0, FaultKind::FsyncFail);
             return Err(io::Error::other(format!(

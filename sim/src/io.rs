@@ -1,13 +1,13 @@
 //! The node's IO under madsim: the real node loop ([`keel_engine::node`]) runs on
-//! a simulated host, with madsim's TCP for clients, madsim's clock and timers, and
-//! in-memory disks that outlive the host.
+//! a simulated host, with madsim's TCP for clients, madsim's clock and timers,
+//! and a [`SimDisk`] that outlives the host.
 //!
-//! madsim kills a host by dropping its tasks, so whatever the host must find again
-//! after a restart lives outside it: each host's [`HostDisk`] sits in a registry
-//! on the simulation's thread, keyed by madsim node id. (A madsim plugin cannot
-//! hold it: plugins are `Send + Sync`, and `MemStorage` is `Rc`-based, as the
-//! single-threaded node loop is.) The supervisor reaches the same disk to crash it
-//! between a kill and a restart.
+//! madsim kills a host by dropping its tasks, so whatever the host must find
+//! again after a restart lives outside it: each host's [`Host`] (disk and
+//! durability ledger) sits in a registry on the simulation's thread, keyed by
+//! madsim node id. (A madsim plugin cannot hold it: plugins are `Send + Sync`,
+//! and the disk is `Rc`-based, as the single-threaded node loop is.) The
+//! supervisor reaches the same disk to crash it between a kill and a restart.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,49 +16,54 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use keel_engine::node::io::{Connection, Hop, Listener, NodeIo};
-use keel_wal::memory::CrashReport;
-use keel_wal::MemStorage;
+use keel_engine::node::{shard_dir_name, ShardObserver};
 use madsim::net::{TcpListener, TcpStream};
+use madsim::rand::{thread_rng, Rng};
 use madsim::task::NodeId;
 use madsim::time::TimeHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The disks of one simulated host: one [`MemStorage`] per shard, created on
-/// first use. Clones share the disks.
-#[derive(Clone, Debug, Default)]
-pub struct HostDisk {
-    shards: Rc<RefCell<BTreeMap<u32, MemStorage>>>,
-}
+use crate::disk::{Latency, SimDir, SimDisk, Sleep};
+use crate::ledger::Ledger;
 
-impl HostDisk {
-    /// The storage of `shard`'s directory.
-    pub fn shard(&self, shard: u32) -> MemStorage {
-        self.shards.borrow_mut().entry(shard).or_default().clone()
-    }
+/// How long the simulated disk takes: about what this machine's SSD takes
+/// for a 4 KiB O_DIRECT write and an fdatasync (README: the disk).
+pub const DISK_LATENCY: Latency = Latency {
+    write_us: (10, 60),
+    sync_us: (80, 400),
+};
 
-    /// Power loss on every shard's storage: what was not synced is kept,
-    /// dropped or torn, as `seed` decides.
-    pub fn crash(&self, seed: u64) -> CrashReport {
-        let mut total = CrashReport::default();
-        for (shard, storage) in self.shards.borrow().iter() {
-            let report = storage.crash(seed ^ u64::from(*shard).wrapping_mul(0x9e37_79b9));
-            total.kept_sectors += report.kept_sectors;
-            total.dropped_sectors += report.dropped_sectors;
-            total.torn_sectors += report.torn_sectors;
-        }
-        total
-    }
+/// What of a host outlives its kills: its disk, and the ledger of what its
+/// shards applied and acknowledged. Clones share them.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub disk: SimDisk,
+    pub ledger: Rc<Ledger>,
 }
 
 thread_local! {
-    /// Every host's disk. madsim runs the whole simulation on one thread.
-    static HOST_DISKS: RefCell<BTreeMap<NodeId, HostDisk>> = RefCell::default();
+    /// Every host's lasting part. madsim runs the whole simulation on one thread.
+    static HOSTS: RefCell<BTreeMap<NodeId, Host>> = RefCell::default();
 }
 
-/// The disk of host `node`, created empty on first use. Disks live as long as
-/// the thread, so run one simulation per thread.
-pub fn host_disk(node: NodeId) -> HostDisk {
-    HOST_DISKS.with(|disks| disks.borrow_mut().entry(node).or_default().clone())
+/// The lasting part of host `node`, created on first use: an empty disk that
+/// takes [`DISK_LATENCY`] of madsim's time, its faults seeded from madsim's
+/// generator. Hosts live as long as the thread, so run one simulation per
+/// thread.
+pub fn host(node: NodeId) -> Host {
+    HOSTS.with(|hosts| {
+        hosts
+            .borrow_mut()
+            .entry(node)
+            .or_insert_with(|| {
+                let sleep: Sleep = Rc::new(|duration| Box::pin(madsim::time::sleep(duration)));
+                Host {
+                    disk: SimDisk::with_latency(thread_rng().gen(), DISK_LATENCY, sleep),
+                    ledger: Rc::default(),
+                }
+            })
+            .clone()
+    })
 }
 
 /// One core's IO on a simulated host (one core: nothing ever hops).
@@ -69,7 +74,7 @@ pub struct SimIo {
 
 #[derive(Debug)]
 struct Inner {
-    disk: HostDisk,
+    host: Host,
     clients: TcpListener,
     epoch: Instant,
 }
@@ -81,7 +86,7 @@ impl SimIo {
         let clients = TcpListener::bind(address).await?;
         Ok(SimIo {
             inner: Rc::new(Inner {
-                disk: host_disk(madsim::plugin::node()),
+                host: host(madsim::plugin::node()),
                 clients,
                 epoch: TimeHandle::current().now_instant(),
             }),
@@ -113,11 +118,15 @@ impl Connection for SimConn {
 }
 
 impl NodeIo for SimIo {
-    type Storage = MemStorage;
+    type Storage = SimDir;
     type Conn = SimConn;
 
-    async fn shard_storage(&self, shard: u32) -> io::Result<MemStorage> {
-        Ok(self.inner.disk.shard(shard))
+    async fn shard_storage(&self, shard: u32) -> io::Result<SimDir> {
+        Ok(self.inner.host.disk.dir(&shard_dir_name(shard)))
+    }
+
+    fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
+        Some(Rc::clone(&self.inner.host.ledger) as Rc<dyn ShardObserver>)
     }
 
     fn now_unix_ms(&self) -> u64 {

@@ -9,10 +9,19 @@
 //! (`scripts/sim.sh`). Not yet: SimDisk behind that IO, richer workloads,
 //! planted bugs: see the simulation issue.
 
+#[cfg(madsim)]
+pub mod client;
 pub mod disk;
 pub mod external;
 pub mod history;
 #[cfg(madsim)]
 pub mod io;
+pub mod ledger;
 pub mod linearizability;
 pub mod models;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod scenario;
+pub mod trace;
+pub mod workload;

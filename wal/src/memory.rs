@@ -28,6 +28,20 @@ pub struct Faults {
     pub fail_write_after: Option<u32>,
 }
 
+/// What a crash does to each sector written since its file's last sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Kept, dropped or torn, each with probability 1/3.
+    #[default]
+    Random,
+    /// Every one reached the disk.
+    Keep,
+    /// None reached the disk.
+    Drop,
+    /// Every one holds garbage: the power failed mid-write.
+    Tear,
+}
+
 /// What a crash did to the unsynced sectors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CrashReport {
@@ -132,6 +146,11 @@ impl MemStorage {
     /// dropped or torn (filled with garbage), each with probability 1/3, and
     /// the directory reverts to its last synced entries.
     pub fn crash(&self, seed: u64) -> CrashReport {
+        self.crash_with(seed, CrashMode::Random)
+    }
+
+    /// Power loss in which every unsynced sector meets the fate `mode` gives.
+    pub fn crash_with(&self, seed: u64, mode: CrashMode) -> CrashReport {
         let mut rng = SplitMix64::new(seed);
         let mut report = CrashReport::default();
         let mut disk = self.disk.borrow_mut();
@@ -145,7 +164,13 @@ impl MemStorage {
             for sector in std::mem::take(&mut file.unsynced_sectors) {
                 let range =
                     sector * SECTOR_BYTES..((sector + 1) * SECTOR_BYTES).min(file.live.len());
-                match rng.below(3) {
+                let fate = match mode {
+                    CrashMode::Random => rng.below(3),
+                    CrashMode::Keep => 0,
+                    CrashMode::Drop => 1,
+                    CrashMode::Tear => 2,
+                };
+                match fate {
                     0 => {
                         file.durable[range.clone()].copy_from_slice(&file.live[range]);
                         report.kept_sectors += 1;

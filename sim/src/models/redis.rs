@@ -1,5 +1,9 @@
-//! Redis strings, as Keel serves them: SET, GET, DEL, INCR, GETSET and MSET. The
-//! model of the histories Keel's simulator records.
+//! Redis strings, as Keel serves them: SET, GET, DEL, INCR, GETSET, MSET and
+//! EXPIRE. The model of the histories Keel's simulator records.
+//!
+//! The model keeps no clock: an EXPIRE with a positive time must outlast the
+//! history (the simulator's times do: see `workload`), and one with a time of
+//! zero or less deletes the key at once, as in Redis.
 //!
 //! Partitioned by hash tag (Redis Cluster's rule, [`hash_tag`]), not by key,
 //! because MSET writes several keys atomically and splitting it by key would let
@@ -37,6 +41,11 @@ pub enum RedisInput {
     /// Keys must share a hash tag; a repeated key takes its last value, as in Redis.
     MSet {
         pairs: Vec<(Key, Value)>,
+    },
+    /// Replies 1 if the key exists (and sets its time to live), 0 if not.
+    Expire {
+        key: Key,
+        seconds: i64,
     },
 }
 
@@ -85,7 +94,8 @@ impl Model for Redis {
             | RedisInput::Get { key }
             | RedisInput::Del { key }
             | RedisInput::Incr { key }
-            | RedisInput::GetSet { key, .. } => hash_tag(key).to_vec(),
+            | RedisInput::GetSet { key, .. }
+            | RedisInput::Expire { key, .. } => hash_tag(key).to_vec(),
             RedisInput::MSet { pairs } => {
                 let (first, _) = pairs.first().expect("an MSET sets at least one key");
                 let tag = hash_tag(first);
@@ -126,6 +136,14 @@ fn apply(state: &mut BTreeMap<Key, Value>, input: &RedisInput) -> RedisOutput {
                 state.insert(key.clone(), value.clone());
             }
             RedisOutput::Ok
+        }
+        RedisInput::Expire { key, seconds } => {
+            let exists = if *seconds <= 0 {
+                state.remove(key).is_some()
+            } else {
+                state.contains_key(key)
+            };
+            RedisOutput::Integer(i64::from(exists))
         }
     }
 }
@@ -259,6 +277,22 @@ mod tests {
         };
         apply(&mut state, &set);
         assert_eq!(apply(&mut state, &incr), RedisOutput::NotAnInteger);
+    }
+
+    #[test]
+    fn expire_of_zero_deletes_and_a_positive_one_keeps() {
+        let mut state = Redis::init();
+        let expire = |seconds| RedisInput::Expire {
+            key: key("k"),
+            seconds,
+        };
+        assert_eq!(apply(&mut state, &expire(100)), RedisOutput::Integer(0));
+        apply(&mut state, &mset(&[("k", "v")]));
+        assert_eq!(apply(&mut state, &expire(100)), RedisOutput::Integer(1));
+        assert_eq!(apply(&mut state, &get("k")), bulk(Some("v")));
+        assert_eq!(apply(&mut state, &expire(0)), RedisOutput::Integer(1));
+        assert_eq!(apply(&mut state, &get("k")), bulk(None));
+        assert_eq!(apply(&mut state, &expire(-1)), RedisOutput::Integer(0));
     }
 
     /// An INCR whose reply was lost still counts: a later read of 2 needs both.

@@ -1,0 +1,334 @@
+//! The durability checker: what each shard of a node applied and acknowledged,
+//! kept outside the node so that it survives the node's kills, and checked
+//! against what the next boot recovers.
+//!
+//! At every recovery of a shard, after the first:
+//! - nothing acknowledged is lost: the recovered log reaches every index a
+//!   reply depended on ([`Violation::LostAcknowledged`]);
+//! - nothing appears from nowhere: the recovered log is no longer than what
+//!   was applied, and no shorter than what the last recovery held;
+//! - the recovered key space is exactly the state the node had when it
+//!   applied the recovered index: the last recovered state with the entries
+//!   applied after it replayed on top ([`Violation::StateDiffers`]).
+//!
+//! The node reports through [`keel_engine::node::ShardObserver`]; the ledger
+//! never changes what the node does.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use keel_engine::keyspace::Keyspace;
+use keel_engine::node::ShardObserver;
+use keel_engine::operation::Operation;
+
+/// A key's value and absolute expiry time.
+type Items = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+
+/// Something a recovery did that it must not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    LostAcknowledged {
+        shard: u32,
+        recovered: u64,
+        acknowledged: u64,
+    },
+    /// The recovered log is longer than what the shard ever applied, or
+    /// shorter than what an earlier recovery found.
+    IndexOutOfRange {
+        shard: u32,
+        recovered: u64,
+        least: u64,
+        most: u64,
+    },
+    StateDiffers {
+        shard: u32,
+        index: u64,
+        /// Keys whose value or expiry differs from the applied state's.
+        keys: Vec<String>,
+    },
+    /// An entry applied at an index other than the next one.
+    AppliedOutOfOrder { shard: u32, index: u64, expected: u64 },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::LostAcknowledged {
+                shard,
+                recovered,
+                acknowledged,
+            } => write!(
+                f,
+                "shard {shard} lost acknowledged entries: recovered to index {recovered}, \
+                 but a reply depended on index {acknowledged}"
+            ),
+            Violation::IndexOutOfRange {
+                shard,
+                recovered,
+                least,
+                most,
+            } => write!(
+                f,
+                "shard {shard} recovered to index {recovered}, outside {least}..={most}"
+            ),
+            Violation::StateDiffers { shard, index, keys } => write!(
+                f,
+                "shard {shard} recovered a state at index {index} that differs from the \
+                 applied one in keys {keys:?}"
+            ),
+            Violation::AppliedOutOfOrder {
+                shard,
+                index,
+                expected,
+            } => write!(f, "shard {shard} applied index {index}, expected {expected}"),
+        }
+    }
+}
+
+/// One shard's record since its last recovery.
+#[derive(Debug, Default)]
+struct ShardRecord {
+    /// The index and state of the last recovery, already checked.
+    base_index: u64,
+    base: Items,
+    /// Entries applied since, at `base_index + 1` on.
+    applied: Vec<Operation>,
+    /// The highest index a released reply depended on, ever.
+    acknowledged: u64,
+}
+
+/// What every shard of one node applied and acknowledged.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    shards: RefCell<BTreeMap<u32, ShardRecord>>,
+    violations: RefCell<Vec<Violation>>,
+    /// Shard recoveries checked (the first of each shard is only recorded).
+    recoveries_checked: RefCell<u64>,
+    entries_applied: RefCell<u64>,
+}
+
+impl Ledger {
+    /// Everything found wrong so far.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.violations.borrow().clone()
+    }
+
+    pub fn recoveries_checked(&self) -> u64 {
+        *self.recoveries_checked.borrow()
+    }
+
+    pub fn entries_applied(&self) -> u64 {
+        *self.entries_applied.borrow()
+    }
+
+    fn violation(&self, violation: Violation) {
+        self.violations.borrow_mut().push(violation);
+    }
+}
+
+fn items(keyspace: &Keyspace) -> Items {
+    keyspace
+        .items()
+        .map(|(key, value, expire)| (key.to_vec(), (value.to_vec(), expire)))
+        .collect()
+}
+
+/// `base` with `ops` applied, by Keel's own state machine (the ledger checks
+/// recovery, not the commands).
+fn replayed(base: &Items, ops: &[Operation]) -> Items {
+    let mut keyspace = Keyspace::with_hash_seed(0);
+    for (key, (value, expire)) in base {
+        keyspace.insert_loaded(key, value, *expire);
+    }
+    for op in ops {
+        keyspace.apply(op);
+    }
+    items(&keyspace)
+}
+
+/// The keys whose entries differ between `left` and `right`, as text.
+fn differing_keys(left: &Items, right: &Items) -> Vec<String> {
+    let mut keys: Vec<&Vec<u8>> = left.keys().chain(right.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| left.get(*key) != right.get(*key))
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .collect()
+}
+
+impl ShardObserver for Ledger {
+    fn recovered(&self, shard: u32, last_index: u64, keyspace: &Keyspace) {
+        let recovered = items(keyspace);
+        let mut shards = self.shards.borrow_mut();
+        let Some(record) = shards.get_mut(&shard) else {
+            shards.insert(
+                shard,
+                ShardRecord {
+                    base_index: last_index,
+                    base: recovered,
+                    ..ShardRecord::default()
+                },
+            );
+            return;
+        };
+        *self.recoveries_checked.borrow_mut() += 1;
+        let most = record.base_index + record.applied.len() as u64;
+        if last_index < record.acknowledged {
+            self.violation(Violation::LostAcknowledged {
+                shard,
+                recovered: last_index,
+                acknowledged: record.acknowledged,
+            });
+        }
+        if last_index < record.base_index || last_index > most {
+            self.violation(Violation::IndexOutOfRange {
+                shard,
+                recovered: last_index,
+                least: record.base_index,
+                most,
+            });
+        } else {
+            let kept = (last_index - record.base_index) as usize;
+            let expected = replayed(&record.base, &record.applied[..kept]);
+            if expected != recovered {
+                self.violation(Violation::StateDiffers {
+                    shard,
+                    index: last_index,
+                    keys: differing_keys(&expected, &recovered),
+                });
+            }
+        }
+        record.base_index = last_index;
+        record.base = recovered;
+        record.applied.clear();
+        // What was acknowledged and lost is reported once; later boots are
+        // checked against what they acknowledge themselves.
+        record.acknowledged = record.acknowledged.min(last_index);
+    }
+
+    fn applied(&self, shard: u32, index: u64, op: &Operation) {
+        let mut shards = self.shards.borrow_mut();
+        let record = shards
+            .get_mut(&shard)
+            .expect("a shard applies entries only after it recovered");
+        let expected = record.base_index + record.applied.len() as u64 + 1;
+        if index != expected {
+            self.violation(Violation::AppliedOutOfOrder {
+                shard,
+                index,
+                expected,
+            });
+        }
+        record.applied.push(op.clone());
+        *self.entries_applied.borrow_mut() += 1;
+    }
+
+    fn acknowledged(&self, shard: u32, index: u64) {
+        let mut shards = self.shards.borrow_mut();
+        let record = shards
+            .get_mut(&shard)
+            .expect("a shard acknowledges only after it recovered");
+        record.acknowledged = record.acknowledged.max(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str) -> Operation {
+        Operation::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            expire_at_unix_ms: None,
+        }
+    }
+
+    /// A key space holding `ops` applied to an empty one.
+    fn state(ops: &[Operation]) -> Keyspace {
+        let mut keyspace = Keyspace::with_hash_seed(7);
+        for op in ops {
+            keyspace.apply(op);
+        }
+        keyspace
+    }
+
+    /// A shard that recovered empty, applied three sets, acknowledged the
+    /// first two, and crashed.
+    fn ledger_after_three_sets() -> (Ledger, Vec<Operation>) {
+        let ledger = Ledger::default();
+        ledger.recovered(0, 0, &state(&[]));
+        let ops = vec![set("a", "1"), set("b", "2"), set("a", "3")];
+        for (index, op) in (1..).zip(&ops) {
+            ledger.applied(0, index, op);
+        }
+        ledger.acknowledged(0, 2);
+        (ledger, ops)
+    }
+
+    #[test]
+    fn a_recovery_of_an_acknowledged_prefix_passes() {
+        for kept in 2..=3 {
+            let (ledger, ops) = ledger_after_three_sets();
+            ledger.recovered(0, kept as u64, &state(&ops[..kept]));
+            assert_eq!(ledger.violations(), vec![], "kept {kept}");
+        }
+    }
+
+    #[test]
+    fn a_lost_acknowledged_entry_is_caught() {
+        let (ledger, ops) = ledger_after_three_sets();
+        ledger.recovered(0, 1, &state(&ops[..1]));
+        assert_eq!(
+            ledger.violations(),
+            vec![Violation::LostAcknowledged {
+                shard: 0,
+                recovered: 1,
+                acknowledged: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_state_other_than_the_applied_one_is_caught() {
+        let (ledger, ops) = ledger_after_three_sets();
+        let mut wrong = ops[..2].to_vec();
+        wrong.push(set("b", "9"));
+        ledger.recovered(0, 3, &state(&wrong));
+        assert_eq!(
+            ledger.violations(),
+            vec![Violation::StateDiffers {
+                shard: 0,
+                index: 3,
+                keys: vec!["a".into(), "b".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn entries_from_nowhere_are_caught() {
+        let (ledger, ops) = ledger_after_three_sets();
+        let mut more = ops.clone();
+        more.push(set("c", "4"));
+        ledger.recovered(0, 4, &state(&more));
+        assert!(matches!(
+            ledger.violations()[..],
+            [Violation::IndexOutOfRange { recovered: 4, .. }]
+        ));
+    }
+
+    /// After a checked recovery, the next one is checked from there.
+    #[test]
+    fn checks_chain_across_boots() {
+        let (ledger, ops) = ledger_after_three_sets();
+        ledger.recovered(0, 2, &state(&ops[..2]));
+        ledger.applied(0, 3, &set("c", "5"));
+        let mut now = ops[..2].to_vec();
+        now.push(set("c", "5"));
+        ledger.recovered(0, 3, &state(&now));
+        assert_eq!(ledger.violations(), vec![]);
+        assert_eq!(ledger.recoveries_checked(), 2);
+    }
+}

@@ -1,0 +1,694 @@
+//! One random simulation run: a Keel node (the real node loop) on a madsim
+//! host, clients sending a random mix of commands, and seeded faults; then
+//! every checker's verdict.
+//!
+//! The run has three phases:
+//! 1. **Faults**: power losses (kill the host, crash its [`SimDisk`], restart),
+//!    network partitions of the node, and in-flight disk faults (failed
+//!    fsyncs, flipped or failed reads) at seeded rates, at seeded points of
+//!    the first [`FAULT_PHASE_PERCENT`] of the operations.
+//! 2. **Calm**: no faults; every operation must complete (liveness).
+//! 3. **Final**: one more power loss and restart, then a read of every key,
+//!    so the last boot's state is checked too.
+//!
+//! Checked: linearizability of the whole history (with the Redis model,
+//! per hash tag), the [`Ledger`](crate::ledger) at every recovery, liveness
+//! after the faults, and that the node stopped only when a disk fault gave it
+//! cause. Everything random comes from madsim's seeded generator and all time
+//! is madsim's, so a seed replays exactly; run one per thread (see [`run`]).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_engine::config::{FsyncPolicy, ServeConfig};
+use keel_engine::limits::Limits;
+use keel_engine::node::io::NodeIo;
+use keel_engine::node::{recover_core, NodeShared};
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::{Handle, Runtime};
+use madsim::task::NodeId;
+use madsim::time::{sleep, TimeHandle};
+
+use crate::client::{connect, request, ClientStream};
+use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
+use crate::history::Recorder;
+use crate::io::{host, SimIo};
+use crate::ledger::Violation;
+use crate::linearizability::{check, Verdict};
+use crate::models::redis::{Redis, RedisInput, RedisOutput};
+use crate::trace::Trace;
+use crate::workload::{all_keys, is_read, ClientWorkload};
+
+/// Shards of the simulated node: more than one, so routing is exercised.
+pub const SHARDS: u32 = 2;
+/// Clients sending commands concurrently.
+pub const CLIENTS: u64 = 3;
+/// Small segments, so runs roll over to new segments (and sync their names).
+pub const WAL_SEGMENT_BYTES: u64 = 16 << 10;
+/// WAL bytes between snapshots: a few per run, and some segments between.
+pub const SNAPSHOT_WAL_BYTES: u64 = 48 << 10;
+/// Largest key and value the node accepts; the workload stays far below.
+const KEY_BYTES_MAX: usize = 1 << 10;
+const VALUE_BYTES_MAX: usize = 1 << 10;
+const CONNECTIONS_MAX: usize = 64;
+/// How long a client waits for a reply (or a connection) before giving up.
+pub const REPLY_TIMEOUT_MS: u64 = 1_000;
+/// How long a client waits before reconnecting after a failure.
+const RECONNECT_DELAY_MS: u64 = 50;
+/// Think time between a client's operations, at most.
+const THINK_MS_MAX: u64 = 10;
+/// Faults strike within this share of the operations; the rest run calm.
+pub const FAULT_PHASE_PERCENT: u64 = 75;
+/// Power losses and partitions per run, drawn from these ranges.
+pub const CRASHES_MIN: u64 = 3;
+const CRASHES_MAX: u64 = 5;
+const PARTITIONS_MIN: u64 = 1;
+const PARTITIONS_MAX: u64 = 3;
+/// How often the supervisor looks at the run, at most (drawn per look, so a
+/// kill lands anywhere in a write or a sync).
+const SUPERVISOR_TICK_US_MAX: u64 = 3_000;
+/// Time the node stays down after a power loss, drawn from this range.
+const DOWN_MS_MIN: u64 = 5;
+const DOWN_MS_MAX: u64 = 300;
+/// Time the node is cut off from the clients, drawn from this range: often
+/// longer than a client waits.
+const PARTITION_MS_MIN: u64 = 50;
+const PARTITION_MS_MAX: u64 = 1_500;
+/// In-flight disk faults while faults strike: per sync, per read.
+const FAULT_RATES: FaultRates = FaultRates {
+    in_flight: InFlightRates {
+        fsync_fail: 0.002,
+        read_bit_flip: 0.01,
+        latent_read_error: 0.01,
+    },
+    damage: DamageRates {
+        write_bit_flip: 0.0,
+        misdirected_write: 0.0,
+    },
+};
+/// Operations invoked this long after the faults stop must all complete: a
+/// client may still be waiting out a request sent before, then reconnect.
+pub const LIVENESS_GRACE_MS: u64 = REPLY_TIMEOUT_MS + RECONNECT_DELAY_MS + 100;
+/// Attempts of the final read of each key (the node may still be starting).
+const FINAL_READ_ATTEMPTS: u64 = 50;
+/// Virtual time after which a run is declared hung.
+const RUN_TIME_LIMIT_S: u64 = 3_600;
+
+pub(crate) const KEEL_ADDRESS: &str = "10.0.0.1:7379";
+
+/// What to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunConfig {
+    /// Seeds madsim: the same seed, the same run.
+    pub seed: u64,
+    /// Operations the clients send in all.
+    pub ops: u64,
+    /// The node's fsync policy: `interval-ms=N` loses acknowledged writes in
+    /// a power loss, which the checks must catch.
+    pub fsync: FsyncPolicy,
+    /// Print every traced event.
+    pub echo_trace: bool,
+}
+
+/// A reason the run failed, other than the history's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The ledger's finding at a recovery.
+    Durability(Violation),
+    /// An operation invoked after the faults stopped got no answer.
+    Liveness {
+        client: u64,
+        invoked_ms: u64,
+        input: String,
+        error: String,
+    },
+    /// The node stopped (or refused to start) with no disk fault to cause it.
+    NodeStopped { boot: u64, reason: String },
+    /// The node never came back for the final read.
+    FinalRead { key: String, error: String },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Durability(violation) => write!(f, "durability: {violation}"),
+            Failure::Liveness {
+                client,
+                invoked_ms,
+                input,
+                error,
+            } => write!(
+                f,
+                "liveness: client {client}'s {input} at {invoked_ms} ms, after the faults \
+                 stopped, got no answer: {error}"
+            ),
+            Failure::NodeStopped { boot, reason } => {
+                write!(f, "boot {boot} stopped with no disk fault to cause it: {reason}")
+            }
+            Failure::FinalRead { key, error } => write!(f, "final read of {key}: {error}"),
+        }
+    }
+}
+
+/// What one run did, and every checker's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub seed: u64,
+    pub ops: u64,
+    pub completed: u64,
+    pub unanswered: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    /// Times the node stopped on its own (a failed fsync, a refused start).
+    pub node_stops: u64,
+    /// In-flight disk faults injected.
+    pub disk_faults: u64,
+    /// Unsynced sectors the power losses dropped or tore, and directory
+    /// entries they reverted.
+    pub sectors_lost: u64,
+    pub names_reverted: u64,
+    pub boots: u64,
+    pub snapshots: u64,
+    pub entries_applied: u64,
+    pub recoveries_checked: u64,
+    pub virtual_ms: u64,
+    pub verdict: Verdict<Vec<u8>>,
+    pub failures: Vec<Failure>,
+    pub trace_hash: u64,
+    pub trace_events: u64,
+}
+
+impl Summary {
+    /// Whether every checker passed.
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Linearizable && self.failures.is_empty()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} ops {} completed {} unanswered {} crashes {} partitions {} \
+             node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
+             snapshots {} entries_applied {} recoveries_checked {} virtual_s {:.1} \
+             trace {:016x} ({} events)\nlinearizability: ",
+            self.seed,
+            self.ops,
+            self.completed,
+            self.unanswered,
+            self.crashes,
+            self.partitions,
+            self.node_stops,
+            self.disk_faults,
+            self.sectors_lost,
+            self.names_reverted,
+            self.boots,
+            self.snapshots,
+            self.entries_applied,
+            self.recoveries_checked,
+            self.virtual_ms as f64 / 1e3,
+            self.trace_hash,
+            self.trace_events,
+        )?;
+        let key = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
+        match &self.verdict {
+            Verdict::Linearizable => write!(f, "ok")?,
+            Verdict::NotLinearizable {
+                partition,
+                operations,
+                longest_prefix,
+            } => write!(
+                f,
+                "FAILED (tag {}: only {longest_prefix} of its {operations} operations linearize)",
+                key(partition)
+            )?,
+            Verdict::Unknown { partition, steps } => write!(
+                f,
+                "UNDECIDED (tag {}: no answer in {steps} search steps)",
+                key(partition)
+            )?,
+        }
+        if self.failures.is_empty() {
+            write!(f, "\ndurability, liveness, node stops: ok")?;
+        }
+        for failure in &self.failures {
+            write!(f, "\nFAILED {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The run's event trace: one run per thread.
+    static TRACE: RefCell<Trace> = RefCell::default();
+}
+
+/// Adds `event` to the run's trace, stamped with madsim's time.
+pub fn trace(event: impl fmt::Display) {
+    let now_us = TimeHandle::current().elapsed().as_micros() as u64;
+    TRACE.with(|trace| trace.borrow_mut().record(now_us, event));
+}
+
+/// Runs one simulation on the calling thread. Run at most one per thread:
+/// madsim seeds std's hash keys only if its runtime is the thread's first
+/// user of them, and hosts ([`host`]) and the trace live as long as the
+/// thread.
+pub fn run(config: RunConfig) -> Summary {
+    let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
+    // RUST_LOG=info shows the node's log. After the runtime: see above.
+    madsim::runtime::init_logger();
+    runtime.set_time_limit(Duration::from_secs(RUN_TIME_LIMIT_S));
+    TRACE.with(|trace| *trace.borrow_mut() = Trace::new(config.echo_trace));
+    let mut summary = runtime.block_on(simulate(config));
+    TRACE.with(|trace| {
+        let trace = trace.borrow();
+        summary.trace_hash = trace.hash();
+        summary.trace_events = trace.events();
+    });
+    summary
+}
+
+/// What the node's boots did, gathered across kills.
+#[derive(Debug, Default)]
+pub(crate) struct Boots {
+    count: AtomicU64,
+    /// Boots that finished recovery.
+    recovered: AtomicU64,
+    snapshots: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Set when a boot ends on its own; the supervisor restarts the node.
+    stopped: AtomicBool,
+    /// Boots that ended with no disk fault to cause it.
+    pub(crate) failures: Mutex<Vec<Failure>>,
+}
+
+/// One operation as the liveness check sees it.
+#[derive(Debug)]
+struct Timed {
+    client: u64,
+    invoked_ms: u64,
+    input: String,
+    /// Why it got no answer, if it did not.
+    error: Option<String>,
+}
+
+/// What the clients share: the history, the operation budget and counts.
+#[derive(Debug, Default)]
+struct Workload {
+    recorder: Mutex<Recorder<RedisInput, RedisOutput>>,
+    timed: Mutex<Vec<Timed>>,
+    /// Operations started or starting, against the budget.
+    tickets_taken: AtomicU64,
+    clients_done: AtomicU64,
+}
+
+impl Workload {
+    /// Whether another operation may start; at most `ops` do.
+    fn take_ticket(&self, ops: u64) -> bool {
+        self.tickets_taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < ops).then_some(taken + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a ticket that started no operation.
+    fn return_ticket(&self) {
+        self.tickets_taken.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Sends `input` as `client` and records it; returns whether it got an answer.
+    async fn perform(&self, client: u64, stream: &mut ClientStream, input: RedisInput) -> bool {
+        let invoked_ms = now_ms();
+        trace(format_args!("client {client} sends {input:?}"));
+        self.recorder
+            .lock()
+            .expect("recorder lock")
+            .invoke(client, input.clone());
+        let result = request(stream, &input, REPLY_TIMEOUT_MS).await;
+        let mut recorder = self.recorder.lock().expect("recorder lock");
+        let error = match result {
+            Ok(output) => {
+                trace(format_args!("client {client} got {output:?}"));
+                recorder.complete(client, Some(output)).map(|_| None)
+            }
+            Err(error) => {
+                trace(format_args!("client {client} got no answer: {error}"));
+                // A read that never answered changed nothing; a write may
+                // still take effect, at any later time.
+                let recorded = if is_read(&input) {
+                    recorder.discard(client)
+                } else {
+                    recorder.abandon(client)
+                };
+                recorded.map(|_| Some(error.to_string()))
+            }
+        }
+        .expect("the client has an operation outstanding");
+        let answered = error.is_none();
+        self.timed.lock().expect("timed lock").push(Timed {
+            client,
+            invoked_ms,
+            input: format!("{input:?}"),
+            error,
+        });
+        answered
+    }
+}
+
+fn now_ms() -> u64 {
+    TimeHandle::current().elapsed().as_millis() as u64
+}
+
+async fn simulate(config: RunConfig) -> Summary {
+    let handle = Handle::current();
+    let boots = Arc::new(Boots::default());
+    let keel_boots = Arc::clone(&boots);
+    let fsync = config.fsync;
+    let keel = handle
+        .create_node()
+        .name("keel")
+        .ip([10, 0, 0, 1].into())
+        .init(move || run_keel(fsync, Arc::clone(&keel_boots)))
+        .build();
+    let workload = Arc::new(Workload::default());
+    for client in 0..CLIENTS {
+        let workload = Arc::clone(&workload);
+        let seed = thread_rng().gen();
+        handle
+            .create_node()
+            .name(format!("client-{client}"))
+            .ip([10, 0, 1, client as u8 + 1].into())
+            .init(move || run_client(client, seed, config.ops, Arc::clone(&workload)))
+            .build();
+    }
+    let mut supervisor = Supervisor {
+        handle: handle.clone(),
+        keel: keel.id(),
+        boots: Arc::clone(&boots),
+        counts: Counts::default(),
+        failures: Vec::new(),
+        fault_marks: Vec::new(),
+    };
+    let faults_stopped_ms = supervisor.fault_phase(&config, &workload).await;
+    while workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
+        supervisor.tick().await;
+    }
+    supervisor.final_phase(&workload).await;
+    let disk = host(keel.id()).disk;
+    let disk_faults = disk
+        .fault_log()
+        .iter()
+        .inspect(|fault| trace(fault))
+        .filter(|fault| fault.kind.mode() == FaultMode::InFlight)
+        .count() as u64;
+    let ledger = host(keel.id()).ledger;
+    let mut failures = supervisor.failures;
+    failures.append(&mut boots.failures.lock().expect("boots lock"));
+    failures.extend(ledger.violations().into_iter().map(Failure::Durability));
+    failures.extend(
+        workload
+            .timed
+            .lock()
+            .expect("timed lock")
+            .iter()
+            .filter(|op| op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
+            .filter_map(|op| {
+                Some(Failure::Liveness {
+                    client: op.client,
+                    invoked_ms: op.invoked_ms,
+                    input: op.input.clone(),
+                    error: op.error.clone()?,
+                })
+            }),
+    );
+    let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
+    let history = recorder.finish();
+    let verdict = check::<Redis>(&history);
+    let timed = workload.timed.lock().expect("timed lock");
+    let counts = supervisor.counts;
+    Summary {
+        seed: config.seed,
+        ops: timed.len() as u64,
+        completed: timed.iter().filter(|op| op.error.is_none()).count() as u64,
+        unanswered: timed.iter().filter(|op| op.error.is_some()).count() as u64,
+        crashes: counts.crashes,
+        partitions: counts.partitions,
+        node_stops: counts.node_stops,
+        disk_faults,
+        sectors_lost: counts.sectors_lost,
+        names_reverted: counts.names_reverted,
+        boots: boots.count.load(Ordering::SeqCst),
+        snapshots: boots
+            .snapshots
+            .lock()
+            .expect("boots lock")
+            .iter()
+            .map(|count| count.load(Ordering::SeqCst))
+            .sum(),
+        entries_applied: ledger.entries_applied(),
+        recoveries_checked: ledger.recoveries_checked(),
+        virtual_ms: now_ms(),
+        verdict,
+        failures,
+        trace_hash: 0,
+        trace_events: 0,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    crashes: u64,
+    partitions: u64,
+    node_stops: u64,
+    sectors_lost: u64,
+    names_reverted: u64,
+}
+
+/// A fault the supervisor applies once the clients have taken `at_ticket`
+/// operation tickets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    PowerLoss,
+    Partition,
+}
+
+/// Injects faults, restarts the node when it stops, and checks why it did.
+struct Supervisor {
+    handle: Handle,
+    keel: NodeId,
+    boots: Arc<Boots>,
+    counts: Counts,
+    failures: Vec<Failure>,
+    /// The length of the disk's fault log when each boot started.
+    fault_marks: Vec<usize>,
+}
+
+impl Supervisor {
+    /// Applies the seeded faults over the first operations; returns when
+    /// they stopped (virtual ms), with the node up and reachable.
+    async fn fault_phase(&mut self, config: &RunConfig, workload: &Workload) -> u64 {
+        let mut rng = thread_rng();
+        let last_ticket = config.ops * FAULT_PHASE_PERCENT / 100;
+        let mut schedule: Vec<(u64, Fault)> = Vec::new();
+        for _ in 0..rng.gen_range(CRASHES_MIN..=CRASHES_MAX) {
+            schedule.push((rng.gen_range(1..=last_ticket.max(1)), Fault::PowerLoss));
+        }
+        for _ in 0..rng.gen_range(PARTITIONS_MIN..=PARTITIONS_MAX) {
+            schedule.push((rng.gen_range(1..=last_ticket.max(1)), Fault::Partition));
+        }
+        schedule.sort();
+        let disk = host(self.keel).disk;
+        disk.set_rates(FAULT_RATES);
+        for (at_ticket, fault) in schedule {
+            while workload.tickets_taken.load(Ordering::SeqCst) < at_ticket
+                && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
+            {
+                self.tick().await;
+            }
+            match fault {
+                Fault::PowerLoss => self.power_loss().await,
+                Fault::Partition => self.partition().await,
+            }
+        }
+        while workload.tickets_taken.load(Ordering::SeqCst) < last_ticket
+            && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
+        {
+            self.tick().await;
+        }
+        disk.set_rates(FaultRates::default());
+        trace("faults stop");
+        now_ms()
+    }
+
+    /// Waits a little, and restarts the node if it stopped on its own.
+    async fn tick(&mut self) {
+        let wait = thread_rng().gen_range(1..=SUPERVISOR_TICK_US_MAX);
+        sleep(Duration::from_micros(wait)).await;
+        if self.boots.stopped.swap(false, Ordering::SeqCst) {
+            self.counts.node_stops += 1;
+            self.power_loss().await;
+        }
+    }
+
+    /// Kills the node, loses power on its disk, and restarts it a while later.
+    async fn power_loss(&mut self) {
+        self.handle.kill(self.keel);
+        let report = host(self.keel).disk.crash(thread_rng().gen());
+        trace(format_args!("power loss: {report:?}"));
+        self.counts.crashes += 1;
+        self.counts.sectors_lost += report.sectors.dropped_sectors + report.sectors.torn_sectors;
+        self.counts.names_reverted += report.names_reverted;
+        let down = thread_rng().gen_range(DOWN_MS_MIN..=DOWN_MS_MAX);
+        sleep(Duration::from_millis(down)).await;
+        self.handle.restart(self.keel);
+        trace("restart");
+    }
+
+    /// Cuts the node off from everyone for a while. Packets wait (TCP
+    /// retransmits) until the partition heals: clients time out while the
+    /// node lives, and their requests may take effect long after.
+    async fn partition(&mut self) {
+        let network = madsim::net::NetSim::current();
+        network.clog_node(self.keel);
+        self.counts.partitions += 1;
+        trace("partition");
+        let cut = thread_rng().gen_range(PARTITION_MS_MIN..=PARTITION_MS_MAX);
+        sleep(Duration::from_millis(cut)).await;
+        network.unclog_node(self.keel);
+        trace("partition heals");
+    }
+
+    /// One more power loss, then a read of every key by a client of its own,
+    /// so that the state the last boot recovered is in the history.
+    async fn final_phase(&mut self, workload: &Workload) {
+        self.power_loss().await;
+        let client = CLIENTS;
+        let mut stream = None;
+        for key in all_keys() {
+            let mut last_error = String::new();
+            for _ in 0..FINAL_READ_ATTEMPTS {
+                let connection = match stream.as_mut() {
+                    Some(connection) => connection,
+                    None => match connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
+                        Ok(connection) => stream.insert(connection),
+                        Err(error) => {
+                            last_error = error.to_string();
+                            self.tick().await;
+                            continue;
+                        }
+                    },
+                };
+                let input = RedisInput::Get { key: key.clone() };
+                if workload.perform(client, connection, input).await {
+                    last_error.clear();
+                    break;
+                }
+                stream = None;
+                last_error = "no answer".into();
+                self.tick().await;
+            }
+            if !last_error.is_empty() {
+                self.failures.push(Failure::FinalRead {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    error: last_error,
+                });
+            }
+        }
+    }
+}
+
+/// The Keel node: recovers from the host's disk and serves until killed. A
+/// boot that ends on its own must have had a disk fault to cause it.
+pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
+    let boot = boots.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let address: SocketAddr = KEEL_ADDRESS.parse().expect("a valid address");
+    let io = SimIo::bind(address)
+        .await
+        .expect("the node's address is free");
+    let disk = host(madsim::plugin::node()).disk;
+    let faults_before = disk.fault_log().len();
+    trace(format_args!("boot {boot}"));
+    let config = ServeConfig {
+        dir: "keel-data".into(),
+        port: address.port(),
+        bind: address.ip(),
+        cores: 1,
+        fsync,
+        metrics_port: None,
+        shards: SHARDS,
+        limits: Limits {
+            key_bytes_max: KEY_BYTES_MAX,
+            value_bytes_max: VALUE_BYTES_MAX,
+        },
+        connections_max: CONNECTIONS_MAX,
+        snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
+        wal_segment_bytes: WAL_SEGMENT_BYTES,
+    };
+    let node = Arc::new(NodeShared::new(
+        config,
+        SHARDS,
+        format!("{:040x}", thread_rng().gen::<u128>()),
+        io.now_unix_ms(),
+        thread_rng().gen(),
+    ));
+    boots
+        .snapshots
+        .lock()
+        .expect("boots lock")
+        .push(Arc::clone(&node.metrics.snapshots));
+    let reason = match recover_core(io, node).await {
+        Ok(recovered) => {
+            boots.recovered.fetch_add(1, Ordering::SeqCst);
+            let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
+            trace(format_args!("boot {boot} recovered, {replayed} frames replayed"));
+            match recovered.serve().await {
+                Ok(()) => "asked to stop".to_string(),
+                Err(error) => format!("stopped: {error}"),
+            }
+        }
+        Err(error) => format!("recovery refused: {error}"),
+    };
+    trace(format_args!("boot {boot} {reason}"));
+    let had_cause = disk.fault_log()[faults_before..]
+        .iter()
+        .any(|fault| fault.kind.mode() == FaultMode::InFlight);
+    if !had_cause {
+        boots
+            .failures
+            .lock()
+            .expect("boots lock")
+            .push(Failure::NodeStopped { boot, reason });
+    }
+    boots.stopped.store(true, Ordering::SeqCst);
+}
+
+/// One client: random commands until the budget is spent, reconnecting
+/// whenever the node goes away.
+async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
+    let mut commands = ClientWorkload::new(client, seed);
+    let mut connection: Option<ClientStream> = None;
+    while workload.take_ticket(ops) {
+        let stream = match connection.as_mut() {
+            Some(stream) => stream,
+            None => match connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
+                Ok(stream) => connection.insert(stream),
+                Err(_) => {
+                    workload.return_ticket();
+                    sleep(Duration::from_millis(RECONNECT_DELAY_MS)).await;
+                    continue;
+                }
+            },
+        };
+        if !workload.perform(client, stream, commands.next_input()).await {
+            connection = None;
+        }
+        let think = thread_rng().gen_range(0..=THINK_MS_MAX);
+        sleep(Duration::from_millis(think)).await;
+    }
+    workload.clients_done.fetch_add(1, Ordering::SeqCst);
+}

@@ -1,0 +1,290 @@
+//! What the simulated clients send: random Redis string commands over a few
+//! keys, as RESP requests, and how their replies read back as model outputs.
+//!
+//! Keys come in hash-tag groups (`{t0}a`, `{t0}b`, ...) so that an MSET can
+//! write a whole group atomically and the checker partitions by group (see
+//! [`crate::models::redis`]). Few keys, so operations on one key overlap and a
+//! lost or reordered write shows. SET and GETSET values are unique
+//! (`c<client>-<sequence>`), so a read names the write it saw.
+
+use keel_engine::resp::{Protocol, Reply};
+use keel_wal::memory::SplitMix64;
+
+use crate::models::redis::{RedisInput, RedisOutput};
+
+/// Hash-tag groups of keys.
+pub const TAGS: u64 = 3;
+/// Keys in each group.
+pub const KEYS_PER_TAG: u64 = 2;
+/// The time to live of a positive EXPIRE: far longer than any run, so the
+/// model need not keep time (see [`crate::models::redis`]).
+pub const EXPIRE_SECONDS_LONG: i64 = 100_000_000;
+/// Largest reply a client buffers: a GET of the longest value, and its header.
+pub const REPLY_BYTES_MAX: usize = 1 << 10;
+
+/// The reply INCR gives for a value that is not a decimal i64 or would
+/// overflow (Redis's text).
+const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
+
+/// Percentages of each command in the mix, in the order [`next_input`] draws them.
+const MIX_PERCENT: [(Command, u64); 7] = [
+    (Command::Set, 25),
+    (Command::Get, 30),
+    (Command::Del, 7),
+    (Command::Incr, 13),
+    (Command::GetSet, 10),
+    (Command::MSet, 10),
+    (Command::Expire, 5),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Command {
+    Set,
+    Get,
+    Del,
+    Incr,
+    GetSet,
+    MSet,
+    Expire,
+}
+
+/// The key `index` of hash-tag group `tag`.
+pub fn key(tag: u64, index: u64) -> Vec<u8> {
+    let suffix = char::from(b'a' + u8::try_from(index).expect("few keys per tag"));
+    format!("{{t{tag}}}{suffix}").into_bytes()
+}
+
+/// Every key the workload uses, in order.
+pub fn all_keys() -> Vec<Vec<u8>> {
+    (0..TAGS)
+        .flat_map(|tag| (0..KEYS_PER_TAG).map(move |index| key(tag, index)))
+        .collect()
+}
+
+/// One client's stream of commands.
+#[derive(Debug)]
+pub struct ClientWorkload {
+    client: u64,
+    rng: SplitMix64,
+    /// Unique values written so far.
+    written: u64,
+}
+
+impl ClientWorkload {
+    pub fn new(client: u64, seed: u64) -> ClientWorkload {
+        ClientWorkload {
+            client,
+            rng: SplitMix64::new(seed),
+            written: 0,
+        }
+    }
+
+    /// The next command to send.
+    pub fn next_input(&mut self) -> RedisInput {
+        let total: u64 = MIX_PERCENT.iter().map(|(_, percent)| percent).sum();
+        let mut draw = self.rng.below(total);
+        let command = MIX_PERCENT
+            .iter()
+            .find(|(_, percent)| {
+                let hit = draw < *percent;
+                draw = draw.saturating_sub(*percent);
+                hit
+            })
+            .map(|(command, _)| *command)
+            .expect("the draw falls in the mix");
+        let tag = self.rng.below(TAGS);
+        let key = key(tag, self.rng.below(KEYS_PER_TAG));
+        match command {
+            Command::Set => RedisInput::Set {
+                key,
+                value: self.unique_value(),
+            },
+            Command::Get => RedisInput::Get { key },
+            Command::Del => RedisInput::Del { key },
+            Command::Incr => RedisInput::Incr { key },
+            Command::GetSet => RedisInput::GetSet {
+                key,
+                value: self.unique_value(),
+            },
+            Command::MSet => RedisInput::MSet {
+                pairs: (0..KEYS_PER_TAG)
+                    .map(|index| (self::key(tag, index), self.unique_value()))
+                    .collect(),
+            },
+            Command::Expire => RedisInput::Expire {
+                key,
+                seconds: if self.rng.below(2) == 0 {
+                    0
+                } else {
+                    EXPIRE_SECONDS_LONG
+                },
+            },
+        }
+    }
+
+    fn unique_value(&mut self) -> Vec<u8> {
+        self.written += 1;
+        format!("c{}-{}", self.client, self.written).into_bytes()
+    }
+}
+
+/// Whether `input` changes nothing: an unanswered read can be dropped from the
+/// history, an unanswered write may still take effect.
+pub fn is_read(input: &RedisInput) -> bool {
+    matches!(input, RedisInput::Get { .. })
+}
+
+/// The request for `input`, as a RESP array of bulk strings.
+pub fn encode(input: &RedisInput) -> Vec<u8> {
+    let seconds;
+    let args: Vec<&[u8]> = match input {
+        RedisInput::Set { key, value } => vec![b"SET", key, value],
+        RedisInput::Get { key } => vec![b"GET", key],
+        RedisInput::Del { key } => vec![b"DEL", key],
+        RedisInput::Incr { key } => vec![b"INCR", key],
+        RedisInput::GetSet { key, value } => vec![b"GETSET", key, value],
+        RedisInput::MSet { pairs } => std::iter::once(&b"MSET"[..])
+            .chain(
+                pairs
+                    .iter()
+                    .flat_map(|(key, value)| [&key[..], &value[..]]),
+            )
+            .collect(),
+        RedisInput::Expire { key, seconds: time } => {
+            seconds = time.to_string();
+            vec![b"EXPIRE", key, seconds.as_bytes()]
+        }
+    };
+    let request = Reply::Array(
+        args.into_iter()
+            .map(|arg| Reply::Bulk(arg.to_vec()))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    request.encode(Protocol::Resp2, &mut out);
+    out
+}
+
+/// A reply a client cannot take as an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// An error reply other than INCR's: the client learns nothing certain.
+    #[error("error reply: {0}")]
+    Error(String),
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    #[error("reply longer than {REPLY_BYTES_MAX} bytes")]
+    TooLong,
+}
+
+/// The reply at the start of `buf` if it is all there.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<RedisOutput>, ReplyError> {
+    let Some(line_end) = buf.windows(2).position(|pair| pair == b"\r\n") else {
+        return if buf.len() > REPLY_BYTES_MAX {
+            Err(ReplyError::TooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    let line = &buf[1..line_end];
+    let text = || String::from_utf8_lossy(line).into_owned();
+    let number = || -> Result<i64, ReplyError> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| ReplyError::Malformed(text()))
+    };
+    match buf[0] {
+        b'+' if line == b"OK" => Ok(Some(RedisOutput::Ok)),
+        b':' => Ok(Some(RedisOutput::Integer(number()?))),
+        b'-' if line == NOT_AN_INTEGER => Ok(Some(RedisOutput::NotAnInteger)),
+        b'-' => Err(ReplyError::Error(text())),
+        b'$' => {
+            let Ok(length) = usize::try_from(number()?) else {
+                return Ok(Some(RedisOutput::Bulk(None)));
+            };
+            if length > REPLY_BYTES_MAX {
+                return Err(ReplyError::TooLong);
+            }
+            let start = line_end + 2;
+            if buf.len() < start + length + 2 {
+                return Ok(None);
+            }
+            Ok(Some(RedisOutput::Bulk(Some(
+                buf[start..start + length].to_vec(),
+            ))))
+        }
+        _ => Err(ReplyError::Malformed(text())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::redis::hash_tag;
+
+    #[test]
+    fn replies_parse_once_complete() {
+        assert_eq!(parse_reply(b"+OK\r\n"), Ok(Some(RedisOutput::Ok)));
+        assert_eq!(parse_reply(b":12\r\n"), Ok(Some(RedisOutput::Integer(12))));
+        assert_eq!(parse_reply(b"$-1\r\n"), Ok(Some(RedisOutput::Bulk(None))));
+        assert_eq!(parse_reply(b"$3\r\nab"), Ok(None));
+        assert_eq!(parse_reply(b":1"), Ok(None));
+        assert_eq!(
+            parse_reply(b"$3\r\nabc\r\n"),
+            Ok(Some(RedisOutput::Bulk(Some(b"abc".to_vec()))))
+        );
+        assert_eq!(
+            parse_reply(b"-ERR value is not an integer or out of range\r\n"),
+            Ok(Some(RedisOutput::NotAnInteger))
+        );
+        assert!(matches!(
+            parse_reply(b"-ERR shard 0 stopped\r\n"),
+            Err(ReplyError::Error(_))
+        ));
+        assert!(matches!(parse_reply(b"*1\r\n"), Err(ReplyError::Malformed(_))));
+        assert_eq!(parse_reply(&[b'x'; 2000]), Err(ReplyError::TooLong));
+    }
+
+    #[test]
+    fn requests_are_resp_arrays() {
+        let expire = RedisInput::Expire {
+            key: b"k".to_vec(),
+            seconds: 0,
+        };
+        assert_eq!(encode(&expire), b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$1\r\n0\r\n");
+        let mset = RedisInput::MSet {
+            pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())],
+        };
+        assert_eq!(
+            encode(&mset),
+            b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"
+        );
+    }
+
+    /// Every command kind comes up, MSETs stay in one tag, and values never repeat.
+    #[test]
+    fn the_mix_covers_every_command_with_unique_values() {
+        let mut workload = ClientWorkload::new(4, 9);
+        let inputs: Vec<RedisInput> = (0..2_000).map(|_| workload.next_input()).collect();
+        let kinds: std::collections::HashSet<_> =
+            inputs.iter().map(std::mem::discriminant).collect();
+        assert_eq!(kinds.len(), MIX_PERCENT.len());
+        let mut values = std::collections::BTreeSet::new();
+        for input in &inputs {
+            let written: Vec<&Vec<u8>> = match input {
+                RedisInput::Set { value, .. } | RedisInput::GetSet { value, .. } => vec![value],
+                RedisInput::MSet { pairs } => {
+                    let tag = hash_tag(&pairs[0].0);
+                    assert!(pairs.iter().all(|(key, _)| hash_tag(key) == tag));
+                    pairs.iter().map(|(_, value)| value).collect()
+                }
+                _ => Vec::new(),
+            };
+            for value in written {
+                assert!(values.insert(value.clone()), "{value:?} written twice");
+            }
+        }
+        assert_eq!(all_keys().len() as u64, TAGS * KEYS_PER_TAG);
+    }
+}
