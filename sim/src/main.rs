@@ -361,6 +361,7 @@ mod simulation {
             },
             connections_max: CONNECTIONS_MAX,
             snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
+            wal_segment_bytes: keel_wal::SEGMENT_BYTES_DEFAULT,
         };
         let node = Arc::new(NodeShared::new(
             config,
