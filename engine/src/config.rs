@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// WAL bytes since a shard's last snapshot that start the next [default: 268435456].
     #[arg(long, value_name = "BYTES")]
     pub snapshot_wal_bytes: Option<u64>,
+    /// Size of each new WAL segment file, a multiple of 4096 [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// The `--config` file: the flags' names, `_` for `-`.
@@ -118,6 +121,7 @@ struct FileConfig {
     max_key_bytes: Option<usize>,
     max_connections: Option<usize>,
     snapshot_wal_bytes: Option<u64>,
+    wal_segment_bytes: Option<u64>,
 }
 
 /// Settings in force.
@@ -134,6 +138,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub connections_max: usize,
     pub snapshot_wal_bytes: u64,
+    /// Size of each new WAL segment file.
+    pub wal_segment_bytes: u64,
 }
 
 /// A setting that cannot be used.
@@ -204,6 +210,10 @@ impl ServeConfig {
                 .snapshot_wal_bytes
                 .or(file.snapshot_wal_bytes)
                 .unwrap_or(SNAPSHOT_WAL_BYTES_DEFAULT),
+            wal_segment_bytes: args
+                .wal_segment_bytes
+                .or(file.wal_segment_bytes)
+                .unwrap_or(keel_wal::SEGMENT_BYTES_DEFAULT),
         };
         config.validate(cores_available)?;
         Ok(config)
@@ -254,6 +264,13 @@ impl ServeConfig {
         }
         if self.snapshot_wal_bytes < 1 << 20 {
             return invalid("snapshot_wal_bytes", "must be at least 1 MiB".into());
+        }
+        if let Err(error) = crate::node::wal_options(self.wal_segment_bytes).validate() {
+            let reason = match error {
+                keel_wal::WalError::InvalidOptions { reason } => reason.to_owned(),
+                other => other.to_string(),
+            };
+            return invalid("wal_segment_bytes", reason);
         }
         if Some(self.port) == self.metrics_port {
             return invalid("metrics_port", "must differ from port".into());
@@ -335,5 +352,49 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServeConfig::resolve(&args, 2).is_err());
+    }
+
+    #[test]
+    fn wal_segment_bytes_defaults_and_must_be_whole_blocks_above_the_minimum() {
+        let config = ServeConfig::resolve(&ServeArgs::default(), 2).unwrap();
+        assert_eq!(config.wal_segment_bytes, keel_wal::SEGMENT_BYTES_DEFAULT);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "wal_segment_bytes = 32768\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            ServeConfig::resolve(&args, 2).unwrap().wal_segment_bytes,
+            32768
+        );
+        let block = keel_wal::BLOCK_BYTES as u64;
+        for bad in [
+            keel_wal::SEGMENT_BYTES_MIN + 1,
+            keel_wal::SEGMENT_BYTES_MIN - block,
+            0,
+        ] {
+            let args = ServeArgs {
+                wal_segment_bytes: Some(bad),
+                ..ServeArgs::default()
+            };
+            let error = ServeConfig::resolve(&args, 2).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Invalid {
+                        key: "wal_segment_bytes",
+                        ..
+                    }
+                ),
+                "{bad}: {error}"
+            );
+        }
+        let args = ServeArgs {
+            wal_segment_bytes: Some(keel_wal::SEGMENT_BYTES_MIN),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(&args, 2).is_ok());
     }
 }

@@ -405,9 +405,9 @@ impl Keyspace {
         })
     }
 
-    /// Every key held, with its value and expiry, expired or not; partition
-    /// by partition.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Option<u64>)> + '_ {
+    /// Every key held, with its value and absolute expiry, expired or not;
+    /// partition by partition.
+    pub fn items(&self) -> impl Iterator<Item = (&[u8], &[u8], Option<u64>)> + '_ {
         (0..self.partitions.len()).flat_map(|partition| self.partition_items(partition))
     }
 }
@@ -718,7 +718,7 @@ mod tests {
         assert_eq!(keyspace.expired_keys(99, 10), Vec::<Vec<u8>>::new());
         assert_eq!(keyspace.expired_keys(100, 10), vec![b"k".to_vec()]);
         assert_eq!(keyspace.keys(b"*", 100), Vec::<Vec<u8>>::new());
-        assert_eq!(keyspace.iter().count(), 1);
+        assert_eq!(keyspace.items().count(), 1);
     }
 
     #[test]
@@ -778,7 +778,7 @@ mod tests {
         keyspace.apply(&Operation::FlushAll);
         assert!(keyspace.is_empty());
         assert_eq!((keyspace.expires_len(), keyspace.data_bytes()), (0, 0));
-        assert_eq!(keyspace.iter().count(), 0);
+        assert_eq!(keyspace.items().count(), 0);
         assert!(keyspace.expired_keys(u64::MAX, 10).is_empty());
     }
 
@@ -917,7 +917,12 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 3_000);
-        assert_eq!(keyspace.iter().count(), 3_000);
+        let items: HashMap<_, _> = keyspace
+            .items()
+            .map(|(key, value, expiry)| (key.to_vec(), (value.to_vec(), expiry)))
+            .collect();
+        assert_eq!(keyspace.items().count(), 3_000);
+        assert_eq!(items, seen, "items() is every partition's items");
         for index in 0..3_000u64 {
             let expiry = (index % 3 == 0).then_some(index);
             assert_eq!(
@@ -1206,7 +1211,7 @@ mod tests {
             due_keys.into_iter().take(2).collect::<Vec<_>>()
         );
         let held: Model = keyspace
-            .iter()
+            .items()
             .map(|(key, value, expiry)| (key.to_vec(), (value.to_vec(), expiry)))
             .collect();
         prop_assert_eq!(&held, model);

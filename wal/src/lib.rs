@@ -23,6 +23,8 @@ pub mod codec;
 pub mod frame;
 pub mod fuzzing;
 pub mod memory;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod recovery;
 pub mod repair;
 mod replay;
@@ -39,9 +41,9 @@ pub use frame::{Frame, FrameHeader};
 pub use memory::{Faults, MemStorage};
 pub use recovery::{LogMap, RecoveryError};
 pub use scan::{SegmentEnd, SegmentScan};
-pub use segment::BLOCK_BYTES;
+pub use segment::{BLOCK_BYTES, SEGMENT_BYTES_MIN};
 pub use storage::{run_ready, StdStorage, Storage, StorageFile};
-pub use wal::{OpenReport, TornTailRepair, Wal, WalError, WalOptions};
+pub use wal::{OpenReport, TornTailRepair, Wal, WalError, WalOptions, SEGMENT_BYTES_DEFAULT};
 
 /// The largest log index a frame or a segment name may carry. Far beyond any
 /// real log (2^62 entries at a million a second last 146,000 years), it leaves

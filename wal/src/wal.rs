@@ -543,6 +543,10 @@ impl<S: Storage> Wal<S> {
             .rename(&temp, &name)
             .await
             .map_err(io_error("rename", storage, &temp))?;
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::Plant::SkipDirFsync) {
+            return Ok(file);
+        }
         storage
             .sync_dir()
             .await

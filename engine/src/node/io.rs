@@ -5,10 +5,13 @@
 
 use std::future::Future;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 use keel_wal::Storage;
 
+use crate::keyspace::Keyspace;
+use crate::operation::Operation;
 use crate::resp::Reply;
 
 /// Which listening socket to accept from.
@@ -76,6 +79,19 @@ pub enum Hop {
     },
 }
 
+/// What a shard tells an observer: the simulator checks recovery against it; the
+/// server has none.
+pub trait ShardObserver: std::fmt::Debug {
+    /// The shard recovered to `last_index` with this key space (before serving).
+    fn recovered(&self, shard: u32, last_index: u64, keyspace: &Keyspace);
+    /// `op` was applied at `index` (every applied entry, in index order: client
+    /// writes, active-expiry deletes, FLUSHALL).
+    fn applied(&self, shard: u32, index: u64, op: &Operation);
+    /// A reply depending on entries up to `index` is being released to a client
+    /// (called where `Shard::acknowledged` returns Ok, i.e. after the wait).
+    fn acknowledged(&self, shard: u32, index: u64);
+}
+
 /// Disk, network, clock and timers for one core's node loop.
 #[allow(async_fn_in_trait)]
 pub trait NodeIo: Clone + 'static {
@@ -98,4 +114,8 @@ pub trait NodeIo: Clone + 'static {
     async fn send_hop(&self, core: usize, hop: Hop);
     /// The next message from any other core.
     async fn recv_hop(&self) -> Hop;
+    /// Who watches shard `shard` apply and acknowledge entries, if anyone.
+    fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
+        None
+    }
 }

@@ -184,14 +184,15 @@ pub struct RecoverySummary {
     pub seconds: f64,
 }
 
-/// The WAL limits for a node, and for `keel wal` reading a node's log. An
-/// entry may hold any write the command limits allow (values up to 512 MiB,
-/// an MSET of several): the WAL's own ceiling, with a segment of its own for
-/// an entry larger than a regular segment.
-pub fn wal_options() -> WalOptions {
+/// The WAL limits for a node writing segments of `segment_bytes`, and for
+/// `keel wal` reading a node's log (with the default: each segment's header
+/// records its own size). An entry may hold any write the command limits
+/// allow (values up to 512 MiB, an MSET of several): the WAL's own ceiling,
+/// with a segment of its own for an entry larger than a regular segment.
+pub fn wal_options(segment_bytes: u64) -> WalOptions {
     WalOptions {
+        segment_bytes,
         payload_bytes_max: FRAME_PAYLOAD_BYTES_MAX,
-        ..WalOptions::default()
     }
 }
 
@@ -221,7 +222,7 @@ async fn recover_shard<I: NodeIo>(
             summary.snapshot_keys += 1;
         }
     }
-    let options = wal_options();
+    let options = wal_options(node.config.wal_segment_bytes);
     let (wal, report) = Wal::open(storage.clone(), options)
         .await
         .map_err(|source| NodeError::Wal { shard: id, source })?;
@@ -258,6 +259,10 @@ async fn recover_shard<I: NodeIo>(
         NodeError::Wal { .. } | NodeError::Entry { .. } => error,
         other => other,
     })?;
+    let observer = io.shard_observer(id);
+    if let Some(observer) = &observer {
+        observer.recovered(id, last, &keyspace);
+    }
     summary.last_index = last;
     summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
     let config = &node.config;
@@ -267,6 +272,7 @@ async fn recover_shard<I: NodeIo>(
         fsync: config.fsync,
         snapshot_wal_bytes: config.snapshot_wal_bytes,
         metrics: Arc::clone(&node.metrics),
+        observer,
     };
     let shard = Shard::new(id, keyspace, last, summary.snapshot_index, settings);
     let committer = Committer {

@@ -23,7 +23,7 @@ use crate::config::FsyncPolicy;
 use crate::keyspace::Keyspace;
 use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
-use crate::node::io::NodeIo;
+use crate::node::io::{NodeIo, ShardObserver};
 use crate::node::local::{Signal, Watermark};
 use crate::operation::Operation;
 use crate::resp::Reply;
@@ -87,6 +87,41 @@ pub struct Shard {
     stopping: Cell<bool>,
 }
 
+/// Hands `payloads` to the WAL as entries `first..`; returns their bytes.
+fn append_entries<S: keel_wal::Storage>(
+    wal: &mut Wal<S>,
+    first: u64,
+    payloads: &[Vec<u8>],
+) -> Result<u64, WalError> {
+    let mut bytes = 0;
+    for (offset, payload) in (0..).zip(payloads) {
+        let index = wal.append(SINGLE_NODE_TERM, payload)?;
+        assert_eq!(
+            index.0,
+            first + offset,
+            "the WAL numbers entries as the shard did"
+        );
+        bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
+    }
+    Ok(bytes)
+}
+
+/// Entries at the end of a batch of `len` that its sync leaves out: none,
+/// except under the planted bug `lose-batch-tail` (the second half).
+#[cfg(feature = "planted-bugs")]
+fn held_back_entries(len: usize) -> usize {
+    if len >= 2 && keel_wal::planted::active(keel_wal::planted::Plant::LoseBatchTail) {
+        len / 2
+    } else {
+        0
+    }
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn held_back_entries(_len: usize) -> usize {
+    0
+}
+
 /// A write that cannot go into the log.
 fn too_large(len: usize, limit: usize) -> Reply {
     Reply::Error(format!(
@@ -104,6 +139,8 @@ pub struct ShardSettings {
     /// WAL bytes since the last snapshot that start the next.
     pub snapshot_wal_bytes: u64,
     pub metrics: Arc<NodeMetrics>,
+    /// The simulator's witness of what the shard applies and acknowledges.
+    pub observer: Option<Rc<dyn ShardObserver>>,
 }
 
 impl Shard {
@@ -183,6 +220,9 @@ impl Shard {
         let index = self.next_index.get();
         self.next_index.set(index + 1);
         self.keyspace.borrow_mut().apply(op);
+        if let Some(observer) = &self.settings.observer {
+            observer.applied(self.id, index, op);
+        }
         self.queue.borrow_mut().push(payload);
         self.wake_committer.raise();
         Ok(index)
@@ -190,10 +230,20 @@ impl Shard {
 
     /// Waits until a reply that depends on entry `index` may be released.
     pub async fn acknowledged(&self, index: u64) -> Result<(), String> {
-        match self.settings.fsync {
+        let result = match self.settings.fsync {
+            #[cfg(feature = "planted-bugs")]
+            FsyncPolicy::Always
+                if keel_wal::planted::active(keel_wal::planted::Plant::AckBeforeFsync) =>
+            {
+                Ok(())
+            }
             FsyncPolicy::Always => self.durable.wait_for(index).await,
             FsyncPolicy::IntervalMs(_) => self.durable.failure().map_or(Ok(()), Err),
+        };
+        if let (Ok(()), Some(observer)) = (&result, &self.settings.observer) {
+            observer.acknowledged(self.id, index);
         }
+        result
     }
 
     pub fn count(&self) -> u64 {
@@ -310,18 +360,18 @@ impl Shard {
             futures_lite::future::yield_now().await;
             let batch = std::mem::take(&mut *self.queue.borrow_mut());
             let first = self.next_index.get() - batch.len() as u64;
-            let mut bytes = 0;
-            for (offset, payload) in (0..).zip(&batch) {
-                let index = wal.append(SINGLE_NODE_TERM, payload)?;
-                assert_eq!(
-                    index.0,
-                    first + offset,
-                    "the WAL numbers entries as the shard did"
-                );
-                bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
-            }
+            let (synced, held_back) = batch.split_at(batch.len() - held_back_entries(batch.len()));
+            let mut bytes = append_entries(wal, first, synced)?;
             let started = io.monotonic_us();
             let durable = wal.sync().await?;
+            // Only the planted bug holds entries back: they reach the WAL now
+            // and its next sync, but the watermark covers them at once.
+            bytes += append_entries(wal, first + synced.len() as u64, held_back)?;
+            let durable = if held_back.is_empty() {
+                durable
+            } else {
+                LogIndex(first + batch.len() as u64 - 1)
+            };
             self.settings
                 .metrics
                 .fsync_us
@@ -436,5 +486,230 @@ impl Shard {
         self.durable.wait_for(self.last_index()).await?;
         let written = writer.finish().await.map_err(|error| error.to_string())?;
         Ok((written, pause_us_max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::io;
+    use std::time::Duration;
+
+    use futures_lite::future;
+    use keel_wal::{MemStorage, WalOptions};
+
+    use super::*;
+    use crate::node::io::{Connection, Hop, Listener};
+
+    /// No connection is ever accepted in these tests.
+    enum NoConnection {}
+
+    impl Connection for NoConnection {
+        async fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            match *self {}
+        }
+        async fn write_all(&mut self, _buf: &[u8]) -> io::Result<()> {
+            match *self {}
+        }
+        fn peer(&self) -> String {
+            match *self {}
+        }
+    }
+
+    /// One core over one in-memory disk, watched by `observer`.
+    #[derive(Clone, Debug, Default)]
+    struct TestIo {
+        disk: MemStorage,
+        observer: Rc<Recorder>,
+    }
+
+    impl NodeIo for TestIo {
+        type Storage = MemStorage;
+        type Conn = NoConnection;
+
+        async fn shard_storage(&self, _shard: u32) -> io::Result<MemStorage> {
+            Ok(self.disk.clone())
+        }
+        fn now_unix_ms(&self) -> u64 {
+            0
+        }
+        fn monotonic_us(&self) -> u64 {
+            0
+        }
+        async fn sleep(&self, _duration: Duration) {}
+        fn spawn(&self, _task: impl Future<Output = ()> + 'static) {
+            panic!("these tests take no snapshot, the only task a shard spawns");
+        }
+        async fn accept(&self, _listener: Listener) -> io::Result<NoConnection> {
+            future::pending().await
+        }
+        fn core(&self) -> (usize, usize) {
+            (0, 1)
+        }
+        async fn send_hop(&self, _core: usize, _hop: Hop) {
+            future::pending().await
+        }
+        async fn recv_hop(&self) -> Hop {
+            future::pending().await
+        }
+        fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
+            Some(Rc::clone(&self.observer) as Rc<dyn ShardObserver>)
+        }
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Event {
+        Recovered { last_index: u64, keys: usize },
+        Applied { index: u64, op: Operation },
+        Acknowledged { index: u64 },
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder {
+        events: RefCell<Vec<Event>>,
+    }
+
+    impl ShardObserver for Recorder {
+        fn recovered(&self, _shard: u32, last_index: u64, keyspace: &Keyspace) {
+            let keys = keyspace.items().count();
+            self.events
+                .borrow_mut()
+                .push(Event::Recovered { last_index, keys });
+        }
+        fn applied(&self, _shard: u32, index: u64, op: &Operation) {
+            self.events.borrow_mut().push(Event::Applied {
+                index,
+                op: op.clone(),
+            });
+        }
+        fn acknowledged(&self, _shard: u32, index: u64) {
+            self.events.borrow_mut().push(Event::Acknowledged { index });
+        }
+    }
+
+    fn settings(observer: Option<Rc<dyn ShardObserver>>) -> ShardSettings {
+        ShardSettings {
+            limits: Limits::default(),
+            payload_bytes_max: WalOptions::test_min().payload_bytes_max as usize,
+            fsync: FsyncPolicy::Always,
+            snapshot_wal_bytes: u64::MAX,
+            metrics: Arc::default(),
+            observer,
+        }
+    }
+
+    fn set(shard: &Shard, key: &str) -> u64 {
+        let args = [b"SET".to_vec(), key.as_bytes().to_vec(), b"v".to_vec()];
+        shard.execute(&args, 0).wait_for
+    }
+
+    /// Four SETs in one group commit, acknowledged, then a power loss:
+    /// returns whether the acknowledgement came and the last entry recovered.
+    fn commit_four_and_crash() -> (Result<(), String>, LogIndex) {
+        let io = TestIo::default();
+        let wal = keel_wal::run_ready(Wal::open(io.disk.clone(), WalOptions::test_min()))
+            .expect("a fresh WAL opens")
+            .0;
+        let shard = Rc::new(Shard::new(0, Keyspace::new(), 0, 0, settings(None)));
+        let indexes: Vec<u64> = (1..=4).map(|key| set(&shard, &key.to_string())).collect();
+        assert_eq!(indexes, [1, 2, 3, 4]);
+        let committer = async {
+            let result = Rc::clone(&shard)
+                .run_committer(io.clone(), wal, io.disk.clone())
+                .await;
+            panic!("the committer stopped unasked: {result:?}");
+        };
+        let client = async {
+            let acknowledged = shard.acknowledged(4).await;
+            io.disk.crash(1);
+            let recovered = Wal::open(io.disk.clone(), WalOptions::test_min())
+                .await
+                .expect("the WAL reopens after a power loss");
+            (acknowledged, recovered.0.last_index())
+        };
+        future::block_on(future::or(client, committer))
+    }
+
+    #[test]
+    fn a_group_commit_is_acknowledged_once_synced_and_survives_power_loss() {
+        assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(4)));
+    }
+
+    #[test]
+    fn the_observer_sees_recovery_applies_and_acknowledgements() {
+        let io = TestIo::default();
+        let mut config = crate::config::ServeConfig::resolve(&Default::default(), 1)
+            .expect("the defaults are valid");
+        config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
+        let node = Arc::new(crate::node::NodeShared::new(config, 1, String::new(), 0, 0));
+        let recovered = future::block_on(crate::node::recover_core(io.clone(), node))
+            .expect("an empty disk recovers");
+        let shard = Rc::clone(&recovered.committers[0].shard);
+        let index = set(&shard, "k");
+        // Nothing syncs here (no committer runs), so only a read of nothing
+        // may be acknowledged.
+        assert!(future::block_on(future::poll_once(shard.acknowledged(index))).is_none());
+        future::block_on(shard.acknowledged(0)).expect("index 0 is always durable");
+        assert_eq!(
+            *io.observer.events.borrow(),
+            vec![
+                Event::Recovered {
+                    last_index: 0,
+                    keys: 0
+                },
+                Event::Applied {
+                    index: 1,
+                    op: Operation::Set {
+                        key: b"k".to_vec(),
+                        value: b"v".to_vec(),
+                        expire_at_unix_ms: None,
+                    }
+                },
+                Event::Acknowledged { index: 0 },
+            ]
+        );
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    mod planted {
+        use keel_wal::planted::{self, Plant};
+
+        use super::*;
+
+        /// Switches a plant on for one test and off again, even if it panics.
+        struct Planted;
+
+        impl Planted {
+            fn on(plant: Plant) -> Planted {
+                planted::set(Some(plant));
+                Planted
+            }
+        }
+
+        impl Drop for Planted {
+            fn drop(&mut self) {
+                planted::set(None);
+            }
+        }
+
+        #[test]
+        fn ack_before_fsync_releases_a_reply_nothing_made_durable() {
+            let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+            let index = set(&shard, "k");
+            assert!(future::block_on(future::poll_once(shard.acknowledged(index))).is_none());
+            let _planted = Planted::on(Plant::AckBeforeFsync);
+            assert_eq!(
+                future::block_on(future::poll_once(shard.acknowledged(index))),
+                Some(Ok(()))
+            );
+            assert_eq!(shard.stats().durable_index, 0);
+        }
+
+        #[test]
+        fn lose_batch_tail_acknowledges_entries_a_power_loss_takes() {
+            let _planted = Planted::on(Plant::LoseBatchTail);
+            assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(2)));
+        }
     }
 }

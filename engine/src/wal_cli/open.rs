@@ -27,7 +27,7 @@ pub struct Recovered {
 
 /// The payload limit the CLI reads with: the server's.
 pub fn payload_bytes_max() -> u32 {
-    crate::node::wal_options().payload_bytes_max
+    crate::node::wal_options(keel_wal::SEGMENT_BYTES_DEFAULT).payload_bytes_max
 }
 
 /// Lists, maps and recovers the WAL in `dir`, showing progress on stderr when

@@ -63,7 +63,10 @@ pub fn run(
     if let Repair::Truncate(plan) = &repair {
         run_ready(truncate(&StdStorage::new(&dir), plan))?;
     }
-    let (wal, report) = run_ready(Wal::open(StdStorage::new(&dir), crate::node::wal_options()))?;
+    let (wal, report) = run_ready(Wal::open(
+        StdStorage::new(&dir),
+        crate::node::wal_options(keel_wal::SEGMENT_BYTES_DEFAULT),
+    ))?;
     for name in &report.removed_unfinished {
         writeln!(out, "  removed unfinished segment creation {name}")?;
     }
