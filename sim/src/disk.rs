@@ -186,6 +186,8 @@ struct DiskState {
     /// Syncs that have started but may not finish yet (see [`SimDisk::hold_syncs`]).
     holding_syncs: Rc<Cell<bool>>,
     syncs_held: Rc<Cell<u64>>,
+    /// Syncs started and not yet finished (held or not).
+    syncs_in_flight: Rc<Cell<u64>>,
 }
 
 impl fmt::Debug for DiskState {
@@ -232,6 +234,7 @@ impl SimDisk {
                 sleep: None,
                 holding_syncs: Rc::default(),
                 syncs_held: Rc::default(),
+                syncs_in_flight: Rc::default(),
             })),
         }
     }
@@ -267,6 +270,12 @@ impl SimDisk {
     /// Syncs waiting because syncs are held.
     pub fn syncs_held(&self) -> u64 {
         self.state.borrow().syncs_held.get()
+    }
+
+    /// Syncs started and not finished: a power loss now catches their data
+    /// written but not durable.
+    pub fn syncs_in_flight(&self) -> u64 {
+        self.state.borrow().syncs_in_flight.get()
     }
 
     /// The directory `name`, created empty on first use.
@@ -322,6 +331,7 @@ impl SimDisk {
             // The syncs that were held died with the node.
             state.holding_syncs.set(false);
             state.syncs_held.set(0);
+            state.syncs_in_flight.set(0);
             state.dirs.values().cloned().collect()
         };
         let mut seeds = SplitMix64::new(rng_seed);
@@ -398,22 +408,26 @@ impl SimDir {
 
     /// A sync's wait: its latency, and for as long as syncs are held.
     async fn sync_delay(&self) {
+        let in_flight = Rc::clone(&self.state.borrow().syncs_in_flight);
+        in_flight.set(in_flight.get() + 1);
         self.delay(|latency| latency.sync_us).await;
         let (sleep, holding, held) = {
             let state = self.state.borrow();
-            let Some(sleep) = state.sleep.clone() else {
-                return;
-            };
-            (sleep, Rc::clone(&state.holding_syncs), Rc::clone(&state.syncs_held))
+            (
+                state.sleep.clone(),
+                Rc::clone(&state.holding_syncs),
+                Rc::clone(&state.syncs_held),
+            )
         };
-        if !holding.get() {
-            return;
+        if let Some(sleep) = sleep.filter(|_| holding.get()) {
+            held.set(held.get() + 1);
+            while holding.get() {
+                sleep(Duration::from_micros(HELD_SYNC_POLL_US)).await;
+            }
+            held.set(held.get() - 1);
         }
-        held.set(held.get() + 1);
-        while holding.get() {
-            sleep(Duration::from_micros(HELD_SYNC_POLL_US)).await;
-        }
-        held.set(held.get() - 1);
+        // A kill drops this future before here; the crash resets the count.
+        in_flight.set(in_flight.get() - 1);
     }
 
     fn log(&self, file: Option<&str>, offset: u64, kind: FaultKind) {

@@ -15,8 +15,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use keel_engine::node::io::{Connection, Hop, Listener, NodeIo};
-use keel_engine::node::{shard_dir_name, ShardObserver};
+use keel_engine::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
+use keel_engine::node::shard_dir_name;
 use madsim::net::{TcpListener, TcpStream};
 use madsim::rand::{thread_rng, Rng};
 use madsim::task::NodeId;

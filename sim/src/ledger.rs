@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use keel_engine::keyspace::Keyspace;
-use keel_engine::node::ShardObserver;
+use keel_engine::node::io::ShardObserver;
 use keel_engine::operation::Operation;
 
 /// A key's value and absolute expiry time.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use keel_engine::config::{FsyncPolicy, ServeConfig};
 use keel_engine::limits::Limits;
+use keel_engine::metrics::NodeMetrics;
 use keel_engine::node::io::NodeIo;
 use keel_engine::node::{recover_core, NodeShared};
 use madsim::rand::{thread_rng, Rng};
@@ -50,7 +51,7 @@ pub const CLIENTS: u64 = 3;
 /// Small segments, so runs roll over to new segments (and sync their names).
 pub const WAL_SEGMENT_BYTES: u64 = 16 << 10;
 /// WAL bytes between snapshots: a few per run, and some segments between.
-pub const SNAPSHOT_WAL_BYTES: u64 = 48 << 10;
+pub const SNAPSHOT_WAL_BYTES: u64 = 8 << 10;
 /// Largest key and value the node accepts; the workload stays far below.
 const KEY_BYTES_MAX: usize = 1 << 10;
 const VALUE_BYTES_MAX: usize = 1 << 10;
@@ -71,6 +72,9 @@ const PARTITIONS_MAX: u64 = 3;
 /// How often the supervisor looks at the run, at most (drawn per look, so a
 /// kill lands anywhere in a write or a sync).
 const SUPERVISOR_TICK_US_MAX: u64 = 3_000;
+/// How often the supervisor looks for a sync in flight when a power loss
+/// should catch one: shorter than the shortest sync.
+const SYNC_WATCH_US: u64 = 20;
 /// Time the node stays down after a power loss, drawn from this range.
 const DOWN_MS_MIN: u64 = 5;
 const DOWN_MS_MAX: u64 = 300;
@@ -82,8 +86,8 @@ const PARTITION_MS_MAX: u64 = 1_500;
 const FAULT_RATES: FaultRates = FaultRates {
     in_flight: InFlightRates {
         fsync_fail: 0.002,
-        read_bit_flip: 0.01,
-        latent_read_error: 0.01,
+        read_bit_flip: 0.002,
+        latent_read_error: 0.002,
     },
     damage: DamageRates {
         write_bit_flip: 0.0,
@@ -93,8 +97,10 @@ const FAULT_RATES: FaultRates = FaultRates {
 /// Operations invoked this long after the faults stop must all complete: a
 /// client may still be waiting out a request sent before, then reconnect.
 pub const LIVENESS_GRACE_MS: u64 = REPLY_TIMEOUT_MS + RECONNECT_DELAY_MS + 100;
-/// Attempts of the final read of each key (the node may still be starting).
-const FINAL_READ_ATTEMPTS: u64 = 50;
+/// Attempts of the final read of each key.
+const FINAL_READ_ATTEMPTS: u64 = 5;
+/// How long the final phase waits for the node to recover, in simulated time.
+const FINAL_RECOVERY_MS_MAX: u64 = 10_000;
 /// Virtual time after which a run is declared hung.
 const RUN_TIME_LIMIT_S: u64 = 3_600;
 
@@ -260,8 +266,12 @@ pub fn trace(event: impl fmt::Display) {
 /// thread.
 pub fn run(config: RunConfig) -> Summary {
     let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
-    // RUST_LOG=info shows the node's log. After the runtime: see above.
-    madsim::runtime::init_logger();
+    // RUST_LOG=info shows the node's log; without it the node's errors (the
+    // faults it meets, on purpose) would drown the verdicts. After the
+    // runtime: see above.
+    if std::env::var_os("RUST_LOG").is_some() {
+        madsim::runtime::init_logger();
+    }
     runtime.set_time_limit(Duration::from_secs(RUN_TIME_LIMIT_S));
     TRACE.with(|trace| *trace.borrow_mut() = Trace::new(config.echo_trace));
     let mut summary = runtime.block_on(simulate(config));
@@ -279,7 +289,8 @@ pub(crate) struct Boots {
     count: AtomicU64,
     /// Boots that finished recovery.
     recovered: AtomicU64,
-    snapshots: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Each boot's metrics (they die with the host, so are kept here).
+    metrics: Mutex<Vec<Arc<NodeMetrics>>>,
     /// Set when a boot ends on its own; the supervisor restarts the node.
     stopped: AtomicBool,
     /// Boots that ended with no disk fault to cause it.
@@ -392,7 +403,6 @@ async fn simulate(config: RunConfig) -> Summary {
         boots: Arc::clone(&boots),
         counts: Counts::default(),
         failures: Vec::new(),
-        fault_marks: Vec::new(),
     };
     let faults_stopped_ms = supervisor.fault_phase(&config, &workload).await;
     while workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
@@ -431,6 +441,13 @@ async fn simulate(config: RunConfig) -> Summary {
     let verdict = check::<Redis>(&history);
     let timed = workload.timed.lock().expect("timed lock");
     let counts = supervisor.counts;
+    let snapshots = boots
+        .metrics
+        .lock()
+        .expect("boots lock")
+        .iter()
+        .map(|metrics| metrics.snapshots.load(Ordering::SeqCst))
+        .sum();
     Summary {
         seed: config.seed,
         ops: timed.len() as u64,
@@ -443,13 +460,7 @@ async fn simulate(config: RunConfig) -> Summary {
         sectors_lost: counts.sectors_lost,
         names_reverted: counts.names_reverted,
         boots: boots.count.load(Ordering::SeqCst),
-        snapshots: boots
-            .snapshots
-            .lock()
-            .expect("boots lock")
-            .iter()
-            .map(|count| count.load(Ordering::SeqCst))
-            .sum(),
+        snapshots,
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),
         virtual_ms: now_ms(),
@@ -484,8 +495,6 @@ struct Supervisor {
     boots: Arc<Boots>,
     counts: Counts,
     failures: Vec<Failure>,
-    /// The length of the disk's fault log when each boot started.
-    fault_marks: Vec<usize>,
 }
 
 impl Supervisor {
@@ -511,7 +520,14 @@ impl Supervisor {
                 self.tick().await;
             }
             match fault {
-                Fault::PowerLoss => self.power_loss().await,
+                Fault::PowerLoss => {
+                    // Half the power losses wait for a sync in flight, so
+                    // that they catch a batch written but not durable.
+                    if rng.gen_bool(0.5) {
+                        self.until_sync_in_flight(workload).await;
+                    }
+                    self.power_loss().await;
+                }
                 Fault::Partition => self.partition().await,
             }
         }
@@ -523,6 +539,18 @@ impl Supervisor {
         disk.set_rates(FaultRates::default());
         trace("faults stop");
         now_ms()
+    }
+
+    /// Waits until the node's disk has a sync in flight (or the clients are
+    /// done), looking as often as a sync can start.
+    async fn until_sync_in_flight(&mut self, workload: &Workload) {
+        let disk = host(self.keel).disk;
+        while disk.syncs_in_flight() == 0 && workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
+            sleep(Duration::from_micros(SYNC_WATCH_US)).await;
+            if self.boots.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     /// Waits a little, and restarts the node if it stopped on its own.
@@ -565,41 +593,60 @@ impl Supervisor {
 
     /// One more power loss, then a read of every key by a client of its own,
     /// so that the state the last boot recovered is in the history.
-    async fn final_phase(&mut self, workload: &Workload) {
+    async fn final_phase(&mut self, workload: &Arc<Workload>) {
+        let recovered = self.boots.recovered.load(Ordering::SeqCst);
         self.power_loss().await;
-        let client = CLIENTS;
-        let mut stream = None;
-        for key in all_keys() {
-            let mut last_error = String::new();
-            for _ in 0..FINAL_READ_ATTEMPTS {
-                let connection = match stream.as_mut() {
-                    Some(connection) => connection,
-                    None => match connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
-                        Ok(connection) => stream.insert(connection),
-                        Err(error) => {
-                            last_error = error.to_string();
-                            self.tick().await;
-                            continue;
-                        }
-                    },
-                };
-                let input = RedisInput::Get { key: key.clone() };
-                if workload.perform(client, connection, input).await {
-                    last_error.clear();
-                    break;
-                }
-                stream = None;
-                last_error = "no answer".into();
-                self.tick().await;
+        let deadline = now_ms() + FINAL_RECOVERY_MS_MAX;
+        while self.boots.recovered.load(Ordering::SeqCst) == recovered && now_ms() < deadline {
+            self.tick().await;
+        }
+        let checker = self
+            .handle
+            .create_node()
+            .name("final-reader")
+            .ip([10, 0, 2, 1].into())
+            .build();
+        let reads = checker.spawn(read_every_key(Arc::clone(workload)));
+        let failures = reads.await.expect("the final reader runs");
+        self.failures.extend(failures);
+    }
+}
+
+/// Reads every key once, as client [`CLIENTS`] (a client of its own).
+async fn read_every_key(workload: Arc<Workload>) -> Vec<Failure> {
+    let client = CLIENTS;
+    let mut stream = None;
+    let mut failures = Vec::new();
+    for key in all_keys() {
+        let mut last_error = String::new();
+        for _ in 0..FINAL_READ_ATTEMPTS {
+            let connection = match stream.as_mut() {
+                Some(connection) => connection,
+                None => match connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
+                    Ok(connection) => stream.insert(connection),
+                    Err(error) => {
+                        last_error = error.to_string();
+                        sleep(Duration::from_millis(RECONNECT_DELAY_MS)).await;
+                        continue;
+                    }
+                },
+            };
+            let input = RedisInput::Get { key: key.clone() };
+            if workload.perform(client, connection, input).await {
+                last_error.clear();
+                break;
             }
-            if !last_error.is_empty() {
-                self.failures.push(Failure::FinalRead {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    error: last_error,
-                });
-            }
+            stream = None;
+            last_error = "no answer".into();
+        }
+        if !last_error.is_empty() {
+            failures.push(Failure::FinalRead {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                error: last_error,
+            });
         }
     }
+    failures
 }
 
 /// The Keel node: recovers from the host's disk and serves until killed. A
@@ -637,10 +684,10 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
         thread_rng().gen(),
     ));
     boots
-        .snapshots
+        .metrics
         .lock()
         .expect("boots lock")
-        .push(Arc::clone(&node.metrics.snapshots));
+        .push(Arc::clone(&node.metrics));
     let reason = match recover_core(io, node).await {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);

@@ -118,7 +118,7 @@ impl Scenario {
     /// panics on the first step that fails, or on a durability violation.
     pub fn run(self) {
         std::thread::spawn(move || {
-            let mut runtime = Runtime::with_seed_and_config(self.seed, madsim::Config::default());
+            let runtime = Runtime::with_seed_and_config(self.seed, madsim::Config::default());
             runtime.block_on(self.script());
         })
         .join()

@@ -5,7 +5,7 @@
 //! write a whole group atomically and the checker partitions by group (see
 //! [`crate::models::redis`]). Few keys, so operations on one key overlap and a
 //! lost or reordered write shows. SET and GETSET values are unique
-//! (`c<client>-<sequence>`), so a read names the write it saw.
+//! (`c<client>-<sequence>.` and filler), so a read names the write it saw.
 
 use keel_engine::resp::{Protocol, Reply};
 use keel_wal::memory::SplitMix64;
@@ -19,6 +19,10 @@ pub const KEYS_PER_TAG: u64 = 2;
 /// The time to live of a positive EXPIRE: far longer than any run, so the
 /// model need not keep time (see [`crate::models::redis`]).
 pub const EXPIRE_SECONDS_LONG: i64 = 100_000_000;
+/// Most filler bytes after a value's unique prefix: values of a few hundred
+/// bytes make log frames straddle 512-byte sectors, so a torn sector can
+/// leave a frame's header intact and its payload garbage.
+pub const VALUE_PADDING_BYTES_MAX: u64 = 400;
 /// Largest reply a client buffers: a GET of the longest value, and its header.
 pub const REPLY_BYTES_MAX: usize = 1 << 10;
 
@@ -124,7 +128,10 @@ impl ClientWorkload {
 
     fn unique_value(&mut self) -> Vec<u8> {
         self.written += 1;
-        format!("c{}-{}", self.client, self.written).into_bytes()
+        let mut value = format!("c{}-{}.", self.client, self.written).into_bytes();
+        let padding = self.rng.below(VALUE_PADDING_BYTES_MAX + 1) as usize;
+        value.resize(value.len() + padding, b'x');
+        value
     }
 }
 
