@@ -335,7 +335,7 @@ impl Workload {
     /// Sends `input` as `client` and records it; returns whether it got an answer.
     async fn perform(&self, client: u64, stream: &mut ClientStream, input: RedisInput) -> bool {
         let invoked_ms = now_ms();
-        trace(format_args!("client {client} sends {input:?}"));
+        trace(format_args!("client {client} sends {input}"));
         self.recorder
             .lock()
             .expect("recorder lock")
@@ -344,7 +344,7 @@ impl Workload {
         let mut recorder = self.recorder.lock().expect("recorder lock");
         let error = match result {
             Ok(output) => {
-                trace(format_args!("client {client} got {output:?}"));
+                trace(format_args!("client {client} got {output}"));
                 recorder.complete(client, Some(output)).map(|_| None)
             }
             Err(error) => {
@@ -364,7 +364,7 @@ impl Workload {
         self.timed.lock().expect("timed lock").push(Timed {
             client,
             invoked_ms,
-            input: format!("{input:?}"),
+            input: input.to_string(),
             error,
         });
         answered

@@ -206,9 +206,9 @@ async fn talk(step: Step) -> Result<(), String> {
         };
         let output = request(&mut stream, &input, REPLY_TIMEOUT_MS)
             .await
-            .map_err(|error| format!("{input:?}: {error}"))?;
+            .map_err(|error| format!("{input}: {error}"))?;
         if output != wanted {
-            return Err(format!("{input:?} answered {output:?}, not {wanted:?}"));
+            return Err(format!("{input} answered {output}, not {wanted}"));
         }
     }
     Ok(())

@@ -256,7 +256,9 @@ async fn recover_shard<I: NodeIo>(
         Ok::<(), NodeError>(())
     })
     .map_err(|error| match error {
-        NodeError::Wal { .. } | NodeError::Entry { .. } => error,
+        // The replay's own WAL errors come through `From`, which cannot know
+        // the shard.
+        NodeError::Wal { source, .. } => NodeError::Wal { shard: id, source },
         other => other,
     })?;
     let observer = io.shard_observer(id);
@@ -290,6 +292,8 @@ struct Committer<I: NodeIo> {
     storage: I::Storage,
 }
 
+/// For `?` inside a WAL replay, whose callback returns `NodeError`; the
+/// caller puts the shard in (`u32::MAX` until then).
 impl From<WalError> for NodeError {
     fn from(source: WalError) -> NodeError {
         NodeError::Wal {

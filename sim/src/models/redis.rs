@@ -49,6 +49,54 @@ pub enum RedisInput {
     },
 }
 
+/// Longest value [`RedisInput`]'s `Display` prints before eliding the rest.
+const SHOWN_VALUE_BYTES_MAX: usize = 16;
+
+/// Bytes as text for a trace line: lossy UTF-8, long values cut short with
+/// their length.
+fn text(bytes: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_VALUE_BYTES_MAX)]);
+    if bytes.len() > SHOWN_VALUE_BYTES_MAX {
+        format!("{shown}...({} bytes)", bytes.len())
+    } else {
+        shown.into_owned()
+    }
+}
+
+impl std::fmt::Display for RedisInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisInput::Set { key, value } => write!(f, "SET {} {}", text(key), text(value)),
+            RedisInput::Get { key } => write!(f, "GET {}", text(key)),
+            RedisInput::Del { key } => write!(f, "DEL {}", text(key)),
+            RedisInput::Incr { key } => write!(f, "INCR {}", text(key)),
+            RedisInput::GetSet { key, value } => {
+                write!(f, "GETSET {} {}", text(key), text(value))
+            }
+            RedisInput::MSet { pairs } => {
+                write!(f, "MSET")?;
+                for (key, value) in pairs {
+                    write!(f, " {} {}", text(key), text(value))?;
+                }
+                Ok(())
+            }
+            RedisInput::Expire { key, seconds } => write!(f, "EXPIRE {} {seconds}", text(key)),
+        }
+    }
+}
+
+impl std::fmt::Display for RedisOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisOutput::Ok => write!(f, "OK"),
+            RedisOutput::Bulk(Some(value)) => write!(f, "{}", text(value)),
+            RedisOutput::Bulk(None) => write!(f, "(nil)"),
+            RedisOutput::Integer(value) => write!(f, "(integer) {value}"),
+            RedisOutput::NotAnInteger => write!(f, "ERR not an integer"),
+        }
+    }
+}
+
 /// The reply a client got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisOutput {
@@ -277,6 +325,17 @@ mod tests {
         };
         apply(&mut state, &set);
         assert_eq!(apply(&mut state, &incr), RedisOutput::NotAnInteger);
+    }
+
+    #[test]
+    fn inputs_print_as_commands_with_long_values_elided() {
+        let set = RedisInput::Set {
+            key: key("{t0}a"),
+            value: vec![b'x'; 40],
+        };
+        assert_eq!(set.to_string(), "SET {t0}a xxxxxxxxxxxxxxxx...(40 bytes)");
+        assert_eq!(mset(&[("a", "1"), ("b", "2")]).to_string(), "MSET a 1 b 2");
+        assert_eq!(RedisOutput::Bulk(None).to_string(), "(nil)");
     }
 
     #[test]
