@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of README.md, and what .ci/run calls: formatting, lints, and
-# every test of the workspace (unit, scenario, property, fuzz-corpus replay, CLI).
+# every test of the workspace (unit, scenario, property, fuzz-corpus replay, CLI),
+# then the deterministic simulation (docs/SIMULATION.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Property tests run the same cases on every machine: a red run is a bug, not luck.
@@ -8,4 +9,15 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261125}"
 export PROPTEST_CASES="${PROPTEST_CASES:-2048}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The planted bugs (compiled only with their feature) must lint clean too.
+cargo clippy -p keel-wal -p keel-engine --all-targets --locked --features planted-bugs -- -D warnings
 cargo test --workspace --locked
+cargo test -p keel-wal -p keel-engine --lib --locked --features planted-bugs planted
+
+# The simulation build: --cfg madsim, in a target directory of its own.
+sim() { RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim "$@"; }
+sim cargo clippy -p keel-sim --all-targets --locked --features planted-bugs -- -D warnings
+sim cargo test --release -p keel-sim --locked --features planted-bugs
+# 200 random seeds, every planted bug caught within 300 seeds, and a seed
+# replayed twice to the same trace.
+scripts/sim.sh --ci

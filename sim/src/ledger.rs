@@ -48,7 +48,11 @@ pub enum Violation {
         keys: Vec<String>,
     },
     /// An entry applied at an index other than the next one.
-    AppliedOutOfOrder { shard: u32, index: u64, expected: u64 },
+    AppliedOutOfOrder {
+        shard: u32,
+        index: u64,
+        expected: u64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -81,7 +85,10 @@ impl fmt::Display for Violation {
                 shard,
                 index,
                 expected,
-            } => write!(f, "shard {shard} applied index {index}, expected {expected}"),
+            } => write!(
+                f,
+                "shard {shard} applied index {index}, expected {expected}"
+            ),
         }
     }
 }

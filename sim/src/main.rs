@@ -114,9 +114,8 @@ mod simulation {
                 config,
                 plant,
                 seeds,
-                jobs: jobs.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, usize::from)
-                }),
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
                 until_failure,
             }),
             _ => Err("give one of --seed N and --seeds A..B".into()),
@@ -172,11 +171,13 @@ mod simulation {
         let mut results: Vec<_> = results.into_iter().collect();
         results.sort_by_key(|(seed, _)| *seed);
         let (mut failed, mut ops, mut crashes) = (Vec::new(), 0, 0);
+        let mut slowest_check = std::time::Duration::ZERO;
         for (seed, summary) in &results {
             match summary {
                 Ok(summary) => {
                     ops += summary.ops;
                     crashes += summary.crashes;
+                    slowest_check = slowest_check.max(summary.check_time.0);
                     let status = if summary.passed() { "ok" } else { "FAILED" };
                     println!(
                         "seed {seed}: {status} ({} ops, {} crashes, {} partitions, {} disk faults)",
@@ -196,12 +197,13 @@ mod simulation {
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "{} of {} seeds failed; {:.1} seeds/s, {:.0} simulated ops/s, {:.1} crashes per seed, \
-             {jobs} jobs, {seconds:.1} s",
+             slowest history check {:.1} ms, {jobs} jobs, {seconds:.1} s",
             failed.len(),
             results.len(),
             results.len() as f64 / seconds,
             ops as f64 / seconds,
             crashes as f64 / results.len().max(1) as f64,
+            slowest_check.as_secs_f64() * 1e3,
         );
         let flags = replay_flags(&config, plant_name);
         for seed in &failed {
@@ -255,7 +257,10 @@ mod simulation {
                 let summary = match run_alone(config, plant) {
                     Ok(summary) => summary,
                     Err(panic) => {
-                        println!("seed {}: FAILED, the simulation panicked: {panic}", config.seed);
+                        println!(
+                            "seed {}: FAILED, the simulation panicked: {panic}",
+                            config.seed
+                        );
                         return EXIT_FAILED;
                     }
                 };
@@ -266,9 +271,7 @@ mod simulation {
                         return EXIT_NONDETERMINISTIC;
                     };
                     if again != summary {
-                        println!(
-                            "determinism: FAILED, the second run differs:\n{again}"
-                        );
+                        println!("determinism: FAILED, the second run differs:\n{again}");
                         return EXIT_NONDETERMINISTIC;
                     }
                     println!(
@@ -359,7 +362,9 @@ mod simulation {
                 config,
                 plant,
                 check_determinism,
-            }) = parse_args(words("--seed 3 --fsync interval-ms=5 --plant x --check-determinism"))
+            }) = parse_args(words(
+                "--seed 3 --fsync interval-ms=5 --plant x --check-determinism",
+            ))
             else {
                 panic!("a valid command line");
             };
@@ -372,8 +377,12 @@ mod simulation {
             assert!(parse_args(words("--seed x")).is_err());
             assert!(parse_args(words("--seed 1 --bogus")).is_err());
             assert!(parse_args(words("--seed 1 --seeds 1..2")).is_err());
-            let Ok(Command::Range { seeds, jobs, until_failure, .. }) =
-                parse_args(words("--seeds 5..9 --jobs 3 --until-failure"))
+            let Ok(Command::Range {
+                seeds,
+                jobs,
+                until_failure,
+                ..
+            }) = parse_args(words("--seeds 5..9 --jobs 3 --until-failure"))
             else {
                 panic!("a valid range");
             };

@@ -153,7 +153,10 @@ impl fmt::Display for Failure {
                  stopped, got no answer: {error}"
             ),
             Failure::NodeStopped { boot, reason } => {
-                write!(f, "boot {boot} stopped with no disk fault to cause it: {reason}")
+                write!(
+                    f,
+                    "boot {boot} stopped with no disk fault to cause it: {reason}"
+                )
             }
             Failure::FinalRead { key, error } => write!(f, "final read of {key}: {error}"),
         }
@@ -186,7 +189,26 @@ pub struct Summary {
     pub failures: Vec<Failure>,
     pub trace_hash: u64,
     pub trace_events: u64,
+    /// How long the linearizability check took.
+    pub check_time: WallTime,
 }
+
+/// A duration of real time, which differs between runs of one seed: it
+/// compares equal to any other, so that a summary's equality is the
+/// simulation's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallTime(pub Duration);
+
+impl PartialEq for WallTime {
+    fn eq(&self, _: &WallTime) -> bool {
+        true
+    }
+}
+
+impl Eq for WallTime {}
+
+/// The history of one run, as the checker takes it.
+type History = Vec<crate::history::Operation<RedisInput, RedisOutput>>;
 
 impl Summary {
     /// Whether every checker passed.
@@ -202,7 +224,7 @@ impl fmt::Display for Summary {
             "seed {} ops {} completed {} unanswered {} crashes {} partitions {} \
              node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
              snapshots {} entries_applied {} recoveries_checked {} virtual_s {:.1} \
-             trace {:016x} ({} events)\nlinearizability: ",
+             trace {:016x} ({} events) check_ms {:.1}\nlinearizability: ",
             self.seed,
             self.ops,
             self.completed,
@@ -220,6 +242,7 @@ impl fmt::Display for Summary {
             self.virtual_ms as f64 / 1e3,
             self.trace_hash,
             self.trace_events,
+            self.check_time.0.as_secs_f64() * 1e3,
         )?;
         let key = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
         match &self.verdict {
@@ -274,7 +297,11 @@ pub fn run(config: RunConfig) -> Summary {
     }
     runtime.set_time_limit(Duration::from_secs(RUN_TIME_LIMIT_S));
     TRACE.with(|trace| *trace.borrow_mut() = Trace::new(config.echo_trace));
-    let mut summary = runtime.block_on(simulate(config));
+    let (mut summary, history) = runtime.block_on(simulate(config));
+    // Outside the runtime: madsim's clock stands still inside it.
+    let started = std::time::Instant::now();
+    summary.verdict = check::<Redis>(&history);
+    summary.check_time = WallTime(started.elapsed());
     TRACE.with(|trace| {
         let trace = trace.borrow();
         summary.trace_hash = trace.hash();
@@ -308,13 +335,30 @@ struct Timed {
 }
 
 /// What the clients share: the history, the operation budget and counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Workload {
     recorder: Mutex<Recorder<RedisInput, RedisOutput>>,
     timed: Mutex<Vec<Timed>>,
     /// Operations started or starting, against the budget.
     tickets_taken: AtomicU64,
     clients_done: AtomicU64,
+    /// When the faults stopped (virtual ms); `u64::MAX` until they do.
+    faults_stopped_ms: AtomicU64,
+    /// Clients that could not even connect after the faults stopped.
+    stalled: Mutex<Vec<Failure>>,
+}
+
+impl Default for Workload {
+    fn default() -> Workload {
+        Workload {
+            recorder: Mutex::default(),
+            timed: Mutex::default(),
+            tickets_taken: AtomicU64::default(),
+            clients_done: AtomicU64::default(),
+            faults_stopped_ms: AtomicU64::new(u64::MAX),
+            stalled: Mutex::default(),
+        }
+    }
 }
 
 impl Workload {
@@ -375,7 +419,8 @@ fn now_ms() -> u64 {
     TimeHandle::current().elapsed().as_millis() as u64
 }
 
-async fn simulate(config: RunConfig) -> Summary {
+/// Runs the simulation; returns what it did and the history to check.
+async fn simulate(config: RunConfig) -> (Summary, History) {
     let handle = Handle::current();
     let boots = Arc::new(Boots::default());
     let keel_boots = Arc::clone(&boots);
@@ -419,6 +464,7 @@ async fn simulate(config: RunConfig) -> Summary {
     let ledger = host(keel.id()).ledger;
     let mut failures = supervisor.failures;
     failures.append(&mut boots.failures.lock().expect("boots lock"));
+    failures.append(&mut workload.stalled.lock().expect("stalled lock"));
     failures.extend(ledger.violations().into_iter().map(Failure::Durability));
     failures.extend(
         workload
@@ -438,17 +484,16 @@ async fn simulate(config: RunConfig) -> Summary {
     );
     let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
     let history = recorder.finish();
-    let verdict = check::<Redis>(&history);
     let timed = workload.timed.lock().expect("timed lock");
     let counts = supervisor.counts;
-    let snapshots = boots
+    let summary_snapshots = boots
         .metrics
         .lock()
         .expect("boots lock")
         .iter()
         .map(|metrics| metrics.snapshots.load(Ordering::SeqCst))
         .sum();
-    Summary {
+    let summary = Summary {
         seed: config.seed,
         ops: timed.len() as u64,
         completed: timed.iter().filter(|op| op.error.is_none()).count() as u64,
@@ -460,15 +505,17 @@ async fn simulate(config: RunConfig) -> Summary {
         sectors_lost: counts.sectors_lost,
         names_reverted: counts.names_reverted,
         boots: boots.count.load(Ordering::SeqCst),
-        snapshots,
+        snapshots: summary_snapshots,
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),
         virtual_ms: now_ms(),
-        verdict,
+        verdict: Verdict::Linearizable,
         failures,
         trace_hash: 0,
         trace_events: 0,
-    }
+        check_time: WallTime::default(),
+    };
+    (summary, history)
 }
 
 #[derive(Debug, Default)]
@@ -538,6 +585,7 @@ impl Supervisor {
         }
         disk.set_rates(FaultRates::default());
         trace("faults stop");
+        workload.faults_stopped_ms.store(now_ms(), Ordering::SeqCst);
         now_ms()
     }
 
@@ -545,7 +593,8 @@ impl Supervisor {
     /// done), looking as often as a sync can start.
     async fn until_sync_in_flight(&mut self, workload: &Workload) {
         let disk = host(self.keel).disk;
-        while disk.syncs_in_flight() == 0 && workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
+        while disk.syncs_in_flight() == 0 && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
+        {
             sleep(Duration::from_micros(SYNC_WATCH_US)).await;
             if self.boots.stopped.load(Ordering::SeqCst) {
                 return;
@@ -692,7 +741,9 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
             let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
-            trace(format_args!("boot {boot} recovered, {replayed} frames replayed"));
+            trace(format_args!(
+                "boot {boot} recovered, {replayed} frames replayed"
+            ));
             match recovered.serve().await {
                 Ok(()) => "asked to stop".to_string(),
                 Err(error) => format!("stopped: {error}"),
@@ -724,14 +775,31 @@ async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
             Some(stream) => stream,
             None => match connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
                 Ok(stream) => connection.insert(stream),
-                Err(_) => {
+                Err(error) => {
                     workload.return_ticket();
+                    let stopped = workload.faults_stopped_ms.load(Ordering::SeqCst);
+                    let invoked_ms = now_ms();
+                    if invoked_ms >= stopped.saturating_add(LIVENESS_GRACE_MS) {
+                        // The node is gone for good: waiting longer only
+                        // hides the failure behind the run's time limit.
+                        let failure = Failure::Liveness {
+                            client,
+                            invoked_ms,
+                            input: "a connection".into(),
+                            error: error.to_string(),
+                        };
+                        workload.stalled.lock().expect("stalled lock").push(failure);
+                        break;
+                    }
                     sleep(Duration::from_millis(RECONNECT_DELAY_MS)).await;
                     continue;
                 }
             },
         };
-        if !workload.perform(client, stream, commands.next_input()).await {
+        if !workload
+            .perform(client, stream, commands.next_input())
+            .await
+        {
             connection = None;
         }
         let think = thread_rng().gen_range(0..=THINK_MS_MAX);

@@ -147,7 +147,10 @@ impl Scenario {
                     Ok(())
                 }
                 Step::WriteUnsynced(keys) => write_unsynced(&client, keel.id(), keys.clone()).await,
-                _ => client.spawn(talk(step.clone())).await.expect("the client runs"),
+                _ => client
+                    .spawn(talk(step.clone()))
+                    .await
+                    .expect("the client runs"),
             };
             if let Err(error) = done {
                 panic!("seed {}, step `{step}`: {error}", self.seed);
@@ -223,25 +226,24 @@ async fn write_unsynced(
 ) -> Result<(), String> {
     let disk = host(keel).disk;
     disk.hold_syncs(true);
-    let sent = client
-        .spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut stream = connected().await?;
-            for i in keys {
-                let input = RedisInput::Set {
-                    key: key(i),
-                    value: value(i),
-                };
-                stream
-                    .write_all(&encode(&input))
-                    .await
-                    .map_err(|error| error.to_string())?;
-            }
-            stream.flush().await.map_err(|error| error.to_string())?;
-            // The connection stays open, unanswered, until the crash.
-            std::future::pending::<()>().await;
-            Ok::<(), String>(())
-        });
+    let sent = client.spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = connected().await?;
+        for i in keys {
+            let input = RedisInput::Set {
+                key: key(i),
+                value: value(i),
+            };
+            stream
+                .write_all(&encode(&input))
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        stream.flush().await.map_err(|error| error.to_string())?;
+        // The connection stays open, unanswered, until the crash.
+        std::future::pending::<()>().await;
+        Ok::<(), String>(())
+    });
     for _ in 0..STEP_TIMEOUT_MS / POLL_MS {
         if disk.syncs_held() > 0 {
             drop(sent);

@@ -151,11 +151,7 @@ pub fn encode(input: &RedisInput) -> Vec<u8> {
         RedisInput::Incr { key } => vec![b"INCR", key],
         RedisInput::GetSet { key, value } => vec![b"GETSET", key, value],
         RedisInput::MSet { pairs } => std::iter::once(&b"MSET"[..])
-            .chain(
-                pairs
-                    .iter()
-                    .flat_map(|(key, value)| [&key[..], &value[..]]),
-            )
+            .chain(pairs.iter().flat_map(|(key, value)| [&key[..], &value[..]]))
             .collect(),
         RedisInput::Expire { key, seconds: time } => {
             seconds = time.to_string();
@@ -249,7 +245,10 @@ mod tests {
             parse_reply(b"-ERR shard 0 stopped\r\n"),
             Err(ReplyError::Error(_))
         ));
-        assert!(matches!(parse_reply(b"*1\r\n"), Err(ReplyError::Malformed(_))));
+        assert!(matches!(
+            parse_reply(b"*1\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
         assert_eq!(parse_reply(&[b'x'; 2000]), Err(ReplyError::TooLong));
     }
 
@@ -259,9 +258,15 @@ mod tests {
             key: b"k".to_vec(),
             seconds: 0,
         };
-        assert_eq!(encode(&expire), b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$1\r\n0\r\n");
+        assert_eq!(
+            encode(&expire),
+            b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$1\r\n0\r\n"
+        );
         let mset = RedisInput::MSet {
-            pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())],
+            pairs: vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec()),
+            ],
         };
         assert_eq!(
             encode(&mset),
