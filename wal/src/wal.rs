@@ -4,7 +4,9 @@
 //! at once; [`Wal::sync`] writes every pending batch with one write and one
 //! fdatasync per segment it touches and reports the durable index. Appends made
 //! between two syncs are one group commit. Each batch starts on a block and is
-//! padded to one, so no block that holds a synced frame is written again.
+//! padded to one, so no block that holds a synced frame is written again. The
+//! one exception is recovery's repair of a torn reserved block, which puts the
+//! cut frame it holds back byte for byte (see `reserved_block_cleared`).
 //!
 //! A failed write, sync or directory operation poisons the WAL: the kernel may
 //! have dropped the dirty pages, so no later call can know what is on disk and
@@ -140,7 +142,8 @@ pub enum WalError {
     },
 }
 
-/// A torn tail that [`Wal::open`] sealed off with a cut frame.
+/// A torn tail that [`Wal::open`] sealed off with a cut frame (or, torn bytes
+/// after an earlier repair's cut frame in the reserved block, cleared).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTailRepair {
     pub file: String,
@@ -455,19 +458,26 @@ impl<S: Storage> Wal<S> {
         write
             .bytes
             .resize(write.bytes.len().next_multiple_of(BLOCK_BYTES), 0);
+        let segment_bytes = self
+            .log
+            .segments
+            .iter()
+            .rev()
+            .find(|segment| segment.first_index == write.segment)
+            .expect("a pending batch has a segment")
+            .segment_bytes;
+        assert!(
+            (write.offset + write.bytes.len()) as u64 <= segment_bytes,
+            "a write of {} bytes at {} would grow segment {} past its {segment_bytes} bytes",
+            write.bytes.len(),
+            write.offset,
+            write.segment
+        );
         if write.create {
             assert_eq!(
                 write.offset, SEGMENT_HEADER_BYTES,
                 "a new segment's first batch follows its header"
             );
-            let segment_bytes = self
-                .log
-                .segments
-                .iter()
-                .rev()
-                .find(|segment| segment.first_index == write.segment)
-                .expect("a pending batch has a segment")
-                .segment_bytes;
             self.tail = Some(
                 self.create_segment(write.segment, segment_bytes, &write.bytes)
                     .await?,
@@ -618,19 +628,51 @@ impl<S: Storage> Wal<S> {
 
     /// Seals off a torn tail: a cut frame on the first free block voids the torn
     /// bytes, and the same write clears the rest of them, so the next recovery
-    /// finds the tail clean.
+    /// finds the tail clean. Torn bytes inside the reserved last block have no
+    /// free block after them: they are cleared in place instead.
     async fn repair_torn_tail(&mut self, torn: TornTail) -> Result<TornTailRepair, WalError> {
         let last = self.last_index();
+        let tail = self
+            .log
+            .segments
+            .last()
+            .expect("a torn tail lies in a segment");
+        assert_eq!(
+            tail.first_index, torn.segment,
+            "only the last segment can be torn"
+        );
+        let reserved_start = WalOptions::capacity(tail.segment_bytes);
+        let torn_offset = torn.offset as usize;
+        if torn_offset > reserved_start {
+            let block = self
+                .reserved_block_cleared(reserved_start, torn_offset)
+                .await?;
+            self.pending.push(PendingWrite {
+                segment: torn.segment,
+                create: false,
+                offset: reserved_start,
+                bytes: block,
+            });
+        } else {
+            self.push_cut_frame(torn, last);
+        }
+        self.sync().await?;
+        Ok(TornTailRepair {
+            file: self.storage.describe(&segment_name(torn.segment)),
+            offset: torn.offset,
+            cut_bytes: torn.dirty_end.saturating_sub(torn.offset),
+            cause: torn.cause,
+            last_index: last,
+        })
+    }
+
+    /// Queues a cut frame after entry `last` on the first block boundary at or
+    /// after the torn bytes, padded with zeros up to their end.
+    fn push_cut_frame(&mut self, torn: TornTail, last: LogIndex) {
         let term = self
             .log
             .term_at(last)
             .expect("the last index is in the log");
-        let tail_segment = self.log.segments.last().map(|segment| segment.first_index);
-        assert_eq!(
-            tail_segment,
-            Some(torn.segment),
-            "only the last segment can be torn"
-        );
         let at = torn.offset.next_multiple_of(BLOCK_BYTES as u32) as usize;
         self.pending.push(PendingWrite {
             segment: torn.segment,
@@ -645,14 +687,63 @@ impl<S: Storage> Wal<S> {
         let write = self.pending.last_mut().expect("pushed above");
         let cleared_end = (torn.dirty_end as usize).max(at + write.bytes.len());
         write.bytes.resize(cleared_end - at, 0);
-        self.sync().await?;
-        Ok(TornTailRepair {
-            file: self.storage.describe(&segment_name(torn.segment)),
-            offset: torn.offset,
-            cut_bytes: torn.dirty_end.saturating_sub(torn.offset),
-            cause: torn.cause,
-            last_index: last,
-        })
+    }
+
+    /// The reserved last block of the tail segment as it must become when it
+    /// is torn from `torn_offset`: its bytes before that offset as they are,
+    /// zeros after.
+    ///
+    /// Regular batches never use this block, so the only frames in it are cut
+    /// frames of earlier repairs (one, at its start): a repair whose sync
+    /// failed, or whose power failed, before the rest of the block was written.
+    /// Rewriting those frames breaks the rule that a block holding synced
+    /// frames is not written again, and is safe because of what they are. A cut
+    /// frame voids only bytes that were never durable (a torn last batch), no
+    /// entry lies in this block, and the write puts the frames back byte for
+    /// byte. If this write is torn and they survive, the next open finds what
+    /// this one found. If they are lost, the log returns to the torn state the
+    /// earlier repair found (the same entries, the torn bytes before this
+    /// block), which the next open seals again with a cut frame at the start of
+    /// this block.
+    async fn reserved_block_cleared(
+        &self,
+        reserved_start: usize,
+        torn_offset: usize,
+    ) -> Result<Vec<u8>, WalError> {
+        let name = self.tail_name();
+        let tail = self.tail.as_ref().expect("a torn tail has an open file");
+        let mut block = vec![0; torn_offset - reserved_start];
+        tail.read_at(&mut block, reserved_start as u64)
+            .await
+            .map_err(io_error("read", &self.storage, &name))?;
+        let mut at = 0;
+        while at < block.len() {
+            let frame = crate::frame::decode_frame(&block[at..], self.options.payload_bytes_max)
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "recovery kept a frame at {name}:{} that does not decode: {error}",
+                        reserved_start + at
+                    )
+                });
+            assert_eq!(
+                frame.header.kind,
+                FrameKind::Cut,
+                "only a repair's cut frame lies in the reserved block of {name}"
+            );
+            assert_eq!(
+                frame.header.offset as usize,
+                reserved_start + at,
+                "the frames before the torn bytes of {name} tile the reserved block"
+            );
+            at += frame_bytes(frame.header.payload_len as usize);
+        }
+        assert_eq!(
+            at,
+            block.len(),
+            "the frames in the reserved block of {name} end where the torn bytes begin"
+        );
+        block.resize(BLOCK_BYTES, 0);
+        Ok(block)
     }
 
     /// Removes whole segments whose entries all lie below `index` (never the

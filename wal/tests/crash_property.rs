@@ -3,9 +3,10 @@
 //! whose sync returned; and damage anywhere before the last write is reported,
 //! never skipped.
 
-use keel_wal::memory::Faults;
+use keel_wal::memory::{Faults, SplitMix64};
 use keel_wal::scan::{scan_segment, Place, SegmentBytes};
-use keel_wal::segment::{segment_name, SEGMENT_HEADER_BYTES};
+use keel_wal::segment::{segment_name, SegmentHeader, SEGMENT_HEADER_BYTES};
+use keel_wal::Storage;
 use keel_wal::{run_ready, LogIndex, MemStorage, RecoveryError, Term, Wal, WalError, WalOptions};
 use proptest::prelude::*;
 
@@ -74,6 +75,110 @@ fn assert_matches_model(wal: &Wal<MemStorage>, model: &[Vec<u8>]) {
     for index in wal.first_index().0..=wal.last_index().0 {
         let read = run_ready(wal.read_entry(LogIndex(index))).unwrap();
         assert_eq!(read, model[index as usize - 1], "entry {index}");
+    }
+}
+
+/// Seeds of [`repeated_repairs_stay_inside_the_segment_and_keep_synced_entries`].
+const REPAIR_CHAIN_SEEDS: u64 = 1500;
+/// Opens (each followed by power loss) in one chain.
+const REPAIR_CHAIN_OPENS: usize = 5;
+
+/// Appends `count` entries of random sizes to the WAL and the model.
+fn append_random(
+    wal: &mut Wal<MemStorage>,
+    model: &mut Vec<Vec<u8>>,
+    rng: &mut SplitMix64,
+    count: u64,
+    round: u64,
+) {
+    for _ in 0..count {
+        let index = wal.last_index().next().0;
+        let data = payload(index, round, rng.below(600) as usize);
+        wal.append(Term(round), &data).unwrap();
+        model.push(data);
+    }
+}
+
+/// Every segment file is as long as its header says.
+fn assert_segment_lengths(disk: &MemStorage, context: &str) {
+    for name in disk
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(".wal"))
+    {
+        let bytes = disk.contents(&name).unwrap();
+        let header = SegmentHeader::decode(&bytes).unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            header.segment_bytes,
+            "{context}: {name} changed size"
+        );
+    }
+}
+
+/// Chains of opens near a segment's end, each repairing the torn tail the
+/// power loss before it left, with a sync that may fail, then power loss
+/// again: no repair writes outside a segment, no synced entry is lost, and the
+/// chain ends in a log that opens cleanly.
+#[test]
+fn repeated_repairs_stay_inside_the_segment_and_keep_synced_entries() {
+    for seed in 0..REPAIR_CHAIN_SEEDS {
+        let mut rng = SplitMix64::new(seed);
+        let disk = MemStorage::new();
+        let (mut wal, _) = open(&disk);
+        let mut model = Vec::new();
+        // A batch takes at least a block and a test_min segment holds two, so
+        // the last batch lands at either end of a segment.
+        for round in 0..rng.below(4) {
+            let count = 1 + rng.below(6);
+            append_random(&mut wal, &mut model, &mut rng, count, round);
+            run_ready(wal.sync()).unwrap();
+        }
+        let acked = wal.durable_index();
+        let count = 1 + rng.below(10);
+        append_random(&mut wal, &mut model, &mut rng, count, 100);
+        disk.set_faults(Faults {
+            fail_sync_after: Some(0),
+            ..Faults::default()
+        });
+        assert!(run_ready(wal.sync()).is_err());
+        drop(wal);
+        disk.set_faults(Faults::default());
+        disk.crash(rng.next_u64());
+        for link in 0..REPAIR_CHAIN_OPENS {
+            let context = format!("seed {seed}, open {link}");
+            // The open syncs once before it repairs, so 1 fails the repair.
+            let fail_sync_after = rng.below(3) as u32;
+            disk.set_faults(Faults {
+                fail_sync_after: Some(fail_sync_after),
+                ..Faults::default()
+            });
+            let opened = run_ready(Wal::open(disk.clone(), WalOptions::test_min()));
+            disk.set_faults(Faults::default());
+            assert_segment_lengths(&disk, &context);
+            match opened {
+                Ok((wal, _)) => {
+                    assert!(wal.last_index() >= acked, "{context}: lost synced entries");
+                    assert_matches_model(&wal, &model);
+                }
+                Err(WalError::Io(error)) => assert_eq!(error.op, "sync", "{context}"),
+                Err(other) => panic!("{context}: {other}"),
+            }
+            disk.crash(rng.next_u64());
+        }
+        let (wal, _) = open(&disk);
+        assert!(
+            wal.last_index() >= acked,
+            "seed {seed}: lost synced entries"
+        );
+        assert_matches_model(&wal, &model);
+        let last = wal.last_index();
+        drop(wal);
+        let (wal, report) = open(&disk);
+        assert_eq!(report.repaired, None, "seed {seed}");
+        assert_eq!(wal.last_index(), last, "seed {seed}");
+        assert_segment_lengths(&disk, &format!("seed {seed}, the end"));
     }
 }
 

@@ -1,9 +1,9 @@
 //! Scenario tests of the writer and recovery on the fault-injecting MemStorage.
 
-use keel_wal::memory::Faults;
+use keel_wal::memory::{CrashMode, Faults};
 use keel_wal::recovery::Corruption;
 use keel_wal::scan::BadFrame;
-use keel_wal::segment::segment_name;
+use keel_wal::segment::{segment_name, SegmentHeader};
 use keel_wal::storage::IoError;
 use keel_wal::{run_ready, LogIndex, MemStorage, RecoveryError, Term, Wal, WalError, WalOptions};
 
@@ -431,4 +431,73 @@ fn an_oversize_frame_gets_a_segment_of_its_own_size() {
             payload
         );
     }
+}
+
+/// The length of every segment file, and the length its header gives.
+fn segment_lengths(disk: &MemStorage) -> Vec<(String, usize, u64)> {
+    keel_wal::Storage::list(disk)
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(".wal"))
+        .map(|name| {
+            let bytes = disk.contents(&name).unwrap();
+            let header = SegmentHeader::decode(&bytes).unwrap();
+            (name, bytes.len(), header.segment_bytes)
+        })
+        .collect()
+}
+
+/// Regression (simulator seed 60): a torn tail inside a segment's reserved
+/// last block. Recovery had sealed a torn tail with a cut frame at the start
+/// of that block, its sync failed, and the power loss kept the cut frame's
+/// sector but tore a later one. The next open found torn bytes just after that
+/// cut frame, placed its own cut frame on the next block boundary, which is
+/// the segment's end, and grew the file by a block; every open after that
+/// refused the segment ("the segment header says 16384 bytes, the file has
+/// 20480"). Now the repair clears the torn bytes in that block instead.
+#[test]
+fn a_torn_repair_in_the_reserved_block_is_repaired_in_place() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    // test_min segments: block 1 takes the first batch, block 2 the second,
+    // block 3 (12288..16384) is the reserved tail.
+    write_batches(&mut wal, &[6, 2]);
+    let seventh = wal.log_map().entry(LogIndex(7)).copied().unwrap();
+    let eighth = wal.log_map().entry(LogIndex(8)).copied().unwrap();
+    assert_eq!(seventh.offset, 8192);
+    drop(wal);
+    let name = segment_name(LogIndex(1));
+    // Entry 8 torn: the repair's cut frame goes to the reserved block.
+    disk.corrupt(&name, eighth.offset as usize + 8, 0x5a);
+    // The open's own sync passes, the repair's fails.
+    disk.set_faults(Faults {
+        fail_sync_after: Some(1),
+        ..Faults::default()
+    });
+    assert!(matches!(
+        open(&disk),
+        Err(WalError::Io(IoError { op: "sync", .. }))
+    ));
+    disk.set_faults(Faults::default());
+    disk.crash_with(0, CrashMode::Keep);
+    let cut_frame_end = 12288 + 64;
+    assert_ne!(disk.contents(&name).unwrap()[12288..cut_frame_end], [0; 64]);
+    // The power loss tore a later sector of the block the cut frame lies in.
+    disk.corrupt(&name, 13000, 0xa5);
+
+    let (mut wal, report) = open(&disk).unwrap();
+    let repair = report.repaired.expect("the torn bytes are sealed off");
+    assert_eq!(repair.offset as usize, cut_frame_end);
+    assert_eq!(repair.last_index, LogIndex(7));
+    assert_eq!(
+        segment_lengths(&disk),
+        vec![(name.clone(), 16384, 16384)],
+        "the repair stays inside the segment"
+    );
+    assert_entries(&wal, 7);
+    write_batches(&mut wal, &[3]);
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.repaired, None);
+    assert_entries(&wal, 10);
 }
