@@ -180,6 +180,9 @@ struct DiskState {
     rates: FaultRates,
     rng: SplitMix64,
     log: Vec<FaultEvent>,
+    /// A read bit flip planned for the next read of a file: (directory,
+    /// file, offset in the file, bit).
+    planned_flip: Option<(String, String, u64, u8)>,
     latency: Latency,
     /// Absent: the disk takes no time, whatever `latency` says.
     sleep: Option<Sleep>,
@@ -230,6 +233,7 @@ impl SimDisk {
                 rates: FaultRates::default(),
                 rng: SplitMix64::new(seed),
                 log: Vec::new(),
+                planned_flip: None,
                 latency: Latency::default(),
                 sleep: None,
                 holding_syncs: Rc::default(),
@@ -265,6 +269,14 @@ impl SimDisk {
             "only a disk with a clock can hold syncs"
         );
         state.holding_syncs.set(hold);
+    }
+
+    /// Flips bit `bit` of the byte at `offset` of `dir/file` in what the next
+    /// read or map of that file returns, once: a transient fault put exactly
+    /// where a test needs it.
+    pub fn flip_next_read(&self, dir: &str, file: &str, offset: u64, bit: u8) {
+        assert!(bit < 8, "a byte has bits 0..8, not {bit}");
+        self.state.borrow_mut().planned_flip = Some((dir.into(), file.into(), offset, bit));
     }
 
     /// Syncs waiting because syncs are held.
@@ -450,6 +462,19 @@ impl SimDir {
         if !bytes.is_empty() && self.strikes(|rates| rates.in_flight.read_bit_flip) {
             let (at, bit) = self.flip_bit(bytes);
             self.log(Some(file), offset + at, FaultKind::ReadBitFlip { bit });
+        }
+        let planned = {
+            let mut state = self.state.borrow_mut();
+            let here = |(dir, name, at, _): &(String, String, u64, u8)| {
+                **dir == *self.name
+                    && name == file
+                    && (offset..offset + bytes.len() as u64).contains(at)
+            };
+            state.planned_flip.take_if(|plan| here(plan))
+        };
+        if let Some((_, _, at, bit)) = planned {
+            bytes[(at - offset) as usize] ^= 1 << bit;
+            self.log(Some(file), at, FaultKind::ReadBitFlip { bit });
         }
         Ok(())
     }

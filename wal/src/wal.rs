@@ -17,7 +17,8 @@ use std::io;
 
 use crate::frame::{encode_frame, frame_bytes, FrameFields, FRAME_PAYLOAD_BYTES_MAX};
 use crate::recovery::{
-    list_dir, map_segments, recover, EntryPosition, LogMap, RecoveryError, SegmentState, TornTail,
+    list_dir, map_segments, recover, EntryPosition, LogMap, RecoveryError, SegmentInput,
+    SegmentState, TornTail,
 };
 use crate::scan::{BadFrame, SegmentEnd};
 use crate::segment::{
@@ -134,12 +135,43 @@ pub enum WalError {
         first: LogIndex,
         last: LogIndex,
     },
+    #[error(
+        "{file} read back differently twice, so its torn-looking tail was not cut: \
+         the disk returns unstable data (retry; if it persists, check the disk)"
+    )]
+    UnstableRead { file: String },
     #[error("entry {index} read back from {file} is damaged: {cause}")]
     Damaged {
         index: LogIndex,
         file: String,
         cause: crate::frame::FrameError,
     },
+}
+
+/// Reads the torn segment again before its tail is cut for good: a torn tail
+/// and a synced batch that was read back with a flipped bit look the same to
+/// one read, and cutting on a bad read would destroy acknowledged entries. The
+/// simulator found exactly that (a transient read fault in the last synced
+/// batch). Two reads that differ refuse the open; a retry reads afresh.
+fn confirm_torn_read<S: Storage>(
+    storage: &S,
+    inputs: &[SegmentInput<S::Map>],
+    segment: LogIndex,
+) -> Result<(), WalError> {
+    let name = segment_name(segment);
+    let first = inputs
+        .iter()
+        .find(|input| input.first_index == segment)
+        .expect("the torn segment was read");
+    let again = storage
+        .map(&name)
+        .map_err(io_error("map", storage, &name))?;
+    if *again != *first.bytes {
+        return Err(WalError::UnstableRead {
+            file: storage.describe(&name),
+        });
+    }
+    Ok(())
 }
 
 /// A torn tail that [`Wal::open`] sealed off with a cut frame (or, torn bytes
@@ -222,7 +254,11 @@ impl<S: Storage> Wal<S> {
         }
         let log = {
             let inputs = map_segments(&storage, &listing)?;
-            recover(&inputs, options.payload_bytes_max, &mut |_| {})?
+            let log = recover(&inputs, options.payload_bytes_max, &mut |_| {})?;
+            if let Some(torn) = &log.torn {
+                confirm_torn_read(&storage, &inputs, torn.segment)?;
+            }
+            log
         };
         let mut wal = Wal {
             storage,
