@@ -121,6 +121,13 @@ impl Ledger {
         self.violations.borrow().clone()
     }
 
+    /// Removes and returns the violations found since there were `from`.
+    pub fn take_violations_from(&self, from: usize) -> Vec<Violation> {
+        let mut violations = self.violations.borrow_mut();
+        let from = from.min(violations.len());
+        violations.split_off(from)
+    }
+
     pub fn recoveries_checked(&self) -> u64 {
         *self.recoveries_checked.borrow()
     }

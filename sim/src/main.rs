@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! keel-sim --seed N [--ops M] [--fsync always|interval-ms=N] [--plant NAME]
-//!          [--check-determinism] [--trace]
-//! keel-sim --seeds A..B [--jobs J] [--until-failure] [--ops M] [--fsync P] [--plant NAME]
+//!          [--damage] [--check-determinism] [--trace]
+//! keel-sim --seeds A..B [--jobs J] [--until-failure] [--ops M] [--fsync P] [--plant NAME] [--damage]
 //! keel-sim --list-plants
 //! ```
 //!
@@ -32,7 +32,7 @@ mod simulation {
     /// A bad command line (sysexits' EX_USAGE).
     const EXIT_USAGE: i32 = 64;
     const USAGE: &str = "usage: keel-sim --seed N [--ops M] [--fsync always|interval-ms=N] \
-                         [--plant NAME] [--check-determinism] [--trace]\n       \
+                         [--plant NAME] [--damage] [--check-determinism] [--trace]\n       \
                          keel-sim --list-plants";
 
     #[derive(Clone, Debug, PartialEq)]
@@ -70,12 +70,14 @@ mod simulation {
     fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Command, String> {
         let (mut seed, mut ops, mut fsync) = (None, OPS_DEFAULT, FsyncPolicy::Always);
         let (mut plant, mut check_determinism, mut echo_trace) = (None, false, false);
+        let mut damage = false;
         let (mut seeds, mut jobs, mut until_failure) = (None, None, false);
         while let Some(flag) = words.next() {
             match flag.as_str() {
                 "--list-plants" => return Ok(Command::ListPlants),
                 "--check-determinism" => check_determinism = true,
                 "--trace" => echo_trace = true,
+                "--damage" => damage = true,
                 "--until-failure" => until_failure = true,
                 "--seed" | "--ops" | "--fsync" | "--plant" | "--seeds" | "--jobs" => {
                     let value = words
@@ -103,6 +105,7 @@ mod simulation {
             ops,
             fsync,
             echo_trace,
+            damage,
         };
         match (seed, seeds) {
             (Some(_), None) => Ok(Command::Run {
@@ -130,6 +133,9 @@ mod simulation {
         }
         if let Some(plant) = plant {
             flags += &format!(" --plant {plant}");
+        }
+        if config.damage {
+            flags += " --damage";
         }
         flags
     }

@@ -37,7 +37,7 @@ use madsim::time::{sleep, TimeHandle};
 use crate::client::{connect, request, ClientStream};
 use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
 use crate::history::Recorder;
-use crate::io::{host, SimIo};
+use crate::io::{host, Host, SimIo};
 use crate::ledger::Violation;
 use crate::linearizability::{check, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
@@ -83,16 +83,15 @@ const DOWN_MS_MAX: u64 = 300;
 const PARTITION_MS_MIN: u64 = 50;
 const PARTITION_MS_MAX: u64 = 1_500;
 /// In-flight disk faults while faults strike: per sync, per read.
-const FAULT_RATES: FaultRates = FaultRates {
-    in_flight: InFlightRates {
-        fsync_fail: 0.002,
-        read_bit_flip: 0.002,
-        latent_read_error: 0.002,
-    },
-    damage: DamageRates {
-        write_bit_flip: 0.0,
-        misdirected_write: 0.0,
-    },
+const IN_FLIGHT_RATES: InFlightRates = InFlightRates {
+    fsync_fail: 0.002,
+    read_bit_flip: 0.002,
+    latent_read_error: 0.002,
+};
+/// Faults to data the node holds durable, per write, with `--damage` only.
+const DAMAGE_RATES: DamageRates = DamageRates {
+    write_bit_flip: 0.001,
+    misdirected_write: 0.0005,
 };
 /// Operations invoked this long after the faults stop must all complete: a
 /// client may still be waiting out a request sent before, then reconnect.
@@ -118,6 +117,9 @@ pub struct RunConfig {
     pub fsync: FsyncPolicy,
     /// Print every traced event.
     pub echo_trace: bool,
+    /// Also damage data the node already synced ([`DAMAGE_RATES`]): then the
+    /// node must detect it (refuse to start) rather than lose data silently.
+    pub damage: bool,
 }
 
 /// A reason the run failed, other than the history's verdict.
@@ -185,6 +187,12 @@ pub struct Summary {
     pub entries_applied: u64,
     pub recoveries_checked: u64,
     pub virtual_ms: u64,
+    /// With `--damage`: a start refused for corruption, after which the node
+    /// stays down (the expected outcome of damage).
+    pub damage_detected: bool,
+    /// With `--damage`: ledger violations at a recovery that cut a torn tail,
+    /// the single-copy limit (damage to the last synced batch looks torn).
+    pub losses_at_torn_cuts: u64,
     pub verdict: Verdict<Vec<u8>>,
     pub failures: Vec<Failure>,
     pub trace_hash: u64,
@@ -224,6 +232,7 @@ impl fmt::Display for Summary {
             "seed {} ops {} completed {} unanswered {} crashes {} partitions {} \
              node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
              snapshots {} entries_applied {} recoveries_checked {} virtual_s {:.1} \
+             damage_detected {} losses_at_torn_cuts {} \
              trace {:016x} ({} events) check_ms {:.1}\nlinearizability: ",
             self.seed,
             self.ops,
@@ -240,6 +249,8 @@ impl fmt::Display for Summary {
             self.entries_applied,
             self.recoveries_checked,
             self.virtual_ms as f64 / 1e3,
+            self.damage_detected,
+            self.losses_at_torn_cuts,
             self.trace_hash,
             self.trace_events,
             self.check_time.0.as_secs_f64() * 1e3,
@@ -322,6 +333,9 @@ pub(crate) struct Boots {
     stopped: AtomicBool,
     /// Boots that ended with no disk fault to cause it.
     pub(crate) failures: Mutex<Vec<Failure>>,
+    /// A start was refused for corruption (see [`RunConfig::damage`]).
+    detected: AtomicBool,
+    losses_at_torn_cuts: AtomicU64,
 }
 
 /// One operation as the liveness check sees it.
@@ -424,12 +438,12 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
     let handle = Handle::current();
     let boots = Arc::new(Boots::default());
     let keel_boots = Arc::clone(&boots);
-    let fsync = config.fsync;
+    let (fsync, damage) = (config.fsync, config.damage);
     let keel = handle
         .create_node()
         .name("keel")
         .ip([10, 0, 0, 1].into())
-        .init(move || run_keel(fsync, Arc::clone(&keel_boots)))
+        .init(move || run_keel(fsync, damage, Arc::clone(&keel_boots)))
         .build();
     let workload = Arc::new(Workload::default());
     for client in 0..CLIENTS {
@@ -462,17 +476,24 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         .filter(|fault| fault.kind.mode() == FaultMode::InFlight)
         .count() as u64;
     let ledger = host(keel.id()).ledger;
+    let detected = boots.detected.load(Ordering::SeqCst);
     let mut failures = supervisor.failures;
     failures.append(&mut boots.failures.lock().expect("boots lock"));
-    failures.append(&mut workload.stalled.lock().expect("stalled lock"));
     failures.extend(ledger.violations().into_iter().map(Failure::Durability));
+    if detected {
+        // The node refused to start for good, as damage calls for: what it
+        // could not serve afterwards is the expected outcome.
+        failures.retain(|failure| !matches!(failure, Failure::FinalRead { .. }));
+    } else {
+        failures.append(&mut workload.stalled.lock().expect("stalled lock"));
+    }
     failures.extend(
         workload
             .timed
             .lock()
             .expect("timed lock")
             .iter()
-            .filter(|op| op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
+            .filter(|op| !detected && op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
             .filter_map(|op| {
                 Some(Failure::Liveness {
                     client: op.client,
@@ -509,6 +530,8 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),
         virtual_ms: now_ms(),
+        damage_detected: detected,
+        losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
         verdict: Verdict::Linearizable,
         failures,
         trace_hash: 0,
@@ -559,12 +582,23 @@ impl Supervisor {
         }
         schedule.sort();
         let disk = host(self.keel).disk;
-        disk.set_rates(FAULT_RATES);
+        disk.set_rates(FaultRates {
+            in_flight: IN_FLIGHT_RATES,
+            damage: if config.damage {
+                DAMAGE_RATES
+            } else {
+                DamageRates::default()
+            },
+        });
         for (at_ticket, fault) in schedule {
             while workload.tickets_taken.load(Ordering::SeqCst) < at_ticket
                 && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
+                && !self.detected()
             {
                 self.tick().await;
+            }
+            if self.detected() {
+                break;
             }
             match fault {
                 Fault::PowerLoss => {
@@ -580,6 +614,7 @@ impl Supervisor {
         }
         while workload.tickets_taken.load(Ordering::SeqCst) < last_ticket
             && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
+            && !self.detected()
         {
             self.tick().await;
         }
@@ -602,11 +637,18 @@ impl Supervisor {
         }
     }
 
+    /// Whether the node refused to start for corruption (it then stays down).
+    fn detected(&self) -> bool {
+        self.boots.detected.load(Ordering::SeqCst)
+    }
+
     /// Waits a little, and restarts the node if it stopped on its own.
     async fn tick(&mut self) {
         let wait = thread_rng().gen_range(1..=SUPERVISOR_TICK_US_MAX);
         sleep(Duration::from_micros(wait)).await;
-        if self.boots.stopped.swap(false, Ordering::SeqCst) {
+        // A node that refused to start for corruption stays down: restarting
+        // it would only refuse again.
+        if self.boots.stopped.swap(false, Ordering::SeqCst) && !self.detected() {
             self.counts.node_stops += 1;
             self.power_loss().await;
         }
@@ -643,6 +685,9 @@ impl Supervisor {
     /// One more power loss, then a read of every key by a client of its own,
     /// so that the state the last boot recovered is in the history.
     async fn final_phase(&mut self, workload: &Arc<Workload>) {
+        if self.detected() {
+            return;
+        }
         let recovered = self.boots.recovered.load(Ordering::SeqCst);
         self.power_loss().await;
         let deadline = now_ms() + FINAL_RECOVERY_MS_MAX;
@@ -700,14 +745,18 @@ async fn read_every_key(workload: Arc<Workload>) -> Vec<Failure> {
 
 /// The Keel node: recovers from the host's disk and serves until killed. A
 /// boot that ends on its own must have had a disk fault to cause it.
-pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
+/// With `damage`, a start refused for corruption is the expected outcome,
+/// and acknowledged entries lost where recovery cut a torn tail are counted
+/// apart (the single-copy limit) rather than failed.
+pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>) {
     let boot = boots.count.fetch_add(1, Ordering::SeqCst) + 1;
     let address: SocketAddr = KEEL_ADDRESS.parse().expect("a valid address");
     let io = SimIo::bind(address)
         .await
         .expect("the node's address is free");
-    let disk = host(madsim::plugin::node()).disk;
+    let Host { disk, ledger } = host(madsim::plugin::node());
     let faults_before = disk.fault_log().len();
+    let violations_before = ledger.violations().len();
     trace(format_args!("boot {boot}"));
     let config = ServeConfig {
         dir: "keel-data".into(),
@@ -740,6 +789,18 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
     let reason = match recover_core(io, node).await {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
+            let torn_cut = recovered.summaries.iter().any(|s| s.torn_bytes_cut > 0);
+            if damage && torn_cut {
+                let lost = ledger.take_violations_from(violations_before);
+                if !lost.is_empty() {
+                    trace(format_args!(
+                        "boot {boot} lost at a torn-tail cut: {lost:?}"
+                    ));
+                }
+                boots
+                    .losses_at_torn_cuts
+                    .fetch_add(lost.len() as u64, Ordering::SeqCst);
+            }
             let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -749,12 +810,23 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, boots: Arc<Boots>) {
                 Err(error) => format!("stopped: {error}"),
             }
         }
-        Err(error) => format!("recovery refused: {error}"),
+        Err(error) => {
+            if damage && error.is_corruption() {
+                boots.detected.store(true, Ordering::SeqCst);
+            }
+            format!("recovery refused: {error}")
+        }
     };
     trace(format_args!("boot {boot} {reason}"));
-    let had_cause = disk.fault_log()[faults_before..]
-        .iter()
-        .any(|fault| fault.kind.mode() == FaultMode::InFlight);
+    // Damage persists across boots; an in-flight fault must be this boot's.
+    let had_cause = (damage
+        && disk
+            .fault_log()
+            .iter()
+            .any(|f| f.kind.mode() == FaultMode::Damage))
+        || disk.fault_log()[faults_before..]
+            .iter()
+            .any(|fault| fault.kind.mode() == FaultMode::InFlight);
     if !had_cause {
         boots
             .failures

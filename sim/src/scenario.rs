@@ -133,7 +133,7 @@ impl Scenario {
             .create_node()
             .name("keel")
             .ip([10, 0, 0, 1].into())
-            .init(move || run_keel(FsyncPolicy::Always, Arc::clone(&keel_boots)))
+            .init(move || run_keel(FsyncPolicy::Always, false, Arc::clone(&keel_boots)))
             .build();
         let client = handle
             .create_node()

@@ -13,6 +13,7 @@ fn run_alone(seed: u64, fsync: FsyncPolicy) -> Summary {
         ops: 1_000,
         fsync,
         echo_trace: false,
+        damage: false,
     };
     std::thread::spawn(move || run(config))
         .join()

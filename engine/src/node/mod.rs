@@ -181,6 +181,8 @@ pub struct RecoverySummary {
     pub snapshot_keys: u64,
     pub frames_replayed: u64,
     pub last_index: u64,
+    /// Bytes of a torn tail that recovery cut (0 when the log ended clean).
+    pub torn_bytes_cut: u64,
     pub seconds: f64,
 }
 
@@ -227,6 +229,7 @@ async fn recover_shard<I: NodeIo>(
         .await
         .map_err(|source| NodeError::Wal { shard: id, source })?;
     if let Some(torn) = &report.repaired {
+        summary.torn_bytes_cut = u64::from(torn.cut_bytes);
         tracing::warn!(
             shard = id, file = %torn.file, offset = torn.offset, cut_bytes = torn.cut_bytes, last_index = torn.last_index.0, cause = %torn.cause,
             "torn tail cut: the last write never completed (it was never acknowledged)"
