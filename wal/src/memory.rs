@@ -123,6 +123,11 @@ impl MemStorage {
         self.disk.borrow_mut().faults = faults;
     }
 
+    /// Makes the next sync (file or directory) fail, once.
+    pub fn fail_next_sync(&self) {
+        self.disk.borrow_mut().faults.fail_sync_after = Some(0);
+    }
+
     /// The bytes a reader of `name` sees now.
     pub fn contents(&self, name: &str) -> Option<Vec<u8>> {
         let disk = self.disk.borrow();

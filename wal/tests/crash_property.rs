@@ -138,13 +138,9 @@ fn repeated_repairs_stay_inside_the_segment_and_keep_synced_entries() {
         let acked = wal.durable_index();
         let count = 1 + rng.below(10);
         append_random(&mut wal, &mut model, &mut rng, count, 100);
-        disk.set_faults(Faults {
-            fail_sync_after: Some(0),
-            ..Faults::default()
-        });
+        disk.fail_next_sync();
         assert!(run_ready(wal.sync()).is_err());
         drop(wal);
-        disk.set_faults(Faults::default());
         disk.crash(rng.next_u64());
         for link in 0..REPAIR_CHAIN_OPENS {
             let context = format!("seed {seed}, open {link}");

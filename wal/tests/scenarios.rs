@@ -87,13 +87,9 @@ fn unsynced_tail_is_lost_or_cut_and_synced_batches_stay() {
         for index in 13..=20 {
             wal.append(Term(2), &payload(index)).unwrap();
         }
-        disk.set_faults(Faults {
-            fail_sync_after: Some(0),
-            ..Faults::default()
-        });
+        disk.fail_next_sync();
         assert!(run_ready(wal.sync()).is_err());
         drop(wal);
-        disk.set_faults(Faults::default());
         disk.crash(seed);
         let (wal, report) = open(&disk).unwrap();
         let last = wal.last_index().0;
@@ -264,10 +260,7 @@ fn a_failed_sync_poisons_the_wal() {
     let disk = MemStorage::new();
     let (mut wal, _) = open(&disk).unwrap();
     write_batches(&mut wal, &[3]);
-    disk.set_faults(Faults {
-        fail_sync_after: Some(0),
-        ..Faults::default()
-    });
+    disk.fail_next_sync();
     wal.append(Term(1), b"x").unwrap();
     assert!(matches!(
         run_ready(wal.sync()),
