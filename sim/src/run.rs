@@ -532,6 +532,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         virtual_ms: now_ms(),
         damage_detected: detected,
         losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
+        // `run` checks the history outside the runtime and sets the verdict.
         verdict: Verdict::Linearizable,
         failures,
         trace_hash: 0,

@@ -143,7 +143,7 @@ impl Scenario {
         for step in &self.steps {
             let done = match step {
                 Step::Crash(mode) => {
-                    crash(&handle, keel.id(), *mode).await;
+                    crash(&handle, keel.id(), self.seed, *mode).await;
                     Ok(())
                 }
                 Step::WriteUnsynced(keys) => write_unsynced(&client, keel.id(), keys.clone()).await,
@@ -167,9 +167,9 @@ impl Scenario {
     }
 }
 
-async fn crash(handle: &Handle, keel: NodeId, mode: CrashMode) {
+async fn crash(handle: &Handle, keel: NodeId, seed: u64, mode: CrashMode) {
     handle.kill(keel);
-    host(keel).disk.crash_with(0, mode);
+    host(keel).disk.crash_with(seed, mode);
     handle.restart(keel);
 }
 
