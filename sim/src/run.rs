@@ -468,14 +468,13 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         supervisor.tick().await;
     }
     supervisor.final_phase(&workload).await;
-    let disk = host(keel.id()).disk;
+    let Host { disk, ledger } = host(keel.id());
     let disk_faults = disk
         .fault_log()
         .iter()
         .inspect(|fault| trace(fault))
         .filter(|fault| fault.kind.mode() == FaultMode::InFlight)
         .count() as u64;
-    let ledger = host(keel.id()).ledger;
     let detected = boots.detected.load(Ordering::SeqCst);
     let mut failures = supervisor.failures;
     failures.append(&mut boots.failures.lock().expect("boots lock"));
@@ -820,12 +819,9 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
     };
     trace(format_args!("boot {boot} {reason}"));
     // Damage persists across boots; an in-flight fault must be this boot's.
-    let had_cause = (damage
-        && disk
-            .fault_log()
-            .iter()
-            .any(|f| f.kind.mode() == FaultMode::Damage))
-        || disk.fault_log()[faults_before..]
+    let faults = disk.fault_log();
+    let had_cause = (damage && faults.iter().any(|f| f.kind.mode() == FaultMode::Damage))
+        || faults[faults_before..]
             .iter()
             .any(|fault| fault.kind.mode() == FaultMode::InFlight);
     if !had_cause {
