@@ -45,16 +45,18 @@ pub enum ParseErrorKind {
 pub type RegisterHistory = Vec<Operation<RegisterInput, RegisterOutput>>;
 pub type KvHistory = Vec<Operation<KvInput, KvOutput>>;
 
-/// Marks the lines of a Jepsen log that record client events; all others are
-/// ignored.
-const JEPSEN_EVENT_MARK: &str = "jepsen.util - ";
+/// Marks the lines of a Jepsen log that record client events (the logger's
+/// name, then `-`); all others are ignored.
+const JEPSEN_EVENT_MARK: &str = "jepsen.util";
 
-/// Parses a Jepsen etcd log: `P \t :type \t :f \t value` after `jepsen.util - `
-/// (other lines are ignored), for a register read, written and cas'd by processes P.
+/// Parses a Jepsen etcd log: `P :type :f value` after `jepsen.util -` (other
+/// lines are ignored), for a register read, written and cas'd by processes P.
+/// Fields are separated by any run of whitespace, as Porcupine's parser
+/// accepts (Jepsen writes tabs; copies of its logs often hold spaces).
 pub fn parse_jepsen_register(text: &str) -> Result<RegisterHistory, ParseError> {
     let mut recorder = Recorder::new();
     for (index, line) in text.lines().enumerate() {
-        let Some((_, event)) = line.split_once(JEPSEN_EVENT_MARK) else {
+        let Some(event) = jepsen_event_text(line) else {
             continue;
         };
         let at_line = |kind| ParseError {
@@ -66,17 +68,40 @@ pub fn parse_jepsen_register(text: &str) -> Result<RegisterHistory, ParseError> 
     Ok(recorder.finish())
 }
 
+/// The event after `jepsen.util`, whitespace, `-` and whitespace, if the line
+/// records one.
+fn jepsen_event_text(line: &str) -> Option<&str> {
+    let (_, after) = line.split_once(JEPSEN_EVENT_MARK)?;
+    let event = after.trim_start().strip_prefix('-')?;
+    let separated = |text: &str| text.starts_with(char::is_whitespace);
+    (separated(after) && separated(event)).then(|| event.trim_start())
+}
+
+/// Splits an event into its four fields; the value, last, keeps its inner
+/// whitespace (a cas value is `[FROM TO]`).
+fn jepsen_fields(event: &str) -> Result<[&str; 4], ParseErrorKind> {
+    let mut rest = event.trim();
+    let mut fields = [""; 4];
+    for (found, field) in fields.iter_mut().enumerate() {
+        if rest.is_empty() {
+            return Err(ParseErrorKind::FieldCount { expected: 4, found });
+        }
+        let end = if found == 3 {
+            rest.len()
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        *field = &rest[..end];
+        rest = rest[end..].trim_start();
+    }
+    Ok(fields)
+}
+
 fn jepsen_event(
     recorder: &mut Recorder<RegisterInput, RegisterOutput>,
     event: &str,
 ) -> Result<(), ParseErrorKind> {
-    let fields: Vec<&str> = event.split('\t').collect();
-    let &[process, kind, function, value] = fields.as_slice() else {
-        return Err(ParseErrorKind::FieldCount {
-            expected: 4,
-            found: fields.len(),
-        });
-    };
+    let [process, kind, function, value] = jepsen_fields(event)?;
     let process = parse_field::<u64>("process", process)?;
     match kind {
         ":invoke" => recorder.invoke(process, register_input(function, value)?),
@@ -124,9 +149,11 @@ fn register_input(function: &str, value: &str) -> Result<RegisterInput, ParseErr
             let pair = value
                 .strip_prefix('[')
                 .and_then(|rest| rest.strip_suffix(']'));
-            let (from, to) = pair
-                .and_then(|pair| pair.split_once(' '))
-                .ok_or_else(malformed)?;
+            let mut numbers = pair.map(str::split_whitespace).ok_or_else(malformed)?;
+            let (Some(from), Some(to), None) = (numbers.next(), numbers.next(), numbers.next())
+            else {
+                return Err(malformed());
+            };
             Ok(RegisterInput::Cas {
                 from: parse_field("cas from", from)?,
                 to: parse_field("cas to", to)?,
@@ -339,6 +366,33 @@ INFO  jepsen.util - 4\t:ok\t:read\t3
                 Operation::abandoned(3, RegisterInput::Write(5), 6),
                 Operation::completed(4, RegisterInput::Read, 7, RegisterOutput::Read(Some(3)), 8),
             ]
+        );
+    }
+
+    /// Porcupine splits Jepsen events on any whitespace; a log whose tabs became
+    /// spaces (as copies of logs often do) was refused with "expected 4 fields,
+    /// found 1" before this parser did the same.
+    #[test]
+    fn jepsen_fields_may_be_separated_by_any_whitespace() {
+        let tabs = "\
+INFO  jepsen.util - 0\t:invoke\t:write\t3
+INFO  jepsen.util - 1\t:invoke\t:cas\t[3 4]
+INFO  jepsen.util - 0\t:ok\t:write\t3
+INFO  jepsen.util - 1\t:ok\t:cas\t[3 4]
+";
+        let spaces = "\
+INFO jepsen.util -  0 :invoke :write 3
+INFO  jepsen.util  -\t1    :invoke :cas [3  4]
+INFO jepsen.util - 0 :ok  :write   3  
+INFO jepsen.util - 1 :ok :cas [3\t4]
+";
+        let expected = parse_jepsen_register(tabs).unwrap();
+        assert_eq!(expected.len(), 2);
+        assert_eq!(parse_jepsen_register(spaces).unwrap(), expected);
+        // A mark without its separators is not an event line, as in Porcupine.
+        assert_eq!(
+            parse_jepsen_register("INFO jepsen.util-0 :invoke :read nil\n").unwrap(),
+            Vec::new()
         );
     }
 

@@ -89,3 +89,31 @@ fn verdicts_agree_with_the_external_corpus() {
     assert!(histories > 0, "VERDICTS lists no histories");
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// Porcupine reads Jepsen events split by any whitespace: every log of the
+/// corpus with its tabs turned into runs of spaces reads as the same history.
+#[test]
+fn jepsen_logs_read_the_same_with_spaces_for_tabs() {
+    let dir = corpus_dir().join("jepsen-etcd");
+    let mut logs = 0;
+    for entry in std::fs::read_dir(&dir).expect("the Jepsen logs of the corpus") {
+        let path = entry.expect("a directory entry").path();
+        let text = std::fs::read_to_string(&path).expect("a readable log");
+        let spaced = text.replace('\t', "  ");
+        assert_ne!(spaced, text, "{} has tab-separated fields", path.display());
+        let history = parse_jepsen_register(&text).expect("the corpus parses");
+        assert!(!history.is_empty(), "{} holds events", path.display());
+        assert_eq!(
+            parse_jepsen_register(&spaced).as_ref(),
+            Ok(&history),
+            "{}",
+            path.display()
+        );
+        logs += 1;
+    }
+    assert!(
+        logs >= 90,
+        "found only {logs} Jepsen logs in {}",
+        dir.display()
+    );
+}
