@@ -14,6 +14,7 @@ fn run_alone(seed: u64, fsync: FsyncPolicy) -> Summary {
         fsync,
         echo_trace: false,
         damage: false,
+        cores: None,
     };
     std::thread::spawn(move || run(config))
         .join()
