@@ -3,7 +3,7 @@
 # its own so the normal build's cache is untouched, with the planted bugs
 # compiled in but off) and runs it. docs/SIMULATION.md explains the output.
 #
-#   scripts/sim.sh --seed N [--ops M] [--fsync P] [--plant NAME] [--damage] [--trace]
+#   scripts/sim.sh --seed N [--ops M] [--fsync P] [--plant NAME] [--damage] [--cores C] [--trace]
 #                                          one run: what happened, every verdict
 #   scripts/sim.sh --seed N --check-determinism
 #                                          runs it twice, compares the trace hashes

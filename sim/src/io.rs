@@ -1,10 +1,11 @@
 //! The node's IO under madsim: the real node loop ([`keel_engine::node`]) runs on
-//! a simulated host, with madsim's TCP for clients, madsim's clock and timers,
-//! and a [`SimDisk`] that outlives the host.
+//! a simulated host, one loop per core as tasks of that host, with madsim's
+//! TCP for clients, madsim's clock and timers, bounded in-memory queues for
+//! the hops between cores, and a [`SimDisk`] that outlives the host.
 //!
 //! madsim kills a host by dropping its tasks, so whatever the host must find
-//! again after a restart lives outside it: each host's [`Host`] (disk and
-//! durability ledger) sits in a registry on the simulation's thread, keyed by
+//! again after a restart lives outside it: each host's [`Host`] (disk,
+//! durability ledger, hop counts) sits in a registry on the simulation's thread, keyed by
 //! madsim node id. (A madsim plugin cannot hold it: plugins are `Send + Sync`,
 //! and the disk is `Rc`-based, as the single-threaded node loop is.) The
 //! supervisor reaches the same disk to crash it between a kill and a restart.
@@ -81,10 +82,11 @@ pub fn host(node: NodeId) -> Host {
     })
 }
 
-/// Hops a core may have queued for another before senders wait. Small (the
-/// server's queue holds 4,096): three clients, one request each, then fill a
-/// queue now and then, so that waiting senders are simulated too.
-pub const HOP_QUEUE_MESSAGES: usize = 2;
+/// Hops a core may have queued for it before senders wait. One (the
+/// server's queue holds 4,096): with three clients of one request each, two
+/// hops to one core then often meet, so that senders waiting for room are
+/// simulated on most seeds.
+pub const HOP_QUEUE_MESSAGES: usize = 1;
 
 /// One core's IO on a simulated host. The cores of a node are tasks of the
 /// same madsim node (so madsim interleaves them, as threads would be), share

@@ -112,7 +112,7 @@ const FINAL_RECOVERY_MS_MAX: u64 = 10_000;
 const RUN_TIME_LIMIT_S: u64 = 3_600;
 /// Restarts of a node that stopped on its own (a failed fsync, a refused
 /// start), per run; then it stays down and the run fails. Seeds 1..2,000 need
-/// at most 12; a node that never comes back would otherwise be restarted
+/// at most 13; a node that never comes back would otherwise be restarted
 /// until [`RUN_TIME_LIMIT_S`] (some 23,000 times, and 5 s of real time).
 pub const NODE_RESTARTS_MAX: u64 = 50;
 
