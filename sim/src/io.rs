@@ -260,3 +260,54 @@ impl NodeIo for SimIo {
         self.node.inboxes[self.core].recv().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::Context;
+
+    use keel_engine::node::io::ShardReply;
+
+    use super::*;
+
+    fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn reply(id: u64) -> Hop {
+        Hop::Reply {
+            id,
+            reply: ShardReply::Count(id),
+        }
+    }
+
+    fn id(hop: Hop) -> u64 {
+        match hop {
+            Hop::Reply { id, .. } | Hop::Request { id, .. } => id,
+        }
+    }
+
+    #[test]
+    fn a_full_hop_queue_makes_the_sender_wait_and_keeps_the_order() {
+        let (queue, counts) = (HopQueue::default(), HopCounts::default());
+        for first in 0..HOP_QUEUE_MESSAGES as u64 {
+            assert!(poll_once(pin!(queue.send(reply(first), &counts))).is_ready());
+        }
+        let full = HOP_QUEUE_MESSAGES as u64;
+        let mut waiting = pin!(queue.send(reply(full), &counts));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        let Poll::Ready(oldest) = poll_once(pin!(queue.recv())) else {
+            panic!("a queued hop is received at once");
+        };
+        assert_eq!(id(oldest), 0);
+        assert!(poll_once(waiting.as_mut()).is_ready());
+        for next in 1..=full {
+            let Poll::Ready(hop) = poll_once(pin!(queue.recv())) else {
+                panic!("hop {next} was queued");
+            };
+            assert_eq!(id(hop), next);
+        }
+        assert!(poll_once(pin!(queue.recv())).is_pending());
+        assert_eq!((counts.sent.get(), counts.waited.get()), (full + 1, 1));
+    }
+}

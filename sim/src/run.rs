@@ -191,8 +191,9 @@ impl fmt::Display for Failure {
                 reason,
             } => write!(
                 f,
-                "the node never came back: restarted {restarts} times after stopping on its own, \
-                 then left down; first refused start since it last recovered: boot {boot} {reason}"
+                "the node never came back: left down after {restarts} restarts; boot {boot} \
+                 {reason} (the first refused start since the node last recovered, else its \
+                 last stop)"
             ),
         }
     }
@@ -268,7 +269,8 @@ impl fmt::Display for Summary {
             f,
             "seed {} cores {} ops {} completed {} unanswered {} crashes {} partitions {} \
              node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
-             hops {} hop_waits {} snapshots {} entries_applied {} recoveries_checked {} virtual_s {:.1} \
+             hops {} hop_waits {} snapshots {} entries_applied {} recoveries_checked {} \
+             virtual_s {:.1} \
              damage_detected {} losses_at_torn_cuts {} \
              trace {:016x} ({} events) check_ms {:.1}\nlinearizability: ",
             self.seed,
