@@ -3,7 +3,7 @@
 # its own so the normal build's cache is untouched, with the planted bugs
 # compiled in but off) and runs it. docs/SIMULATION.md explains the output.
 #
-#   scripts/sim.sh --seed N [--ops M] [--fsync P] [--plant NAME] [--damage] [--trace]
+#   scripts/sim.sh --seed N [--ops M] [--fsync P] [--plant NAME] [--damage] [--cores C] [--trace]
 #                                          one run: what happened, every verdict
 #   scripts/sim.sh --seed N --check-determinism
 #                                          runs it twice, compares the trace hashes
@@ -14,8 +14,9 @@
 #   scripts/sim.sh --check-plants [A..B]   each planted bug must fail a seed in
 #                                          A..B (default 1..300)
 #   scripts/sim.sh --ci                    what CI runs: 200 seeds, 100 seeds with
-#                                          damage to synced data, the planted bugs,
-#                                          and a determinism check
+#                                          damage to synced data, 50 seeds of a
+#                                          one-core node, the planted bugs, and a
+#                                          determinism check
 #
 # SIM_TARGET_DIR overrides the target directory (default: target/sim).
 set -euo pipefail
@@ -48,6 +49,7 @@ case "${1:-}" in
 --ci)
     "$sim" --seeds 1..200 | grep -v ': ok ('
     "$sim" --seeds 1..100 --damage | grep -v ': ok ('
+    "$sim" --seeds 1..50 --cores 1 | grep -v ': ok ('
     check_plants 1..300
     "$sim" --seed 1 --check-determinism | tail -n 1
     ;;

@@ -1,21 +1,25 @@
 //! The node's IO under madsim: the real node loop ([`keel_engine::node`]) runs on
-//! a simulated host, with madsim's TCP for clients, madsim's clock and timers,
-//! and a [`SimDisk`] that outlives the host.
+//! a simulated host, one loop per core as tasks of that host, with madsim's
+//! TCP for clients, madsim's clock and timers, bounded in-memory queues for
+//! the hops between cores, and a [`SimDisk`] that outlives the host.
 //!
 //! madsim kills a host by dropping its tasks, so whatever the host must find
-//! again after a restart lives outside it: each host's [`Host`] (disk and
-//! durability ledger) sits in a registry on the simulation's thread, keyed by
+//! again after a restart lives outside it: each host's [`Host`] (disk,
+//! durability ledger, hop counts) sits in a registry on the simulation's thread, keyed by
 //! madsim node id. (A madsim plugin cannot hold it: plugins are `Send + Sync`,
 //! and the disk is `Rc`-based, as the single-threaded node loop is.) The
 //! supervisor reaches the same disk to crash it between a kill and a restart.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use keel_engine::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
+use keel_engine::node::local::Signal;
 use keel_engine::node::shard_dir_name;
 use madsim::net::{TcpListener, TcpStream};
 use madsim::rand::{thread_rng, Rng};
@@ -33,12 +37,23 @@ pub const DISK_LATENCY: Latency = Latency {
     sync_us: (80, 400),
 };
 
-/// What of a host outlives its kills: its disk, and the ledger of what its
-/// shards applied and acknowledged. Clones share them.
+/// What of a host outlives its kills: its disk, the ledger of what its
+/// shards applied and acknowledged, and counts of its cores' hops. Clones
+/// share them.
 #[derive(Clone, Debug)]
 pub struct Host {
     pub disk: SimDisk,
     pub ledger: Rc<Ledger>,
+    pub hops: Rc<HopCounts>,
+}
+
+/// Hops between a host's cores, over all its boots: a run shows that it
+/// exercised them.
+#[derive(Debug, Default)]
+pub struct HopCounts {
+    pub sent: Cell<u64>,
+    /// Sends that found the queue full and waited.
+    pub waited: Cell<u64>,
 }
 
 thread_local! {
@@ -60,37 +75,104 @@ pub fn host(node: NodeId) -> Host {
                 Host {
                     disk: SimDisk::with_latency(thread_rng().gen(), DISK_LATENCY, sleep),
                     ledger: Rc::default(),
+                    hops: Rc::default(),
                 }
             })
             .clone()
     })
 }
 
-/// One core's IO on a simulated host (one core: nothing ever hops).
+/// Hops a core may have queued for it before senders wait. One (the
+/// server's queue holds 4,096): with three clients of one request each, two
+/// hops to one core then often meet, so that senders waiting for room are
+/// simulated on most seeds.
+pub const HOP_QUEUE_MESSAGES: usize = 1;
+
+/// One core's IO on a simulated host. The cores of a node are tasks of the
+/// same madsim node (so madsim interleaves them, as threads would be), share
+/// one client listener (madsim has no SO_REUSEPORT: whichever core accepts
+/// first gets the connection), and hop over bounded in-memory queues.
 #[derive(Clone, Debug)]
 pub struct SimIo {
-    inner: Rc<Inner>,
+    core: usize,
+    node: Rc<SimNode>,
 }
 
+/// What the cores of one node share.
 #[derive(Debug)]
-struct Inner {
+struct SimNode {
     host: Host,
     clients: TcpListener,
     epoch: Instant,
+    /// Each core's hops from the other cores, by core.
+    inboxes: Vec<HopQueue>,
+}
+
+/// The bounded queue of hops to one core, read only by that core.
+#[derive(Debug, Default)]
+struct HopQueue {
+    hops: RefCell<VecDeque<Hop>>,
+    arrived: Signal,
+    /// Senders waiting for room.
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl HopQueue {
+    /// Queues `hop`, waiting while the queue is full.
+    async fn send(&self, hop: Hop, counts: &HopCounts) {
+        let mut hop = Some(hop);
+        let mut waited = false;
+        poll_fn(|context| {
+            let mut hops = self.hops.borrow_mut();
+            if hops.len() < HOP_QUEUE_MESSAGES {
+                hops.push_back(hop.take().expect("a hop is sent once"));
+                self.arrived.raise();
+                Poll::Ready(())
+            } else {
+                self.waiting.borrow_mut().push(context.waker().clone());
+                waited = true;
+                Poll::Pending
+            }
+        })
+        .await;
+        counts.sent.set(counts.sent.get() + 1);
+        counts.waited.set(counts.waited.get() + u64::from(waited));
+    }
+
+    /// The oldest hop; wakes the senders waiting for room.
+    async fn recv(&self) -> Hop {
+        loop {
+            let hop = self.hops.borrow_mut().pop_front();
+            if let Some(hop) = hop {
+                for sender in self.waiting.borrow_mut().drain(..) {
+                    sender.wake();
+                }
+                return hop;
+            }
+            self.arrived.wait().await;
+        }
+    }
 }
 
 impl SimIo {
-    /// Listens for clients on `address` and keeps the node's data on the
-    /// current host's disk.
-    pub async fn bind(address: std::net::SocketAddr) -> io::Result<SimIo> {
+    /// The IO of each of `cores` cores of a node on the current host: they
+    /// listen for clients on `address` and keep the node's data on the
+    /// host's disk.
+    pub async fn bind(address: std::net::SocketAddr, cores: usize) -> io::Result<Vec<SimIo>> {
+        assert!(cores > 0, "a node runs at least one core");
         let clients = TcpListener::bind(address).await?;
-        Ok(SimIo {
-            inner: Rc::new(Inner {
-                host: host(madsim::plugin::node()),
-                clients,
-                epoch: TimeHandle::current().now_instant(),
-            }),
-        })
+        let node = Rc::new(SimNode {
+            host: host(madsim::plugin::node()),
+            clients,
+            epoch: TimeHandle::current().now_instant(),
+            inboxes: (0..cores).map(|_| HopQueue::default()).collect(),
+        });
+        Ok((0..cores)
+            .map(|core| SimIo {
+                core,
+                node: Rc::clone(&node),
+            })
+            .collect())
     }
 }
 
@@ -122,11 +204,11 @@ impl NodeIo for SimIo {
     type Conn = SimConn;
 
     async fn shard_storage(&self, shard: u32) -> io::Result<SimDir> {
-        Ok(self.inner.host.disk.dir(&shard_dir_name(shard)))
+        Ok(self.node.host.disk.dir(&shard_dir_name(shard)))
     }
 
     fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
-        Some(Rc::clone(&self.inner.host.ledger) as Rc<dyn ShardObserver>)
+        Some(Rc::clone(&self.node.host.ledger) as Rc<dyn ShardObserver>)
     }
 
     fn now_unix_ms(&self) -> u64 {
@@ -138,7 +220,7 @@ impl NodeIo for SimIo {
 
     fn monotonic_us(&self) -> u64 {
         let now = TimeHandle::current().now_instant();
-        now.duration_since(self.inner.epoch).as_micros() as u64
+        now.duration_since(self.node.epoch).as_micros() as u64
     }
 
     async fn sleep(&self, duration: Duration) {
@@ -153,7 +235,7 @@ impl NodeIo for SimIo {
     async fn accept(&self, listener: Listener) -> io::Result<SimConn> {
         match listener {
             Listener::Clients => {
-                let (stream, peer) = self.inner.clients.accept().await?;
+                let (stream, peer) = self.node.clients.accept().await?;
                 Ok(SimConn {
                     stream,
                     peer: peer.to_string(),
@@ -164,14 +246,68 @@ impl NodeIo for SimIo {
     }
 
     fn core(&self) -> (usize, usize) {
-        (0, 1)
+        (self.core, self.node.inboxes.len())
     }
 
-    async fn send_hop(&self, core: usize, _hop: Hop) {
-        unreachable!("a one-core node sends no hops (asked to send to core {core})");
+    async fn send_hop(&self, core: usize, hop: Hop) {
+        assert_ne!(core, self.core, "core {core} hops to itself");
+        self.node.inboxes[core]
+            .send(hop, &self.node.host.hops)
+            .await;
     }
 
     async fn recv_hop(&self) -> Hop {
-        std::future::pending().await
+        self.node.inboxes[self.core].recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::Context;
+
+    use keel_engine::node::io::ShardReply;
+
+    use super::*;
+
+    fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn reply(id: u64) -> Hop {
+        Hop::Reply {
+            id,
+            reply: ShardReply::Count(id),
+        }
+    }
+
+    fn id(hop: Hop) -> u64 {
+        match hop {
+            Hop::Reply { id, .. } | Hop::Request { id, .. } => id,
+        }
+    }
+
+    #[test]
+    fn a_full_hop_queue_makes_the_sender_wait_and_keeps_the_order() {
+        let (queue, counts) = (HopQueue::default(), HopCounts::default());
+        for first in 0..HOP_QUEUE_MESSAGES as u64 {
+            assert!(poll_once(pin!(queue.send(reply(first), &counts))).is_ready());
+        }
+        let full = HOP_QUEUE_MESSAGES as u64;
+        let mut waiting = pin!(queue.send(reply(full), &counts));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        let Poll::Ready(oldest) = poll_once(pin!(queue.recv())) else {
+            panic!("a queued hop is received at once");
+        };
+        assert_eq!(id(oldest), 0);
+        assert!(poll_once(waiting.as_mut()).is_ready());
+        for next in 1..=full {
+            let Poll::Ready(hop) = poll_once(pin!(queue.recv())) else {
+                panic!("hop {next} was queued");
+            };
+            assert_eq!(id(hop), next);
+        }
+        assert!(poll_once(pin!(queue.recv())).is_pending());
+        assert_eq!((counts.sent.get(), counts.waited.get()), (full + 1, 1));
     }
 }

@@ -3,15 +3,18 @@
 //!
 //! ```text
 //! keel-sim --seed N [--ops M] [--fsync always|interval-ms=N] [--plant NAME]
-//!          [--damage] [--check-determinism] [--trace]
-//! keel-sim --seeds A..B [--jobs J] [--until-failure] [--ops M] [--fsync P] [--plant NAME] [--damage]
+//!          [--damage] [--cores C] [--check-determinism] [--trace]
+//! keel-sim --seeds A..B [--jobs J] [--until-failure] [--ops M] [--fsync P] [--plant NAME]
+//!          [--damage] [--cores C]
 //! keel-sim --list-plants
 //! ```
 //!
 //! `--seeds` runs seeds A to B (inclusive) on J threads (default: the CPUs),
 //! one line per seed, then the replay command of every failing seed and the
 //! throughput; `--until-failure` stops at the first failing seed and succeeds
-//! only if there is one (how a planted bug is shown to be caught).
+//! only if there is one (how a planted bug is shown to be caught). `--cores`
+//! fixes the node's cores (1 to [`CORES_LIMIT`]); by default each seed draws
+//! them (`keel_sim::run::CORES_MIN`..=`CORES_MAX`).
 //!
 //! Exit status: 0 when every check passed, 1 when one failed (or, with
 //! `--until-failure`, none did), 2 when the linearizability search gave up,
@@ -26,13 +29,16 @@ mod simulation {
 
     /// Operations the clients send in all unless `--ops` says otherwise.
     const OPS_DEFAULT: u64 = 1_000;
+    /// Most cores `--cores` gives the node: more than shards already leaves
+    /// cores with none; more than this only adds idle ones.
+    const CORES_LIMIT: usize = 8;
     const EXIT_FAILED: i32 = 1;
     const EXIT_UNDECIDED: i32 = 2;
     const EXIT_NONDETERMINISTIC: i32 = 3;
     /// A bad command line (sysexits' EX_USAGE).
     const EXIT_USAGE: i32 = 64;
     const USAGE: &str = "usage: keel-sim --seed N [--ops M] [--fsync always|interval-ms=N] \
-                         [--plant NAME] [--damage] [--check-determinism] [--trace]\n       \
+                         [--plant NAME] [--damage] [--cores C] [--check-determinism] [--trace]\n       \
                          keel-sim --list-plants";
 
     #[derive(Clone, Debug, PartialEq)]
@@ -64,13 +70,21 @@ mod simulation {
         Ok(first..=last)
     }
 
+    /// Parses `--cores C`.
+    fn parse_cores(text: &str) -> Result<usize, String> {
+        match text.parse::<usize>() {
+            Ok(cores) if (1..=CORES_LIMIT).contains(&cores) => Ok(cores),
+            _ => Err(format!("--cores takes 1 to {CORES_LIMIT}, not {text}")),
+        }
+    }
+
     /// Parses the command line by hand: clap builds std `HashMap`s, and the
     /// first one of the process fixes the std hash keys, which madsim can only
     /// make deterministic if its runtime comes first.
     fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Command, String> {
         let (mut seed, mut ops, mut fsync) = (None, OPS_DEFAULT, FsyncPolicy::Always);
         let (mut plant, mut check_determinism, mut echo_trace) = (None, false, false);
-        let mut damage = false;
+        let (mut damage, mut cores) = (false, None);
         let (mut seeds, mut jobs, mut until_failure) = (None, None, false);
         while let Some(flag) = words.next() {
             match flag.as_str() {
@@ -79,7 +93,7 @@ mod simulation {
                 "--trace" => echo_trace = true,
                 "--damage" => damage = true,
                 "--until-failure" => until_failure = true,
-                "--seed" | "--ops" | "--fsync" | "--plant" | "--seeds" | "--jobs" => {
+                "--seed" | "--ops" | "--fsync" | "--plant" | "--seeds" | "--jobs" | "--cores" => {
                     let value = words
                         .next()
                         .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -94,6 +108,7 @@ mod simulation {
                         "--fsync" => fsync = value.parse()?,
                         "--seeds" => seeds = Some(parse_range(&value)?),
                         "--jobs" => jobs = Some(number()?.max(1) as usize),
+                        "--cores" => cores = Some(parse_cores(&value)?),
                         _ => plant = Some(value),
                     }
                 }
@@ -106,6 +121,7 @@ mod simulation {
             fsync,
             echo_trace,
             damage,
+            cores,
         };
         match (seed, seeds) {
             (Some(_), None) => Ok(Command::Run {
@@ -136,6 +152,9 @@ mod simulation {
         }
         if config.damage {
             flags += " --damage";
+        }
+        if let Some(cores) = config.cores {
+            flags += &format!(" --cores {cores}");
         }
         flags
     }
@@ -186,8 +205,13 @@ mod simulation {
                     slowest_check = slowest_check.max(summary.check_time.0);
                     let status = if summary.passed() { "ok" } else { "FAILED" };
                     println!(
-                        "seed {seed}: {status} ({} ops, {} crashes, {} partitions, {} disk faults)",
-                        summary.ops, summary.crashes, summary.partitions, summary.disk_faults
+                        "seed {seed}: {status} ({} cores, {} ops, {} crashes, {} partitions, \
+                         {} disk faults)",
+                        summary.cores,
+                        summary.ops,
+                        summary.crashes,
+                        summary.partitions,
+                        summary.disk_faults
                     );
                     if !summary.passed() {
                         println!("{summary}");
@@ -374,7 +398,10 @@ mod simulation {
             else {
                 panic!("a valid command line");
             };
-            assert_eq!((config.seed, config.ops), (3, OPS_DEFAULT));
+            assert_eq!(
+                (config.seed, config.ops, config.cores),
+                (3, OPS_DEFAULT, None)
+            );
             assert_eq!(config.fsync, FsyncPolicy::IntervalMs(5));
             assert_eq!(plant.as_deref(), Some("x"));
             assert!(check_determinism);
@@ -395,6 +422,13 @@ mod simulation {
             assert_eq!((seeds, jobs, until_failure), (5..=9, 3, true));
             assert!(parse_args(words("--seeds 9..5")).is_err());
             assert!(parse_args(words("--seeds 5")).is_err());
+            let Ok(Command::Run { config, .. }) = parse_args(words("--seed 1 --cores 3")) else {
+                panic!("a valid core count");
+            };
+            assert_eq!(config.cores, Some(3));
+            assert_eq!(replay_flags(&config, None), "--ops 1000 --cores 3");
+            assert!(parse_args(words("--seed 1 --cores 0")).is_err());
+            assert!(parse_args(words("--seed 1 --cores 9")).is_err());
         }
     }
 }

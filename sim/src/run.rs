@@ -17,9 +17,10 @@
 //! cause. Everything random comes from madsim's seeded generator and all time
 //! is madsim's, so a seed replays exactly; run one per thread (see [`run`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,8 @@ use keel_engine::config::{FsyncPolicy, ServeConfig};
 use keel_engine::limits::Limits;
 use keel_engine::metrics::NodeMetrics;
 use keel_engine::node::io::NodeIo;
-use keel_engine::node::{recover_core, NodeShared};
+use keel_engine::node::local::Signal;
+use keel_engine::node::{recover_core, NodeError, NodeShared, RecoverySummary};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
@@ -46,6 +48,12 @@ use crate::workload::{all_keys, is_read, ClientWorkload};
 
 /// Shards of the simulated node: more than one, so routing is exercised.
 pub const SHARDS: u32 = 2;
+/// Cores of the simulated node, drawn per seed unless `--cores` says: at
+/// least two, so every seed hops between cores and starts several; up to one
+/// more than [`SHARDS`], a core that owns no shard and hops every command
+/// (what a data directory keeps when restarted with more `--cores`).
+pub const CORES_MIN: usize = 2;
+pub const CORES_MAX: usize = SHARDS as usize + 1;
 /// Clients sending commands concurrently.
 pub const CLIENTS: u64 = 3;
 /// Small segments, so runs roll over to new segments (and sync their names).
@@ -102,6 +110,11 @@ const FINAL_READ_ATTEMPTS: u64 = 5;
 const FINAL_RECOVERY_MS_MAX: u64 = 10_000;
 /// Virtual time after which a run is declared hung.
 const RUN_TIME_LIMIT_S: u64 = 3_600;
+/// Restarts of a node that stopped on its own (a failed fsync, a refused
+/// start), per run; then it stays down and the run fails. Seeds 1..2,000 need
+/// at most 13; a node that never comes back would otherwise be restarted
+/// until [`RUN_TIME_LIMIT_S`] (some 23,000 times, and 5 s of real time).
+pub const NODE_RESTARTS_MAX: u64 = 50;
 
 pub(crate) const KEEL_ADDRESS: &str = "10.0.0.1:7379";
 
@@ -120,6 +133,9 @@ pub struct RunConfig {
     /// Also damage data the node already synced ([`DAMAGE_RATES`]): then the
     /// node must detect it (refuse to start) rather than lose data silently.
     pub damage: bool,
+    /// The node's cores; drawn from [`CORES_MIN`]..=[`CORES_MAX`] by the seed
+    /// when `None`.
+    pub cores: Option<usize>,
 }
 
 /// A reason the run failed, other than the history's verdict.
@@ -138,6 +154,14 @@ pub enum Failure {
     NodeStopped { boot: u64, reason: String },
     /// The node never came back for the final read.
     FinalRead { key: String, error: String },
+    /// The node stopped on its own more than [`NODE_RESTARTS_MAX`] times.
+    /// `boot` and `reason` are the first refused start since the node last
+    /// recovered, or its last stop if it did recover every time.
+    RestartsExhausted {
+        restarts: u64,
+        boot: u64,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -161,6 +185,16 @@ impl fmt::Display for Failure {
                 )
             }
             Failure::FinalRead { key, error } => write!(f, "final read of {key}: {error}"),
+            Failure::RestartsExhausted {
+                restarts,
+                boot,
+                reason,
+            } => write!(
+                f,
+                "the node never came back: left down after {restarts} restarts; boot {boot} \
+                 {reason} (the first refused start since the node last recovered, else its \
+                 last stop)"
+            ),
         }
     }
 }
@@ -169,6 +203,7 @@ impl fmt::Display for Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub seed: u64,
+    pub cores: usize,
     pub ops: u64,
     pub completed: u64,
     pub unanswered: u64,
@@ -183,6 +218,9 @@ pub struct Summary {
     pub sectors_lost: u64,
     pub names_reverted: u64,
     pub boots: u64,
+    /// Hops between the node's cores, and those that waited for room.
+    pub hops: u64,
+    pub hop_waits: u64,
     pub snapshots: u64,
     pub entries_applied: u64,
     pub recoveries_checked: u64,
@@ -229,12 +267,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} ops {} completed {} unanswered {} crashes {} partitions {} \
+            "seed {} cores {} ops {} completed {} unanswered {} crashes {} partitions {} \
              node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
-             snapshots {} entries_applied {} recoveries_checked {} virtual_s {:.1} \
+             hops {} hop_waits {} snapshots {} entries_applied {} recoveries_checked {} \
+             virtual_s {:.1} \
              damage_detected {} losses_at_torn_cuts {} \
              trace {:016x} ({} events) check_ms {:.1}\nlinearizability: ",
             self.seed,
+            self.cores,
             self.ops,
             self.completed,
             self.unanswered,
@@ -245,6 +285,8 @@ impl fmt::Display for Summary {
             self.sectors_lost,
             self.names_reverted,
             self.boots,
+            self.hops,
+            self.hop_waits,
             self.snapshots,
             self.entries_applied,
             self.recoveries_checked,
@@ -336,6 +378,10 @@ pub(crate) struct Boots {
     /// A start was refused for corruption (see [`RunConfig::damage`]).
     detected: AtomicBool,
     losses_at_torn_cuts: AtomicU64,
+    /// The first boot that refused to start since one last recovered, and why.
+    first_refused: Mutex<Option<(u64, String)>>,
+    /// The last boot that ended on its own, and why.
+    last_stop: Mutex<Option<(u64, String)>>,
 }
 
 /// One operation as the liveness check sees it.
@@ -439,11 +485,14 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
     let boots = Arc::new(Boots::default());
     let keel_boots = Arc::clone(&boots);
     let (fsync, damage) = (config.fsync, config.damage);
+    let cores = config
+        .cores
+        .unwrap_or_else(|| thread_rng().gen_range(CORES_MIN..=CORES_MAX));
     let keel = handle
         .create_node()
         .name("keel")
         .ip([10, 0, 0, 1].into())
-        .init(move || run_keel(fsync, damage, Arc::clone(&keel_boots)))
+        .init(move || run_keel(fsync, damage, cores, Arc::clone(&keel_boots)))
         .build();
     let workload = Arc::new(Workload::default());
     for client in 0..CLIENTS {
@@ -462,13 +511,14 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         boots: Arc::clone(&boots),
         counts: Counts::default(),
         failures: Vec::new(),
+        left_down: false,
     };
     let faults_stopped_ms = supervisor.fault_phase(&config, &workload).await;
     while workload.clients_done.load(Ordering::SeqCst) < CLIENTS {
         supervisor.tick().await;
     }
     supervisor.final_phase(&workload).await;
-    let Host { disk, ledger } = host(keel.id());
+    let Host { disk, ledger, hops } = host(keel.id());
     let disk_faults = disk
         .fault_log()
         .iter()
@@ -476,10 +526,13 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         .filter(|fault| fault.kind.mode() == FaultMode::InFlight)
         .count() as u64;
     let detected = boots.detected.load(Ordering::SeqCst);
+    // A node left down fails the run already (`RestartsExhausted`); what it
+    // could not serve afterwards would only repeat that.
+    let down_for_good = detected || supervisor.left_down;
     let mut failures = supervisor.failures;
     failures.append(&mut boots.failures.lock().expect("boots lock"));
     failures.extend(ledger.violations().into_iter().map(Failure::Durability));
-    if detected {
+    if down_for_good {
         // The node refused to start for good, as damage calls for: what it
         // could not serve afterwards is the expected outcome.
         failures.retain(|failure| !matches!(failure, Failure::FinalRead { .. }));
@@ -492,7 +545,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
             .lock()
             .expect("timed lock")
             .iter()
-            .filter(|op| !detected && op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
+            .filter(|op| !down_for_good && op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
             .filter_map(|op| {
                 Some(Failure::Liveness {
                     client: op.client,
@@ -515,6 +568,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         .sum();
     let summary = Summary {
         seed: config.seed,
+        cores,
         ops: timed.len() as u64,
         completed: timed.iter().filter(|op| op.error.is_none()).count() as u64,
         unanswered: timed.iter().filter(|op| op.error.is_some()).count() as u64,
@@ -525,6 +579,8 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         sectors_lost: counts.sectors_lost,
         names_reverted: counts.names_reverted,
         boots: boots.count.load(Ordering::SeqCst),
+        hops: hops.sent.get(),
+        hop_waits: hops.waited.get(),
         snapshots: summary_snapshots,
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),
@@ -565,6 +621,8 @@ struct Supervisor {
     boots: Arc<Boots>,
     counts: Counts,
     failures: Vec<Failure>,
+    /// The node stopped on its own too often and is no longer restarted.
+    left_down: bool,
 }
 
 impl Supervisor {
@@ -593,11 +651,11 @@ impl Supervisor {
         for (at_ticket, fault) in schedule {
             while workload.tickets_taken.load(Ordering::SeqCst) < at_ticket
                 && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
-                && !self.detected()
+                && !self.stays_down()
             {
                 self.tick().await;
             }
-            if self.detected() {
+            if self.stays_down() {
                 break;
             }
             match fault {
@@ -614,7 +672,7 @@ impl Supervisor {
         }
         while workload.tickets_taken.load(Ordering::SeqCst) < last_ticket
             && workload.clients_done.load(Ordering::SeqCst) < CLIENTS
-            && !self.detected()
+            && !self.stays_down()
         {
             self.tick().await;
         }
@@ -642,16 +700,50 @@ impl Supervisor {
         self.boots.detected.load(Ordering::SeqCst)
     }
 
-    /// Waits a little, and restarts the node if it stopped on its own.
+    /// Whether the node stays down for the rest of the run: it refused to
+    /// start for corruption, or never came back.
+    fn stays_down(&self) -> bool {
+        self.detected() || self.left_down
+    }
+
+    /// Waits a little, and restarts the node if it stopped on its own, up to
+    /// [`NODE_RESTARTS_MAX`] times.
     async fn tick(&mut self) {
         let wait = thread_rng().gen_range(1..=SUPERVISOR_TICK_US_MAX);
         sleep(Duration::from_micros(wait)).await;
         // A node that refused to start for corruption stays down: restarting
         // it would only refuse again.
-        if self.boots.stopped.swap(false, Ordering::SeqCst) && !self.detected() {
-            self.counts.node_stops += 1;
-            self.power_loss().await;
+        if !self.boots.stopped.swap(false, Ordering::SeqCst) || self.detected() {
+            return;
         }
+        if self.counts.node_stops == NODE_RESTARTS_MAX {
+            self.leave_down();
+            return;
+        }
+        self.counts.node_stops += 1;
+        self.power_loss().await;
+    }
+
+    /// Gives up on a node that keeps stopping: kills it for good (so that
+    /// clients are refused at once rather than wait on a dead listener) and
+    /// fails the run with the stop that began it.
+    fn leave_down(&mut self) {
+        self.handle.kill(self.keel);
+        self.left_down = true;
+        let first_refused = self.boots.first_refused.lock().expect("boots lock").clone();
+        let last_stop = self.boots.last_stop.lock().expect("boots lock").clone();
+        let (boot, reason) = first_refused
+            .or(last_stop)
+            .expect("a node that stopped on its own has a last stop");
+        trace(format_args!(
+            "left down after {} restarts",
+            self.counts.node_stops
+        ));
+        self.failures.push(Failure::RestartsExhausted {
+            restarts: self.counts.node_stops,
+            boot,
+            reason,
+        });
     }
 
     /// Kills the node, loses power on its disk, and restarts it a while later.
@@ -685,14 +777,20 @@ impl Supervisor {
     /// One more power loss, then a read of every key by a client of its own,
     /// so that the state the last boot recovered is in the history.
     async fn final_phase(&mut self, workload: &Arc<Workload>) {
-        if self.detected() {
+        if self.stays_down() {
             return;
         }
         let recovered = self.boots.recovered.load(Ordering::SeqCst);
         self.power_loss().await;
         let deadline = now_ms() + FINAL_RECOVERY_MS_MAX;
-        while self.boots.recovered.load(Ordering::SeqCst) == recovered && now_ms() < deadline {
+        while self.boots.recovered.load(Ordering::SeqCst) == recovered
+            && now_ms() < deadline
+            && !self.left_down
+        {
             self.tick().await;
+        }
+        if self.left_down {
+            return;
         }
         let checker = self
             .handle
@@ -743,26 +841,27 @@ async fn read_every_key(workload: Arc<Workload>) -> Vec<Failure> {
     failures
 }
 
-/// The Keel node: recovers from the host's disk and serves until killed. A
-/// boot that ends on its own must have had a disk fault to cause it.
+/// The Keel node: recovers from the host's disk and serves until killed, on
+/// `cores` cores. A boot that ends on its own must have had a disk fault to
+/// cause it.
 /// With `damage`, a start refused for corruption is the expected outcome,
 /// and acknowledged entries lost where recovery cut a torn tail are counted
 /// apart (the single-copy limit) rather than failed.
-pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>) {
+pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boots: Arc<Boots>) {
     let boot = boots.count.fetch_add(1, Ordering::SeqCst) + 1;
     let address: SocketAddr = KEEL_ADDRESS.parse().expect("a valid address");
-    let io = SimIo::bind(address)
+    let ios = SimIo::bind(address, cores)
         .await
         .expect("the node's address is free");
-    let Host { disk, ledger } = host(madsim::plugin::node());
+    let Host { disk, ledger, .. } = host(madsim::plugin::node());
     let faults_before = disk.fault_log().len();
     let violations_before = ledger.violations().len();
-    trace(format_args!("boot {boot}"));
+    trace(format_args!("boot {boot} on {cores} cores"));
     let config = ServeConfig {
         dir: "keel-data".into(),
         port: address.port(),
         bind: address.ip(),
-        cores: 1,
+        cores,
         fsync,
         metrics_port: None,
         shards: SHARDS,
@@ -778,7 +877,7 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
         config,
         SHARDS,
         format!("{:040x}", thread_rng().gen::<u128>()),
-        io.now_unix_ms(),
+        ios[0].now_unix_ms(),
         thread_rng().gen(),
     ));
     boots
@@ -786,10 +885,12 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
         .lock()
         .expect("boots lock")
         .push(Arc::clone(&node.metrics));
-    let reason = match recover_core(io, node).await {
-        Ok(recovered) => {
+    let cores = BootCores::start(ios, &node);
+    let reason = match cores.recovered().await {
+        Ok(summaries) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
-            let torn_cut = recovered.summaries.iter().any(|s| s.torn_bytes_cut > 0);
+            *boots.first_refused.lock().expect("boots lock") = None;
+            let torn_cut = summaries.iter().any(|s| s.torn_bytes_cut > 0);
             if damage && torn_cut {
                 let lost = ledger.take_violations_from(violations_before);
                 if !lost.is_empty() {
@@ -801,11 +902,11 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
                     .losses_at_torn_cuts
                     .fetch_add(lost.len() as u64, Ordering::SeqCst);
             }
-            let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
+            let replayed: u64 = summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
             ));
-            match recovered.serve().await {
+            match cores.stopped().await {
                 Ok(()) => "asked to stop".to_string(),
                 Err(error) => format!("stopped: {error}"),
             }
@@ -814,7 +915,12 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
             if damage && error.is_corruption() {
                 boots.detected.store(true, Ordering::SeqCst);
             }
-            format!("recovery refused: {error}")
+            // The cores that did recover stop, as the server's would exit.
+            let _ = cores.stopped().await;
+            let reason = format!("recovery refused: {error}");
+            let mut first = boots.first_refused.lock().expect("boots lock");
+            first.get_or_insert_with(|| (boot, reason.clone()));
+            reason
         }
     };
     trace(format_args!("boot {boot} {reason}"));
@@ -829,9 +935,97 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
             .failures
             .lock()
             .expect("boots lock")
-            .push(Failure::NodeStopped { boot, reason });
+            .push(Failure::NodeStopped {
+                boot,
+                reason: reason.clone(),
+            });
     }
+    *boots.last_stop.lock().expect("boots lock") = Some((boot, reason));
     boots.stopped.store(true, Ordering::SeqCst);
+}
+
+/// The cores of one boot, each a task of the node's host running the node
+/// loop as `keel serve`'s executors do: recover its shards, then serve. A
+/// core that fails asks the others to stop (the server exits).
+struct BootCores {
+    count: usize,
+    state: Rc<CoreOutcomes>,
+}
+
+/// What the cores of a boot did so far.
+#[derive(Debug, Default)]
+struct CoreOutcomes {
+    /// Raised at each change; only the boot's own task waits on it.
+    changed: Signal,
+    /// Cores whose recovery ended, either way.
+    recoveries_ended: Cell<usize>,
+    summaries: RefCell<Vec<RecoverySummary>>,
+    /// The first core to refuse to start, and why.
+    refused: RefCell<Option<NodeError>>,
+    /// The first core whose serving failed, and why.
+    failed: RefCell<Option<NodeError>>,
+    stopped: Cell<usize>,
+}
+
+impl BootCores {
+    fn start(ios: Vec<SimIo>, node: &Arc<NodeShared>) -> BootCores {
+        let state = Rc::new(CoreOutcomes::default());
+        let count = ios.len();
+        for io in ios {
+            let (state, node) = (Rc::clone(&state), Arc::clone(node));
+            // Detached: it ends when the node stops, or dies with the host.
+            drop(madsim::task::spawn_local(run_core(io, node, state)));
+        }
+        BootCores { count, state }
+    }
+
+    /// Waits until every core recovered (their summaries), or one refused.
+    async fn recovered(&self) -> Result<Vec<RecoverySummary>, NodeError> {
+        let state = &self.state;
+        while state.recoveries_ended.get() < self.count && state.refused.borrow().is_none() {
+            state.changed.wait().await;
+        }
+        match state.refused.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok(state.summaries.take()),
+        }
+    }
+
+    /// Waits until every core stopped; the first failure, if one failed.
+    async fn stopped(self) -> Result<(), NodeError> {
+        while self.state.stopped.get() < self.count {
+            self.state.changed.wait().await;
+        }
+        match self.state.failed.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One core of a boot (see [`BootCores`]).
+async fn run_core(io: SimIo, node: Arc<NodeShared>, state: Rc<CoreOutcomes>) {
+    match recover_core(io, Arc::clone(&node)).await {
+        Ok(recovered) => {
+            state
+                .summaries
+                .borrow_mut()
+                .extend(recovered.summaries.iter().cloned());
+            state.recoveries_ended.set(state.recoveries_ended.get() + 1);
+            state.changed.raise();
+            if let Err(error) = recovered.serve().await {
+                node.request_stop();
+                state.failed.borrow_mut().get_or_insert(error);
+            }
+        }
+        Err(error) => {
+            node.request_stop();
+            state.refused.borrow_mut().get_or_insert(error);
+            state.recoveries_ended.set(state.recoveries_ended.get() + 1);
+        }
+    }
+    state.stopped.set(state.stopped.get() + 1);
+    state.changed.raise();
 }
 
 /// One client: random commands until the budget is spent, reconnecting
@@ -875,4 +1069,110 @@ async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
         sleep(Duration::from_millis(think)).await;
     }
     workload.clients_done.fetch_add(1, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::redis::RedisOutput;
+
+    /// Simulated time within which the supervisor must give up on a node
+    /// that never comes back: [`NODE_RESTARTS_MAX`] restarts, each down at
+    /// most [`DOWN_MS_MAX`] plus a supervisor's tick and a refused start.
+    const GIVE_UP_MS_MAX: u64 = (NODE_RESTARTS_MAX + 1) * (DOWN_MS_MAX + 50);
+
+    /// A node that acknowledged a write, then lost power on a disk whose
+    /// every read now fails: no start gets past reading its WAL. The
+    /// supervisor must give up at the restart bound, naming the first refused
+    /// start, long before madsim's time limit (which random runs reached
+    /// before, with a panic, after some 23,000 restarts).
+    #[test]
+    fn a_node_that_never_comes_back_is_left_down_at_the_restart_bound() {
+        let (failures, boots, given_up_ms) = std::thread::spawn(|| {
+            let mut runtime = Runtime::with_seed_and_config(1, madsim::Config::default());
+            runtime.set_time_limit(Duration::from_secs(RUN_TIME_LIMIT_S));
+            runtime.block_on(never_comes_back())
+        })
+        .join()
+        .expect("the simulation ends without a panic");
+        assert!(given_up_ms < GIVE_UP_MS_MAX, "gave up at {given_up_ms} ms");
+        assert_eq!(boots, NODE_RESTARTS_MAX + 2, "{failures:?}");
+        let [Failure::RestartsExhausted {
+            restarts,
+            boot,
+            reason,
+        }] = failures.as_slice()
+        else {
+            panic!("one failure, the restart bound: {failures:?}");
+        };
+        assert_eq!((*restarts, *boot), (NODE_RESTARTS_MAX, 2), "{reason}");
+        assert!(
+            reason.starts_with("recovery refused: shard ") && reason.contains("latent read error"),
+            "{reason}"
+        );
+        let message = failures[0].to_string();
+        assert!(message.contains("never came back"), "{message}");
+    }
+
+    /// The scenario above; returns the supervisor's failures, the boots and
+    /// when it gave up (simulated ms).
+    async fn never_comes_back() -> (Vec<Failure>, u64, u64) {
+        let handle = Handle::current();
+        let boots = Arc::new(Boots::default());
+        let keel_boots = Arc::clone(&boots);
+        let keel = handle
+            .create_node()
+            .name("keel")
+            .ip([10, 0, 0, 1].into())
+            .init(move || {
+                run_keel(
+                    FsyncPolicy::Always,
+                    false,
+                    CORES_MIN,
+                    Arc::clone(&keel_boots),
+                )
+            })
+            .build();
+        let client = handle
+            .create_node()
+            .name("client")
+            .ip([10, 0, 1, 1].into())
+            .build();
+        let set = RedisInput::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let written = client.spawn(async move {
+            loop {
+                if let Ok(mut stream) = connect(KEEL_ADDRESS, REPLY_TIMEOUT_MS).await {
+                    if let Ok(output) = request(&mut stream, &set, REPLY_TIMEOUT_MS).await {
+                        return output;
+                    }
+                }
+                sleep(Duration::from_millis(RECONNECT_DELAY_MS)).await;
+            }
+        });
+        assert_eq!(written.await.expect("the client runs"), RedisOutput::Ok);
+        let mut supervisor = Supervisor {
+            handle,
+            keel: keel.id(),
+            boots: Arc::clone(&boots),
+            counts: Counts::default(),
+            failures: Vec::new(),
+            left_down: false,
+        };
+        host(keel.id()).disk.set_rates(FaultRates {
+            in_flight: InFlightRates {
+                latent_read_error: 1.0,
+                ..InFlightRates::default()
+            },
+            damage: DamageRates::default(),
+        });
+        supervisor.power_loss().await;
+        while !supervisor.left_down {
+            supervisor.tick().await;
+        }
+        let boots = boots.count.load(Ordering::SeqCst);
+        (supervisor.failures, boots, now_ms())
+    }
 }

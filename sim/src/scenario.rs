@@ -36,6 +36,8 @@ use crate::workload::encode;
 const POLL_MS: u64 = 1;
 /// How long a step waits for the node, in simulated time.
 const STEP_TIMEOUT_MS: u64 = 10_000;
+/// The node's cores: one shard each, so that every other key hops.
+const CORES: usize = 2;
 
 /// One step of a [`Scenario`].
 #[derive(Clone, Debug)]
@@ -133,7 +135,7 @@ impl Scenario {
             .create_node()
             .name("keel")
             .ip([10, 0, 0, 1].into())
-            .init(move || run_keel(FsyncPolicy::Always, false, Arc::clone(&keel_boots)))
+            .init(move || run_keel(FsyncPolicy::Always, false, CORES, Arc::clone(&keel_boots)))
             .build();
         let client = handle
             .create_node()

@@ -1,6 +1,6 @@
 //! Whole random runs (`keel_sim::run`): a seed replays exactly and passes
-//! every check, and a node that acknowledges before its writes are durable
-//! is caught. Built only for madsim (see scripts/sim.sh for the long runs).
+//! every check, with hops between the node's cores; and a node that
+//! acknowledges before its writes are durable is caught. Built only for madsim (see scripts/sim.sh for the long runs).
 #![cfg(madsim)]
 
 use keel_engine::config::FsyncPolicy;
@@ -14,6 +14,7 @@ fn run_alone(seed: u64, fsync: FsyncPolicy) -> Summary {
         fsync,
         echo_trace: false,
         damage: false,
+        cores: None,
     };
     std::thread::spawn(move || run(config))
         .join()
@@ -29,6 +30,12 @@ fn a_seed_replays_exactly_and_passes_every_check() {
     assert!(first.crashes >= CRASHES_MIN, "{first}");
     assert!(first.recoveries_checked > 0, "{first}");
     assert!(first.snapshots > 0, "{first}");
+    assert!(first.cores >= 2, "{first}");
+    assert!(first.hops > 0, "{first}");
+    assert!(
+        first.hop_waits > 0,
+        "a full hop queue made a sender wait: {first}"
+    );
 }
 
 /// Seeds that found real bugs, replayed: 60 (a torn-tail repair that wrote
