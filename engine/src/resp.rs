@@ -27,11 +27,19 @@ pub const INLINE_REQUEST_BYTES_MAX: usize = 64 * 1024;
 pub const BULK_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
 /// Longest `*<n>` or `$<len>` header line accepted while looking for its end.
 const HEADER_LINE_BYTES_MAX: usize = 32;
+/// Bulk arguments with at least this many bytes still to come are read from
+/// the socket straight into the argument, saving a copy through the input
+/// buffer (Redis: PROTO_MBULK_BIG_ARG, 32 KiB).
+pub const BULK_DIRECT_READ_BYTES_MIN: usize = 32 * 1024;
+/// Most bytes of a large argument zeroed ahead of one direct read: the
+/// argument's memory grows with what arrives, not with the length claimed.
+const BULK_DIRECT_READ_BYTES_MAX: usize = 1 << 20;
 
 /// A parsed request: the command name and its arguments, as bytes.
 pub type Request = Vec<Vec<u8>>;
 
-/// Why bytes are not a request. The texts are Redis's own.
+/// Why bytes are not a request. The texts are Redis's own, except the query
+/// buffer's (Redis closes such a connection without a reply).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -49,6 +57,8 @@ pub enum ProtocolError {
     UnbalancedQuotes,
     #[error("Protocol error: bulk data not followed by CRLF")]
     MissingCrlf,
+    #[error("Protocol error: query buffer limit reached")]
+    QueryBufferFull { held_bytes: usize, limit: usize },
 }
 
 /// What [`parse_request`] found at the start of the buffer.
@@ -62,22 +72,349 @@ pub enum Parsed {
 }
 
 /// Parses one request from the start of `buf`, accepting bulk arguments of up
-/// to `bulk_bytes_max` bytes.
+/// to `bulk_bytes_max` bytes: a [`RequestParser`] given the whole buffer.
 pub fn parse_request(buf: &[u8], bulk_bytes_max: usize) -> Result<Parsed, ProtocolError> {
-    match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buf, bulk_bytes_max),
-        Some(_) => parse_inline(buf),
-    }
+    let mut parser = RequestParser::new(bulk_bytes_max, usize::MAX);
+    parser.push(buf);
+    Ok(match parser.next_request()? {
+        Some(request) => Parsed::Request(request, parser.consumed_bytes as usize),
+        None => Parsed::Incomplete,
+    })
 }
 
-/// The line starting at `from` (without its `\r\n`) and the offset after it.
-fn line_at(buf: &[u8], from: usize, max_bytes: usize) -> Result<Option<(&[u8], usize)>, ()> {
-    let window = &buf[from..buf.len().min(from + max_bytes + 2)];
-    match window.windows(2).position(|pair| pair == b"\r\n") {
-        Some(end) => Ok(Some((&window[..end], from + end + 2))),
-        None if window.len() >= max_bytes + 2 => Err(()),
-        None => Ok(None),
+/// Where the parser is within the request at the front of the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Between requests.
+    Start,
+    /// In an inline line whose first `scanned` bytes hold no newline.
+    Inline { scanned: usize },
+    /// Before the `$<len>` line of the next argument, if any is left.
+    Header,
+    /// In an argument's data: `filled` of its `len` bytes have arrived.
+    Data { len: usize, filled: usize },
+    /// After an argument's data, before its CRLF.
+    DataEnd,
+}
+
+/// What one step of the parser came to.
+enum Step {
+    Continue,
+    /// Needs more bytes.
+    Wait,
+    Done(Request),
+}
+
+/// One connection's request parser. It keeps the arguments parsed so far
+/// and where it is, so every received byte is looked at a bounded number of
+/// times however the request is cut into reads: the cost is linear in the
+/// request's bytes (a request re-parsed from its start on every read costs
+/// the square of its reads).
+///
+/// Bytes come in through [`RequestParser::unfilled`] and
+/// [`RequestParser::filled`] (a socket read in between), or
+/// [`RequestParser::push`]; [`RequestParser::next_request`] takes the
+/// requests out. After an error the stream is out of step: drop the parser.
+#[derive(Debug)]
+pub struct RequestParser {
+    bulk_bytes_max: usize,
+    held_bytes_max: usize,
+    /// `buf[start..end]` is received but not parsed; `buf[end..]` is zeroed
+    /// room for the next read.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    stage: Stage,
+    /// The request being parsed; in `Data`, its last argument is the one
+    /// arriving, whose `Vec` length may run ahead of `filled` (zeroed room).
+    args: Request,
+    args_left: usize,
+    /// The lengths the request's arguments claimed, summed.
+    args_bytes: usize,
+    consumed_bytes: u64,
+    examined_bytes: u64,
+}
+
+impl RequestParser {
+    /// A parser taking bulk arguments up to `bulk_bytes_max` bytes, that
+    /// refuses to hold more than `held_bytes_max` bytes of an incomplete
+    /// request (arguments claimed plus unparsed input).
+    pub fn new(bulk_bytes_max: usize, held_bytes_max: usize) -> RequestParser {
+        RequestParser {
+            bulk_bytes_max,
+            held_bytes_max,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            stage: Stage::Start,
+            args: Vec::new(),
+            args_left: 0,
+            args_bytes: 0,
+            consumed_bytes: 0,
+            examined_bytes: 0,
+        }
+    }
+
+    /// Bytes looked at so far, counting each look: the parser's work, which
+    /// stays within a constant times the bytes received.
+    pub fn examined_bytes(&self) -> u64 {
+        self.examined_bytes
+    }
+
+    /// Bytes held for the request not yet complete: what its arguments
+    /// claimed plus what is received and not parsed.
+    pub fn held_bytes(&self) -> usize {
+        self.args_bytes.saturating_add(self.end - self.start)
+    }
+
+    /// Where the next read should go: the rest of a large argument when it
+    /// is all that is awaited, else room in the input buffer.
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        if let Some((len, filled)) = self.direct_read() {
+            let arg = self.args.last_mut().expect("a Data stage has its argument");
+            if arg.len() == filled {
+                arg.resize(len.min(filled + BULK_DIRECT_READ_BYTES_MAX), 0);
+            }
+            return &mut arg[filled..];
+        }
+        self.compact();
+        if self.buf.len() - self.end < crate::limits::READ_CHUNK_BYTES {
+            self.buf.resize(self.end + crate::limits::READ_CHUNK_BYTES, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that a read put `read` bytes at the start of [`Self::unfilled`].
+    pub fn filled(&mut self, read: usize) {
+        match self.direct_read() {
+            Some((len, filled)) => {
+                let filled = filled + read;
+                let arg = self.args.last().expect("a Data stage has its argument");
+                assert!(filled <= arg.len(), "a direct read past its room");
+                self.examined_bytes += read as u64;
+                self.consumed_bytes += read as u64;
+                self.stage = Stage::Data { len, filled };
+                self.end_data_if_complete();
+            }
+            None => {
+                assert!(self.end + read <= self.buf.len(), "a read past its room");
+                self.end += read;
+            }
+        }
+    }
+
+    /// Appends `bytes` as if read from the socket (for tests and fuzzing).
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while self.direct_read().is_some() && !bytes.is_empty() {
+            let room = self.unfilled();
+            let count = room.len().min(bytes.len());
+            room[..count].copy_from_slice(&bytes[..count]);
+            self.filled(count);
+            bytes = &bytes[count..];
+        }
+        self.compact();
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// The next whole request, if the bytes so far complete one.
+    pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            let step = match self.stage {
+                Stage::Start => self.request_start()?,
+                Stage::Inline { scanned } => self.inline(scanned)?,
+                Stage::Header => self.bulk_header()?,
+                Stage::Data { len, filled } => self.data(len, filled),
+                Stage::DataEnd => self.data_end()?,
+            };
+            match step {
+                Step::Continue => {}
+                Step::Done(request) => return Ok(Some(request)),
+                Step::Wait if self.held_bytes() > self.held_bytes_max => {
+                    return Err(ProtocolError::QueryBufferFull {
+                        held_bytes: self.held_bytes(),
+                        limit: self.held_bytes_max,
+                    })
+                }
+                Step::Wait => return Ok(None),
+            }
+        }
+    }
+
+    /// The argument a read may fill directly: `(len, filled)`.
+    fn direct_read(&self) -> Option<(usize, usize)> {
+        match self.stage {
+            Stage::Data { len, filled }
+                if self.start == self.end && len - filled >= BULK_DIRECT_READ_BYTES_MIN =>
+            {
+                Some((len, filled))
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the unparsed bytes to the front when that copies no more than
+    /// was parsed since the last move, so moving stays linear too.
+    fn compact(&mut self) {
+        let unparsed = self.end - self.start;
+        if self.start > 0 && self.start >= unparsed {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = unparsed;
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        assert!(self.start + bytes <= self.end, "consumed past the input");
+        self.start += bytes;
+        self.consumed_bytes += bytes as u64;
+    }
+
+    /// The header line at the start of the unparsed bytes (without its
+    /// `\r\n`) and its length with it; `Err` if it runs too long.
+    fn header_line(&mut self) -> Result<Option<(&[u8], usize)>, ()> {
+        let unparsed = &self.buf[self.start..self.end];
+        let window = &unparsed[..unparsed.len().min(HEADER_LINE_BYTES_MAX + 2)];
+        self.examined_bytes += window.len() as u64;
+        match window.windows(2).position(|pair| pair == b"\r\n") {
+            Some(end) => Ok(Some((&window[..end], end + 2))),
+            None if window.len() >= HEADER_LINE_BYTES_MAX + 2 => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    fn request_start(&mut self) -> Result<Step, ProtocolError> {
+        match self.unparsed().first() {
+            None => Ok(Step::Wait),
+            Some(b'*') => self.multibulk_header(),
+            Some(_) => {
+                self.stage = Stage::Inline { scanned: 0 };
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    fn multibulk_header(&mut self) -> Result<Step, ProtocolError> {
+        let Some((header, used)) = self
+            .header_line()
+            .map_err(|()| ProtocolError::HeaderTooBig)?
+        else {
+            return Ok(Step::Wait);
+        };
+        let count = match &header[1..] {
+            // `*-1` and `*0` are empty requests that Redis skips.
+            b"-1" | b"0" => 0,
+            digits => parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?,
+        };
+        self.consume(used);
+        // Never reserve from the count alone: a client may claim a million
+        // arguments and send none.
+        self.args = Vec::with_capacity(count.min(64));
+        self.args_left = count;
+        self.stage = Stage::Header;
+        Ok(Step::Continue)
+    }
+
+    fn bulk_header(&mut self) -> Result<Step, ProtocolError> {
+        if self.args_left == 0 {
+            self.stage = Stage::Start;
+            self.args_bytes = 0;
+            return Ok(Step::Done(std::mem::take(&mut self.args)));
+        }
+        let bulk_bytes_max = self.bulk_bytes_max;
+        let Some((header, used)) = self
+            .header_line()
+            .map_err(|()| ProtocolError::BulkLength)?
+        else {
+            return Ok(Step::Wait);
+        };
+        match header.first() {
+            Some(b'$') => {}
+            other => {
+                let found = other.map_or(' ', |byte| char::from(*byte));
+                return Err(ProtocolError::ExpectedBulk { found });
+            }
+        }
+        let len = parse_length(&header[1..], bulk_bytes_max).ok_or(ProtocolError::BulkLength)?;
+        self.consume(used);
+        // Reserving the claimed length takes address space only: the pages
+        // are touched as the data arrives.
+        self.args.push(Vec::with_capacity(len));
+        self.args_bytes = self.args_bytes.saturating_add(len);
+        self.stage = Stage::Data { len, filled: 0 };
+        self.end_data_if_complete();
+        Ok(Step::Continue)
+    }
+
+    /// Copies what has arrived of the argument being received.
+    fn data(&mut self, len: usize, filled: usize) -> Step {
+        let count = (self.end - self.start).min(len - filled);
+        if count == 0 {
+            return Step::Wait;
+        }
+        let arg = self.args.last_mut().expect("a Data stage has its argument");
+        arg.truncate(filled);
+        arg.extend_from_slice(&self.buf[self.start..self.start + count]);
+        self.examined_bytes += count as u64;
+        self.consume(count);
+        self.stage = Stage::Data {
+            len,
+            filled: filled + count,
+        };
+        self.end_data_if_complete();
+        Step::Continue
+    }
+
+    fn end_data_if_complete(&mut self) {
+        if let Stage::Data { len, filled } = self.stage {
+            if filled == len {
+                let arg = self.args.last().expect("a Data stage has its argument");
+                assert_eq!(arg.len(), len, "an argument holds exactly its bytes");
+                self.stage = Stage::DataEnd;
+            }
+        }
+    }
+
+    fn data_end(&mut self) -> Result<Step, ProtocolError> {
+        let Some(crlf) = self.unparsed().get(..2) else {
+            return Ok(Step::Wait);
+        };
+        if crlf != b"\r\n" {
+            return Err(ProtocolError::MissingCrlf);
+        }
+        self.examined_bytes += 2;
+        self.consume(2);
+        self.args_left -= 1;
+        self.stage = Stage::Header;
+        Ok(Step::Continue)
+    }
+
+    /// An inline line: looks for its newline only in the bytes not yet
+    /// searched.
+    fn inline(&mut self, scanned: usize) -> Result<Step, ProtocolError> {
+        let unparsed = &self.buf[self.start..self.end];
+        let searched = unparsed.len().min(INLINE_REQUEST_BYTES_MAX + 1);
+        let window = &unparsed[scanned..searched];
+        self.examined_bytes += window.len() as u64;
+        let Some(newline) = window.iter().position(|byte| *byte == b'\n') else {
+            if unparsed.len() > INLINE_REQUEST_BYTES_MAX {
+                return Err(ProtocolError::InlineTooBig);
+            }
+            self.stage = Stage::Inline { scanned: searched };
+            return Ok(Step::Wait);
+        };
+        let newline = scanned + newline;
+        let line = &unparsed[..newline];
+        let words = split_inline(line.strip_suffix(b"\r").unwrap_or(line))?;
+        self.examined_bytes += newline as u64;
+        self.consume(newline + 1);
+        self.stage = Stage::Start;
+        Ok(Step::Done(words))
     }
 }
 
@@ -91,65 +428,6 @@ fn parse_length(digits: &[u8], max: usize) -> Option<usize> {
         .parse::<usize>()
         .ok()
         .filter(|n| *n <= max)
-}
-
-fn parse_multibulk(buf: &[u8], bulk_bytes_max: usize) -> Result<Parsed, ProtocolError> {
-    let Some((header, mut at)) =
-        line_at(buf, 0, HEADER_LINE_BYTES_MAX).map_err(|()| ProtocolError::HeaderTooBig)?
-    else {
-        return Ok(Parsed::Incomplete);
-    };
-    let count = match &header[1..] {
-        // `*-1` and `*0` are empty requests that Redis skips.
-        b"-1" | b"0" => return Ok(Parsed::Request(Vec::new(), at)),
-        digits => parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?,
-    };
-    // Never reserve from the count alone: a client may claim a million
-    // arguments and send none.
-    let mut request = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let Some((header, data)) =
-            line_at(buf, at, HEADER_LINE_BYTES_MAX).map_err(|()| ProtocolError::BulkLength)?
-        else {
-            return Ok(Parsed::Incomplete);
-        };
-        match header.first() {
-            Some(b'$') => {}
-            other => {
-                let found = other.map_or(' ', |byte| char::from(*byte));
-                return Err(ProtocolError::ExpectedBulk { found });
-            }
-        }
-        let len = parse_length(&header[1..], bulk_bytes_max).ok_or(ProtocolError::BulkLength)?;
-        let end = data + len;
-        if buf.len() < end + 2 {
-            return Ok(Parsed::Incomplete);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError::MissingCrlf);
-        }
-        request.push(buf[data..end].to_vec());
-        at = end + 2;
-    }
-    Ok(Parsed::Request(request, at))
-}
-
-fn parse_inline(buf: &[u8]) -> Result<Parsed, ProtocolError> {
-    let Some(newline) = buf
-        .iter()
-        .take(INLINE_REQUEST_BYTES_MAX + 1)
-        .position(|byte| *byte == b'\n')
-    else {
-        return if buf.len() > INLINE_REQUEST_BYTES_MAX {
-            Err(ProtocolError::InlineTooBig)
-        } else {
-            Ok(Parsed::Incomplete)
-        };
-    };
-    let line = buf[..newline]
-        .strip_suffix(b"\r")
-        .unwrap_or(&buf[..newline]);
-    Ok(Parsed::Request(split_inline(line)?, newline + 1))
 }
 
 /// Splits an inline line into words as Redis's `sdssplitargs` does: spaces
@@ -277,6 +555,28 @@ impl Reply {
 
     pub fn error(text: impl Into<String>) -> Reply {
         Reply::Error(text.into())
+    }
+
+    /// Memory the reply holds, in bytes: what bounds the replies a
+    /// connection keeps before writing them.
+    pub fn held_bytes(&self) -> usize {
+        let own = std::mem::size_of::<Reply>();
+        match self {
+            Reply::Simple(text) | Reply::Error(text) => own + text.len(),
+            Reply::Bulk(bytes) => own + bytes.len(),
+            Reply::Array(items) => own + items.iter().map(Reply::held_bytes).sum::<usize>(),
+            Reply::Map(pairs) => {
+                own + pairs
+                    .iter()
+                    .map(|(key, value)| key.held_bytes() + value.held_bytes())
+                    .sum::<usize>()
+            }
+            Reply::Integer(_)
+            | Reply::Null
+            | Reply::NullArray
+            | Reply::Double(_)
+            | Reply::Boolean(_) => own,
+        }
     }
 
     /// Appends the reply's wire form in `protocol` to `out`.

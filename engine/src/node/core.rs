@@ -17,14 +17,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::command;
-use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::metrics::NodeMetrics;
 use crate::node::admin::{self, ClientInfo};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
 use crate::node::NodeShared;
-use crate::resp::{parse_request, Parsed, Protocol, Reply, BULK_BYTES_MAX_DEFAULT};
+use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 
 /// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
@@ -48,6 +48,25 @@ enum Pending {
         wait_for: u64,
     },
     Remote(Slot<ShardReply>),
+}
+
+impl Pending {
+    /// Bytes of the reply held here; a reply from another core is not known
+    /// until it comes back.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Pending::Ready(reply) | Pending::Local { reply, .. } => reply.held_bytes(),
+            Pending::Remote(_) => 0,
+        }
+    }
+}
+
+/// The commands started from one connection's buffered requests.
+#[derive(Default)]
+struct Batch {
+    replies: Vec<(Protocol, Pending)>,
+    /// The last reply ends the connection (QUIT, or a protocol error).
+    close: bool,
 }
 
 /// One core's share of the node.
@@ -239,75 +258,90 @@ impl<I: NodeIo> Core<I> {
         conn: &mut I::Conn,
         client: &mut ClientInfo,
     ) -> std::io::Result<()> {
-        let mut input: Vec<u8> = Vec::new();
-        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
+        // value over the configured (smaller) limit gets an error reply from the
+        // command and the connection goes on; only a bulk beyond that is a
+        // protocol error that closes it.
+        let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, QUERY_BUFFER_BYTES_MAX);
         let mut output = Vec::new();
         loop {
-            let mut replies: Vec<(Protocol, Pending)> = Vec::new();
-            let mut consumed = 0;
-            let mut close = false;
-            while replies.len() < PIPELINE_COMMANDS_MAX {
-                // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
-                // value over the configured (smaller) limit gets an error reply from the
-                // command and the connection goes on; only a bulk beyond that is a
-                // protocol error that closes it.
-                match parse_request(&input[consumed..], BULK_BYTES_MAX_DEFAULT) {
-                    Ok(Parsed::Request(args, used)) => {
-                        consumed += used;
-                        if args.is_empty() {
-                            continue;
-                        }
-                        let (pending, quit) = self.command(client, args).await;
-                        replies.push((client.protocol, pending));
-                        if quit {
-                            close = true;
-                            break;
-                        }
-                    }
-                    Ok(Parsed::Incomplete) => break,
-                    Err(error) => {
-                        NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                        replies.push((
-                            client.protocol,
-                            Pending::Ready(Reply::Error(format!("ERR {error}"))),
-                        ));
-                        close = true;
-                        break;
-                    }
-                }
-            }
-            input.drain(..consumed);
-            if !replies.is_empty() {
-                for (protocol, pending) in replies {
-                    let reply = match self.resolve(pending).await {
-                        Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
-                        Resolved::Shard(other) => {
-                            panic!("a command got a non-reply answer: {other:?}")
-                        }
-                    };
-                    reply.encode(protocol, &mut output);
-                }
-                conn.write_all(&output).await?;
-                output.clear();
-                if close {
+            let batch = self.start_batch(&mut parser, client).await;
+            if !batch.replies.is_empty() {
+                self.write_replies(conn, batch.replies, &mut output).await?;
+                if batch.close {
                     return Ok(());
                 }
                 // More whole requests may be buffered already: parse before reading.
                 continue;
             }
-            if input.len() > QUERY_BUFFER_BYTES_MAX {
-                NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                conn.write_all(b"-ERR Protocol error: query buffer limit reached\r\n")
-                    .await?;
-                return Ok(());
-            }
-            let read = conn.read(&mut chunk).await?;
+            let read = conn.read(parser.unfilled()).await?;
             if read == 0 {
                 return Ok(());
             }
-            input.extend_from_slice(&chunk[..read]);
+            parser.filled(read);
             client.last_command_unix_ms = self.io.now_unix_ms();
         }
+    }
+
+    /// Starts the commands the parser holds, up to a batch's limits: their
+    /// number and the bytes of the replies known so far.
+    async fn start_batch(&self, parser: &mut RequestParser, client: &mut ClientInfo) -> Batch {
+        let mut batch = Batch::default();
+        let mut reply_bytes = 0;
+        while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
+            match parser.next_request() {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => {
+                    let (pending, quit) = self.command(client, args).await;
+                    reply_bytes += pending.held_bytes();
+                    batch.replies.push((client.protocol, pending));
+                    if quit {
+                        batch.close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
+                    let reply = Reply::Error(format!("ERR {error}"));
+                    batch.replies.push((client.protocol, Pending::Ready(reply)));
+                    batch.close = true;
+                    break;
+                }
+            }
+        }
+        batch
+    }
+
+    /// Writes a batch's replies in order, each once it may be released: one
+    /// write for the batch unless its encoded replies pass
+    /// [`REPLY_BUFFER_BYTES_MAX`], which are then written as they pass it.
+    async fn write_replies(
+        &self,
+        conn: &mut I::Conn,
+        replies: Vec<(Protocol, Pending)>,
+        output: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        for (protocol, pending) in replies {
+            let reply = match self.resolve(pending).await {
+                Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                Resolved::Shard(other) => {
+                    panic!("a command got a non-reply answer: {other:?}")
+                }
+            };
+            reply.encode(protocol, output);
+            if output.len() >= REPLY_BUFFER_BYTES_MAX {
+                conn.write_all(output).await?;
+                output.clear();
+            }
+        }
+        if !output.is_empty() {
+            conn.write_all(output).await?;
+            output.clear();
+        }
+        // One large reply must not keep its buffer for the connection's life.
+        output.shrink_to(REPLY_BUFFER_BYTES_MAX);
+        Ok(())
     }
 
     /// Starts one command; returns its reply-to-be and whether to close after it.
