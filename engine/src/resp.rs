@@ -179,7 +179,8 @@ impl RequestParser {
         }
         self.compact();
         if self.buf.len() - self.end < crate::limits::READ_CHUNK_BYTES {
-            self.buf.resize(self.end + crate::limits::READ_CHUNK_BYTES, 0);
+            self.buf
+                .resize(self.end + crate::limits::READ_CHUNK_BYTES, 0);
         }
         &mut self.buf[self.end..]
     }
@@ -280,8 +281,9 @@ impl RequestParser {
     fn header_line(&mut self) -> Result<Option<(&[u8], usize)>, ()> {
         let unparsed = &self.buf[self.start..self.end];
         let window = &unparsed[..unparsed.len().min(HEADER_LINE_BYTES_MAX + 2)];
-        self.examined_bytes += window.len() as u64;
-        match window.windows(2).position(|pair| pair == b"\r\n") {
+        let found = window.windows(2).position(|pair| pair == b"\r\n");
+        self.examined_bytes += found.map_or(window.len(), |end| end + 2) as u64;
+        match found {
             Some(end) => Ok(Some((&window[..end], end + 2))),
             None if window.len() >= HEADER_LINE_BYTES_MAX + 2 => Err(()),
             None => Ok(None),
@@ -309,7 +311,9 @@ impl RequestParser {
         let count = match &header[1..] {
             // `*-1` and `*0` are empty requests that Redis skips.
             b"-1" | b"0" => 0,
-            digits => parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?,
+            digits => {
+                parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?
+            }
         };
         self.consume(used);
         // Never reserve from the count alone: a client may claim a million
@@ -327,9 +331,7 @@ impl RequestParser {
             return Ok(Step::Done(std::mem::take(&mut self.args)));
         }
         let bulk_bytes_max = self.bulk_bytes_max;
-        let Some((header, used)) = self
-            .header_line()
-            .map_err(|()| ProtocolError::BulkLength)?
+        let Some((header, used)) = self.header_line().map_err(|()| ProtocolError::BulkLength)?
         else {
             return Ok(Step::Wait);
         };
@@ -736,6 +738,251 @@ mod tests {
             Err(ProtocolError::UnbalancedQuotes)
         );
         assert_eq!(parse(b"GET k"), Ok(Parsed::Incomplete));
+    }
+
+    /// A deterministic xorshift64* generator: the tests' random source.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    const SPLIT_BULK_BYTES_MAX: usize = 1 << 20;
+
+    /// Everything a stream parses to: its requests, and the error that ended
+    /// it if one did.
+    type Outcome = (Vec<Request>, Option<ProtocolError>);
+
+    fn drain(parser: &mut RequestParser, requests: &mut Vec<Request>) -> Result<(), ProtocolError> {
+        while let Some(request) = parser.next_request()? {
+            requests.push(request);
+        }
+        Ok(())
+    }
+
+    /// The stream given at once.
+    fn parse_whole(stream: &[u8]) -> Outcome {
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        let mut requests = Vec::new();
+        parser.push(stream);
+        let error = drain(&mut parser, &mut requests).err();
+        (requests, error)
+    }
+
+    /// The stream as reads of the given sizes would bring it (a read never
+    /// takes more than the parser offers), taking requests after each.
+    fn parse_in_reads(
+        parser: &mut RequestParser,
+        stream: &[u8],
+        sizes: &mut dyn FnMut() -> usize,
+    ) -> Outcome {
+        let mut requests = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let room = parser.unfilled();
+            let count = room.len().min(sizes()).min(stream.len() - at);
+            room[..count].copy_from_slice(&stream[at..at + count]);
+            parser.filled(count);
+            at += count;
+            if let Err(error) = drain(parser, &mut requests) {
+                return (requests, Some(error));
+            }
+        }
+        (requests, None)
+    }
+
+    fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+        (0..len).map(|_| rng.next() as u8).collect()
+    }
+
+    /// A stream of multibulk, inline and empty requests; some arguments are
+    /// large enough to be read in place.
+    fn random_stream(rng: &mut Rng, large: bool) -> Vec<u8> {
+        let mut stream = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            match rng.below(5) {
+                0 => {
+                    let words = ["GET", "set", "k", "\"a b\"", "'x'"];
+                    let line: Vec<&str> =
+                        (0..1 + rng.below(4)).map(|_| words[rng.below(5)]).collect();
+                    stream.extend_from_slice(line.join(" ").as_bytes());
+                    stream.extend_from_slice(if rng.below(2) == 0 { b"\r\n" } else { b"\n" });
+                }
+                1 => stream
+                    .extend_from_slice([b"*0\r\n".as_slice(), b"*-1\r\n", b"\r\n"][rng.below(3)]),
+                _ => {
+                    let args: Vec<Reply> = (0..1 + rng.below(5))
+                        .map(|_| {
+                            let len = match rng.below(8) {
+                                0 if large => {
+                                    BULK_DIRECT_READ_BYTES_MIN
+                                        + rng.below(3 * BULK_DIRECT_READ_BYTES_MIN)
+                                }
+                                1 => 0,
+                                _ => rng.below(24),
+                            };
+                            Reply::Bulk(random_bytes(rng, len))
+                        })
+                        .collect();
+                    Reply::Array(args).encode(Protocol::Resp2, &mut stream);
+                }
+            }
+        }
+        stream
+    }
+
+    /// Damages a stream now and then, so errors are compared too.
+    fn maybe_damage(rng: &mut Rng, stream: &mut Vec<u8>) {
+        match rng.below(4) {
+            0 => {
+                let at = rng.below(stream.len());
+                stream[at] = rng.next() as u8;
+            }
+            1 => stream.truncate(rng.below(stream.len())),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_stream_split_at_any_byte_parses_as_it_does_whole() {
+        let mut rng = Rng(0x5eed_0001);
+        for _ in 0..60 {
+            let mut stream = random_stream(&mut rng, false);
+            maybe_damage(&mut rng, &mut stream);
+            let whole = parse_whole(&stream);
+            for cut in 0..=stream.len() {
+                let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+                let mut sizes = [cut, usize::MAX].into_iter().cycle();
+                let split = parse_in_reads(&mut parser, &stream, &mut || sizes.next().unwrap());
+                assert_eq!(
+                    split,
+                    whole,
+                    "cut at byte {cut} of {:?}",
+                    String::from_utf8_lossy(&stream)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_in_random_reads_parses_as_it_does_whole() {
+        let mut rng = Rng(0x5eed_0002);
+        for round in 0..200 {
+            let mut stream = random_stream(&mut rng, true);
+            maybe_damage(&mut rng, &mut stream);
+            let whole = parse_whole(&stream);
+            let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+            let largest = [1, 7, 100, 5000, 70_000][round % 5];
+            let mut sizes = || 1 + rng.below(largest);
+            let chunked = parse_in_reads(&mut parser, &stream, &mut sizes);
+            assert_eq!(chunked, whole, "round {round}");
+        }
+    }
+
+    /// Issue 9: every read re-parsed the request from its start and copied
+    /// its arguments again, so one large MSET cost the square of its reads.
+    #[test]
+    fn parsing_work_is_linear_in_the_request_bytes() {
+        let args: Vec<Reply> = (0..100_000)
+            .map(|index| Reply::Bulk(format!("{{tag}}:key:{index:08}").into_bytes()))
+            .collect();
+        let mut stream = Vec::new();
+        Reply::Array(args).encode(Protocol::Resp2, &mut stream);
+        for largest in [1, 9, 1000] {
+            let mut rng = Rng(0x5eed_0003);
+            let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+            let mut reads = 0;
+            let (requests, error) = parse_in_reads(&mut parser, &stream, &mut || {
+                reads += 1;
+                1 + rng.below(largest)
+            });
+            assert_eq!(
+                (requests.len(), requests[0].len(), error),
+                (1, 100_000, None)
+            );
+            // Each byte is parsed once; a header cut by a read is looked at
+            // again, at most a header line's length per read.
+            let bound = stream.len() as u64 + reads * (HEADER_LINE_BYTES_MAX as u64 + 2);
+            assert!(
+                parser.examined_bytes() <= bound,
+                "reads of up to {largest} bytes: {} bytes examined for a request of {} in {reads} reads",
+                parser.examined_bytes(),
+                stream.len()
+            );
+            // What is parsed leaves the input buffer as it is parsed.
+            assert!(
+                parser.buf.len() <= 2 * crate::limits::READ_CHUNK_BYTES,
+                "the input buffer grew to {}",
+                parser.buf.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_inline_line_in_one_byte_reads_is_searched_once() {
+        let mut line = vec![b'a'; INLINE_REQUEST_BYTES_MAX - 2];
+        line.extend_from_slice(b"\r\n");
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        let (requests, error) = parse_in_reads(&mut parser, &line, &mut || 1);
+        assert_eq!((requests.len(), error), (1, None));
+        assert!(
+            parser.examined_bytes() <= 2 * line.len() as u64,
+            "{} bytes examined",
+            parser.examined_bytes()
+        );
+    }
+
+    #[test]
+    fn a_large_argument_is_read_in_place_as_it_arrives() {
+        let len = 200 * 1024;
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        parser.push(format!("*1\r\n${len}\r\n").as_bytes());
+        assert_eq!(parser.next_request(), Ok(None));
+        // The read goes into the argument: as much as is left of it.
+        let room = parser.unfilled();
+        assert_eq!(room.len(), len);
+        room[..150 * 1024].fill(b'x');
+        parser.filled(150 * 1024);
+        assert_eq!(parser.next_request(), Ok(None));
+        assert_eq!(parser.unfilled().len(), 50 * 1024);
+        parser.filled(0);
+        // Less than a large argument is left: it comes through the buffer.
+        let mut rest = vec![b'x'; 50 * 1024];
+        rest.extend_from_slice(b"\r\n");
+        parser.push(&rest);
+        assert_eq!(parser.next_request(), Ok(Some(vec![vec![b'x'; len]])));
+        assert!(parser.buf.len() <= 2 * crate::limits::READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn a_request_holding_more_than_the_limit_is_refused() {
+        let mut parser = RequestParser::new(1024, 100);
+        parser.push(b"*3\r\n$60\r\n");
+        assert_eq!(parser.next_request(), Ok(None));
+        assert_eq!(parser.held_bytes(), 60);
+        parser.push(&[b'a'; 60]);
+        parser.push(b"\r\n$41\r\n");
+        assert_eq!(
+            parser.next_request(),
+            Err(ProtocolError::QueryBufferFull {
+                held_bytes: 101,
+                limit: 100
+            })
+        );
+        let mut parser = RequestParser::new(1024, 100);
+        parser.push(b"*3\r\n$60\r\n");
+        parser.push(&[b'a'; 60]);
+        parser.push(b"\r\n$40\r\n");
+        assert_eq!(parser.next_request(), Ok(None));
     }
 
     fn encoded(reply: &Reply, protocol: Protocol) -> String {
