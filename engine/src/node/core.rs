@@ -97,7 +97,7 @@ impl<I: NodeIo> Core<I> {
     /// Asks the shard's core (maybe this one) to run `request`.
     async fn dispatch(&self, shard: u32, request: ShardRequest) -> Pending {
         if let Some(local) = self.shards.get(&shard) {
-            return self.run_local(local, request);
+            return self.run_local(local, request).await;
         }
         let id = self.next_hop.get();
         self.next_hop.set(id + 1);
@@ -131,8 +131,12 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// Runs `request` on a shard of this core now; the result is released later.
-    fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+    /// Runs `request` on a shard of this core as soon as the shard has room
+    /// for more unsynced entries; the result is released later.
+    async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+        if matches!(request, ShardRequest::Command { .. }) {
+            shard.wait_for_room().await;
+        }
         let now = self.io.now_unix_ms();
         let last = shard.last_index();
         let (reply, wait_for) = match request {
@@ -201,7 +205,9 @@ impl<I: NodeIo> Core<I> {
                         .shards
                         .get(&shard)
                         .unwrap_or_else(|| panic!("shard {shard} hopped to the wrong core"));
-                    let pending = self.run_local(local, request);
+                    // Awaited here, not in a task of its own: a connection's
+                    // commands must run in the order they hopped.
+                    let pending = self.run_local(local, request).await;
                     let core = Rc::clone(&self);
                     self.io.spawn(async move {
                         let reply = match core.resolve(pending).await {
