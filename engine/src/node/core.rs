@@ -527,7 +527,140 @@ fn not_durable(reason: &str) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::io;
+    use std::time::Duration;
+
+    use futures_lite::future;
+    use keel_wal::MemStorage;
+
     use super::*;
+    use crate::config::{FsyncPolicy, ServeConfig};
+    use crate::node::io::Connection;
+
+    /// A client that sends `input` and records each write it receives.
+    struct ScriptedClient {
+        input: VecDeque<u8>,
+        writes: Rc<RefCell<Vec<Vec<u8>>>>,
+    }
+
+    impl Connection for ScriptedClient {
+        async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let count = buf.len().min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..count)) {
+                *slot = byte;
+            }
+            Ok(count)
+        }
+        async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.writes.borrow_mut().push(buf.to_vec());
+            Ok(())
+        }
+        fn peer(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    /// One core with one in-memory shard; nothing is spawned, no other core.
+    #[derive(Clone, Debug, Default)]
+    struct OneCoreIo {
+        disk: MemStorage,
+    }
+
+    impl NodeIo for OneCoreIo {
+        type Storage = MemStorage;
+        type Conn = ScriptedClient;
+
+        async fn shard_storage(&self, _shard: u32) -> io::Result<MemStorage> {
+            Ok(self.disk.clone())
+        }
+        fn now_unix_ms(&self) -> u64 {
+            0
+        }
+        fn monotonic_us(&self) -> u64 {
+            0
+        }
+        async fn sleep(&self, _duration: Duration) {}
+        fn spawn(&self, _task: impl Future<Output = ()> + 'static) {
+            panic!("a client's keyed commands on its own core spawn nothing");
+        }
+        async fn accept(&self, _listener: Listener) -> io::Result<ScriptedClient> {
+            future::pending().await
+        }
+        fn core(&self) -> (usize, usize) {
+            (0, 1)
+        }
+        async fn send_hop(&self, _core: usize, _hop: Hop) {
+            panic!("one core sends no hops");
+        }
+        async fn recv_hop(&self) -> Hop {
+            future::pending().await
+        }
+    }
+
+    /// Serves one client sending `input` (no sync waited for: interval
+    /// policy, no committer) and returns the writes it received.
+    fn serve(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut config =
+            ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
+        config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
+        config.fsync = FsyncPolicy::IntervalMs(1);
+        let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0));
+        let recovered = future::block_on(crate::node::recover_core(OneCoreIo::default(), node))
+            .expect("an empty disk recovers");
+        let writes = Rc::default();
+        let client = ScriptedClient {
+            input: input.iter().copied().collect(),
+            writes: Rc::clone(&writes),
+        };
+        future::block_on(Rc::clone(&recovered.core).serve_client(client));
+        writes.take()
+    }
+
+    fn command(words: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        Reply::Array(
+            words
+                .iter()
+                .map(|word| Reply::Bulk(word.to_vec()))
+                .collect(),
+        )
+        .encode(Protocol::Resp2, &mut wire);
+        wire
+    }
+
+    /// Issue 9: the replies of up to 1,024 pipelined commands were all held
+    /// and encoded before one write, whatever their size.
+    #[test]
+    fn pipelined_replies_are_written_once_they_pass_the_reply_buffer() {
+        let value = vec![b'v'; 300 * 1024];
+        let gets = 10;
+        let mut input = command(&[b"SET", b"k", &value]);
+        let mut expected = b"+OK\r\n".to_vec();
+        for _ in 0..gets {
+            input.extend(command(&[b"GET", b"k"]));
+            Reply::Bulk(value.clone()).encode(Protocol::Resp2, &mut expected);
+        }
+        let writes = serve(&input);
+        assert_eq!(writes.concat(), expected, "every reply, in order");
+        let reply_bytes = expected.len() / gets;
+        for write in &writes {
+            assert!(
+                write.len() < REPLY_BUFFER_BYTES_MAX + reply_bytes,
+                "a write of {} bytes: replies were held past the limit",
+                write.len()
+            );
+        }
+        assert!(writes.len() >= 3, "{} writes", writes.len());
+    }
+
+    #[test]
+    fn a_batch_of_small_replies_goes_out_in_one_write() {
+        let pings = 500;
+        let writes = serve(&command(&[b"PING"]).repeat(pings));
+        assert_eq!(writes, vec![b"+PONG\r\n".repeat(pings)]);
+    }
 
     #[test]
     fn slots_map_to_contiguous_shard_ranges_covering_all_shards() {
