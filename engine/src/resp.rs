@@ -26,7 +26,7 @@ pub const INLINE_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Default largest bulk argument (Redis's proto-max-bulk-len, 512 MiB).
 pub const BULK_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
 /// Longest `*<n>` or `$<len>` header line accepted while looking for its end.
-const HEADER_LINE_BYTES_MAX: usize = 32;
+pub const HEADER_LINE_BYTES_MAX: usize = 32;
 /// Bulk arguments with at least this many bytes still to come are read from
 /// the socket straight into the argument, saving a copy through the input
 /// buffer (Redis: PROTO_MBULK_BIG_ARG, 32 KiB).

@@ -5,8 +5,9 @@
 //! # Invariants
 //! - A connection's commands are executed in the order they arrived: those for
 //!   one shard travel one FIFO path (this core, or one core-to-core channel).
-//! - Replies are written in request order, and only after every reply of the
-//!   batch may be released (see [`crate::node::shard`]).
+//! - Replies are written in request order, each only once it may be released
+//!   (see [`crate::node::shard`]); a batch's replies go out in one write
+//!   unless they pass [`REPLY_BUFFER_BYTES_MAX`].
 //! - Every keyed command touches one shard: multi-key commands whose keys hash
 //!   to different slots are refused with `-CROSSSLOT`, so no write is ever
 //!   applied in part.
