@@ -402,8 +402,9 @@ impl RequestParser {
         let unparsed = &self.buf[self.start..self.end];
         let searched = unparsed.len().min(INLINE_REQUEST_BYTES_MAX + 1);
         let window = &unparsed[scanned..searched];
-        self.examined_bytes += window.len() as u64;
-        let Some(newline) = window.iter().position(|byte| *byte == b'\n') else {
+        let found = window.iter().position(|byte| *byte == b'\n');
+        self.examined_bytes += found.map_or(window.len(), |at| at + 1) as u64;
+        let Some(newline) = found else {
             if unparsed.len() > INLINE_REQUEST_BYTES_MAX {
                 return Err(ProtocolError::InlineTooBig);
             }
