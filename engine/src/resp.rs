@@ -1,9 +1,11 @@
 //! The Redis protocol (RESP2 and RESP3): requests in, replies out.
 //!
-//! Pure and incremental: [`parse_request`] looks at the bytes a connection has
-//! received so far and returns a whole command, "need more bytes", or a
-//! protocol error; it never blocks and never allocates more than the limits
-//! allow, so a client cannot make the server buffer without bound.
+//! Pure and incremental: a connection's [`RequestParser`] takes the bytes as
+//! they are received and returns whole commands, "need more bytes", or a
+//! protocol error. It keeps what it parsed between reads, so a request costs
+//! time linear in its bytes however it is cut into reads; it never blocks,
+//! and holds no more than its limits allow, so a client cannot make the
+//! server buffer without bound. [`parse_request`] parses one buffer at once.
 //!
 //! # Requests
 //! - Multibulk (what every client library and redis-cli send):
