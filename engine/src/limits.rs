@@ -18,9 +18,13 @@ pub const PIPELINE_COMMANDS_MAX: usize = 1024;
 /// core are not known before they come back: a batch of those is bounded by
 /// `PIPELINE_COMMANDS_MAX` alone.
 pub const REPLY_BUFFER_BYTES_MAX: usize = 1 << 20;
-/// Unparsed bytes one connection may buffer (Redis's client-query-buffer-limit).
+/// Bytes one connection may hold of requests not yet complete: the lengths
+/// its arguments claim plus input not parsed yet (Redis's
+/// client-query-buffer-limit, which also counts a large argument's claimed
+/// length).
 pub const QUERY_BUFFER_BYTES_MAX: usize = 1 << 30;
-/// Bytes read from a socket at a time.
+/// Bytes read from a socket at a time into a connection's input buffer (a
+/// large argument is read straight into place, up to 1 MiB at a time).
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// The limits a command is checked against.
