@@ -1,9 +1,11 @@
 //! The Redis protocol (RESP2 and RESP3): requests in, replies out.
 //!
-//! Pure and incremental: [`parse_request`] looks at the bytes a connection has
-//! received so far and returns a whole command, "need more bytes", or a
-//! protocol error; it never blocks and never allocates more than the limits
-//! allow, so a client cannot make the server buffer without bound.
+//! Pure and incremental: a connection's [`RequestParser`] takes the bytes as
+//! they are received and returns whole commands, "need more bytes", or a
+//! protocol error. It keeps what it parsed between reads, so a request costs
+//! time linear in its bytes however it is cut into reads; it never blocks,
+//! and holds no more than its limits allow, so a client cannot make the
+//! server buffer without bound. [`parse_request`] parses one buffer at once.
 //!
 //! # Requests
 //! - Multibulk (what every client library and redis-cli send):
@@ -26,12 +28,20 @@ pub const INLINE_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Default largest bulk argument (Redis's proto-max-bulk-len, 512 MiB).
 pub const BULK_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
 /// Longest `*<n>` or `$<len>` header line accepted while looking for its end.
-const HEADER_LINE_BYTES_MAX: usize = 32;
+pub const HEADER_LINE_BYTES_MAX: usize = 32;
+/// Bulk arguments with at least this many bytes still to come are read from
+/// the socket straight into the argument, saving a copy through the input
+/// buffer (Redis: PROTO_MBULK_BIG_ARG, 32 KiB).
+pub const BULK_DIRECT_READ_BYTES_MIN: usize = 32 * 1024;
+/// Most bytes of a large argument zeroed ahead of one direct read: the
+/// argument's memory grows with what arrives, not with the length claimed.
+const BULK_DIRECT_READ_BYTES_MAX: usize = 1 << 20;
 
 /// A parsed request: the command name and its arguments, as bytes.
 pub type Request = Vec<Vec<u8>>;
 
-/// Why bytes are not a request. The texts are Redis's own.
+/// Why bytes are not a request. The texts are Redis's own, except the query
+/// buffer's (Redis closes such a connection without a reply).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -49,6 +59,8 @@ pub enum ProtocolError {
     UnbalancedQuotes,
     #[error("Protocol error: bulk data not followed by CRLF")]
     MissingCrlf,
+    #[error("Protocol error: query buffer limit reached")]
+    QueryBufferFull { held_bytes: usize, limit: usize },
 }
 
 /// What [`parse_request`] found at the start of the buffer.
@@ -62,22 +74,352 @@ pub enum Parsed {
 }
 
 /// Parses one request from the start of `buf`, accepting bulk arguments of up
-/// to `bulk_bytes_max` bytes.
+/// to `bulk_bytes_max` bytes: a [`RequestParser`] given the whole buffer.
 pub fn parse_request(buf: &[u8], bulk_bytes_max: usize) -> Result<Parsed, ProtocolError> {
-    match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buf, bulk_bytes_max),
-        Some(_) => parse_inline(buf),
-    }
+    let mut parser = RequestParser::new(bulk_bytes_max, usize::MAX);
+    parser.push(buf);
+    Ok(match parser.next_request()? {
+        Some(request) => Parsed::Request(request, parser.consumed_bytes as usize),
+        None => Parsed::Incomplete,
+    })
 }
 
-/// The line starting at `from` (without its `\r\n`) and the offset after it.
-fn line_at(buf: &[u8], from: usize, max_bytes: usize) -> Result<Option<(&[u8], usize)>, ()> {
-    let window = &buf[from..buf.len().min(from + max_bytes + 2)];
-    match window.windows(2).position(|pair| pair == b"\r\n") {
-        Some(end) => Ok(Some((&window[..end], from + end + 2))),
-        None if window.len() >= max_bytes + 2 => Err(()),
-        None => Ok(None),
+/// Where the parser is within the request at the front of the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Between requests.
+    Start,
+    /// In an inline line whose first `scanned` bytes hold no newline.
+    Inline { scanned: usize },
+    /// Before the `$<len>` line of the next argument, if any is left.
+    Header,
+    /// In an argument's data: `filled` of its `len` bytes have arrived.
+    Data { len: usize, filled: usize },
+    /// After an argument's data, before its CRLF.
+    DataEnd,
+}
+
+/// What one step of the parser came to.
+enum Step {
+    Continue,
+    /// Needs more bytes.
+    Wait,
+    Done(Request),
+}
+
+/// One connection's request parser. It keeps the arguments parsed so far
+/// and where it is, so every received byte is looked at a bounded number of
+/// times however the request is cut into reads: the cost is linear in the
+/// request's bytes (a request re-parsed from its start on every read costs
+/// the square of its reads).
+///
+/// Bytes come in through [`RequestParser::unfilled`] and
+/// [`RequestParser::filled`] (a socket read in between), or
+/// [`RequestParser::push`]; [`RequestParser::next_request`] takes the
+/// requests out. After an error the stream is out of step: drop the parser.
+#[derive(Debug)]
+pub struct RequestParser {
+    bulk_bytes_max: usize,
+    held_bytes_max: usize,
+    /// `buf[start..end]` is received but not parsed; `buf[end..]` is zeroed
+    /// room for the next read.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    stage: Stage,
+    /// The request being parsed; in `Data`, its last argument is the one
+    /// arriving, whose `Vec` length may run ahead of `filled` (zeroed room).
+    args: Request,
+    args_left: usize,
+    /// The lengths the request's arguments claimed, summed.
+    args_bytes: usize,
+    consumed_bytes: u64,
+    examined_bytes: u64,
+}
+
+impl RequestParser {
+    /// A parser taking bulk arguments up to `bulk_bytes_max` bytes, that
+    /// refuses to hold more than `held_bytes_max` bytes of an incomplete
+    /// request (arguments claimed plus unparsed input).
+    pub fn new(bulk_bytes_max: usize, held_bytes_max: usize) -> RequestParser {
+        RequestParser {
+            bulk_bytes_max,
+            held_bytes_max,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            stage: Stage::Start,
+            args: Vec::new(),
+            args_left: 0,
+            args_bytes: 0,
+            consumed_bytes: 0,
+            examined_bytes: 0,
+        }
+    }
+
+    /// Bytes looked at so far, counting each look: the parser's work, which
+    /// stays within a constant times the bytes received.
+    pub fn examined_bytes(&self) -> u64 {
+        self.examined_bytes
+    }
+
+    /// Bytes held for the request not yet complete: what its arguments
+    /// claimed plus what is received and not parsed.
+    pub fn held_bytes(&self) -> usize {
+        self.args_bytes.saturating_add(self.end - self.start)
+    }
+
+    /// Where the next read should go: the rest of a large argument when it
+    /// is all that is awaited, else room in the input buffer.
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        if let Some((len, filled)) = self.direct_read() {
+            let arg = self.args.last_mut().expect("a Data stage has its argument");
+            if arg.len() == filled {
+                arg.resize(len.min(filled + BULK_DIRECT_READ_BYTES_MAX), 0);
+            }
+            return &mut arg[filled..];
+        }
+        self.compact();
+        if self.buf.len() - self.end < crate::limits::READ_CHUNK_BYTES {
+            self.buf
+                .resize(self.end + crate::limits::READ_CHUNK_BYTES, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that a read put `read` bytes at the start of [`Self::unfilled`].
+    pub fn filled(&mut self, read: usize) {
+        match self.direct_read() {
+            Some((len, filled)) => {
+                let filled = filled + read;
+                let arg = self.args.last().expect("a Data stage has its argument");
+                assert!(filled <= arg.len(), "a direct read past its room");
+                self.examined_bytes += read as u64;
+                self.consumed_bytes += read as u64;
+                self.stage = Stage::Data { len, filled };
+                self.end_data_if_complete();
+            }
+            None => {
+                assert!(self.end + read <= self.buf.len(), "a read past its room");
+                self.end += read;
+            }
+        }
+    }
+
+    /// Appends `bytes` as if read from the socket (for tests and fuzzing).
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while self.direct_read().is_some() && !bytes.is_empty() {
+            let room = self.unfilled();
+            let count = room.len().min(bytes.len());
+            room[..count].copy_from_slice(&bytes[..count]);
+            self.filled(count);
+            bytes = &bytes[count..];
+        }
+        self.compact();
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// The next whole request, if the bytes so far complete one.
+    pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            let step = match self.stage {
+                Stage::Start => self.request_start()?,
+                Stage::Inline { scanned } => self.inline(scanned)?,
+                Stage::Header => self.bulk_header()?,
+                Stage::Data { len, filled } => self.data(len, filled),
+                Stage::DataEnd => self.data_end()?,
+            };
+            match step {
+                Step::Continue => {}
+                Step::Done(request) => return Ok(Some(request)),
+                Step::Wait if self.held_bytes() > self.held_bytes_max => {
+                    return Err(ProtocolError::QueryBufferFull {
+                        held_bytes: self.held_bytes(),
+                        limit: self.held_bytes_max,
+                    })
+                }
+                Step::Wait => return Ok(None),
+            }
+        }
+    }
+
+    /// The argument a read may fill directly: `(len, filled)`.
+    fn direct_read(&self) -> Option<(usize, usize)> {
+        match self.stage {
+            Stage::Data { len, filled }
+                if self.start == self.end && len - filled >= BULK_DIRECT_READ_BYTES_MIN =>
+            {
+                Some((len, filled))
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the unparsed bytes to the front when that copies no more than
+    /// was parsed since the last move, so moving stays linear too.
+    fn compact(&mut self) {
+        let unparsed = self.end - self.start;
+        if self.start > 0 && self.start >= unparsed {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = unparsed;
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        assert!(self.start + bytes <= self.end, "consumed past the input");
+        self.start += bytes;
+        self.consumed_bytes += bytes as u64;
+    }
+
+    /// The header line at the start of the unparsed bytes (without its
+    /// `\r\n`) and its length with it; `Err` if it runs too long.
+    fn header_line(&mut self) -> Result<Option<(&[u8], usize)>, ()> {
+        let unparsed = &self.buf[self.start..self.end];
+        let window = &unparsed[..unparsed.len().min(HEADER_LINE_BYTES_MAX + 2)];
+        let found = window.windows(2).position(|pair| pair == b"\r\n");
+        self.examined_bytes += found.map_or(window.len(), |end| end + 2) as u64;
+        match found {
+            Some(end) => Ok(Some((&window[..end], end + 2))),
+            None if window.len() >= HEADER_LINE_BYTES_MAX + 2 => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    fn request_start(&mut self) -> Result<Step, ProtocolError> {
+        match self.unparsed().first() {
+            None => Ok(Step::Wait),
+            Some(b'*') => self.multibulk_header(),
+            Some(_) => {
+                self.stage = Stage::Inline { scanned: 0 };
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    fn multibulk_header(&mut self) -> Result<Step, ProtocolError> {
+        let Some((header, used)) = self
+            .header_line()
+            .map_err(|()| ProtocolError::HeaderTooBig)?
+        else {
+            return Ok(Step::Wait);
+        };
+        let count = match &header[1..] {
+            // `*-1` and `*0` are empty requests that Redis skips.
+            b"-1" | b"0" => 0,
+            digits => {
+                parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?
+            }
+        };
+        self.consume(used);
+        // Never reserve from the count alone: a client may claim a million
+        // arguments and send none.
+        self.args = Vec::with_capacity(count.min(64));
+        self.args_left = count;
+        self.stage = Stage::Header;
+        Ok(Step::Continue)
+    }
+
+    fn bulk_header(&mut self) -> Result<Step, ProtocolError> {
+        if self.args_left == 0 {
+            self.stage = Stage::Start;
+            self.args_bytes = 0;
+            return Ok(Step::Done(std::mem::take(&mut self.args)));
+        }
+        let bulk_bytes_max = self.bulk_bytes_max;
+        let Some((header, used)) = self.header_line().map_err(|()| ProtocolError::BulkLength)?
+        else {
+            return Ok(Step::Wait);
+        };
+        match header.first() {
+            Some(b'$') => {}
+            other => {
+                let found = other.map_or(' ', |byte| char::from(*byte));
+                return Err(ProtocolError::ExpectedBulk { found });
+            }
+        }
+        let len = parse_length(&header[1..], bulk_bytes_max).ok_or(ProtocolError::BulkLength)?;
+        self.consume(used);
+        // Reserving the claimed length takes address space only: the pages
+        // are touched as the data arrives.
+        self.args.push(Vec::with_capacity(len));
+        self.args_bytes = self.args_bytes.saturating_add(len);
+        self.stage = Stage::Data { len, filled: 0 };
+        self.end_data_if_complete();
+        Ok(Step::Continue)
+    }
+
+    /// Copies what has arrived of the argument being received.
+    fn data(&mut self, len: usize, filled: usize) -> Step {
+        let count = (self.end - self.start).min(len - filled);
+        if count == 0 {
+            return Step::Wait;
+        }
+        let arg = self.args.last_mut().expect("a Data stage has its argument");
+        arg.truncate(filled);
+        arg.extend_from_slice(&self.buf[self.start..self.start + count]);
+        self.examined_bytes += count as u64;
+        self.consume(count);
+        self.stage = Stage::Data {
+            len,
+            filled: filled + count,
+        };
+        self.end_data_if_complete();
+        Step::Continue
+    }
+
+    fn end_data_if_complete(&mut self) {
+        if let Stage::Data { len, filled } = self.stage {
+            if filled == len {
+                let arg = self.args.last().expect("a Data stage has its argument");
+                assert_eq!(arg.len(), len, "an argument holds exactly its bytes");
+                self.stage = Stage::DataEnd;
+            }
+        }
+    }
+
+    fn data_end(&mut self) -> Result<Step, ProtocolError> {
+        let Some(crlf) = self.unparsed().get(..2) else {
+            return Ok(Step::Wait);
+        };
+        if crlf != b"\r\n" {
+            return Err(ProtocolError::MissingCrlf);
+        }
+        self.examined_bytes += 2;
+        self.consume(2);
+        self.args_left -= 1;
+        self.stage = Stage::Header;
+        Ok(Step::Continue)
+    }
+
+    /// An inline line: looks for its newline only in the bytes not yet
+    /// searched.
+    fn inline(&mut self, scanned: usize) -> Result<Step, ProtocolError> {
+        let unparsed = &self.buf[self.start..self.end];
+        let searched = unparsed.len().min(INLINE_REQUEST_BYTES_MAX + 1);
+        let window = &unparsed[scanned..searched];
+        let found = window.iter().position(|byte| *byte == b'\n');
+        self.examined_bytes += found.map_or(window.len(), |at| at + 1) as u64;
+        let Some(newline) = found else {
+            if unparsed.len() > INLINE_REQUEST_BYTES_MAX {
+                return Err(ProtocolError::InlineTooBig);
+            }
+            self.stage = Stage::Inline { scanned: searched };
+            return Ok(Step::Wait);
+        };
+        let newline = scanned + newline;
+        let line = &unparsed[..newline];
+        let words = split_inline(line.strip_suffix(b"\r").unwrap_or(line))?;
+        self.examined_bytes += newline as u64;
+        self.consume(newline + 1);
+        self.stage = Stage::Start;
+        Ok(Step::Done(words))
     }
 }
 
@@ -91,65 +433,6 @@ fn parse_length(digits: &[u8], max: usize) -> Option<usize> {
         .parse::<usize>()
         .ok()
         .filter(|n| *n <= max)
-}
-
-fn parse_multibulk(buf: &[u8], bulk_bytes_max: usize) -> Result<Parsed, ProtocolError> {
-    let Some((header, mut at)) =
-        line_at(buf, 0, HEADER_LINE_BYTES_MAX).map_err(|()| ProtocolError::HeaderTooBig)?
-    else {
-        return Ok(Parsed::Incomplete);
-    };
-    let count = match &header[1..] {
-        // `*-1` and `*0` are empty requests that Redis skips.
-        b"-1" | b"0" => return Ok(Parsed::Request(Vec::new(), at)),
-        digits => parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?,
-    };
-    // Never reserve from the count alone: a client may claim a million
-    // arguments and send none.
-    let mut request = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let Some((header, data)) =
-            line_at(buf, at, HEADER_LINE_BYTES_MAX).map_err(|()| ProtocolError::BulkLength)?
-        else {
-            return Ok(Parsed::Incomplete);
-        };
-        match header.first() {
-            Some(b'$') => {}
-            other => {
-                let found = other.map_or(' ', |byte| char::from(*byte));
-                return Err(ProtocolError::ExpectedBulk { found });
-            }
-        }
-        let len = parse_length(&header[1..], bulk_bytes_max).ok_or(ProtocolError::BulkLength)?;
-        let end = data + len;
-        if buf.len() < end + 2 {
-            return Ok(Parsed::Incomplete);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError::MissingCrlf);
-        }
-        request.push(buf[data..end].to_vec());
-        at = end + 2;
-    }
-    Ok(Parsed::Request(request, at))
-}
-
-fn parse_inline(buf: &[u8]) -> Result<Parsed, ProtocolError> {
-    let Some(newline) = buf
-        .iter()
-        .take(INLINE_REQUEST_BYTES_MAX + 1)
-        .position(|byte| *byte == b'\n')
-    else {
-        return if buf.len() > INLINE_REQUEST_BYTES_MAX {
-            Err(ProtocolError::InlineTooBig)
-        } else {
-            Ok(Parsed::Incomplete)
-        };
-    };
-    let line = buf[..newline]
-        .strip_suffix(b"\r")
-        .unwrap_or(&buf[..newline]);
-    Ok(Parsed::Request(split_inline(line)?, newline + 1))
 }
 
 /// Splits an inline line into words as Redis's `sdssplitargs` does: spaces
@@ -277,6 +560,28 @@ impl Reply {
 
     pub fn error(text: impl Into<String>) -> Reply {
         Reply::Error(text.into())
+    }
+
+    /// Memory the reply holds, in bytes: what bounds the replies a
+    /// connection keeps before writing them.
+    pub fn held_bytes(&self) -> usize {
+        let own = std::mem::size_of::<Reply>();
+        match self {
+            Reply::Simple(text) | Reply::Error(text) => own + text.len(),
+            Reply::Bulk(bytes) => own + bytes.len(),
+            Reply::Array(items) => own + items.iter().map(Reply::held_bytes).sum::<usize>(),
+            Reply::Map(pairs) => {
+                own + pairs
+                    .iter()
+                    .map(|(key, value)| key.held_bytes() + value.held_bytes())
+                    .sum::<usize>()
+            }
+            Reply::Integer(_)
+            | Reply::Null
+            | Reply::NullArray
+            | Reply::Double(_)
+            | Reply::Boolean(_) => own,
+        }
     }
 
     /// Appends the reply's wire form in `protocol` to `out`.
@@ -436,6 +741,251 @@ mod tests {
             Err(ProtocolError::UnbalancedQuotes)
         );
         assert_eq!(parse(b"GET k"), Ok(Parsed::Incomplete));
+    }
+
+    /// A deterministic xorshift64* generator: the tests' random source.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    const SPLIT_BULK_BYTES_MAX: usize = 1 << 20;
+
+    /// Everything a stream parses to: its requests, and the error that ended
+    /// it if one did.
+    type Outcome = (Vec<Request>, Option<ProtocolError>);
+
+    fn drain(parser: &mut RequestParser, requests: &mut Vec<Request>) -> Result<(), ProtocolError> {
+        while let Some(request) = parser.next_request()? {
+            requests.push(request);
+        }
+        Ok(())
+    }
+
+    /// The stream given at once.
+    fn parse_whole(stream: &[u8]) -> Outcome {
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        let mut requests = Vec::new();
+        parser.push(stream);
+        let error = drain(&mut parser, &mut requests).err();
+        (requests, error)
+    }
+
+    /// The stream as reads of the given sizes would bring it (a read never
+    /// takes more than the parser offers), taking requests after each.
+    fn parse_in_reads(
+        parser: &mut RequestParser,
+        stream: &[u8],
+        sizes: &mut dyn FnMut() -> usize,
+    ) -> Outcome {
+        let mut requests = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let room = parser.unfilled();
+            let count = room.len().min(sizes()).min(stream.len() - at);
+            room[..count].copy_from_slice(&stream[at..at + count]);
+            parser.filled(count);
+            at += count;
+            if let Err(error) = drain(parser, &mut requests) {
+                return (requests, Some(error));
+            }
+        }
+        (requests, None)
+    }
+
+    fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+        (0..len).map(|_| rng.next() as u8).collect()
+    }
+
+    /// A stream of multibulk, inline and empty requests; some arguments are
+    /// large enough to be read in place.
+    fn random_stream(rng: &mut Rng, large: bool) -> Vec<u8> {
+        let mut stream = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            match rng.below(5) {
+                0 => {
+                    let words = ["GET", "set", "k", "\"a b\"", "'x'"];
+                    let line: Vec<&str> =
+                        (0..1 + rng.below(4)).map(|_| words[rng.below(5)]).collect();
+                    stream.extend_from_slice(line.join(" ").as_bytes());
+                    stream.extend_from_slice(if rng.below(2) == 0 { b"\r\n" } else { b"\n" });
+                }
+                1 => stream
+                    .extend_from_slice([b"*0\r\n".as_slice(), b"*-1\r\n", b"\r\n"][rng.below(3)]),
+                _ => {
+                    let args: Vec<Reply> = (0..1 + rng.below(5))
+                        .map(|_| {
+                            let len = match rng.below(8) {
+                                0 if large => {
+                                    BULK_DIRECT_READ_BYTES_MIN
+                                        + rng.below(3 * BULK_DIRECT_READ_BYTES_MIN)
+                                }
+                                1 => 0,
+                                _ => rng.below(24),
+                            };
+                            Reply::Bulk(random_bytes(rng, len))
+                        })
+                        .collect();
+                    Reply::Array(args).encode(Protocol::Resp2, &mut stream);
+                }
+            }
+        }
+        stream
+    }
+
+    /// Damages a stream now and then, so errors are compared too.
+    fn maybe_damage(rng: &mut Rng, stream: &mut Vec<u8>) {
+        match rng.below(4) {
+            0 => {
+                let at = rng.below(stream.len());
+                stream[at] = rng.next() as u8;
+            }
+            1 => stream.truncate(rng.below(stream.len())),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_stream_split_at_any_byte_parses_as_it_does_whole() {
+        let mut rng = Rng(0x5eed_0001);
+        for _ in 0..60 {
+            let mut stream = random_stream(&mut rng, false);
+            maybe_damage(&mut rng, &mut stream);
+            let whole = parse_whole(&stream);
+            for cut in 0..=stream.len() {
+                let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+                let mut sizes = [cut, usize::MAX].into_iter().cycle();
+                let split = parse_in_reads(&mut parser, &stream, &mut || sizes.next().unwrap());
+                assert_eq!(
+                    split,
+                    whole,
+                    "cut at byte {cut} of {:?}",
+                    String::from_utf8_lossy(&stream)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_in_random_reads_parses_as_it_does_whole() {
+        let mut rng = Rng(0x5eed_0002);
+        for round in 0..200 {
+            let mut stream = random_stream(&mut rng, true);
+            maybe_damage(&mut rng, &mut stream);
+            let whole = parse_whole(&stream);
+            let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+            let largest = [1, 7, 100, 5000, 70_000][round % 5];
+            let mut sizes = || 1 + rng.below(largest);
+            let chunked = parse_in_reads(&mut parser, &stream, &mut sizes);
+            assert_eq!(chunked, whole, "round {round}");
+        }
+    }
+
+    /// Issue 9: every read re-parsed the request from its start and copied
+    /// its arguments again, so one large MSET cost the square of its reads.
+    #[test]
+    fn parsing_work_is_linear_in_the_request_bytes() {
+        let args: Vec<Reply> = (0..100_000)
+            .map(|index| Reply::Bulk(format!("{{tag}}:key:{index:08}").into_bytes()))
+            .collect();
+        let mut stream = Vec::new();
+        Reply::Array(args).encode(Protocol::Resp2, &mut stream);
+        for largest in [1, 9, 1000] {
+            let mut rng = Rng(0x5eed_0003);
+            let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+            let mut reads = 0;
+            let (requests, error) = parse_in_reads(&mut parser, &stream, &mut || {
+                reads += 1;
+                1 + rng.below(largest)
+            });
+            assert_eq!(
+                (requests.len(), requests[0].len(), error),
+                (1, 100_000, None)
+            );
+            // Each byte is parsed once; a header cut by a read is looked at
+            // again, at most a header line's length per read.
+            let bound = stream.len() as u64 + reads * (HEADER_LINE_BYTES_MAX as u64 + 2);
+            assert!(
+                parser.examined_bytes() <= bound,
+                "reads of up to {largest} bytes: {} bytes examined for a request of {} in {reads} reads",
+                parser.examined_bytes(),
+                stream.len()
+            );
+            // What is parsed leaves the input buffer as it is parsed.
+            assert!(
+                parser.buf.len() <= 2 * crate::limits::READ_CHUNK_BYTES,
+                "the input buffer grew to {}",
+                parser.buf.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_inline_line_in_one_byte_reads_is_searched_once() {
+        let mut line = vec![b'a'; INLINE_REQUEST_BYTES_MAX - 2];
+        line.extend_from_slice(b"\r\n");
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        let (requests, error) = parse_in_reads(&mut parser, &line, &mut || 1);
+        assert_eq!((requests.len(), error), (1, None));
+        assert!(
+            parser.examined_bytes() <= 2 * line.len() as u64,
+            "{} bytes examined",
+            parser.examined_bytes()
+        );
+    }
+
+    #[test]
+    fn a_large_argument_is_read_in_place_as_it_arrives() {
+        let len = 200 * 1024;
+        let mut parser = RequestParser::new(SPLIT_BULK_BYTES_MAX, usize::MAX);
+        parser.push(format!("*1\r\n${len}\r\n").as_bytes());
+        assert_eq!(parser.next_request(), Ok(None));
+        // The read goes into the argument: as much as is left of it.
+        let room = parser.unfilled();
+        assert_eq!(room.len(), len);
+        room[..150 * 1024].fill(b'x');
+        parser.filled(150 * 1024);
+        assert_eq!(parser.next_request(), Ok(None));
+        assert_eq!(parser.unfilled().len(), 50 * 1024);
+        parser.filled(0);
+        // Less than a large argument is left: it comes through the buffer.
+        let mut rest = vec![b'x'; 50 * 1024];
+        rest.extend_from_slice(b"\r\n");
+        parser.push(&rest);
+        assert_eq!(parser.next_request(), Ok(Some(vec![vec![b'x'; len]])));
+        assert!(parser.buf.len() <= 2 * crate::limits::READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn a_request_holding_more_than_the_limit_is_refused() {
+        let mut parser = RequestParser::new(1024, 100);
+        parser.push(b"*3\r\n$60\r\n");
+        assert_eq!(parser.next_request(), Ok(None));
+        assert_eq!(parser.held_bytes(), 60);
+        parser.push(&[b'a'; 60]);
+        parser.push(b"\r\n$41\r\n");
+        assert_eq!(
+            parser.next_request(),
+            Err(ProtocolError::QueryBufferFull {
+                held_bytes: 101,
+                limit: 100
+            })
+        );
+        let mut parser = RequestParser::new(1024, 100);
+        parser.push(b"*3\r\n$60\r\n");
+        parser.push(&[b'a'; 60]);
+        parser.push(b"\r\n$40\r\n");
+        assert_eq!(parser.next_request(), Ok(None));
     }
 
     fn encoded(reply: &Reply, protocol: Protocol) -> String {

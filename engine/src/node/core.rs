@@ -5,8 +5,9 @@
 //! # Invariants
 //! - A connection's commands are executed in the order they arrived: those for
 //!   one shard travel one FIFO path (this core, or one core-to-core channel).
-//! - Replies are written in request order, and only after every reply of the
-//!   batch may be released (see [`crate::node::shard`]).
+//! - Replies are written in request order, each only once it may be released
+//!   (see [`crate::node::shard`]); a batch's replies go out in one write
+//!   unless they pass [`REPLY_BUFFER_BYTES_MAX`].
 //! - Every keyed command touches one shard: multi-key commands whose keys hash
 //!   to different slots are refused with `-CROSSSLOT`, so no write is ever
 //!   applied in part.
@@ -17,14 +18,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::command;
-use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::metrics::NodeMetrics;
 use crate::node::admin::{self, ClientInfo};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
 use crate::node::NodeShared;
-use crate::resp::{parse_request, Parsed, Protocol, Reply, BULK_BYTES_MAX_DEFAULT};
+use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 
 /// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
@@ -48,6 +49,25 @@ enum Pending {
         wait_for: u64,
     },
     Remote(Slot<ShardReply>),
+}
+
+impl Pending {
+    /// Bytes of the reply held here; a reply from another core is not known
+    /// until it comes back.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Pending::Ready(reply) | Pending::Local { reply, .. } => reply.held_bytes(),
+            Pending::Remote(_) => 0,
+        }
+    }
+}
+
+/// The commands started from one connection's buffered requests.
+#[derive(Default)]
+struct Batch {
+    replies: Vec<(Protocol, Pending)>,
+    /// The last reply ends the connection (QUIT, or a protocol error).
+    close: bool,
 }
 
 /// One core's share of the node.
@@ -78,7 +98,7 @@ impl<I: NodeIo> Core<I> {
     /// Asks the shard's core (maybe this one) to run `request`.
     async fn dispatch(&self, shard: u32, request: ShardRequest) -> Pending {
         if let Some(local) = self.shards.get(&shard) {
-            return self.run_local(local, request);
+            return self.run_local(local, request).await;
         }
         let id = self.next_hop.get();
         self.next_hop.set(id + 1);
@@ -112,8 +132,12 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// Runs `request` on a shard of this core now; the result is released later.
-    fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+    /// Runs `request` on a shard of this core as soon as the shard has room
+    /// for more unsynced entries; the result is released later.
+    async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+        if matches!(request, ShardRequest::Command { .. }) {
+            shard.wait_for_room().await;
+        }
         let now = self.io.now_unix_ms();
         let last = shard.last_index();
         let (reply, wait_for) = match request {
@@ -182,7 +206,9 @@ impl<I: NodeIo> Core<I> {
                         .shards
                         .get(&shard)
                         .unwrap_or_else(|| panic!("shard {shard} hopped to the wrong core"));
-                    let pending = self.run_local(local, request);
+                    // Awaited here, not in a task of its own: a connection's
+                    // commands must run in the order they hopped.
+                    let pending = self.run_local(local, request).await;
                     let core = Rc::clone(&self);
                     self.io.spawn(async move {
                         let reply = match core.resolve(pending).await {
@@ -239,75 +265,90 @@ impl<I: NodeIo> Core<I> {
         conn: &mut I::Conn,
         client: &mut ClientInfo,
     ) -> std::io::Result<()> {
-        let mut input: Vec<u8> = Vec::new();
-        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
+        // value over the configured (smaller) limit gets an error reply from the
+        // command and the connection goes on; only a bulk beyond that is a
+        // protocol error that closes it.
+        let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, QUERY_BUFFER_BYTES_MAX);
         let mut output = Vec::new();
         loop {
-            let mut replies: Vec<(Protocol, Pending)> = Vec::new();
-            let mut consumed = 0;
-            let mut close = false;
-            while replies.len() < PIPELINE_COMMANDS_MAX {
-                // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
-                // value over the configured (smaller) limit gets an error reply from the
-                // command and the connection goes on; only a bulk beyond that is a
-                // protocol error that closes it.
-                match parse_request(&input[consumed..], BULK_BYTES_MAX_DEFAULT) {
-                    Ok(Parsed::Request(args, used)) => {
-                        consumed += used;
-                        if args.is_empty() {
-                            continue;
-                        }
-                        let (pending, quit) = self.command(client, args).await;
-                        replies.push((client.protocol, pending));
-                        if quit {
-                            close = true;
-                            break;
-                        }
-                    }
-                    Ok(Parsed::Incomplete) => break,
-                    Err(error) => {
-                        NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                        replies.push((
-                            client.protocol,
-                            Pending::Ready(Reply::Error(format!("ERR {error}"))),
-                        ));
-                        close = true;
-                        break;
-                    }
-                }
-            }
-            input.drain(..consumed);
-            if !replies.is_empty() {
-                for (protocol, pending) in replies {
-                    let reply = match self.resolve(pending).await {
-                        Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
-                        Resolved::Shard(other) => {
-                            panic!("a command got a non-reply answer: {other:?}")
-                        }
-                    };
-                    reply.encode(protocol, &mut output);
-                }
-                conn.write_all(&output).await?;
-                output.clear();
-                if close {
+            let batch = self.start_batch(&mut parser, client).await;
+            if !batch.replies.is_empty() {
+                self.write_replies(conn, batch.replies, &mut output).await?;
+                if batch.close {
                     return Ok(());
                 }
                 // More whole requests may be buffered already: parse before reading.
                 continue;
             }
-            if input.len() > QUERY_BUFFER_BYTES_MAX {
-                NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
-                conn.write_all(b"-ERR Protocol error: query buffer limit reached\r\n")
-                    .await?;
-                return Ok(());
-            }
-            let read = conn.read(&mut chunk).await?;
+            let read = conn.read(parser.unfilled()).await?;
             if read == 0 {
                 return Ok(());
             }
-            input.extend_from_slice(&chunk[..read]);
+            parser.filled(read);
             client.last_command_unix_ms = self.io.now_unix_ms();
         }
+    }
+
+    /// Starts the commands the parser holds, up to a batch's limits: their
+    /// number and the bytes of the replies known so far.
+    async fn start_batch(&self, parser: &mut RequestParser, client: &mut ClientInfo) -> Batch {
+        let mut batch = Batch::default();
+        let mut reply_bytes = 0;
+        while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
+            match parser.next_request() {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => {
+                    let (pending, quit) = self.command(client, args).await;
+                    reply_bytes += pending.held_bytes();
+                    batch.replies.push((client.protocol, pending));
+                    if quit {
+                        batch.close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    NodeMetrics::add(&self.node.metrics.protocol_errors, 1);
+                    let reply = Reply::Error(format!("ERR {error}"));
+                    batch.replies.push((client.protocol, Pending::Ready(reply)));
+                    batch.close = true;
+                    break;
+                }
+            }
+        }
+        batch
+    }
+
+    /// Writes a batch's replies in order, each once it may be released: one
+    /// write for the batch unless its encoded replies pass
+    /// [`REPLY_BUFFER_BYTES_MAX`], which are then written as they pass it.
+    async fn write_replies(
+        &self,
+        conn: &mut I::Conn,
+        replies: Vec<(Protocol, Pending)>,
+        output: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        for (protocol, pending) in replies {
+            let reply = match self.resolve(pending).await {
+                Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                Resolved::Shard(other) => {
+                    panic!("a command got a non-reply answer: {other:?}")
+                }
+            };
+            reply.encode(protocol, output);
+            if output.len() >= REPLY_BUFFER_BYTES_MAX {
+                conn.write_all(output).await?;
+                output.clear();
+            }
+        }
+        if !output.is_empty() {
+            conn.write_all(output).await?;
+            output.clear();
+        }
+        // One large reply must not keep its buffer for the connection's life.
+        output.shrink_to(REPLY_BUFFER_BYTES_MAX);
+        Ok(())
     }
 
     /// Starts one command; returns its reply-to-be and whether to close after it.
@@ -487,7 +528,140 @@ fn not_durable(reason: &str) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::io;
+    use std::time::Duration;
+
+    use futures_lite::future;
+    use keel_wal::MemStorage;
+
     use super::*;
+    use crate::config::{FsyncPolicy, ServeConfig};
+    use crate::node::io::Connection;
+
+    /// A client that sends `input` and records each write it receives.
+    struct ScriptedClient {
+        input: VecDeque<u8>,
+        writes: Rc<RefCell<Vec<Vec<u8>>>>,
+    }
+
+    impl Connection for ScriptedClient {
+        async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let count = buf.len().min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..count)) {
+                *slot = byte;
+            }
+            Ok(count)
+        }
+        async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.writes.borrow_mut().push(buf.to_vec());
+            Ok(())
+        }
+        fn peer(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    /// One core with one in-memory shard; nothing is spawned, no other core.
+    #[derive(Clone, Debug, Default)]
+    struct OneCoreIo {
+        disk: MemStorage,
+    }
+
+    impl NodeIo for OneCoreIo {
+        type Storage = MemStorage;
+        type Conn = ScriptedClient;
+
+        async fn shard_storage(&self, _shard: u32) -> io::Result<MemStorage> {
+            Ok(self.disk.clone())
+        }
+        fn now_unix_ms(&self) -> u64 {
+            0
+        }
+        fn monotonic_us(&self) -> u64 {
+            0
+        }
+        async fn sleep(&self, _duration: Duration) {}
+        fn spawn(&self, _task: impl Future<Output = ()> + 'static) {
+            panic!("a client's keyed commands on its own core spawn nothing");
+        }
+        async fn accept(&self, _listener: Listener) -> io::Result<ScriptedClient> {
+            future::pending().await
+        }
+        fn core(&self) -> (usize, usize) {
+            (0, 1)
+        }
+        async fn send_hop(&self, _core: usize, _hop: Hop) {
+            panic!("one core sends no hops");
+        }
+        async fn recv_hop(&self) -> Hop {
+            future::pending().await
+        }
+    }
+
+    /// Serves one client sending `input` (no sync waited for: interval
+    /// policy, no committer) and returns the writes it received.
+    fn serve(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut config =
+            ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
+        config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
+        config.fsync = FsyncPolicy::IntervalMs(1);
+        let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0));
+        let recovered = future::block_on(crate::node::recover_core(OneCoreIo::default(), node))
+            .expect("an empty disk recovers");
+        let writes = Rc::default();
+        let client = ScriptedClient {
+            input: input.iter().copied().collect(),
+            writes: Rc::clone(&writes),
+        };
+        future::block_on(Rc::clone(&recovered.core).serve_client(client));
+        writes.take()
+    }
+
+    fn command(words: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        Reply::Array(
+            words
+                .iter()
+                .map(|word| Reply::Bulk(word.to_vec()))
+                .collect(),
+        )
+        .encode(Protocol::Resp2, &mut wire);
+        wire
+    }
+
+    /// Issue 9: the replies of up to 1,024 pipelined commands were all held
+    /// and encoded before one write, whatever their size.
+    #[test]
+    fn pipelined_replies_are_written_once_they_pass_the_reply_buffer() {
+        let value = vec![b'v'; 300 * 1024];
+        let gets = 10;
+        let mut input = command(&[b"SET", b"k", &value]);
+        let mut expected = b"+OK\r\n".to_vec();
+        for _ in 0..gets {
+            input.extend(command(&[b"GET", b"k"]));
+            Reply::Bulk(value.clone()).encode(Protocol::Resp2, &mut expected);
+        }
+        let writes = serve(&input);
+        assert_eq!(writes.concat(), expected, "every reply, in order");
+        let reply_bytes = expected.len() / gets;
+        for write in &writes {
+            assert!(
+                write.len() < REPLY_BUFFER_BYTES_MAX + reply_bytes,
+                "a write of {} bytes: replies were held past the limit",
+                write.len()
+            );
+        }
+        assert!(writes.len() >= 3, "{} writes", writes.len());
+    }
+
+    #[test]
+    fn a_batch_of_small_replies_goes_out_in_one_write() {
+        let pings = 500;
+        let writes = serve(&command(&[b"PING"]).repeat(pings));
+        assert_eq!(writes, vec![b"+PONG\r\n".repeat(pings)]);
+    }
 
     #[test]
     fn slots_map_to_contiguous_shard_ranges_covering_all_shards() {

@@ -276,6 +276,8 @@ async fn recover_shard<I: NodeIo>(
         payload_bytes_max: options.payload_bytes_max as usize,
         fsync: config.fsync,
         snapshot_wal_bytes: config.snapshot_wal_bytes,
+        unsynced_entries_max: shard::UNSYNCED_ENTRIES_MAX,
+        unsynced_bytes_max: shard::UNSYNCED_BYTES_MAX,
         metrics: Arc::clone(&node.metrics),
         observer,
     };
@@ -374,9 +376,7 @@ impl<I: NodeIo> Recovered<I> {
                     io_expire
                         .sleep(Duration::from_millis(EXPIRE_PERIOD_MS))
                         .await;
-                    while shard_expire.expire_pass(io_expire.now_unix_ms())
-                        == shard::EXPIRE_KEYS_PER_PASS_MAX
-                    {}
+                    shard_expire.expire_due(&io_expire).await;
                 }
             });
         }

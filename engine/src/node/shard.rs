@@ -33,6 +33,19 @@ use crate::snapshot;
 pub const SINGLE_NODE_TERM: Term = Term(1);
 /// Most expired keys one active-expiry pass removes from a shard.
 pub const EXPIRE_KEYS_PER_PASS_MAX: usize = 200;
+/// Most active-expiry passes per wake-up (so at most 10,000 keys per
+/// `EXPIRE_PERIOD_MS`): a backlog of expired keys is worked off over several
+/// wake-ups, and between passes other tasks run, so expiry never holds the
+/// core for long. Keys past their time are invisible to reads meanwhile.
+pub const EXPIRE_PASSES_PER_WAKE_MAX: usize = 50;
+/// Entries applied but not yet durable that a shard holds before commands
+/// wait for a sync: with `--fsync interval-ms` nothing else stops writers
+/// from running ahead of the disk, and every such entry is held in memory.
+pub const UNSYNCED_ENTRIES_MAX: u64 = 64 * 1024;
+/// Bytes of encoded entries applied but not yet durable that a shard holds
+/// before commands wait for a sync (the memory those entries take). One
+/// entry may pass it: the limit is checked before a command runs.
+pub const UNSYNCED_BYTES_MAX: u64 = 256 << 20;
 
 /// A command executed on the shard: its reply, to be released once the log
 /// holds everything it depends on.
@@ -79,6 +92,9 @@ pub struct Shard {
     keyspace: RefCell<Keyspace>,
     /// Encoded operations applied but not yet handed to the WAL.
     queue: RefCell<Vec<Vec<u8>>>,
+    /// Bytes of the entries applied but not yet durable (queued or in the
+    /// batch being synced).
+    unsynced_bytes: Cell<u64>,
     next_index: Cell<u64>,
     durable: Watermark,
     wake_committer: Signal,
@@ -138,6 +154,11 @@ pub struct ShardSettings {
     pub fsync: FsyncPolicy,
     /// WAL bytes since the last snapshot that start the next.
     pub snapshot_wal_bytes: u64,
+    /// Entries applied but not durable before commands wait
+    /// ([`UNSYNCED_ENTRIES_MAX`] unless a test shrinks it).
+    pub unsynced_entries_max: u64,
+    /// Their bytes ([`UNSYNCED_BYTES_MAX`] unless a test shrinks it).
+    pub unsynced_bytes_max: u64,
     pub metrics: Arc<NodeMetrics>,
     /// The simulator's witness of what the shard applies and acknowledges.
     pub observer: Option<Rc<dyn ShardObserver>>,
@@ -157,6 +178,7 @@ impl Shard {
             id,
             keyspace: RefCell::new(keyspace),
             queue: RefCell::new(Vec::new()),
+            unsynced_bytes: Cell::new(0),
             next_index: Cell::new(last_index + 1),
             durable: Watermark::new(last_index),
             wake_committer: Signal::default(),
@@ -223,9 +245,29 @@ impl Shard {
         if let Some(observer) = &self.settings.observer {
             observer.applied(self.id, index, op);
         }
+        self.unsynced_bytes
+            .set(self.unsynced_bytes.get() + payload.len() as u64);
         self.queue.borrow_mut().push(payload);
         self.wake_committer.raise();
         Ok(index)
+    }
+
+    /// Whether the entries not yet durable are at a limit.
+    fn unsynced_full(&self) -> bool {
+        self.last_index() - self.durable.get() >= self.settings.unsynced_entries_max
+            || self.unsynced_bytes.get() >= self.settings.unsynced_bytes_max
+    }
+
+    /// Waits while the entries not yet durable are at a limit: the
+    /// back-pressure that keeps writers from running ahead of the disk (each
+    /// sync frees room). Returns at once if the shard failed: it refuses
+    /// commands then.
+    pub async fn wait_for_room(&self) {
+        while self.unsynced_full() {
+            if self.durable.wait_for(self.durable.get() + 1).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Waits until a reply that depends on entry `index` may be released.
@@ -280,7 +322,7 @@ impl Shard {
     /// One active-expiry pass: deletes, through the log, keys whose time has
     /// come, so that replicas and replays remove them at the same point.
     /// Returns how many were removed.
-    pub fn expire_pass(&self, now_unix_ms: u64) -> usize {
+    fn expire_pass(&self, now_unix_ms: u64) -> usize {
         if self.durable.failure().is_some() {
             return 0;
         }
@@ -294,6 +336,25 @@ impl Shard {
             return removed;
         }
         0
+    }
+
+    /// One wake-up of active expiry: passes until one finds fewer keys than
+    /// a pass may remove, at most [`EXPIRE_PASSES_PER_WAKE_MAX`], letting
+    /// other tasks run between passes. Returns the keys removed.
+    pub async fn expire_due<I: NodeIo>(&self, io: &I) -> usize {
+        let mut removed = 0;
+        for passes in 0..EXPIRE_PASSES_PER_WAKE_MAX {
+            if passes > 0 {
+                futures_lite::future::yield_now().await;
+            }
+            self.wait_for_room().await;
+            let pass = self.expire_pass(io.now_unix_ms());
+            removed += pass;
+            if pass < EXPIRE_KEYS_PER_PASS_MAX {
+                break;
+            }
+        }
+        removed
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -359,6 +420,7 @@ impl Shard {
             // first, so that they join this batch rather than the next.
             futures_lite::future::yield_now().await;
             let batch = std::mem::take(&mut *self.queue.borrow_mut());
+            let batch_bytes: u64 = batch.iter().map(|payload| payload.len() as u64).sum();
             let first = self.next_index.get() - batch.len() as u64;
             let (synced, held_back) = batch.split_at(batch.len() - held_back_entries(batch.len()));
             let mut bytes = append_entries(wal, first, synced)?;
@@ -386,6 +448,8 @@ impl Shard {
                 durable.0 <= self.last_index(),
                 "the WAL holds no entry the shard did not give an index"
             );
+            self.unsynced_bytes
+                .set(self.unsynced_bytes.get() - batch_bytes);
             self.durable.advance(durable.0);
             self.after_commit(io, wal, storage, bytes).await?;
         }
@@ -594,6 +658,8 @@ mod tests {
             payload_bytes_max: WalOptions::test_min().payload_bytes_max as usize,
             fsync: FsyncPolicy::Always,
             snapshot_wal_bytes: u64::MAX,
+            unsynced_entries_max: UNSYNCED_ENTRIES_MAX,
+            unsynced_bytes_max: UNSYNCED_BYTES_MAX,
             metrics: Arc::default(),
             observer,
         }
@@ -669,6 +735,81 @@ mod tests {
                 Event::Acknowledged { index: 0 },
             ]
         );
+    }
+
+    /// Issue 9: with `--fsync interval-ms` replies wait for no sync, so
+    /// writers could apply entries without bound while the disk lagged.
+    #[test]
+    fn writers_wait_for_a_sync_once_unsynced_entries_reach_a_limit() {
+        // (entries limit, bytes limit, writes that fill it): each SET's
+        // entry takes a little over 100 bytes.
+        for (entries_max, bytes_max, fill) in [(4, u64::MAX, 4), (u64::MAX, 300, 3)] {
+            let io = TestIo::default();
+            let wal = keel_wal::run_ready(Wal::open(io.disk.clone(), WalOptions::test_min()))
+                .expect("a fresh WAL opens")
+                .0;
+            let mut settings = settings(None);
+            settings.fsync = FsyncPolicy::IntervalMs(1);
+            settings.unsynced_entries_max = entries_max;
+            settings.unsynced_bytes_max = bytes_max;
+            let shard = Rc::new(Shard::new(0, Keyspace::new(), 0, 0, settings));
+            let value = vec![b'v'; 100];
+            for key in 0..fill {
+                assert!(
+                    future::block_on(future::poll_once(shard.wait_for_room())).is_some(),
+                    "room before write {key}"
+                );
+                let args = [b"SET".to_vec(), key.to_string().into_bytes(), value.clone()];
+                assert_eq!(shard.execute(&args, 0).reply, Reply::ok());
+            }
+            assert!(
+                future::block_on(future::poll_once(shard.wait_for_room())).is_none(),
+                "{fill} unsynced writes fill the limits ({entries_max} entries, {bytes_max} bytes)"
+            );
+            let committer = async {
+                let result = Rc::clone(&shard)
+                    .run_committer(io.clone(), wal, io.disk.clone())
+                    .await;
+                panic!("the committer stopped unasked: {result:?}");
+            };
+            future::block_on(future::or(shard.wait_for_room(), committer));
+            // Room came from a sync of every write, none dropped.
+            assert_eq!(shard.stats().durable_index, fill);
+            assert_eq!(shard.count(), fill);
+        }
+    }
+
+    /// Issue 9: the expiry task looped until a pass found fewer keys than a
+    /// pass may take, never yielding, so a large backlog held the core.
+    #[test]
+    fn active_expiry_yields_between_passes_and_stops_after_its_share() {
+        let backlog = (EXPIRE_PASSES_PER_WAKE_MAX + 1) * EXPIRE_KEYS_PER_PASS_MAX + 5;
+        let mut keyspace = Keyspace::new();
+        for key in 0..backlog {
+            keyspace.insert_loaded(key.to_string().as_bytes(), b"v", Some(0));
+        }
+        let shard = Shard::new(0, keyspace, 0, 0, settings(None));
+        let io = TestIo::default();
+        let mut wake = std::pin::pin!(shard.expire_due(&io));
+        let mut polls = 0;
+        let removed = loop {
+            polls += 1;
+            if let Some(removed) = future::block_on(future::poll_once(wake.as_mut())) {
+                break removed;
+            }
+            assert_eq!(
+                shard.count() as usize,
+                backlog - polls * EXPIRE_KEYS_PER_PASS_MAX,
+                "one pass between yields"
+            );
+        };
+        assert_eq!(polls, EXPIRE_PASSES_PER_WAKE_MAX);
+        assert_eq!(
+            removed,
+            EXPIRE_PASSES_PER_WAKE_MAX * EXPIRE_KEYS_PER_PASS_MAX
+        );
+        assert_eq!(future::block_on(shard.expire_due(&io)), backlog - removed);
+        assert_eq!(shard.count(), 0);
     }
 
     #[cfg(feature = "planted-bugs")]
