@@ -5,6 +5,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod exit;
+pub mod fuzzing;
 pub mod glommio_disk;
 pub mod glommio_io;
 pub mod identity;

@@ -182,7 +182,7 @@ pub struct Written {
     pub keys: u64,
 }
 
-fn snapshot_name(index: LogIndex) -> String {
+pub(crate) fn snapshot_name(index: LogIndex) -> String {
     format!(
         "{NAME_PREFIX}{:0width$}{SNAPSHOT_SUFFIX}",
         index.0,
@@ -940,6 +940,17 @@ mod tests {
             len - TRAILER_BYTES,
         ]);
         for cut in cuts {
+            let error = load_error(&truncated_copy(&storage, &name, cut));
+            assert!(error.is_corruption(), "cut at {cut}: {error}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_small_snapshot_is_refused() {
+        let storage = MemStorage::new();
+        let written = write_items(storage.clone(), 42, &small_items());
+        let name = snapshot_name(LogIndex(42));
+        for cut in 0..written.bytes as usize {
             let error = load_error(&truncated_copy(&storage, &name, cut));
             assert!(error.is_corruption(), "cut at {cut}: {error}");
         }
