@@ -169,3 +169,34 @@ fn hex_prefix(payload: &[u8]) -> String {
     }
     hex
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operation::SingleOp;
+
+    #[test]
+    fn a_batch_shows_its_operations_as_objects() {
+        let batch = Operation::Batch {
+            ops: vec![
+                SingleOp::Delete {
+                    keys: vec![b"a".to_vec()],
+                },
+                SingleOp::Set {
+                    key: b"b".to_vec(),
+                    value: b"\x00".to_vec(),
+                    expire_at_unix_ms: Some(5),
+                },
+            ],
+        };
+        let json = operation_json(batch.name(), batch.fields());
+        let expected = serde_json::json!({
+            "type": "batch",
+            "ops": [
+                {"type": "delete", "keys": ["a"]},
+                {"type": "set", "key": "b", "value": "\\x00", "expire_at_unix_ms": 5},
+            ],
+        });
+        assert_eq!(json, expected);
+    }
+}
