@@ -5,7 +5,7 @@
 //! variants are only ever appended (never reordered or removed): an old log
 //! then still decodes. The WAL frame around the payload carries its checksum.
 //!
-//! # Encoding (unchanged since the first log)
+//! # Encoding
 //! bincode's standard configuration: an integer is a varint (below 251 one
 //! byte; 251, 252 and 253 announce a little-endian u16, u32 and u64), a
 //! variant is its position as a varint followed by its fields in order, a byte
@@ -24,7 +24,9 @@
 //!
 //! A batch inside a batch (position 5 in `ops`) never was written, and does
 //! not decode: [`SingleOp`] has no such variant, so decoding is not recursive
-//! and its depth is fixed whatever the bytes say. Nor does a claimed length
+//! and its depth is fixed whatever the bytes say. Every other entry has the
+//! bytes it had when `Batch` held operations of any kind (the tests compare
+//! with that recursive type, and the committed fuzz corpus holds one of each). Nor does a claimed length
 //! make decoding allocate: see `wire` below.
 //!
 //! # Every operation is a blind write
