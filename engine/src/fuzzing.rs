@@ -64,13 +64,26 @@ pub fn operation_decode(data: &[u8]) -> bool {
 const HEADER_LAST_INDEX_OFFSET: usize = 16;
 
 /// Loads arbitrary bytes as the only snapshot file of a directory, and
-/// returns how many keys it held if it loaded. The file is named for the last
-/// index its header claims (0 if it has none), so that the fuzzer reaches past
-/// the check of the name. A snapshot that loads must hold as many records as
-/// its trailer counts, and writing those records again must give a snapshot
-/// that loads to the same records. A refused one must be refused as corrupt
-/// (the storage is memory: no IO fails).
+/// returns how many keys it held if it loaded; then loads them again with
+/// their checksums forged to hold ([`snapshot::forge_checksums`]), as a
+/// hostile writer could, so that the checks behind the checksums meet
+/// arbitrary structures too (the fuzzer alone almost never forges a CRC32).
+///
+/// Each file is named for the last index its header claims (0 if it has
+/// none), so that the fuzzer reaches past the check of the name. A snapshot
+/// that loads must hold as many records as its trailer counts, and writing
+/// those records again must give a snapshot that loads to the same records. A
+/// refused one must be refused as corrupt (the storage is memory: no IO
+/// fails).
 pub fn snapshot_load(data: &[u8]) -> Option<u64> {
+    let keys = load_checked(data);
+    let mut forged = data.to_vec();
+    snapshot::forge_checksums(&mut forged);
+    load_checked(&forged);
+    keys
+}
+
+fn load_checked(data: &[u8]) -> Option<u64> {
     let index = data
         .get(HEADER_LAST_INDEX_OFFSET..HEADER_LAST_INDEX_OFFSET + 8)
         .map_or(0, |bytes| {
