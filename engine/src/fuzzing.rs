@@ -1,11 +1,18 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/` that decode bytes from
-//! outside the node, kept here so that a stable test replays the committed
-//! corpus (`engine/tests/corpus/`) through the very same code.
+//! Entry points for the cargo-fuzz targets in `fuzz/` that feed the engine's
+//! decoders bytes from outside (clients' requests; a damaged disk's log
+//! entries and snapshots; peers next), kept here so that a stable test replays
+//! the committed corpus (`engine/tests/corpus/`) through the very same code
+//! (see docs/FUZZING.md).
 //!
 //! Each function takes arbitrary bytes and must never panic; the checks that
-//! would reveal a wrong answer are asserted inside.
+//! would reveal a wrong answer or a wrong acceptance are asserted inside.
 
+use keel_wal::{codec, run_ready, LogIndex, MemStorage, Storage, StorageFile};
+
+use crate::keyspace::Keyspace;
+use crate::operation::Operation;
 use crate::resp::{ProtocolError, Request, RequestParser, HEADER_LINE_BYTES_MAX};
+use crate::snapshot::{self, SnapshotWriter};
 
 /// Largest bulk argument the RESP fuzz entry point accepts: small, so that a
 /// claimed length stays within the sanitizer's allocation limit.
@@ -85,4 +92,125 @@ pub fn resp_request(data: &[u8]) -> (usize, bool) {
         stream.len()
     );
     (whole.0.len(), whole.1.is_some())
+}
+
+/// A key space's whole content, comparable.
+type Content = Vec<(Vec<u8>, Vec<u8>, Option<u64>)>;
+
+fn content(keyspace: &Keyspace) -> Content {
+    let mut items: Content = keyspace
+        .items()
+        .map(|(key, value, expire)| (key.to_vec(), value.to_vec(), expire))
+        .collect();
+    items.sort();
+    items
+}
+
+/// Decodes arbitrary bytes as a log entry's operation, and tells whether they
+/// decoded. An operation that decodes must encode to bytes that decode to it
+/// again, show as text, and apply to a key space; applying it twice must give
+/// what applying it once gave (every operation is a blind write: see
+/// [`crate::operation`]).
+pub fn operation_decode(data: &[u8]) -> bool {
+    let Ok(op) = codec::decode::<Operation>(data) else {
+        return false;
+    };
+    let encoded = codec::encode(&op).expect("a decoded operation encodes");
+    let again = codec::decode::<Operation>(&encoded).expect("an encoded operation decodes");
+    assert_eq!(again, op, "decoding what was encoded gives the operation");
+    let _shown = op.to_string();
+    let mut keyspace = Keyspace::with_hash_seed(0);
+    keyspace.apply(&op);
+    let once = content(&keyspace);
+    let counts = (
+        keyspace.len(),
+        keyspace.expires_len(),
+        keyspace.data_bytes(),
+    );
+    keyspace.apply(&op);
+    assert_eq!(content(&keyspace), once, "{op} applied twice");
+    assert_eq!(
+        (
+            keyspace.len(),
+            keyspace.expires_len(),
+            keyspace.data_bytes()
+        ),
+        counts,
+        "{op} applied twice: the key space's counts"
+    );
+    assert_eq!(once.len(), counts.0, "{op}: keys counted and held");
+    true
+}
+
+/// The offset of the header's last index, which the file name must repeat.
+const HEADER_LAST_INDEX_OFFSET: usize = 16;
+
+/// Loads arbitrary bytes as the only snapshot file of a directory, and
+/// returns how many keys it held if it loaded; then loads them again with
+/// their checksums forged to hold ([`snapshot::forge_checksums`]), as a
+/// hostile writer could, so that the checks behind the checksums meet
+/// arbitrary structures too (the fuzzer alone almost never forges a CRC32).
+///
+/// Each file is named for the last index its header claims (0 if it has
+/// none), so that the fuzzer reaches past the check of the name. A snapshot
+/// that loads must hold as many records as its trailer counts, and writing
+/// those records again must give a snapshot that loads to the same records. A
+/// refused one must be refused as corrupt (the storage is memory: no IO
+/// fails).
+pub fn snapshot_load(data: &[u8]) -> Option<u64> {
+    let keys = load_checked(data);
+    let mut forged = data.to_vec();
+    snapshot::forge_checksums(&mut forged);
+    load_checked(&forged);
+    keys
+}
+
+fn load_checked(data: &[u8]) -> Option<u64> {
+    let index = data
+        .get(HEADER_LAST_INDEX_OFFSET..HEADER_LAST_INDEX_OFFSET + 8)
+        .map_or(0, |bytes| {
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        });
+    let storage = MemStorage::new();
+    let name = snapshot::snapshot_name(LogIndex(index));
+    run_ready(async {
+        let mut file = storage.create(&name).await?;
+        file.write_at(data, 0).await
+    })
+    .expect("memory writes succeed");
+    let loaded = match snapshot::load_newest(&storage) {
+        Ok(loaded) => loaded.expect("the directory holds a snapshot"),
+        Err(error) => {
+            assert!(error.is_corruption(), "{error}");
+            return None;
+        }
+    };
+    let items: Vec<_> = loaded.items().collect();
+    assert_eq!(
+        items.len() as u64,
+        loaded.keys(),
+        "the records the trailer counts"
+    );
+    let rewritten = MemStorage::new();
+    run_ready(async {
+        let mut writer = SnapshotWriter::create(rewritten.clone(), loaded.meta()).await?;
+        for (key, value, expire) in &items {
+            writer.push(key, value, *expire);
+        }
+        writer.finish().await
+    })
+    .expect("memory writes succeed");
+    let reloaded = snapshot::load_newest(&rewritten)
+        .expect("a written snapshot loads")
+        .expect("a snapshot was written");
+    assert_eq!(
+        reloaded.meta(),
+        loaded.meta(),
+        "the rewritten snapshot's position"
+    );
+    assert!(
+        reloaded.items().eq(items.iter().copied()),
+        "the rewritten snapshot's records"
+    );
+    Some(loaded.keys())
 }

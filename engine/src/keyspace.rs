@@ -30,7 +30,7 @@ use foldhash::fast::FixedState;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
-use crate::operation::Operation;
+use crate::operation::{Change, Operation};
 
 /// Hash tables a key space is split into. A power of two: the partition is
 /// the top [`PARTITION_BITS`] of a key's hash.
@@ -183,42 +183,39 @@ impl Keyspace {
 
     /// Applies one logged operation (see [`Operation`] for what each means).
     pub fn apply(&mut self, op: &Operation) {
-        match op {
-            Operation::Set {
+        for change in op.changes() {
+            self.apply_change(change);
+        }
+    }
+
+    fn apply_change(&mut self, change: Change<'_>) {
+        match change {
+            Change::Set {
                 key,
                 value,
                 expire_at_unix_ms,
-            } => self.set(key, value, *expire_at_unix_ms),
-            Operation::Delete { keys } => {
+            } => self.set(key, value, expire_at_unix_ms),
+            Change::Delete { keys } => {
                 for key in keys {
                     self.delete(key);
                 }
             }
-            Operation::Expire { key, at_unix_ms } => {
+            Change::Expire { key, at_unix_ms } => {
                 let place = locate(&self.hasher, key);
                 let records = &self.partitions[place.partition].records;
                 if records
-                    .find(place.table_hash, |record| record.key() == &key[..])
+                    .find(place.table_hash, |record| record.key() == key)
                     .is_some()
                 {
-                    self.assign_expiry(place, key, Some(*at_unix_ms));
+                    self.assign_expiry(place, key, Some(at_unix_ms));
                 }
             }
             // An absent key has no expiry to clear.
-            Operation::Persist { key } => self.assign_expiry(locate(&self.hasher, key), key, None),
-            Operation::FlushAll => {
+            Change::Persist { key } => self.assign_expiry(locate(&self.hasher, key), key, None),
+            Change::FlushAll => {
                 *self = Keyspace {
                     hasher: self.hasher,
                     ..Keyspace::new()
-                }
-            }
-            Operation::Batch { ops } => {
-                for op in ops {
-                    assert!(
-                        !matches!(op, Operation::Batch { .. }),
-                        "a batch holds no batch: {op}"
-                    );
-                    self.apply(op);
                 }
             }
         }
@@ -616,6 +613,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::operation::SingleOp;
 
     fn set(key: &[u8], value: &[u8], expire_at_unix_ms: Option<u64>) -> Operation {
         Operation::Set {
@@ -788,21 +786,24 @@ mod tests {
         keyspace.apply(&set(b"old", b"v", Some(7)));
         keyspace.apply(&Operation::Batch {
             ops: vec![
-                delete(&[b"old"]),
-                set(b"new", b"v", Some(7)),
-                set(b"new", b"w", None),
+                SingleOp::Delete {
+                    keys: vec![b"old".to_vec()],
+                },
+                SingleOp::Set {
+                    key: b"new".to_vec(),
+                    value: b"v".to_vec(),
+                    expire_at_unix_ms: Some(7),
+                },
+                SingleOp::Set {
+                    key: b"new".to_vec(),
+                    value: b"w".to_vec(),
+                    expire_at_unix_ms: None,
+                },
             ],
         });
         assert_eq!(keyspace.get(b"old", 0), None);
         assert_eq!(value_of(&keyspace, b"new", 0), Some((b"w".to_vec(), None)));
         assert_eq!(keyspace.expires_len(), 0);
-    }
-
-    #[test]
-    #[should_panic(expected = "a batch holds no batch")]
-    fn a_nested_batch_is_refused() {
-        let inner = Operation::Batch { ops: Vec::new() };
-        Keyspace::new().apply(&Operation::Batch { ops: vec![inner] });
     }
 
     #[test]
@@ -1097,31 +1098,32 @@ mod tests {
     type Model = HashMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
 
     fn model_apply(model: &mut Model, op: &Operation) {
-        match op {
-            Operation::Set {
-                key,
-                value,
-                expire_at_unix_ms,
-            } => {
-                model.insert(key.clone(), (value.clone(), *expire_at_unix_ms));
-            }
-            Operation::Delete { keys } => {
-                for key in keys {
-                    model.remove(key);
+        for change in op.changes() {
+            match change {
+                Change::Set {
+                    key,
+                    value,
+                    expire_at_unix_ms,
+                } => {
+                    model.insert(key.to_vec(), (value.to_vec(), expire_at_unix_ms));
                 }
-            }
-            Operation::Expire { key, at_unix_ms } => {
-                if let Some(entry) = model.get_mut(key) {
-                    entry.1 = Some(*at_unix_ms);
+                Change::Delete { keys } => {
+                    for key in keys {
+                        model.remove(key);
+                    }
                 }
-            }
-            Operation::Persist { key } => {
-                if let Some(entry) = model.get_mut(key) {
-                    entry.1 = None;
+                Change::Expire { key, at_unix_ms } => {
+                    if let Some(entry) = model.get_mut(key) {
+                        entry.1 = Some(at_unix_ms);
+                    }
                 }
+                Change::Persist { key } => {
+                    if let Some(entry) = model.get_mut(key) {
+                        entry.1 = None;
+                    }
+                }
+                Change::FlushAll => model.clear(),
             }
-            Operation::FlushAll => model.clear(),
-            Operation::Batch { ops } => ops.iter().for_each(|op| model_apply(model, op)),
         }
     }
 
@@ -1136,21 +1138,21 @@ mod tests {
     }
 
     /// Any operation but a batch; FlushAll rarely, so that state builds up.
-    fn single_op(key: BoxedStrategy<Vec<u8>>) -> BoxedStrategy<Operation> {
+    fn single_op(key: BoxedStrategy<Vec<u8>>) -> BoxedStrategy<SingleOp> {
         prop_oneof![
             8 => (key.clone(), proptest::collection::vec(any::<u8>(), 0..8), proptest::option::of(0..20u64))
-                .prop_map(|(key, value, expire_at_unix_ms)| Operation::Set { key, value, expire_at_unix_ms }),
-            4 => proptest::collection::vec(key.clone(), 0..3).prop_map(|keys| Operation::Delete { keys }),
-            4 => (key.clone(), 0..20u64).prop_map(|(key, at_unix_ms)| Operation::Expire { key, at_unix_ms }),
-            2 => key.prop_map(|key| Operation::Persist { key }),
-            1 => Just(Operation::FlushAll),
+                .prop_map(|(key, value, expire_at_unix_ms)| SingleOp::Set { key, value, expire_at_unix_ms }),
+            4 => proptest::collection::vec(key.clone(), 0..3).prop_map(|keys| SingleOp::Delete { keys }),
+            4 => (key.clone(), 0..20u64).prop_map(|(key, at_unix_ms)| SingleOp::Expire { key, at_unix_ms }),
+            2 => key.prop_map(|key| SingleOp::Persist { key }),
+            1 => Just(SingleOp::FlushAll),
         ]
         .boxed()
     }
 
     fn any_op() -> impl Strategy<Value = Operation> {
         prop_oneof![
-            9 => single_op(small_key()),
+            9 => single_op(small_key()).prop_map(Operation::from),
             1 => proptest::collection::vec(single_op(small_key()), 0..4).prop_map(|ops| Operation::Batch { ops }),
         ]
     }
@@ -1234,8 +1236,8 @@ mod tests {
         /// whatever changes between steps.
         #[test]
         fn scan_returns_every_key_present_throughout(
-            initial in proptest::collection::vec(single_op(many_keys()), 0..300),
-            steps in proptest::collection::vec((1..6usize, proptest::collection::vec(single_op(many_keys()), 0..4)), 1..60),
+            initial in proptest::collection::vec(single_op(many_keys()).prop_map(Operation::from), 0..300),
+            steps in proptest::collection::vec((1..6usize, proptest::collection::vec(single_op(many_keys()).prop_map(Operation::from), 0..4)), 1..60),
         ) {
             const NOW_UNIX_MS: u64 = 10;
             let mut keyspace = Keyspace::new();

@@ -1,16 +1,22 @@
-//! Replays the committed fuzz corpus on stable Rust through the same entry
-//! points the cargo-fuzz targets call (`keel_engine::fuzzing`), so every
-//! `cargo test` runs what the fuzzer was seeded with and every crash it found.
+//! Replays the committed fuzz corpus of the engine's decoders on stable Rust
+//! through the same entry points the cargo-fuzz targets call
+//! (`keel_engine::fuzzing`), so every `cargo test` runs what the fuzzer was
+//! seeded with and every crash it found (see docs/FUZZING.md).
 //!
-//! Besides "no panic", the file names carry expectations: a `resp_request`
-//! input named `ok-N-*` parses to exactly N requests with no error, one named
-//! `err-*` ends in a protocol error. Other names (reproducers of crashes the
-//! fuzzer found) must only not panic.
+//! Besides "no panic", the file names carry expectations that a broken decoder
+//! would miss: a `resp_request` input named `ok-N-*` parses to exactly N
+//! requests with no error, one named `err-*` ends in a protocol error;
+//! `valid-*` operations and snapshots (written by
+//! `examples/make_state_fuzz_corpus.rs`) are accepted (a `valid-keys-N-*`
+//! snapshot with N keys) and `bad-*` ones refused. The valid operations are
+//! also the log's format: an entry written by an older build must keep
+//! decoding. Other names (reproducers of crashes the fuzzer found) must only
+//! not panic.
 
 use std::fs;
 use std::path::PathBuf;
 
-use keel_engine::fuzzing::resp_request;
+use keel_engine::fuzzing::{operation_decode, resp_request, snapshot_load};
 
 /// Every file in one corpus directory, as (name, bytes), sorted by name.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -58,6 +64,59 @@ fn resp_request_corpus_replays() {
         }
         if name.starts_with("err-") {
             assert!(failed, "{name}: no protocol error");
+        }
+    }
+}
+
+/// How many inputs are named `valid-*` and `bad-*`.
+fn valid_and_bad(inputs: &[(String, Vec<u8>)]) -> (usize, usize) {
+    let named = |prefix: &str| {
+        inputs
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .count()
+    };
+    (named("valid-"), named("bad-"))
+}
+
+#[test]
+fn operation_decode_corpus_replays() {
+    let inputs = corpus("operation_decode");
+    let (valid, bad) = valid_and_bad(&inputs);
+    assert!(valid > 0, "the corpus holds valid operations");
+    assert!(bad > 0, "the corpus holds bytes that must not decode");
+    for (name, bytes) in &inputs {
+        let decoded = operation_decode(bytes);
+        if name.starts_with("valid-") {
+            assert!(decoded, "{name}: a valid operation was rejected");
+        }
+        if name.starts_with("bad-") {
+            assert!(!decoded, "{name}: bad bytes decoded");
+        }
+    }
+}
+
+/// The N of a `valid-keys-N-*` name.
+fn expected_keys(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("valid-keys-")?;
+    let (count, _) = rest.split_once('-')?;
+    Some(count.parse().expect("valid-keys-N- names carry a number"))
+}
+
+#[test]
+fn snapshot_load_corpus_replays() {
+    let inputs = corpus("snapshot_load");
+    let (valid, bad) = valid_and_bad(&inputs);
+    assert!(valid > 0, "the corpus holds valid snapshots");
+    assert!(bad > 0, "the corpus holds damaged snapshots");
+    for (name, bytes) in &inputs {
+        let keys = snapshot_load(bytes);
+        if name.starts_with("valid-") {
+            let expected = expected_keys(name).expect("valid snapshots are named valid-keys-N-");
+            assert_eq!(keys, Some(expected), "{name}: keys loaded");
+        }
+        if name.starts_with("bad-") {
+            assert_eq!(keys, None, "{name}: a damaged snapshot loaded");
         }
     }
 }

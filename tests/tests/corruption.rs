@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use keel_tests::{Server, ServerOptions};
 use keel_wal::frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC};
 use keel_wal::segment::{BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use keel_wal::{run_ready, StdStorage, Term, Wal, WalError, WalOptions};
 
 /// One shard, so that every write lands in one WAL.
 fn one_shard(dir: Option<PathBuf>) -> ServerOptions {
@@ -211,4 +212,31 @@ fn a_data_dir_in_use_by_another_server_is_refused() {
     let mut connection = second.connection();
     let pong: String = redis::cmd("PING").query(&mut connection).expect("PING");
     assert_eq!(pong, "PONG");
+}
+
+/// A log entry from a damaged disk (or, later, a peer) is only bytes: one
+/// holding a batch inside a batch, which no build ever wrote, is refused at
+/// start with the entry named, instead of panicking the server mid-replay.
+#[test]
+fn a_nested_batch_in_the_log_refuses_to_start_and_names_the_entry() {
+    let mut server = Server::start(one_shard(None));
+    set_each(&server, &[("kept", b"1")]);
+    server.kill9();
+    let storage = StdStorage::new(server.dir().join("shard-0000"));
+    let index = run_ready(async {
+        let (mut wal, _) = Wal::open(storage, WalOptions::default()).await?;
+        // A batch (variant 5) of one operation, itself a batch of none; 1 is
+        // the single node's term.
+        let index = wal.append(Term(1), &[5, 1, 5, 0])?;
+        wal.sync().await?;
+        Ok::<_, WalError>(index)
+    })
+    .expect("append to the log");
+    let exited = server
+        .try_restart()
+        .expect_err("an entry that does not decode must not be served");
+    assert!(!exited.status.success(), "{exited:?}");
+    let expected = format!("log entry {} does not decode", index.0);
+    assert!(exited.stderr.contains(&expected), "{}", exited.stderr);
+    assert!(!exited.stderr.contains("panicked"), "{}", exited.stderr);
 }

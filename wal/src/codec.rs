@@ -3,6 +3,10 @@
 //! Entries are encoded with bincode's standard configuration (variable-length
 //! integers, little-endian) and decoded with a limit, so a damaged or hostile
 //! length prefix cannot make the decoder allocate more than a frame can hold.
+//! That bound is the largest frame's payload, not the payload at hand, and
+//! bincode allocates a `Vec<u8>`'s claimed length before it reads the bytes: a
+//! payload type should decode its byte strings borrowed from the input and
+//! copied (as `keel_engine::operation` does), which checks the length first.
 //! Decoding rejects trailing bytes: a payload is exactly one value.
 
 use serde::de::DeserializeOwned;

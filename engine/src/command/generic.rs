@@ -2,7 +2,7 @@
 
 use super::number::parse_i64;
 use super::{Context, Outcome, NOT_INTEGER};
-use crate::operation::Operation;
+use crate::operation::{Operation, SingleOp};
 use crate::resp::Reply;
 
 /// DEL and UNLINK: the number of live keys removed (a key named twice counts
@@ -316,10 +316,10 @@ fn rename_generic(context: &Context<'_>, only_if_absent: bool) -> Result<Outcome
         return Outcome::read(Reply::Integer(0));
     }
     let ops = vec![
-        Operation::Delete {
+        SingleOp::Delete {
             keys: vec![from.clone()],
         },
-        Operation::Set {
+        SingleOp::Set {
             key: to.clone(),
             value: item.value.to_vec(),
             expire_at_unix_ms: item.expire_at_unix_ms,

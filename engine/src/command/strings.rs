@@ -3,7 +3,7 @@
 
 use super::number::{format_f64, parse_f64, parse_i64};
 use super::{check_value_size, Context, Outcome, NOT_INTEGER, SYNTAX_ERROR};
-use crate::operation::Operation;
+use crate::operation::{Operation, SingleOp};
 use crate::resp::Reply;
 
 const OVERFLOW: &str = "ERR increment or decrement would overflow";
@@ -470,7 +470,7 @@ fn pairs_batch(context: &Context<'_>, command: &str) -> Result<Operation, Reply>
     let mut ops = Vec::with_capacity(pairs.len() / 2);
     for pair in pairs.chunks_exact(2) {
         check_value_size(pair[1].len(), context.limits)?;
-        ops.push(Operation::Set {
+        ops.push(SingleOp::Set {
             key: pair[0].clone(),
             value: pair[1].clone(),
             expire_at_unix_ms: None,

@@ -4,7 +4,7 @@
 use super::{execute, Outcome};
 use crate::keyspace::Keyspace;
 use crate::limits::Limits;
-use crate::operation::Operation;
+use crate::operation::{Operation, SingleOp};
 use crate::resp::Reply;
 
 /// The test clock's start: any time far from zero and from overflow.
@@ -47,7 +47,8 @@ impl Harness {
 
     /// Stores `key` with `value` and an optional expiry, directly.
     pub fn put(&mut self, key: &str, value: &str, expire_at_unix_ms: Option<u64>) {
-        self.keyspace.apply(&set(key, value, expire_at_unix_ms));
+        self.keyspace
+            .apply(&set(key, value, expire_at_unix_ms).into());
     }
 
     pub fn advance_ms(&mut self, ms: u64) {
@@ -67,16 +68,16 @@ pub fn error(text: &str) -> Reply {
     Reply::Error(text.to_owned())
 }
 
-pub fn set(key: &str, value: &str, expire_at_unix_ms: Option<u64>) -> Operation {
-    Operation::Set {
+pub fn set(key: &str, value: &str, expire_at_unix_ms: Option<u64>) -> SingleOp {
+    SingleOp::Set {
         key: key.as_bytes().to_vec(),
         value: value.as_bytes().to_vec(),
         expire_at_unix_ms,
     }
 }
 
-pub fn delete(keys: &[&str]) -> Operation {
-    Operation::Delete {
+pub fn delete(keys: &[&str]) -> SingleOp {
+    SingleOp::Delete {
         keys: keys.iter().map(|key| key.as_bytes().to_vec()).collect(),
     }
 }
@@ -86,9 +87,9 @@ pub fn read(reply: Reply) -> Outcome {
     Outcome { reply, op: None }
 }
 
-pub fn write(reply: Reply, op: Operation) -> Outcome {
+pub fn write(reply: Reply, op: impl Into<Operation>) -> Outcome {
     Outcome {
         reply,
-        op: Some(op),
+        op: Some(op.into()),
     }
 }

@@ -115,7 +115,10 @@ fn json_line(
     operation: Result<Operation, codec::CodecError>,
 ) -> String {
     let (op, undecoded) = match operation {
-        Ok(operation) => (Some(operation_json(&operation)), None),
+        Ok(operation) => (
+            Some(operation_json(operation.name(), operation.fields())),
+            None,
+        ),
         Err(error) => {
             let hex = hex_prefix(payload);
             let error = error.to_string();
@@ -135,16 +138,22 @@ fn json_line(
 }
 
 /// `{"type": "set", "key": "k", ...}`, byte strings [escaped](Escaped).
-fn operation_json(operation: &Operation) -> Value {
+fn operation_json(kind: &str, fields: Vec<(&str, Field<'_>)>) -> Value {
     let escaped = |bytes: &[u8]| Value::String(Escaped(bytes).to_string());
     let mut object = Map::new();
-    object.insert("type".to_owned(), operation.name().into());
-    for (name, field) in operation.fields() {
+    object.insert("type".to_owned(), kind.into());
+    for (name, field) in fields {
         let value = match field {
             Field::Bytes(bytes) => escaped(bytes),
             Field::BytesList(list) => list.iter().map(|bytes| escaped(bytes)).collect(),
             Field::UnixMs(ms) => ms.into(),
-            Field::Ops(ops) => ops.iter().map(operation_json).collect(),
+            Field::Ops(ops) => ops
+                .iter()
+                .map(|op| {
+                    let change = op.change();
+                    operation_json(change.name(), change.fields())
+                })
+                .collect(),
         };
         object.insert(name.to_owned(), value);
     }
@@ -159,4 +168,35 @@ fn hex_prefix(payload: &[u8]) -> String {
         hex.push('…');
     }
     hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operation::SingleOp;
+
+    #[test]
+    fn a_batch_shows_its_operations_as_objects() {
+        let batch = Operation::Batch {
+            ops: vec![
+                SingleOp::Delete {
+                    keys: vec![b"a".to_vec()],
+                },
+                SingleOp::Set {
+                    key: b"b".to_vec(),
+                    value: b"\x00".to_vec(),
+                    expire_at_unix_ms: Some(5),
+                },
+            ],
+        };
+        let json = operation_json(batch.name(), batch.fields());
+        let expected = serde_json::json!({
+            "type": "batch",
+            "ops": [
+                {"type": "delete", "keys": ["a"]},
+                {"type": "set", "key": "b", "value": "\\x00", "expire_at_unix_ms": 5},
+            ],
+        });
+        assert_eq!(json, expected);
+    }
 }

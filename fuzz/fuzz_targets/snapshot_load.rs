@@ -1,0 +1,9 @@
+//! Arbitrary bytes as a snapshot file; the checks live in
+//! `keel_engine::fuzzing`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    keel_engine::fuzzing::snapshot_load(data);
+});
