@@ -36,7 +36,8 @@ use madsim::time::{sleep, TimeHandle};
 
 use crate::client::{connect, request, ClientStream};
 use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
-use crate::history::Recorder;
+use crate::excuse::DamageExcuses;
+use crate::history::{Recorder, RETURN_TIME_NEVER};
 use crate::io::{host, Host, SimIo};
 use crate::ledger::Violation;
 use crate::linearizability::{check, Verdict};
@@ -193,6 +194,10 @@ pub struct Summary {
     /// With `--damage`: ledger violations at a recovery that cut a torn tail,
     /// the single-copy limit (damage to the last synced batch looks torn).
     pub losses_at_torn_cuts: u64,
+    /// With `--damage`: when (unix µs) the first boot that lost damaged
+    /// entries started. The linearizability check stops there: the history
+    /// after it rests on a state the excused loss changed.
+    pub history_cut_us: Option<u64>,
     pub verdict: Verdict<Vec<u8>>,
     pub failures: Vec<Failure>,
     pub trace_hash: u64,
@@ -255,6 +260,9 @@ impl fmt::Display for Summary {
             self.trace_events,
             self.check_time.0.as_secs_f64() * 1e3,
         )?;
+        if self.history_cut_us.is_some() {
+            write!(f, "(up to the boot that lost damaged entries) ")?;
+        }
         let key = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
         match &self.verdict {
             Verdict::Linearizable => write!(f, "ok")?,
@@ -311,6 +319,10 @@ pub fn run(config: RunConfig) -> Summary {
     let (mut summary, history) = runtime.block_on(simulate(config));
     // Outside the runtime: madsim's clock stands still inside it.
     let started = std::time::Instant::now();
+    let history = match summary.history_cut_us {
+        Some(cut_us) => history_before(history, cut_us),
+        None => history,
+    };
     summary.verdict = check::<Redis>(&history);
     summary.check_time = WallTime(started.elapsed());
     TRACE.with(|trace| {
@@ -321,8 +333,29 @@ pub fn run(config: RunConfig) -> Summary {
     summary
 }
 
+/// The part of `history` a boot starting at `cut_us` cannot have touched:
+/// operations invoked before it, those still waiting then made open-ended
+/// (a write) or dropped (a read), as the outcome is unknown.
+fn history_before(history: History, cut_us: u64) -> History {
+    history
+        .into_iter()
+        .filter(|operation| operation.invoke_time < cut_us)
+        .filter_map(|mut operation| {
+            if operation.return_time < cut_us {
+                return Some(operation);
+            }
+            if is_read(&operation.input) {
+                return None;
+            }
+            operation.output = None;
+            operation.return_time = RETURN_TIME_NEVER;
+            Some(operation)
+        })
+        .collect()
+}
+
 /// What the node's boots did, gathered across kills.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Boots {
     count: AtomicU64,
     /// Boots that finished recovery.
@@ -336,6 +369,27 @@ pub(crate) struct Boots {
     /// A start was refused for corruption (see [`RunConfig::damage`]).
     detected: AtomicBool,
     losses_at_torn_cuts: AtomicU64,
+    /// What the damage faults so far may excuse.
+    excuses: Mutex<DamageExcuses>,
+    /// When (virtual µs) the first boot that lost damaged entries started;
+    /// `u64::MAX` if none did. The history is checked up to there.
+    excused_loss_at_us: AtomicU64,
+}
+
+impl Default for Boots {
+    fn default() -> Boots {
+        Boots {
+            count: AtomicU64::default(),
+            recovered: AtomicU64::default(),
+            metrics: Mutex::default(),
+            stopped: AtomicBool::default(),
+            failures: Mutex::default(),
+            detected: AtomicBool::default(),
+            losses_at_torn_cuts: AtomicU64::default(),
+            excuses: Mutex::default(),
+            excused_loss_at_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// One operation as the liveness check sees it.
@@ -397,13 +451,15 @@ impl Workload {
         self.recorder
             .lock()
             .expect("recorder lock")
-            .invoke(client, input.clone());
+            .invoke_at(client, input.clone(), unix_us());
         let result = request(stream, &input, REPLY_TIMEOUT_MS).await;
         let mut recorder = self.recorder.lock().expect("recorder lock");
         let error = match result {
             Ok(output) => {
                 trace(format_args!("client {client} got {output}"));
-                recorder.complete(client, Some(output)).map(|_| None)
+                recorder
+                    .complete_at(client, Some(output), unix_us())
+                    .map(|_| None)
             }
             Err(error) => {
                 trace(format_args!("client {client} got no answer: {error}"));
@@ -431,6 +487,15 @@ impl Workload {
 
 fn now_ms() -> u64 {
     TimeHandle::current().elapsed().as_millis() as u64
+}
+
+/// The clock the node reads (`SimIo::now_unix_ms`), in µs: the history's
+/// times, so that the checker can tell when an operation may have run.
+fn unix_us() -> u64 {
+    TimeHandle::current()
+        .now_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
 }
 
 /// Runs the simulation; returns what it did and the history to check.
@@ -531,6 +596,8 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         virtual_ms: now_ms(),
         damage_detected: detected,
         losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
+        history_cut_us: Some(boots.excused_loss_at_us.load(Ordering::SeqCst))
+            .filter(|cut_us| *cut_us != u64::MAX),
         // `run` checks the history outside the runtime and sets the verdict.
         verdict: Verdict::Linearizable,
         failures,
@@ -786,21 +853,42 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
         .lock()
         .expect("boots lock")
         .push(Arc::clone(&node.metrics));
+    let booted_us = unix_us();
+    boots
+        .excuses
+        .lock()
+        .expect("boots lock")
+        .absorb(&disk.fault_log());
+    let mut refusal_excused = false;
     let reason = match recover_core(io, node).await {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
             let torn_cut = recovered.summaries.iter().any(|s| s.torn_bytes_cut > 0);
+            let mut excuses = boots.excuses.lock().expect("boots lock");
             if damage && torn_cut {
-                let lost = ledger.take_violations_from(violations_before);
-                if !lost.is_empty() {
+                let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
+                    .take_violations_from(violations_before)
+                    .into_iter()
+                    .partition(|violation| excuses.explains_loss(violation));
+                if !excused.is_empty() {
                     trace(format_args!(
-                        "boot {boot} lost at a torn-tail cut: {lost:?}"
+                        "boot {boot} lost at a torn-tail cut, in damaged entries: {excused:?}"
                     ));
+                    boots
+                        .excused_loss_at_us
+                        .fetch_min(booted_us, Ordering::SeqCst);
                 }
                 boots
                     .losses_at_torn_cuts
-                    .fetch_add(lost.len() as u64, Ordering::SeqCst);
+                    .fetch_add(excused.len() as u64, Ordering::SeqCst);
+                boots
+                    .failures
+                    .lock()
+                    .expect("boots lock")
+                    .extend(unexcused.into_iter().map(Failure::Durability));
             }
+            excuses.recovered(&recovered.summaries);
+            drop(excuses);
             let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -811,17 +899,19 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
             }
         }
         Err(error) => {
-            if damage && error.is_corruption() {
+            let excuses = boots.excuses.lock().expect("boots lock");
+            if damage && error.is_corruption() && excuses.explains_refusal(&error) {
                 boots.detected.store(true, Ordering::SeqCst);
+                refusal_excused = true;
             }
             format!("recovery refused: {error}")
         }
     };
     trace(format_args!("boot {boot} {reason}"));
-    // Damage persists across boots; an in-flight fault must be this boot's.
-    let faults = disk.fault_log();
-    let had_cause = (damage && faults.iter().any(|f| f.kind.mode() == FaultMode::Damage))
-        || faults[faults_before..]
+    // An in-flight fault must be this boot's; damage explains only a refusal
+    // that names what it touched (see `excuse`).
+    let had_cause = refusal_excused
+        || disk.fault_log()[faults_before..]
             .iter()
             .any(|fault| fault.kind.mode() == FaultMode::InFlight);
     if !had_cause {
