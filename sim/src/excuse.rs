@@ -86,9 +86,7 @@ impl DamageExcuses {
                 matches!(file_role(name), FileRole::Segment(first) if self.touched(*shard, first.0))
             }
             NodeError::Entry { shard, index, .. } => self.touched(*shard, *index),
-            NodeError::Snapshot { shard, .. } => {
-                self.snapshots.contains(&shard_dir_name(*shard))
-            }
+            NodeError::Snapshot { shard, .. } => self.snapshots.contains(&shard_dir_name(*shard)),
             // Which of the two sides is short is not named: any damage to
             // the shard may explain it.
             NodeError::Gap { shard, .. } => self.any_in(*shard),

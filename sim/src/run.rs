@@ -28,7 +28,7 @@ use keel_engine::config::{FsyncPolicy, ServeConfig};
 use keel_engine::limits::Limits;
 use keel_engine::metrics::NodeMetrics;
 use keel_engine::node::io::NodeIo;
-use keel_engine::node::{recover_core, NodeShared};
+use keel_engine::node::{recover_core, NodeShared, RecoverySummary};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
@@ -39,7 +39,7 @@ use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
 use crate::excuse::DamageExcuses;
 use crate::history::{Recorder, RETURN_TIME_NEVER};
 use crate::io::{host, Host, SimIo};
-use crate::ledger::Violation;
+use crate::ledger::{Ledger, Violation};
 use crate::linearizability::{check, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
 use crate::trace::Trace;
@@ -57,6 +57,16 @@ pub const SNAPSHOT_WAL_BYTES: u64 = 8 << 10;
 const KEY_BYTES_MAX: usize = 1 << 10;
 const VALUE_BYTES_MAX: usize = 1 << 10;
 const CONNECTIONS_MAX: usize = 64;
+/// The least time a message takes from one simulated host to another:
+/// madsim (0.2) delivers a message with a `sleep_until`, which sleeps at
+/// least 1 ms. So a request takes effect no sooner than this after the
+/// client sent it, and no later than this before the client has the reply,
+/// and the history records that narrower window. It is what lets the
+/// checker place a read within one millisecond of the node's clock, and
+/// see a key that answers a millisecond late or early. (Were a message ever
+/// faster, a completed operation's window would close before it opens, and
+/// the recorder's assertion would stop the run.)
+pub const MESSAGE_DELAY_US_MIN: u64 = 1_000;
 /// How long a client waits for a reply (or a connection) before giving up.
 pub const REPLY_TIMEOUT_MS: u64 = 1_000;
 /// How long a client waits before reconnecting after a failure.
@@ -448,17 +458,18 @@ impl Workload {
     async fn perform(&self, client: u64, stream: &mut ClientStream, input: RedisInput) -> bool {
         let invoked_ms = now_ms();
         trace(format_args!("client {client} sends {input}"));
-        self.recorder
-            .lock()
-            .expect("recorder lock")
-            .invoke_at(client, input.clone(), unix_us());
+        self.recorder.lock().expect("recorder lock").invoke_at(
+            client,
+            input.clone(),
+            unix_us() + MESSAGE_DELAY_US_MIN,
+        );
         let result = request(stream, &input, REPLY_TIMEOUT_MS).await;
         let mut recorder = self.recorder.lock().expect("recorder lock");
         let error = match result {
             Ok(output) => {
                 trace(format_args!("client {client} got {output}"));
                 recorder
-                    .complete_at(client, Some(output), unix_us())
+                    .complete_at(client, Some(output), unix_us() - MESSAGE_DELAY_US_MIN)
                     .map(|_| None)
             }
             Err(error) => {
@@ -863,32 +874,15 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
     let reason = match recover_core(io, node).await {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
-            let torn_cut = recovered.summaries.iter().any(|s| s.torn_bytes_cut > 0);
-            let mut excuses = boots.excuses.lock().expect("boots lock");
-            if damage && torn_cut {
-                let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
-                    .take_violations_from(violations_before)
-                    .into_iter()
-                    .partition(|violation| excuses.explains_loss(violation));
-                if !excused.is_empty() {
-                    trace(format_args!(
-                        "boot {boot} lost at a torn-tail cut, in damaged entries: {excused:?}"
-                    ));
-                    boots
-                        .excused_loss_at_us
-                        .fetch_min(booted_us, Ordering::SeqCst);
-                }
-                boots
-                    .losses_at_torn_cuts
-                    .fetch_add(excused.len() as u64, Ordering::SeqCst);
-                boots
-                    .failures
-                    .lock()
-                    .expect("boots lock")
-                    .extend(unexcused.into_iter().map(Failure::Durability));
-            }
-            excuses.recovered(&recovered.summaries);
-            drop(excuses);
+            judge_recovery(
+                boot,
+                damage,
+                &boots,
+                &ledger,
+                violations_before,
+                booted_us,
+                &recovered.summaries,
+            );
             let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -924,6 +918,47 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
     boots.stopped.store(true, Ordering::SeqCst);
 }
 
+/// Checks what a boot's recovery lost: with `damage`, a loss at a torn-tail
+/// cut that begins at a damaged entry is excused (counted, and the history
+/// checked only up to the boot, at `booted_us`); any other violation found
+/// at the cut fails the run. Then damaged entries the recovery cut off are
+/// forgotten (see `excuse`).
+fn judge_recovery(
+    boot: u64,
+    damage: bool,
+    boots: &Boots,
+    ledger: &Ledger,
+    violations_before: usize,
+    booted_us: u64,
+    summaries: &[RecoverySummary],
+) {
+    let mut excuses = boots.excuses.lock().expect("boots lock");
+    let torn_cut = summaries.iter().any(|summary| summary.torn_bytes_cut > 0);
+    if damage && torn_cut {
+        let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
+            .take_violations_from(violations_before)
+            .into_iter()
+            .partition(|violation| excuses.explains_loss(violation));
+        if !excused.is_empty() {
+            trace(format_args!(
+                "boot {boot} lost at a torn-tail cut, in damaged entries: {excused:?}"
+            ));
+            boots
+                .excused_loss_at_us
+                .fetch_min(booted_us, Ordering::SeqCst);
+        }
+        boots
+            .losses_at_torn_cuts
+            .fetch_add(excused.len() as u64, Ordering::SeqCst);
+        boots
+            .failures
+            .lock()
+            .expect("boots lock")
+            .extend(unexcused.into_iter().map(Failure::Durability));
+    }
+    excuses.recovered(summaries);
+}
+
 /// One client: random commands until the budget is spent, reconnecting
 /// whenever the node goes away.
 async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
@@ -956,7 +991,7 @@ async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
             },
         };
         if !workload
-            .perform(client, stream, commands.next_input())
+            .perform(client, stream, commands.next_input(unix_us() / 1000))
             .await
         {
             connection = None;
