@@ -5,8 +5,8 @@
 //! without a failure:
 //! - refuse to start, naming (as the entry it expected) one of those entries,
 //!   or a damaged snapshot file;
-//! - lose acknowledged entries at a torn-tail cut that begins at one of them
-//!   (damage to the last synced batch looks torn: the single-copy limit).
+//! - lose acknowledged entries from one of them on (damage to the last
+//!   synced batch looks torn, and recovery cuts it: the single-copy limit).
 //!
 //! A refusal or a loss anywhere else is a failure, whatever else the fault
 //! log holds. Once a recovery ends a shard's log at index `i`, damaged entries
@@ -94,8 +94,8 @@ impl DamageExcuses {
         }
     }
 
-    /// Whether damage explains a ledger violation found at a recovery that
-    /// cut a torn tail: a loss that begins at a damaged entry.
+    /// Whether damage explains a ledger violation found at a recovery: a
+    /// loss that begins at a damaged entry.
     pub fn explains_loss(&self, violation: &Violation) -> bool {
         match violation {
             Violation::LostAcknowledged {

@@ -28,7 +28,7 @@ use keel_engine::config::{FsyncPolicy, ServeConfig};
 use keel_engine::limits::Limits;
 use keel_engine::metrics::NodeMetrics;
 use keel_engine::node::io::NodeIo;
-use keel_engine::node::{recover_core, NodeShared, RecoverySummary};
+use keel_engine::node::{recover_core, NodeShared};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
@@ -874,15 +874,12 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
     let reason = match recover_core(io, node).await {
         Ok(recovered) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
-            judge_recovery(
-                boot,
-                damage,
-                &boots,
-                &ledger,
-                violations_before,
-                booted_us,
-                &recovered.summaries,
-            );
+            judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
+            boots
+                .excuses
+                .lock()
+                .expect("boots lock")
+                .recovered(&recovered.summaries);
             let replayed: u64 = recovered.summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -893,6 +890,7 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
             }
         }
         Err(error) => {
+            judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
             let excuses = boots.excuses.lock().expect("boots lock");
             if damage && error.is_corruption() && excuses.explains_refusal(&error) {
                 boots.detected.store(true, Ordering::SeqCst);
@@ -918,45 +916,43 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, boots: Arc<Boots>
     boots.stopped.store(true, Ordering::SeqCst);
 }
 
-/// Checks what a boot's recovery lost: with `damage`, a loss at a torn-tail
-/// cut that begins at a damaged entry is excused (counted, and the history
-/// checked only up to the boot, at `booted_us`); any other violation found
-/// at the cut fails the run. Then damaged entries the recovery cut off are
-/// forgotten (see `excuse`).
-fn judge_recovery(
+/// Judges what a boot's recovery lost (the ledger's findings since
+/// `violations_before`), whether the boot then started or not (a shard may
+/// cut a torn tail and another refuse): with `damage`, a loss that begins at
+/// a damaged entry is excused (counted, and the history checked only up to
+/// the boot, at `booted_us`); any other finding stays a failure.
+fn judge_losses(
     boot: u64,
     damage: bool,
     boots: &Boots,
     ledger: &Ledger,
     violations_before: usize,
     booted_us: u64,
-    summaries: &[RecoverySummary],
 ) {
-    let mut excuses = boots.excuses.lock().expect("boots lock");
-    let torn_cut = summaries.iter().any(|summary| summary.torn_bytes_cut > 0);
-    if damage && torn_cut {
-        let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
-            .take_violations_from(violations_before)
-            .into_iter()
-            .partition(|violation| excuses.explains_loss(violation));
-        if !excused.is_empty() {
-            trace(format_args!(
-                "boot {boot} lost at a torn-tail cut, in damaged entries: {excused:?}"
-            ));
-            boots
-                .excused_loss_at_us
-                .fetch_min(booted_us, Ordering::SeqCst);
-        }
-        boots
-            .losses_at_torn_cuts
-            .fetch_add(excused.len() as u64, Ordering::SeqCst);
-        boots
-            .failures
-            .lock()
-            .expect("boots lock")
-            .extend(unexcused.into_iter().map(Failure::Durability));
+    if !damage {
+        return;
     }
-    excuses.recovered(summaries);
+    let excuses = boots.excuses.lock().expect("boots lock");
+    let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
+        .take_violations_from(violations_before)
+        .into_iter()
+        .partition(|violation| excuses.explains_loss(violation));
+    if !excused.is_empty() {
+        trace(format_args!(
+            "boot {boot} lost damaged entries at a torn-tail cut: {excused:?}"
+        ));
+        boots
+            .excused_loss_at_us
+            .fetch_min(booted_us, Ordering::SeqCst);
+    }
+    boots
+        .losses_at_torn_cuts
+        .fetch_add(excused.len() as u64, Ordering::SeqCst);
+    boots
+        .failures
+        .lock()
+        .expect("boots lock")
+        .extend(unexcused.into_iter().map(Failure::Durability));
 }
 
 /// One client: random commands until the budget is spent, reconnecting
