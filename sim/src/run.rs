@@ -992,7 +992,9 @@ async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
         {
             connection = None;
         }
-        let think = thread_rng().gen_range(0..=THINK_MS_MAX);
+        let think = commands
+            .probe_wait_ms(unix_us() / 1000)
+            .unwrap_or_else(|| thread_rng().gen_range(0..=THINK_MS_MAX));
         sleep(Duration::from_millis(think)).await;
     }
     workload.clients_done.fetch_add(1, Ordering::SeqCst);

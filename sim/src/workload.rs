@@ -16,10 +16,14 @@ use crate::models::redis::{RedisInput, RedisOutput};
 pub const TAGS: u64 = 3;
 /// Keys in each group.
 pub const KEYS_PER_TAG: u64 = 2;
-/// Longest time to live a SET PX or PEXPIRE asks for: a few ms to a few
-/// hundred, so keys expire while the clients still read them, around the
-/// deadline as often as not.
+/// Longest time to live a SET PX or PEXPIRE asks for: a few hundred ms, so
+/// keys expire while the clients still read them.
 pub const TTL_MS_MAX: u64 = 300;
+/// Longest of the short times to live most expiries get: a key is written
+/// every few tens of ms, so a longer one is mostly overwritten before it
+/// fires, and a read at the deadline's millisecond (what shows a boundary
+/// error) comes rarely.
+pub const TTL_SHORT_MS_MAX: u64 = 20;
 /// Most filler bytes after a value's unique prefix: values of a few hundred
 /// bytes make log frames straddle 512-byte sectors, so a torn sector can
 /// leave a frame's header intact and its payload garbage.
@@ -33,16 +37,16 @@ const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
 
 /// Percentages of each command in the mix, in the order [`next_input`] draws them.
 const MIX_PERCENT: [(Command, u64); 10] = [
-    (Command::Set, 20),
-    (Command::SetPx, 3),
-    (Command::SetPxAt, 3),
+    (Command::Set, 18),
+    (Command::SetPx, 2),
+    (Command::SetPxAt, 5),
     (Command::Get, 30),
-    (Command::Del, 5),
+    (Command::Del, 4),
     (Command::Incr, 12),
-    (Command::GetSet, 10),
-    (Command::MSet, 9),
-    (Command::PExpire, 4),
-    (Command::PExpireAt, 4),
+    (Command::GetSet, 9),
+    (Command::MSet, 8),
+    (Command::PExpire, 3),
+    (Command::PExpireAt, 9),
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +83,9 @@ pub struct ClientWorkload {
     rng: SplitMix64,
     /// Unique values written so far.
     written: u64,
+    /// A read planned at an absolute expiry's boundary: the key, and the
+    /// millisecond to send it in (see [`ClientWorkload::probe_wait_ms`]).
+    probe: Option<(Vec<u8>, u64)>,
 }
 
 impl ClientWorkload {
@@ -87,12 +94,16 @@ impl ClientWorkload {
             client,
             rng: SplitMix64::new(seed),
             written: 0,
+            probe: None,
         }
     }
 
     /// The next command to send, at `now_unix_ms` on the node's clock (an
     /// absolute expiry is a short time after it).
     pub fn next_input(&mut self, now_unix_ms: u64) -> RedisInput {
+        if let Some((key, _)) = self.probe.take_if(|(_, send_ms)| *send_ms <= now_unix_ms) {
+            return RedisInput::Get { key };
+        }
         let total: u64 = MIX_PERCENT.iter().map(|(_, percent)| percent).sum();
         let mut draw = self.rng.below(total);
         let command = MIX_PERCENT
@@ -128,15 +139,18 @@ impl ClientWorkload {
                 value: self.unique_value(),
                 milliseconds: self.ttl_ms(),
             },
-            Command::SetPxAt => RedisInput::SetPxAt {
-                key,
-                value: self.unique_value(),
-                unix_ms: now_unix_ms + self.ttl_ms(),
-            },
-            Command::PExpireAt => RedisInput::PExpireAt {
-                key,
-                unix_ms: now_unix_ms + self.ttl_ms(),
-            },
+            Command::SetPxAt => {
+                let unix_ms = self.deadline_probed(&key, now_unix_ms);
+                RedisInput::SetPxAt {
+                    key,
+                    value: self.unique_value(),
+                    unix_ms,
+                }
+            }
+            Command::PExpireAt => {
+                let unix_ms = self.deadline_probed(&key, now_unix_ms);
+                RedisInput::PExpireAt { key, unix_ms }
+            }
             // One in four deletes the key at once, as a time of zero does.
             Command::PExpire => RedisInput::PExpire {
                 key,
@@ -149,8 +163,35 @@ impl ClientWorkload {
         }
     }
 
+    /// An absolute deadline a short time after `now_unix_ms`, and a read of
+    /// `key` planned to reach the node in the deadline's millisecond (one
+    /// time in three) or the one before (a message takes a millisecond),
+    /// where a key that expires a millisecond late or early shows. The one
+    /// before more often: a read there shows an early expiry only if no
+    /// write holds its reply past the deadline.
+    fn deadline_probed(&mut self, key: &[u8], now_unix_ms: u64) -> u64 {
+        let deadline = now_unix_ms + self.ttl_ms();
+        let arrive_ms = deadline - u64::from(self.rng.below(3) != 0);
+        self.probe = Some((key.to_vec(), arrive_ms.saturating_sub(1)));
+        deadline
+    }
+
+    /// How long to wait before the next command when a boundary read is
+    /// planned: until its millisecond (none if it is due, or none planned).
+    pub fn probe_wait_ms(&self, now_unix_ms: u64) -> Option<u64> {
+        self.probe
+            .as_ref()
+            .map(|(_, send_ms)| send_ms.saturating_sub(now_unix_ms))
+    }
+
+    /// Three times in four a short time to live, else up to [`TTL_MS_MAX`].
     fn ttl_ms(&mut self) -> u64 {
-        1 + self.rng.below(TTL_MS_MAX)
+        let most = if self.rng.below(4) == 0 {
+            TTL_MS_MAX
+        } else {
+            TTL_SHORT_MS_MAX
+        };
+        1 + self.rng.below(most)
     }
 
     fn unique_value(&mut self) -> Vec<u8> {
