@@ -115,3 +115,95 @@ impl DamageExcuses {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keel_wal::recovery::Corruption;
+    use keel_wal::scan::BadFrame;
+    use keel_wal::segment::segment_name;
+    use keel_wal::{run_ready, LogIndex, MemStorage, Term, Wal, WalOptions};
+
+    use super::*;
+    use crate::disk::{touched_entries, FaultKind};
+
+    /// A segment holding entries 1..=3 in one batch at 4096.
+    fn segment_bytes() -> Vec<u8> {
+        let disk = MemStorage::new();
+        let (mut wal, _) = run_ready(Wal::open(disk.clone(), WalOptions::test_min())).unwrap();
+        for index in 1..=3 {
+            wal.append(Term(1), format!("entry {index}").as_bytes())
+                .unwrap();
+        }
+        run_ready(wal.sync()).unwrap();
+        disk.contents(&segment_name(LogIndex(1))).unwrap()
+    }
+
+    #[test]
+    fn a_fault_touches_the_entries_of_the_frames_it_hits() {
+        let bytes = segment_bytes();
+        let batch = &bytes[4096..8192];
+        let all: BTreeSet<u64> = [1, 2, 3, 4].into();
+        // The whole batch: its entries, and the one expected after them.
+        assert_eq!(touched_entries(batch, 4096, 0..batch.len()), all);
+        // A byte of the first frame's header; the padding after the last.
+        assert_eq!(touched_entries(batch, 4096, 8..9), [1].into());
+        assert_eq!(touched_entries(batch, 4096, 4000..4001), [4].into());
+        // The segment header names the segment's first entry.
+        assert_eq!(touched_entries(&bytes[..4096], 0, 100..101), [1].into());
+    }
+
+    fn fault(entries: &[u64]) -> FaultEvent {
+        FaultEvent {
+            dir: shard_dir_name(1),
+            file: Some(segment_name(LogIndex(5))),
+            offset: 4096,
+            kind: FaultKind::MisdirectedWrite { intended: 8192 },
+            entries: entries.iter().copied().collect(),
+        }
+    }
+
+    fn refusal(shard: u32, index: u64) -> NodeError {
+        let source = WalError::Recovery(RecoveryError::Corrupt {
+            file: "sim:shard-0001/00000000000000000005.wal".into(),
+            segment: LogIndex(5),
+            offset: 4096,
+            index: LogIndex(index),
+            cause: Corruption::Frame {
+                cause: BadFrame::Zero,
+                later: None,
+                sealed: false,
+            },
+        });
+        NodeError::Wal { shard, source }
+    }
+
+    fn lost(shard: u32, recovered: u64) -> Violation {
+        Violation::LostAcknowledged {
+            shard,
+            recovered,
+            acknowledged: recovered + 2,
+        }
+    }
+
+    /// Damage excuses a refusal or a loss at the entries it touched, in its
+    /// shard, until a recovery cuts them off; nothing else.
+    #[test]
+    fn only_what_damage_touched_is_excused() {
+        let mut excuses = DamageExcuses::default();
+        assert!(!excuses.explains_refusal(&refusal(1, 6)));
+        excuses.absorb(&[fault(&[6, 7])]);
+        assert!(excuses.explains_refusal(&refusal(1, 6)));
+        assert!(!excuses.explains_refusal(&refusal(1, 8)));
+        assert!(!excuses.explains_refusal(&refusal(0, 6)));
+        assert!(excuses.explains_loss(&lost(1, 5)));
+        assert!(!excuses.explains_loss(&lost(1, 7)));
+        let summary = RecoverySummary {
+            shard: 1,
+            last_index: 5,
+            ..RecoverySummary::default()
+        };
+        excuses.recovered(&[summary]);
+        assert!(!excuses.explains_refusal(&refusal(1, 6)));
+        assert!(!excuses.explains_loss(&lost(1, 5)));
+    }
+}
