@@ -93,7 +93,23 @@ fn locate(hasher: &FixedState, key: &[u8]) -> Place {
 }
 
 fn is_live(expire_at_unix_ms: Option<u64>, now_unix_ms: u64) -> bool {
-    expire_at_unix_ms.is_none_or(|at| at > now_unix_ms)
+    expire_at_unix_ms.is_none_or(|at| !has_expired(at, now_unix_ms))
+}
+
+/// Whether a key whose time is `at_unix_ms` is gone at `now_unix_ms`: from
+/// its expiry millisecond on, as in Redis.
+fn has_expired(at_unix_ms: u64, now_unix_ms: u64) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        use keel_wal::planted::{active, Plant};
+        if active(Plant::ExpireOneMsLate) {
+            return at_unix_ms < now_unix_ms;
+        }
+        if active(Plant::ExpireOneMsEarly) {
+            return at_unix_ms <= now_unix_ms.saturating_add(1);
+        }
+    }
+    at_unix_ms <= now_unix_ms
 }
 
 impl Partition {
@@ -310,7 +326,7 @@ impl Keyspace {
     pub fn expired_keys(&self, now_unix_ms: u64, limit: usize) -> Vec<Vec<u8>> {
         self.expiry_order
             .iter()
-            .take_while(|(at_unix_ms, _)| *at_unix_ms <= now_unix_ms)
+            .take_while(|(at_unix_ms, _)| has_expired(*at_unix_ms, now_unix_ms))
             .take(limit)
             .map(|(_, key)| key.to_vec())
             .collect()

@@ -29,12 +29,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use keel_wal::frame::{decode_header, FRAME_ALIGN_BYTES, FRAME_PAYLOAD_BYTES_MAX};
 use keel_wal::memory::{CrashMode, CrashReport, MemFile, SplitMix64};
-use keel_wal::{MemStorage, Storage, StorageFile, BLOCK_BYTES};
+use keel_wal::segment::{SegmentHeader, SEGMENT_HEADER_BYTES};
+use keel_wal::{FrameKind, MemStorage, Storage, StorageFile, BLOCK_BYTES};
 
 /// Faults that touch only the operation in flight or data not yet synced.
 /// Each rate is a probability per operation, in `0.0..=1.0`.
@@ -148,6 +151,11 @@ pub struct FaultEvent {
     pub file: Option<String>,
     pub offset: u64,
     pub kind: FaultKind,
+    /// For a damage fault: the log entries whose frames it touched, the
+    /// bytes written and, for a misdirected write, the bytes it overwrote
+    /// ([`touched_entries`]). What the fault can excuse is a loss or a
+    /// refusal at one of these, nothing else.
+    pub entries: BTreeSet<u64>,
 }
 
 impl fmt::Display for FaultEvent {
@@ -161,8 +169,53 @@ impl fmt::Display for FaultEvent {
             self.dir,
             file,
             self.offset
-        )
+        )?;
+        if !self.entries.is_empty() {
+            write!(f, " touching entries {:?}", self.entries)?;
+        }
+        Ok(())
     }
+}
+
+/// The log entries whose bytes lie in `within` (positions in `bytes`, which
+/// start at byte `offset` of a segment file): each valid frame header there
+/// names its entry (a cut frame after entry `i` names `i + 1`, the entry a
+/// recovery expects next), the padding and zeros after a frame name the entry
+/// expected after it, and a segment header at the file's start names the
+/// segment's first entry. Frames start on 8-byte boundaries of the file and
+/// writes on block boundaries, so every 8th position is tried.
+pub fn touched_entries(bytes: &[u8], offset: u64, within: Range<usize>) -> BTreeSet<u64> {
+    let overlaps = |range: Range<usize>| range.start < within.end && within.start < range.end;
+    let mut entries = BTreeSet::new();
+    if offset == 0 && overlaps(0..SEGMENT_HEADER_BYTES) {
+        if let Ok(header) = SegmentHeader::decode(bytes) {
+            entries.insert(header.first_index.0);
+        }
+    }
+    // Each frame: where it starts and ends, the entry it names and the one
+    // expected after it.
+    let frames: Vec<(usize, usize, u64, u64)> = (0..bytes.len())
+        .step_by(FRAME_ALIGN_BYTES)
+        .filter_map(|at| {
+            let header = decode_header(&bytes[at..], FRAME_PAYLOAD_BYTES_MAX).ok()?;
+            let next = header.index.0 + 1;
+            let named = match header.kind {
+                FrameKind::Entry => header.index.0,
+                FrameKind::Cut => next,
+            };
+            Some((at, at.saturating_add(header.frame_bytes()), named, next))
+        })
+        .collect();
+    for (position, &(at, end, named, next)) in frames.iter().enumerate() {
+        let next_at = frames.get(position + 1).map_or(bytes.len(), |next| next.0);
+        if overlaps(at..end) {
+            entries.insert(named);
+        }
+        if overlaps(end..next_at.max(end)) {
+            entries.insert(next);
+        }
+    }
+    entries
 }
 
 /// What [`SimDisk::crash`] did, summed over every directory.
@@ -443,11 +496,16 @@ impl SimDir {
     }
 
     fn log(&self, file: Option<&str>, offset: u64, kind: FaultKind) {
+        self.log_damage(file, offset, kind, BTreeSet::new());
+    }
+
+    fn log_damage(&self, file: Option<&str>, offset: u64, kind: FaultKind, entries: BTreeSet<u64>) {
         self.state.borrow_mut().log.push(FaultEvent {
             dir: self.name.to_string(),
             file: file.map(str::to_owned),
             offset,
             kind,
+            entries,
         });
     }
 
@@ -584,16 +642,26 @@ impl StorageFile for SimFile {
         let mut target = offset;
         if self.dir.strikes(|rates| rates.damage.misdirected_write) {
             if let Some(elsewhere) = self.misdirect(buf.len(), offset)? {
+                // The entries written never reach their place, and the ones
+                // they land on are gone.
+                let mut overwritten = vec![0; buf.len()];
+                self.file.read_at(&mut overwritten, elsewhere).await?;
+                let mut entries = touched_entries(buf, offset, 0..buf.len());
+                entries.extend(touched_entries(&overwritten, elsewhere, 0..buf.len()));
                 let kind = FaultKind::MisdirectedWrite { intended: offset };
-                self.dir.log(Some(&self.name), elsewhere, kind);
+                self.dir
+                    .log_damage(Some(&self.name), elsewhere, kind, entries);
                 target = elsewhere;
             }
         }
         if !buf.is_empty() && self.dir.strikes(|rates| rates.damage.write_bit_flip) {
             let mut flipped = buf.to_vec();
             let (at, bit) = self.dir.flip_bit(&mut flipped);
+            let at_usize = at as usize;
+            let entries = touched_entries(buf, target, at_usize..at_usize + 1);
             let kind = FaultKind::WriteBitFlip { bit };
-            self.dir.log(Some(&self.name), target + at, kind);
+            self.dir
+                .log_damage(Some(&self.name), target + at, kind, entries);
             return self.file.write_at(&flipped, target).await;
         }
         self.file.write_at(buf, target).await

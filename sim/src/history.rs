@@ -100,9 +100,19 @@ impl<I, O> Recorder<I, O> {
         Self::default()
     }
 
-    /// `client` sends `input`.
+    /// `client` sends `input`, timed by the event count.
     pub fn invoke(&mut self, client: u64, input: I) {
         let time = self.tick();
+        self.invoke_at(client, input, time);
+    }
+
+    /// `client` sends `input` at `time`, on a clock of the caller's (a
+    /// recorder takes all its times from one clock: these or the event count).
+    pub fn invoke_at(&mut self, client: u64, input: I, time: u64) {
+        assert!(
+            time < RETURN_TIME_NEVER,
+            "times stay below the never-returned mark"
+        );
         let index = self.operations.len();
         self.operations
             .push(Some(Operation::abandoned(client, input, time)));
@@ -119,16 +129,36 @@ impl<I, O> Recorder<I, O> {
     }
 
     /// `client` hears back: `output` is `None` when the answer says nothing about
-    /// the operation's result (a timed-out read).
+    /// the operation's result (a timed-out read). Timed by the event count.
     pub fn complete(&mut self, client: u64, output: Option<O>) -> Result<(), RecordError> {
         let index = self.take_outstanding(client)?;
         let time = self.tick();
+        self.returned(index, output, time);
+        Ok(())
+    }
+
+    /// [`Recorder::complete`] at `time` (see [`Recorder::invoke_at`]).
+    pub fn complete_at(
+        &mut self,
+        client: u64,
+        output: Option<O>,
+        time: u64,
+    ) -> Result<(), RecordError> {
+        let index = self.take_outstanding(client)?;
+        self.returned(index, output, time);
+        Ok(())
+    }
+
+    fn returned(&mut self, index: usize, output: Option<O>, time: u64) {
         let operation = self.operations[index]
             .as_mut()
             .expect("an outstanding operation has not been discarded");
+        assert!(
+            operation.invoke_time <= time && time < RETURN_TIME_NEVER,
+            "an operation returns after its invocation, before the never-returned mark"
+        );
         operation.output = output;
         operation.return_time = time;
-        Ok(())
     }
 
     /// `client` gives up waiting: the operation may take effect at any later time.

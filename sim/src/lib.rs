@@ -12,6 +12,7 @@
 #[cfg(madsim)]
 pub mod client;
 pub mod disk;
+pub mod excuse;
 pub mod external;
 pub mod history;
 #[cfg(madsim)]

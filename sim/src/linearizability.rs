@@ -27,6 +27,8 @@ use std::hash::Hash;
 use hashbrown::{Equivalent, HashSet};
 
 use crate::history::Operation;
+#[cfg(doc)]
+use crate::history::RETURN_TIME_NEVER;
 
 /// Search steps (list positions visited) allowed per partition before the checker
 /// gives up with [`Verdict::Unknown`]. The hardest partition of the external corpus
@@ -53,17 +55,39 @@ pub trait Model {
     /// The state before any operation.
     fn init() -> Self::State;
 
-    /// The state after `input` runs on `state`, if it can answer `output` there;
-    /// `None` when the output is impossible (including an output of the wrong
-    /// kind). An unknown output (`None`) is possible whenever `input` is.
+    /// The states `input` may leave behind when it runs on `state`, taking
+    /// effect at some instant of `window`, and answers `output` there; none
+    /// when the output is impossible (including an output of the wrong kind).
+    /// An unknown output (`None`) is possible whenever `input` is. Models
+    /// without time ignore `window` and give at most one state; a model with
+    /// time may give several (a key may have expired by then, or not).
     fn step(
         state: &Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State>;
+        window: Window,
+    ) -> Vec<Self::State>;
 
     /// The partition `input` belongs to.
     fn partition_key(input: &Self::Input) -> Self::PartitionKey;
+}
+
+/// When an operation may take effect: at some instant from its invocation to
+/// its return, on the history's clock (`to` is [`RETURN_TIME_NEVER`] for an
+/// operation that never returned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Window {
+    fn of<I, O>(operation: &Operation<I, O>) -> Window {
+        Window {
+            from: operation.invoke_time,
+            to: operation.return_time,
+        }
+    }
 }
 
 /// An operation of `M`'s history.
@@ -166,8 +190,8 @@ struct Search<'a, M: Model> {
     /// Every (linearized set, state) reached so far: reaching one again cannot
     /// lead anywhere new.
     explored: HashSet<(Bitset, M::State)>,
-    /// The linearized calls, most recent last, each with the state before it.
-    undo: Vec<(usize, M::State)>,
+    /// The linearized calls, most recent last.
+    undo: Vec<Undone<M::State>>,
     state: M::State,
     /// The next node to visit; `None` once the list is empty.
     node: Option<usize>,
@@ -218,32 +242,53 @@ impl<'a, M: Model> Search<'a, M> {
     fn try_linearize(&mut self, node: usize, index: usize) {
         let operation = self.operations[index];
         self.node = self.list.next(node);
-        let Some(next_state) = M::step(&self.state, &operation.input, operation.output.as_ref())
-        else {
-            return;
-        };
-        self.linearized.set(index);
-        let explored_before = self.explored.len();
-        // Looked up by reference so that a configuration seen before (most of them,
-        // in a hard search) costs a hash and no clone.
-        self.explored
-            .get_or_insert_with(&Configuration(&self.linearized, &next_state), |new| {
-                (new.0.clone(), new.1.clone())
-            });
-        if self.explored.len() > explored_before {
-            let previous = std::mem::replace(&mut self.state, next_state);
-            self.undo.push((node, previous));
-            self.longest_prefix = self.longest_prefix.max(self.undo.len());
-            self.list.unlink(node);
-            self.node = self.list.first();
-        } else {
-            self.linearized.clear(index);
-        }
+        let successors = M::step(
+            &self.state,
+            &operation.input,
+            operation.output.as_ref(),
+            Window::of(operation),
+        );
+        self.linearize_first_new(node, index, successors);
     }
 
-    /// Undoes the most recent linearization and tries the calls after it.
+    /// Linearizes the call `node` (of operation `index`) into the first of
+    /// `successors` not explored before; the others stay with it on the undo
+    /// stack, to be tried when the search comes back to it. Leaves the walk
+    /// where it was if none is new.
+    fn linearize_first_new(&mut self, node: usize, index: usize, mut successors: Vec<M::State>) {
+        self.linearized.set(index);
+        while let Some(next_state) = successors.pop() {
+            let explored_before = self.explored.len();
+            // Looked up by reference so that a configuration seen before (most
+            // of them, in a hard search) costs a hash and no clone.
+            self.explored
+                .get_or_insert_with(&Configuration(&self.linearized, &next_state), |new| {
+                    (new.0.clone(), new.1.clone())
+                });
+            if self.explored.len() > explored_before {
+                let previous = std::mem::replace(&mut self.state, next_state);
+                self.undo.push(Undone {
+                    call: node,
+                    previous,
+                    alternatives: successors,
+                });
+                self.longest_prefix = self.longest_prefix.max(self.undo.len());
+                self.list.unlink(node);
+                self.node = self.list.first();
+                return;
+            }
+        }
+        self.linearized.clear(index);
+    }
+
+    /// Undoes the most recent linearization; tries its call's other
+    /// successor states, then the calls after it.
     fn backtrack(&mut self) {
-        let (call, previous) = self
+        let Undone {
+            call,
+            previous,
+            alternatives,
+        } = self
             .undo
             .pop()
             .expect("backtracking needs a linearized call");
@@ -255,7 +300,18 @@ impl<'a, M: Model> Search<'a, M> {
         self.linearized.clear(index);
         self.list.relink(call);
         self.node = self.list.next(call);
+        if !alternatives.is_empty() {
+            self.linearize_first_new(call, index, alternatives);
+        }
     }
+}
+
+/// A linearized call, with the state before it and the other states it may
+/// have left, not tried yet.
+struct Undone<S> {
+    call: usize,
+    previous: S,
+    alternatives: Vec<S>,
 }
 
 /// A (linearized set, state) pair borrowed, to look up in the memo of owned pairs;

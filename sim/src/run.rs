@@ -38,9 +38,10 @@ use madsim::time::{sleep, TimeHandle};
 
 use crate::client::{connect, request, ClientStream};
 use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
-use crate::history::Recorder;
+use crate::excuse::DamageExcuses;
+use crate::history::{Recorder, RETURN_TIME_NEVER};
 use crate::io::{host, Host, SimIo};
-use crate::ledger::Violation;
+use crate::ledger::{Ledger, Violation};
 use crate::linearizability::{check, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
 use crate::trace::Trace;
@@ -64,6 +65,16 @@ pub const SNAPSHOT_WAL_BYTES: u64 = 8 << 10;
 const KEY_BYTES_MAX: usize = 1 << 10;
 const VALUE_BYTES_MAX: usize = 1 << 10;
 const CONNECTIONS_MAX: usize = 64;
+/// The least time a message takes from one simulated host to another:
+/// madsim (0.2) delivers a message with a `sleep_until`, which sleeps at
+/// least 1 ms. So a request takes effect no sooner than this after the
+/// client sent it, and no later than this before the client has the reply,
+/// and the history records that narrower window. It is what lets the
+/// checker place a read within one millisecond of the node's clock, and
+/// see a key that answers a millisecond late or early. (Were a message ever
+/// faster, a completed operation's window would close before it opens, and
+/// the recorder's assertion would stop the run.)
+pub const MESSAGE_DELAY_US_MIN: u64 = 1_000;
 /// How long a client waits for a reply (or a connection) before giving up.
 pub const REPLY_TIMEOUT_MS: u64 = 1_000;
 /// How long a client waits before reconnecting after a failure.
@@ -231,6 +242,10 @@ pub struct Summary {
     /// With `--damage`: ledger violations at a recovery that cut a torn tail,
     /// the single-copy limit (damage to the last synced batch looks torn).
     pub losses_at_torn_cuts: u64,
+    /// With `--damage`: when (unix µs) the first boot that lost damaged
+    /// entries started. The linearizability check stops there: the history
+    /// after it rests on a state the excused loss changed.
+    pub history_cut_us: Option<u64>,
     pub verdict: Verdict<Vec<u8>>,
     pub failures: Vec<Failure>,
     pub trace_hash: u64,
@@ -297,6 +312,9 @@ impl fmt::Display for Summary {
             self.trace_events,
             self.check_time.0.as_secs_f64() * 1e3,
         )?;
+        if self.history_cut_us.is_some() {
+            write!(f, "(up to the boot that lost damaged entries) ")?;
+        }
         let key = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
         match &self.verdict {
             Verdict::Linearizable => write!(f, "ok")?,
@@ -353,6 +371,10 @@ pub fn run(config: RunConfig) -> Summary {
     let (mut summary, history) = runtime.block_on(simulate(config));
     // Outside the runtime: madsim's clock stands still inside it.
     let started = std::time::Instant::now();
+    let history = match summary.history_cut_us {
+        Some(cut_us) => history_before(history, cut_us),
+        None => history,
+    };
     summary.verdict = check::<Redis>(&history);
     summary.check_time = WallTime(started.elapsed());
     TRACE.with(|trace| {
@@ -363,8 +385,29 @@ pub fn run(config: RunConfig) -> Summary {
     summary
 }
 
+/// The part of `history` a boot starting at `cut_us` cannot have touched:
+/// operations invoked before it, those still waiting then made open-ended
+/// (a write) or dropped (a read), as the outcome is unknown.
+fn history_before(history: History, cut_us: u64) -> History {
+    history
+        .into_iter()
+        .filter(|operation| operation.invoke_time < cut_us)
+        .filter_map(|mut operation| {
+            if operation.return_time < cut_us {
+                return Some(operation);
+            }
+            if is_read(&operation.input) {
+                return None;
+            }
+            operation.output = None;
+            operation.return_time = RETURN_TIME_NEVER;
+            Some(operation)
+        })
+        .collect()
+}
+
 /// What the node's boots did, gathered across kills.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Boots {
     count: AtomicU64,
     /// Boots that finished recovery.
@@ -382,6 +425,29 @@ pub(crate) struct Boots {
     first_refused: Mutex<Option<(u64, String)>>,
     /// The last boot that ended on its own, and why.
     last_stop: Mutex<Option<(u64, String)>>,
+    /// What the damage faults so far may excuse.
+    excuses: Mutex<DamageExcuses>,
+    /// When (virtual µs) the first boot that lost damaged entries started;
+    /// `u64::MAX` if none did. The history is checked up to there.
+    excused_loss_at_us: AtomicU64,
+}
+
+impl Default for Boots {
+    fn default() -> Boots {
+        Boots {
+            count: AtomicU64::default(),
+            recovered: AtomicU64::default(),
+            metrics: Mutex::default(),
+            stopped: AtomicBool::default(),
+            failures: Mutex::default(),
+            detected: AtomicBool::default(),
+            losses_at_torn_cuts: AtomicU64::default(),
+            first_refused: Mutex::default(),
+            last_stop: Mutex::default(),
+            excuses: Mutex::default(),
+            excused_loss_at_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// One operation as the liveness check sees it.
@@ -440,16 +506,19 @@ impl Workload {
     async fn perform(&self, client: u64, stream: &mut ClientStream, input: RedisInput) -> bool {
         let invoked_ms = now_ms();
         trace(format_args!("client {client} sends {input}"));
-        self.recorder
-            .lock()
-            .expect("recorder lock")
-            .invoke(client, input.clone());
+        self.recorder.lock().expect("recorder lock").invoke_at(
+            client,
+            input.clone(),
+            unix_us() + MESSAGE_DELAY_US_MIN,
+        );
         let result = request(stream, &input, REPLY_TIMEOUT_MS).await;
         let mut recorder = self.recorder.lock().expect("recorder lock");
         let error = match result {
             Ok(output) => {
                 trace(format_args!("client {client} got {output}"));
-                recorder.complete(client, Some(output)).map(|_| None)
+                recorder
+                    .complete_at(client, Some(output), unix_us() - MESSAGE_DELAY_US_MIN)
+                    .map(|_| None)
             }
             Err(error) => {
                 trace(format_args!("client {client} got no answer: {error}"));
@@ -477,6 +546,15 @@ impl Workload {
 
 fn now_ms() -> u64 {
     TimeHandle::current().elapsed().as_millis() as u64
+}
+
+/// The clock the node reads (`SimIo::now_unix_ms`), in µs: the history's
+/// times, so that the checker can tell when an operation may have run.
+fn unix_us() -> u64 {
+    TimeHandle::current()
+        .now_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
 }
 
 /// Runs the simulation; returns what it did and the history to check.
@@ -587,6 +665,8 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         virtual_ms: now_ms(),
         damage_detected: detected,
         losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
+        history_cut_us: Some(boots.excused_loss_at_us.load(Ordering::SeqCst))
+            .filter(|cut_us| *cut_us != u64::MAX),
         // `run` checks the history outside the runtime and sets the verdict.
         verdict: Verdict::Linearizable,
         failures,
@@ -885,23 +965,24 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         .lock()
         .expect("boots lock")
         .push(Arc::clone(&node.metrics));
+    let booted_us = unix_us();
+    boots
+        .excuses
+        .lock()
+        .expect("boots lock")
+        .absorb(&disk.fault_log());
+    let mut refusal_excused = false;
     let cores = BootCores::start(ios, &node);
     let reason = match cores.recovered().await {
         Ok(summaries) => {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
             *boots.first_refused.lock().expect("boots lock") = None;
-            let torn_cut = summaries.iter().any(|s| s.torn_bytes_cut > 0);
-            if damage && torn_cut {
-                let lost = ledger.take_violations_from(violations_before);
-                if !lost.is_empty() {
-                    trace(format_args!(
-                        "boot {boot} lost at a torn-tail cut: {lost:?}"
-                    ));
-                }
-                boots
-                    .losses_at_torn_cuts
-                    .fetch_add(lost.len() as u64, Ordering::SeqCst);
-            }
+            judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
+            boots
+                .excuses
+                .lock()
+                .expect("boots lock")
+                .recovered(&summaries);
             let replayed: u64 = summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -912,11 +993,20 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
             }
         }
         Err(error) => {
-            if damage && error.is_corruption() {
-                boots.detected.store(true, Ordering::SeqCst);
-            }
-            // The cores that did recover stop, as the server's would exit.
+            // The cores that did recover stop, as the server's would exit;
+            // then every shard has recovered what it could, and what they
+            // lost is judged.
             let _ = cores.stopped().await;
+            judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
+            let excused = boots
+                .excuses
+                .lock()
+                .expect("boots lock")
+                .explains_refusal(&error);
+            if damage && error.is_corruption() && excused {
+                boots.detected.store(true, Ordering::SeqCst);
+                refusal_excused = true;
+            }
             let reason = format!("recovery refused: {error}");
             let mut first = boots.first_refused.lock().expect("boots lock");
             first.get_or_insert_with(|| (boot, reason.clone()));
@@ -924,10 +1014,10 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         }
     };
     trace(format_args!("boot {boot} {reason}"));
-    // Damage persists across boots; an in-flight fault must be this boot's.
-    let faults = disk.fault_log();
-    let had_cause = (damage && faults.iter().any(|f| f.kind.mode() == FaultMode::Damage))
-        || faults[faults_before..]
+    // An in-flight fault must be this boot's; damage explains only a refusal
+    // that names what it touched (see `excuse`).
+    let had_cause = refusal_excused
+        || disk.fault_log()[faults_before..]
             .iter()
             .any(|fault| fault.kind.mode() == FaultMode::InFlight);
     if !had_cause {
@@ -1028,6 +1118,45 @@ async fn run_core(io: SimIo, node: Arc<NodeShared>, state: Rc<CoreOutcomes>) {
     state.changed.raise();
 }
 
+/// Judges what a boot's recovery lost (the ledger's findings since
+/// `violations_before`), whether the boot then started or not (a shard may
+/// cut a torn tail and another refuse): with `damage`, a loss that begins at
+/// a damaged entry is excused (counted, and the history checked only up to
+/// the boot, at `booted_us`); any other finding stays a failure.
+fn judge_losses(
+    boot: u64,
+    damage: bool,
+    boots: &Boots,
+    ledger: &Ledger,
+    violations_before: usize,
+    booted_us: u64,
+) {
+    if !damage {
+        return;
+    }
+    let excuses = boots.excuses.lock().expect("boots lock");
+    let (excused, unexcused): (Vec<_>, Vec<_>) = ledger
+        .take_violations_from(violations_before)
+        .into_iter()
+        .partition(|violation| excuses.explains_loss(violation));
+    if !excused.is_empty() {
+        trace(format_args!(
+            "boot {boot} lost damaged entries at a torn-tail cut: {excused:?}"
+        ));
+        boots
+            .excused_loss_at_us
+            .fetch_min(booted_us, Ordering::SeqCst);
+    }
+    boots
+        .losses_at_torn_cuts
+        .fetch_add(excused.len() as u64, Ordering::SeqCst);
+    boots
+        .failures
+        .lock()
+        .expect("boots lock")
+        .extend(unexcused.into_iter().map(Failure::Durability));
+}
+
 /// One client: random commands until the budget is spent, reconnecting
 /// whenever the node goes away.
 async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
@@ -1060,12 +1189,14 @@ async fn run_client(client: u64, seed: u64, ops: u64, workload: Arc<Workload>) {
             },
         };
         if !workload
-            .perform(client, stream, commands.next_input())
+            .perform(client, stream, commands.next_input(unix_us() / 1000))
             .await
         {
             connection = None;
         }
-        let think = thread_rng().gen_range(0..=THINK_MS_MAX);
+        let think = commands
+            .probe_wait_ms(unix_us() / 1000)
+            .unwrap_or_else(|| thread_rng().gen_range(0..=THINK_MS_MAX));
         sleep(Duration::from_millis(think)).await;
     }
     workload.clients_done.fetch_add(1, Ordering::SeqCst);

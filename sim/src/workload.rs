@@ -16,9 +16,14 @@ use crate::models::redis::{RedisInput, RedisOutput};
 pub const TAGS: u64 = 3;
 /// Keys in each group.
 pub const KEYS_PER_TAG: u64 = 2;
-/// The time to live of a positive EXPIRE: far longer than any run, so the
-/// model need not keep time (see [`crate::models::redis`]).
-pub const EXPIRE_SECONDS_LONG: i64 = 100_000_000;
+/// Longest time to live a SET PX or PEXPIRE asks for: a few hundred ms, so
+/// keys expire while the clients still read them.
+pub const TTL_MS_MAX: u64 = 300;
+/// Longest of the short times to live most expiries get: a key is written
+/// every few tens of ms, so a longer one is mostly overwritten before it
+/// fires, and a read at the deadline's millisecond (what shows a boundary
+/// error) comes rarely.
+pub const TTL_SHORT_MS_MAX: u64 = 20;
 /// Most filler bytes after a value's unique prefix: values of a few hundred
 /// bytes make log frames straddle 512-byte sectors, so a torn sector can
 /// leave a frame's header intact and its payload garbage.
@@ -31,25 +36,31 @@ pub const REPLY_BYTES_MAX: usize = 1 << 10;
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
 
 /// Percentages of each command in the mix, in the order [`next_input`] draws them.
-const MIX_PERCENT: [(Command, u64); 7] = [
-    (Command::Set, 25),
+const MIX_PERCENT: [(Command, u64); 10] = [
+    (Command::Set, 18),
+    (Command::SetPx, 2),
+    (Command::SetPxAt, 5),
     (Command::Get, 30),
-    (Command::Del, 7),
-    (Command::Incr, 13),
-    (Command::GetSet, 10),
-    (Command::MSet, 10),
-    (Command::Expire, 5),
+    (Command::Del, 4),
+    (Command::Incr, 12),
+    (Command::GetSet, 9),
+    (Command::MSet, 8),
+    (Command::PExpire, 3),
+    (Command::PExpireAt, 9),
 ];
 
 #[derive(Clone, Copy, Debug)]
 enum Command {
     Set,
+    SetPx,
+    SetPxAt,
     Get,
     Del,
     Incr,
     GetSet,
     MSet,
-    Expire,
+    PExpire,
+    PExpireAt,
 }
 
 /// The key `index` of hash-tag group `tag`.
@@ -72,6 +83,9 @@ pub struct ClientWorkload {
     rng: SplitMix64,
     /// Unique values written so far.
     written: u64,
+    /// A read planned at an absolute expiry's boundary: the key, and the
+    /// millisecond to send it in (see [`ClientWorkload::probe_wait_ms`]).
+    probe: Option<(Vec<u8>, u64)>,
 }
 
 impl ClientWorkload {
@@ -80,11 +94,16 @@ impl ClientWorkload {
             client,
             rng: SplitMix64::new(seed),
             written: 0,
+            probe: None,
         }
     }
 
-    /// The next command to send.
-    pub fn next_input(&mut self) -> RedisInput {
+    /// The next command to send, at `now_unix_ms` on the node's clock (an
+    /// absolute expiry is a short time after it).
+    pub fn next_input(&mut self, now_unix_ms: u64) -> RedisInput {
+        if let Some((key, _)) = self.probe.take_if(|(_, send_ms)| *send_ms <= now_unix_ms) {
+            return RedisInput::Get { key };
+        }
         let total: u64 = MIX_PERCENT.iter().map(|(_, percent)| percent).sum();
         let mut draw = self.rng.below(total);
         let command = MIX_PERCENT
@@ -115,15 +134,64 @@ impl ClientWorkload {
                     .map(|index| (self::key(tag, index), self.unique_value()))
                     .collect(),
             },
-            Command::Expire => RedisInput::Expire {
+            Command::SetPx => RedisInput::SetPx {
                 key,
-                seconds: if self.rng.below(2) == 0 {
+                value: self.unique_value(),
+                milliseconds: self.ttl_ms(),
+            },
+            Command::SetPxAt => {
+                let unix_ms = self.deadline_probed(&key, now_unix_ms);
+                RedisInput::SetPxAt {
+                    key,
+                    value: self.unique_value(),
+                    unix_ms,
+                }
+            }
+            Command::PExpireAt => {
+                let unix_ms = self.deadline_probed(&key, now_unix_ms);
+                RedisInput::PExpireAt { key, unix_ms }
+            }
+            // One in four deletes the key at once, as a time of zero does.
+            Command::PExpire => RedisInput::PExpire {
+                key,
+                milliseconds: if self.rng.below(4) == 0 {
                     0
                 } else {
-                    EXPIRE_SECONDS_LONG
+                    i64::try_from(self.ttl_ms()).expect("a short time to live")
                 },
             },
         }
+    }
+
+    /// An absolute deadline a short time after `now_unix_ms`, and a read of
+    /// `key` planned to reach the node in the deadline's millisecond (one
+    /// time in three) or the one before (a message takes a millisecond),
+    /// where a key that expires a millisecond late or early shows. The one
+    /// before more often: a read there shows an early expiry only if no
+    /// write holds its reply past the deadline.
+    fn deadline_probed(&mut self, key: &[u8], now_unix_ms: u64) -> u64 {
+        let deadline = now_unix_ms + self.ttl_ms();
+        let arrive_ms = deadline - u64::from(self.rng.below(3) != 0);
+        self.probe = Some((key.to_vec(), arrive_ms.saturating_sub(1)));
+        deadline
+    }
+
+    /// How long to wait before the next command when a boundary read is
+    /// planned: until its millisecond (none if it is due, or none planned).
+    pub fn probe_wait_ms(&self, now_unix_ms: u64) -> Option<u64> {
+        self.probe
+            .as_ref()
+            .map(|(_, send_ms)| send_ms.saturating_sub(now_unix_ms))
+    }
+
+    /// Three times in four a short time to live, else up to [`TTL_MS_MAX`].
+    fn ttl_ms(&mut self) -> u64 {
+        let most = if self.rng.below(4) == 0 {
+            TTL_MS_MAX
+        } else {
+            TTL_SHORT_MS_MAX
+        };
+        1 + self.rng.below(most)
     }
 
     fn unique_value(&mut self) -> Vec<u8> {
@@ -143,7 +211,7 @@ pub fn is_read(input: &RedisInput) -> bool {
 
 /// The request for `input`, as a RESP array of bulk strings.
 pub fn encode(input: &RedisInput) -> Vec<u8> {
-    let seconds;
+    let milliseconds_text;
     let args: Vec<&[u8]> = match input {
         RedisInput::Set { key, value } => vec![b"SET", key, value],
         RedisInput::Get { key } => vec![b"GET", key],
@@ -153,9 +221,29 @@ pub fn encode(input: &RedisInput) -> Vec<u8> {
         RedisInput::MSet { pairs } => std::iter::once(&b"MSET"[..])
             .chain(pairs.iter().flat_map(|(key, value)| [&key[..], &value[..]]))
             .collect(),
-        RedisInput::Expire { key, seconds: time } => {
-            seconds = time.to_string();
-            vec![b"EXPIRE", key, seconds.as_bytes()]
+        RedisInput::SetPx {
+            key,
+            value,
+            milliseconds,
+        } => {
+            milliseconds_text = milliseconds.to_string();
+            vec![b"SET", key, value, b"PX", milliseconds_text.as_bytes()]
+        }
+        RedisInput::SetPxAt {
+            key,
+            value,
+            unix_ms,
+        } => {
+            milliseconds_text = unix_ms.to_string();
+            vec![b"SET", key, value, b"PXAT", milliseconds_text.as_bytes()]
+        }
+        RedisInput::PExpire { key, milliseconds } => {
+            milliseconds_text = milliseconds.to_string();
+            vec![b"PEXPIRE", key, milliseconds_text.as_bytes()]
+        }
+        RedisInput::PExpireAt { key, unix_ms } => {
+            milliseconds_text = unix_ms.to_string();
+            vec![b"PEXPIREAT", key, milliseconds_text.as_bytes()]
         }
     };
     let request = Reply::Array(
@@ -254,13 +342,13 @@ mod tests {
 
     #[test]
     fn requests_are_resp_arrays() {
-        let expire = RedisInput::Expire {
+        let expire = RedisInput::PExpire {
             key: b"k".to_vec(),
-            seconds: 0,
+            milliseconds: 0,
         };
         assert_eq!(
             encode(&expire),
-            b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$1\r\n0\r\n"
+            b"*3\r\n$7\r\nPEXPIRE\r\n$1\r\nk\r\n$1\r\n0\r\n"
         );
         let mset = RedisInput::MSet {
             pairs: vec![
@@ -278,14 +366,17 @@ mod tests {
     #[test]
     fn the_mix_covers_every_command_with_unique_values() {
         let mut workload = ClientWorkload::new(4, 9);
-        let inputs: Vec<RedisInput> = (0..2_000).map(|_| workload.next_input()).collect();
+        let inputs: Vec<RedisInput> = (0..2_000).map(|_| workload.next_input(1_000)).collect();
         let kinds: std::collections::HashSet<_> =
             inputs.iter().map(std::mem::discriminant).collect();
         assert_eq!(kinds.len(), MIX_PERCENT.len());
         let mut values = std::collections::BTreeSet::new();
         for input in &inputs {
             let written: Vec<&Vec<u8>> = match input {
-                RedisInput::Set { value, .. } | RedisInput::GetSet { value, .. } => vec![value],
+                RedisInput::Set { value, .. }
+                | RedisInput::SetPx { value, .. }
+                | RedisInput::SetPxAt { value, .. }
+                | RedisInput::GetSet { value, .. } => vec![value],
                 RedisInput::MSet { pairs } => {
                     let tag = hash_tag(&pairs[0].0);
                     assert!(pairs.iter().all(|(key, _)| hash_tag(key) == tag));

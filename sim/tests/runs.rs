@@ -8,12 +8,16 @@ use keel_sim::run::{run, RunConfig, Summary, CRASHES_MIN};
 
 /// Runs a simulation on a thread of its own, as `run` requires.
 fn run_alone(seed: u64, fsync: FsyncPolicy) -> Summary {
+    run_config(seed, fsync, false)
+}
+
+fn run_config(seed: u64, fsync: FsyncPolicy, damage: bool) -> Summary {
     let config = RunConfig {
         seed,
         ops: 1_000,
         fsync,
         echo_trace: false,
-        damage: false,
+        damage,
         cores: None,
     };
     std::thread::spawn(move || run(config))
@@ -39,14 +43,16 @@ fn a_seed_replays_exactly_and_passes_every_check() {
 }
 
 /// Seeds that found real bugs, replayed: 60 (a torn-tail repair that wrote
-/// past its segment's end, so the node never started again) and 844 (a read
+/// past its segment's end, so the node never started again), 844 (a read
 /// bit flip in the last synced batch, cut as a torn tail: acknowledged
-/// entries lost). A later change to the workload or the schedule may steer a
-/// seed elsewhere; the bugs' own tests are in keel-wal.
+/// entries lost) and 2290 with `--damage` (a repair that filled an empty
+/// segment, after which every start refused the log's hash chain). A later
+/// change to the workload or the schedule may steer a seed elsewhere; the
+/// bugs' own tests are in keel-wal.
 #[test]
 fn seeds_that_found_bugs_now_pass() {
-    for seed in [60, 844] {
-        let summary = run_alone(seed, FsyncPolicy::Always);
+    for (seed, damage) in [(60, false), (844, false), (2290, true)] {
+        let summary = run_config(seed, FsyncPolicy::Always, damage);
         assert!(summary.passed(), "{summary}");
     }
 }

@@ -16,14 +16,18 @@ pub enum Plant {
     ReplayPastCorruption,
     SkipDirFsync,
     LoseBatchTail,
+    ExpireOneMsLate,
+    ExpireOneMsEarly,
 }
 
 impl Plant {
-    pub const ALL: [Plant; 4] = [
+    pub const ALL: [Plant; 6] = [
         Plant::AckBeforeFsync,
         Plant::ReplayPastCorruption,
         Plant::SkipDirFsync,
         Plant::LoseBatchTail,
+        Plant::ExpireOneMsLate,
+        Plant::ExpireOneMsEarly,
     ];
 
     /// The name the simulator's command line uses.
@@ -33,6 +37,8 @@ impl Plant {
             Plant::ReplayPastCorruption => "replay-past-corruption",
             Plant::SkipDirFsync => "skip-dir-fsync",
             Plant::LoseBatchTail => "lose-batch-tail",
+            Plant::ExpireOneMsLate => "expire-one-ms-late",
+            Plant::ExpireOneMsEarly => "expire-one-ms-early",
         }
     }
 
@@ -55,6 +61,10 @@ impl Plant {
             Plant::LoseBatchTail => {
                 "group commit syncs only the first half of a batch but reports the whole batch durable"
             }
+            Plant::ExpireOneMsLate => {
+                "a key is still there during its expiry millisecond (`at >= now` for `at > now`)"
+            }
+            Plant::ExpireOneMsEarly => "a key is gone one millisecond before its expiry",
         }
     }
 }

@@ -424,9 +424,32 @@ impl<S: Storage> Wal<S> {
                 offset
             }
             None => {
+                // A tail already named after `first_entry` holds no entry, only
+                // the cut frame of a repair that filled it. The new segment
+                // takes its name and replaces it (`create_segment` renames over
+                // it), so it restates that cut first: otherwise its first entry
+                // would chain to a frame no longer on disk.
+                let replaces_tail = self
+                    .log
+                    .segments
+                    .last()
+                    .is_some_and(|tail| tail.first_index == first_entry);
+                let restated_cut_bytes = if replaces_tail {
+                    assert!(
+                        self.pending.is_empty(),
+                        "a segment holding no entry has no pending write when the next entry replaces it"
+                    );
+                    self.log.segments.pop();
+                    frame_bytes(CutRecord::ENCODED_BYTES)
+                } else {
+                    0
+                };
                 self.log.segments.push(SegmentState {
                     first_index: first_entry,
-                    segment_bytes: WalOptions::segment_bytes_for(self.options.segment_bytes, need),
+                    segment_bytes: WalOptions::segment_bytes_for(
+                        self.options.segment_bytes,
+                        need + restated_cut_bytes,
+                    ),
                     write_end: offset_u32(SEGMENT_HEADER_BYTES),
                     frames: 0,
                     voids: Vec::new(),
@@ -440,7 +463,18 @@ impl<S: Storage> Wal<S> {
                     offset: SEGMENT_HEADER_BYTES,
                     bytes: std::mem::take(&mut self.spare_buffer),
                 });
-                SEGMENT_HEADER_BYTES
+                if replaces_tail {
+                    let last = self.last_index();
+                    let term = self
+                        .log
+                        .term_at(last)
+                        .expect("the last index is in the log");
+                    let record = CutRecord {
+                        abandoned_from: offset_u32(SEGMENT_HEADER_BYTES),
+                    };
+                    self.encode_pending(FrameKind::Cut, last, term, &record.encode());
+                }
+                SEGMENT_HEADER_BYTES + restated_cut_bytes
             }
         }
     }

@@ -494,3 +494,38 @@ fn a_torn_repair_in_the_reserved_block_is_repaired_in_place() {
     assert_eq!(report.repaired, None);
     assert_entries(&wal, 10);
 }
+
+/// Regression (simulator `--damage` seed 1437): a torn tail that fills a
+/// segment holding no entries. The first batch of segment 9 is lost (a
+/// misdirected write left zeros at its place and its frame further on), so
+/// recovery seals the segment with a cut frame after entry 8 and clears the
+/// torn bytes up to the reserved block: the segment is full. The next entry
+/// then opened a new segment under the same name, replacing the one holding
+/// the cut frame, yet chained to that cut frame: every later open refused the
+/// log ("the hash chain breaks"), so the node could never start again.
+#[test]
+fn a_repair_that_fills_an_empty_segment_leaves_a_log_that_reopens() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    // Entries 1..=8 fill segment 1's two batch blocks; entry 9 opens segment 9.
+    write_batches(&mut wal, &[6, 2, 1]);
+    let name = segment_name(LogIndex(9));
+    assert_eq!(
+        wal.log_map().segments.last().unwrap().first_index,
+        LogIndex(9)
+    );
+    drop(wal);
+    // Entry 9's header is gone and garbage lies in the next block too.
+    disk.corrupt(&name, 4096 + 8, 0x5a);
+    disk.corrupt(&name, 8192 + 100, 0xa5);
+
+    let (mut wal, report) = open(&disk).unwrap();
+    let repair = report.repaired.expect("the torn bytes are sealed off");
+    assert_eq!((repair.offset, repair.cut_bytes), (4096, 8192));
+    assert_eq!(repair.last_index, LogIndex(8));
+    write_batches(&mut wal, &[1, 3]);
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.repaired, None);
+    assert_entries(&wal, 12);
+}

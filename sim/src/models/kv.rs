@@ -2,7 +2,7 @@
 //! reading as the empty string: the model of the Porcupine kv histories.
 //! Partitioned per key.
 
-use crate::linearizability::Model;
+use crate::linearizability::{Model, Window};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvInput {
@@ -43,8 +43,9 @@ impl Model for Kv {
         state: &Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State> {
-        match (&input.operation, output) {
+        _window: Window,
+    ) -> Vec<Self::State> {
+        let next = match (&input.operation, output) {
             (KvOperation::Get, None) => Some(state.clone()),
             (KvOperation::Get, Some(KvOutput::Value(value))) => {
                 (value == state).then(|| state.clone())
@@ -55,7 +56,8 @@ impl Model for Kv {
             }
             (KvOperation::Get, Some(KvOutput::Done))
             | (KvOperation::Put(_) | KvOperation::Append(_), Some(KvOutput::Value(_))) => None,
-        }
+        };
+        next.into_iter().collect()
     }
 
     fn partition_key(input: &Self::Input) -> Self::PartitionKey {

@@ -1,9 +1,24 @@
-//! Redis strings, as Keel serves them: SET, GET, DEL, INCR, GETSET, MSET and
-//! EXPIRE. The model of the histories Keel's simulator records.
+//! Redis strings, as Keel serves them: SET (plain or with PX), GET, DEL, INCR,
+//! GETSET, MSET and PEXPIRE. The model of the histories Keel's simulator records.
 //!
-//! The model keeps no clock: an EXPIRE with a positive time must outlast the
-//! history (the simulator's times do: see `workload`), and one with a time of
-//! zero or less deletes the key at once, as in Redis.
+//! The model keeps time. A history's times are the node's clock in µs (the
+//! simulator's clients read the same clock the node does), and an operation
+//! takes effect at some instant between its invocation and its return. A key
+//! with an expiry at millisecond `d` is there at instant `t` if and only if
+//! `t < d * 1000`: the node compares whole milliseconds (`d > now_ms`), and
+//! `now_ms = t / 1000`. A relative expiry (PX, PEXPIRE) counts from the
+//! instant the command ran, which the history knows only to within its
+//! window, so a deadline is a range of milliseconds ([`Deadline`]).
+//!
+//! One step considers each key the command touches expired or not, wherever
+//! the window allows either, and gives a state for each answer the client
+//! could see. Each state keeps the earliest instant the operation could have
+//! taken effect ([`RedisState::now_us`]): later operations take effect no
+//! earlier. Choosing the earliest instant and widening the deadlines to every
+//! instant of the window loses precision but never a real execution, so the
+//! check stays sound; a key that answers at its expiry millisecond, or is gone
+//! a millisecond early, is still caught whenever a read's window lies wholly on
+//! the wrong side of the deadline.
 //!
 //! Partitioned by hash tag (Redis Cluster's rule, [`hash_tag`]), not by key,
 //! because MSET writes several keys atomically and splitting it by key would let
@@ -14,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::linearizability::Model;
+use crate::linearizability::{Model, Window};
 
 pub type Key = Vec<u8>;
 pub type Value = Vec<u8>;
@@ -42,10 +57,28 @@ pub enum RedisInput {
     MSet {
         pairs: Vec<(Key, Value)>,
     },
-    /// Replies 1 if the key exists (and sets its time to live), 0 if not.
-    Expire {
+    /// SET key value PX milliseconds (a positive time to live).
+    SetPx {
         key: Key,
-        seconds: i64,
+        value: Value,
+        milliseconds: u64,
+    },
+    /// SET key value PXAT unix-ms: an expiry known to the millisecond.
+    SetPxAt {
+        key: Key,
+        value: Value,
+        unix_ms: u64,
+    },
+    /// Replies 1 if the key exists (and sets its time to live, or deletes it
+    /// for a time of zero or less), 0 if not.
+    PExpire {
+        key: Key,
+        milliseconds: i64,
+    },
+    /// PEXPIREAT key unix-ms: as PEXPIRE, a time already come deleting the key.
+    PExpireAt {
+        key: Key,
+        unix_ms: u64,
     },
 }
 
@@ -80,7 +113,22 @@ impl std::fmt::Display for RedisInput {
                 }
                 Ok(())
             }
-            RedisInput::Expire { key, seconds } => write!(f, "EXPIRE {} {seconds}", text(key)),
+            RedisInput::SetPx {
+                key,
+                value,
+                milliseconds,
+            } => write!(f, "SET {} {} PX {milliseconds}", text(key), text(value)),
+            RedisInput::SetPxAt {
+                key,
+                value,
+                unix_ms,
+            } => write!(f, "SET {} {} PXAT {unix_ms}", text(key), text(value)),
+            RedisInput::PExpire { key, milliseconds } => {
+                write!(f, "PEXPIRE {} {milliseconds}", text(key))
+            }
+            RedisInput::PExpireAt { key, unix_ms } => {
+                write!(f, "PEXPIREAT {} {unix_ms}", text(key))
+            }
         }
     }
 }
@@ -110,88 +158,279 @@ pub enum RedisOutput {
     NotAnInteger,
 }
 
+/// A key's value and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub value: Value,
+    pub expiry: Option<Deadline>,
+}
+
+/// When a key expires: at some millisecond of `earliest_ms..=latest_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Deadline {
+    pub earliest_ms: u64,
+    pub latest_ms: u64,
+}
+
+/// One hash tag's keys, and the earliest instant (µs, on the history's
+/// clock) at which the next operation may take effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RedisState {
+    pub keys: BTreeMap<Key, Entry>,
+    pub now_us: u64,
+}
+
+/// The instants (µs) an operation may take effect at, within its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Instants {
+    from_us: u64,
+    to_us: u64,
+}
+
+impl Instants {
+    /// These instants, split where the outcome of `input` changes with
+    /// time alone: a PEXPIREAT sets an expiry before its time and deletes
+    /// from it on.
+    fn split(self, input: &RedisInput) -> Vec<Instants> {
+        let RedisInput::PExpireAt { unix_ms, .. } = input else {
+            return vec![self];
+        };
+        let at_us = unix_ms.saturating_mul(1000);
+        let before = Instants {
+            from_us: self.from_us,
+            to_us: self.to_us.min(at_us.saturating_sub(1)),
+        };
+        let after = Instants {
+            from_us: self.from_us.max(at_us),
+            to_us: self.to_us,
+        };
+        vec![before, after]
+    }
+
+    /// The deadline of a time to live of `milliseconds` set at one of these
+    /// instants.
+    fn deadline_after(&self, milliseconds: u64) -> Deadline {
+        Deadline {
+            earliest_ms: (self.from_us / 1000).saturating_add(milliseconds),
+            latest_ms: (self.to_us / 1000).saturating_add(milliseconds),
+        }
+    }
+}
+
 /// The Redis string model; a partition's state is the keys of one hash tag.
 #[derive(Debug)]
 pub struct Redis;
 
 impl Model for Redis {
-    type State = BTreeMap<Key, Value>;
+    type State = RedisState;
     type Input = RedisInput;
     type Output = RedisOutput;
     type PartitionKey = Vec<u8>;
 
     fn init() -> Self::State {
-        BTreeMap::new()
+        RedisState::default()
     }
 
     fn step(
         state: &Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State> {
-        let mut next = state.clone();
-        let expected = apply(&mut next, input);
-        output
-            .is_none_or(|output| *output == expected)
-            .then_some(next)
+        window: Window,
+    ) -> Vec<Self::State> {
+        let from_us = state.now_us.max(window.from);
+        if from_us > window.to {
+            return Vec::new();
+        }
+        // The touched keys that may expire: each is there or gone at the
+        // instant the command runs.
+        let mut expiring: Vec<(&Key, Deadline)> = touched_keys(input)
+            .into_iter()
+            .filter_map(|key| Some((key, state.keys.get(key)?.expiry?)))
+            .collect();
+        expiring.dedup_by(|a, b| a.0 == b.0);
+        let mut next_states = Vec::new();
+        for gone_mask in 0..1u32 << expiring.len() {
+            let gone = |position: usize| gone_mask & (1 << position) != 0;
+            let mut instants = Instants {
+                from_us,
+                to_us: window.to,
+            };
+            for (position, (_, deadline)) in expiring.iter().enumerate() {
+                if gone(position) {
+                    let expired_us = deadline.earliest_ms.saturating_mul(1000);
+                    instants.from_us = instants.from_us.max(expired_us);
+                } else {
+                    let last_live_us = deadline.latest_ms.saturating_mul(1000).saturating_sub(1);
+                    instants.to_us = instants.to_us.min(last_live_us);
+                }
+            }
+            for instants in instants.split(input) {
+                let next = Self::step_at(state, input, instants, &expiring, gone);
+                if let Some((next, expected)) = next {
+                    if output.is_none_or(|output| *output == expected)
+                        && !next_states.contains(&next)
+                    {
+                        next_states.push(next);
+                    }
+                }
+            }
+        }
+        next_states
     }
 
     fn partition_key(input: &Self::Input) -> Self::PartitionKey {
-        match input {
-            RedisInput::Set { key, .. }
-            | RedisInput::Get { key }
-            | RedisInput::Del { key }
-            | RedisInput::Incr { key }
-            | RedisInput::GetSet { key, .. }
-            | RedisInput::Expire { key, .. } => hash_tag(key).to_vec(),
-            RedisInput::MSet { pairs } => {
-                let (first, _) = pairs.first().expect("an MSET sets at least one key");
-                let tag = hash_tag(first);
-                assert!(
-                    pairs.iter().all(|(key, _)| hash_tag(key) == tag),
-                    "the keys of an MSET share a hash tag (Keel refuses cross-slot MSETs)"
-                );
-                tag.to_vec()
-            }
-        }
+        let keys = touched_keys(input);
+        let tag = hash_tag(keys.first().expect("a command touches at least one key"));
+        assert!(
+            keys.iter().all(|key| hash_tag(key) == tag),
+            "the keys of an MSET share a hash tag (Keel refuses cross-slot MSETs)"
+        );
+        tag.to_vec()
     }
 }
 
-/// Runs `input` on `state` and returns its reply.
-fn apply(state: &mut BTreeMap<Key, Value>, input: &RedisInput) -> RedisOutput {
+impl Redis {
+    /// The state and reply of `input` run at one of `instants`, with the
+    /// keys of `expiring` gone where `gone` says; `None` if `instants` is
+    /// empty.
+    fn step_at(
+        state: &RedisState,
+        input: &RedisInput,
+        instants: Instants,
+        expiring: &[(&Key, Deadline)],
+        gone: impl Fn(usize) -> bool,
+    ) -> Option<(RedisState, RedisOutput)> {
+        if instants.from_us > instants.to_us {
+            return None;
+        }
+        let mut keys = state.keys.clone();
+        for (position, (key, _)) in expiring.iter().enumerate() {
+            if gone(position) {
+                keys.remove(*key);
+            } else if let Some(deadline) = keys.get_mut(*key).and_then(|e| e.expiry.as_mut()) {
+                // There at `from_us` or later: its deadline is after it.
+                let after_ms = instants.from_us / 1000 + 1;
+                deadline.earliest_ms = deadline.earliest_ms.max(after_ms);
+            }
+        }
+        let expected = apply(&mut keys, input, instants);
+        let next = RedisState {
+            keys,
+            now_us: instants.from_us,
+        };
+        Some((next, expected))
+    }
+}
+
+/// The keys `input` reads or writes, in order.
+fn touched_keys(input: &RedisInput) -> Vec<&Key> {
+    match input {
+        RedisInput::Set { key, .. }
+        | RedisInput::SetPx { key, .. }
+        | RedisInput::Get { key }
+        | RedisInput::Del { key }
+        | RedisInput::Incr { key }
+        | RedisInput::GetSet { key, .. }
+        | RedisInput::SetPxAt { key, .. }
+        | RedisInput::PExpire { key, .. }
+        | RedisInput::PExpireAt { key, .. } => vec![key],
+        RedisInput::MSet { pairs } => pairs.iter().map(|(key, _)| key).collect(),
+    }
+}
+
+/// Runs `input` on `keys` (every expired key already gone) at one of
+/// `instants`, and returns its reply.
+fn apply(keys: &mut BTreeMap<Key, Entry>, input: &RedisInput, instants: Instants) -> RedisOutput {
+    let persistent = |value: &Value| Entry {
+        value: value.clone(),
+        expiry: None,
+    };
     match input {
         RedisInput::Set { key, value } => {
-            state.insert(key.clone(), value.clone());
+            keys.insert(key.clone(), persistent(value));
             RedisOutput::Ok
         }
-        RedisInput::Get { key } => RedisOutput::Bulk(state.get(key).cloned()),
-        RedisInput::Del { key } => RedisOutput::Integer(i64::from(state.remove(key).is_some())),
+        RedisInput::SetPx {
+            key,
+            value,
+            milliseconds,
+        } => {
+            let entry = Entry {
+                value: value.clone(),
+                expiry: Some(instants.deadline_after(*milliseconds)),
+            };
+            keys.insert(key.clone(), entry);
+            RedisOutput::Ok
+        }
+        RedisInput::SetPxAt {
+            key,
+            value,
+            unix_ms,
+        } => {
+            let entry = Entry {
+                value: value.clone(),
+                expiry: Some(Deadline {
+                    earliest_ms: *unix_ms,
+                    latest_ms: *unix_ms,
+                }),
+            };
+            keys.insert(key.clone(), entry);
+            RedisOutput::Ok
+        }
+        RedisInput::Get { key } => RedisOutput::Bulk(keys.get(key).map(|e| e.value.clone())),
+        RedisInput::Del { key } => RedisOutput::Integer(i64::from(keys.remove(key).is_some())),
         RedisInput::Incr { key } => {
-            let current = state.get(key).map_or(Some(0), |value| parse_integer(value));
+            let current = keys
+                .get(key)
+                .map_or(Some(0), |entry| parse_integer(&entry.value));
             match current.and_then(|current| current.checked_add(1)) {
                 Some(incremented) => {
-                    state.insert(key.clone(), incremented.to_string().into_bytes());
+                    // INCR keeps the key's expiry, as Redis does.
+                    let expiry = keys.get(key).and_then(|entry| entry.expiry);
+                    let value = incremented.to_string().into_bytes();
+                    keys.insert(key.clone(), Entry { value, expiry });
                     RedisOutput::Integer(incremented)
                 }
                 None => RedisOutput::NotAnInteger,
             }
         }
-        RedisInput::GetSet { key, value } => {
-            RedisOutput::Bulk(state.insert(key.clone(), value.clone()))
-        }
+        RedisInput::GetSet { key, value } => RedisOutput::Bulk(
+            keys.insert(key.clone(), persistent(value))
+                .map(|entry| entry.value),
+        ),
         RedisInput::MSet { pairs } => {
             for (key, value) in pairs {
-                state.insert(key.clone(), value.clone());
+                keys.insert(key.clone(), persistent(value));
             }
             RedisOutput::Ok
         }
-        RedisInput::Expire { key, seconds } => {
-            let exists = if *seconds <= 0 {
-                state.remove(key).is_some()
-            } else {
-                state.contains_key(key)
+        RedisInput::PExpire { key, milliseconds } => {
+            let exists = match u64::try_from(*milliseconds) {
+                Ok(milliseconds) if milliseconds > 0 => match keys.get_mut(key) {
+                    Some(entry) => {
+                        entry.expiry = Some(instants.deadline_after(milliseconds));
+                        true
+                    }
+                    None => false,
+                },
+                _ => keys.remove(key).is_some(),
             };
             RedisOutput::Integer(i64::from(exists))
+        }
+        RedisInput::PExpireAt { key, unix_ms } => {
+            // `instants` lie wholly before the time or wholly after it
+            // (`Instants::split`).
+            let exists = if instants.to_us < unix_ms.saturating_mul(1000) {
+                keys.get_mut(key).map(|entry| {
+                    entry.expiry = Some(Deadline {
+                        earliest_ms: *unix_ms,
+                        latest_ms: *unix_ms,
+                    });
+                })
+            } else {
+                keys.remove(key).map(drop)
+            };
+            RedisOutput::Integer(i64::from(exists.is_some()))
         }
     }
 }
@@ -300,31 +539,31 @@ mod tests {
 
     #[test]
     fn incr_del_and_getset_follow_redis() {
-        let mut state = Redis::init();
+        let mut state = BTreeMap::new();
         let incr = RedisInput::Incr { key: key("n") };
-        assert_eq!(apply(&mut state, &incr), RedisOutput::Integer(1));
-        assert_eq!(apply(&mut state, &incr), RedisOutput::Integer(2));
+        assert_eq!(run(&mut state, &incr), RedisOutput::Integer(1));
+        assert_eq!(run(&mut state, &incr), RedisOutput::Integer(2));
         let getset = RedisInput::GetSet {
             key: key("n"),
             value: key("x"),
         };
-        assert_eq!(apply(&mut state, &getset), bulk(Some("2")));
-        assert_eq!(apply(&mut state, &incr), RedisOutput::NotAnInteger);
+        assert_eq!(run(&mut state, &getset), bulk(Some("2")));
+        assert_eq!(run(&mut state, &incr), RedisOutput::NotAnInteger);
         let del = RedisInput::Del { key: key("n") };
-        assert_eq!(apply(&mut state, &del), RedisOutput::Integer(1));
-        assert_eq!(apply(&mut state, &del), RedisOutput::Integer(0));
+        assert_eq!(run(&mut state, &del), RedisOutput::Integer(1));
+        assert_eq!(run(&mut state, &del), RedisOutput::Integer(0));
         let set = RedisInput::Set {
             key: key("n"),
             value: i64::MAX.to_string().into_bytes(),
         };
-        assert_eq!(apply(&mut state, &set), RedisOutput::Ok);
-        assert_eq!(apply(&mut state, &incr), RedisOutput::NotAnInteger);
+        assert_eq!(run(&mut state, &set), RedisOutput::Ok);
+        assert_eq!(run(&mut state, &incr), RedisOutput::NotAnInteger);
         let set = RedisInput::Set {
             key: key("n"),
             value: key("007"),
         };
-        apply(&mut state, &set);
-        assert_eq!(apply(&mut state, &incr), RedisOutput::NotAnInteger);
+        run(&mut state, &set);
+        assert_eq!(run(&mut state, &incr), RedisOutput::NotAnInteger);
     }
 
     #[test]
@@ -338,20 +577,124 @@ mod tests {
         assert_eq!(RedisOutput::Bulk(None).to_string(), "(nil)");
     }
 
-    #[test]
-    fn expire_of_zero_deletes_and_a_positive_one_keeps() {
-        let mut state = Redis::init();
-        let expire = |seconds| RedisInput::Expire {
-            key: key("k"),
-            seconds,
+    /// Runs `input` at instant 0.
+    fn run(state: &mut BTreeMap<Key, Entry>, input: &RedisInput) -> RedisOutput {
+        let instants = Instants {
+            from_us: 0,
+            to_us: 0,
         };
-        assert_eq!(apply(&mut state, &expire(100)), RedisOutput::Integer(0));
-        apply(&mut state, &mset(&[("k", "v")]));
-        assert_eq!(apply(&mut state, &expire(100)), RedisOutput::Integer(1));
-        assert_eq!(apply(&mut state, &get("k")), bulk(Some("v")));
-        assert_eq!(apply(&mut state, &expire(0)), RedisOutput::Integer(1));
-        assert_eq!(apply(&mut state, &get("k")), bulk(None));
-        assert_eq!(apply(&mut state, &expire(-1)), RedisOutput::Integer(0));
+        apply(state, input, instants)
+    }
+
+    fn pexpire(text: &str, milliseconds: i64) -> RedisInput {
+        RedisInput::PExpire {
+            key: key(text),
+            milliseconds,
+        }
+    }
+
+    #[test]
+    fn pexpire_of_zero_deletes_and_a_positive_one_keeps() {
+        let mut state = BTreeMap::new();
+        assert_eq!(run(&mut state, &pexpire("k", 100)), RedisOutput::Integer(0));
+        run(&mut state, &mset(&[("k", "v")]));
+        assert_eq!(run(&mut state, &pexpire("k", 100)), RedisOutput::Integer(1));
+        assert_eq!(run(&mut state, &get("k")), bulk(Some("v")));
+        assert_eq!(run(&mut state, &pexpire("k", 0)), RedisOutput::Integer(1));
+        assert_eq!(run(&mut state, &get("k")), bulk(None));
+        assert_eq!(run(&mut state, &pexpire("k", -1)), RedisOutput::Integer(0));
+    }
+
+    fn get_at(
+        output: Option<&str>,
+        from_us: u64,
+        to_us: u64,
+    ) -> Operation<RedisInput, RedisOutput> {
+        Operation::completed(1, get("k"), from_us, bulk(output), to_us)
+    }
+
+    /// SET PX 10 runs within millisecond 1, so the key expires at exactly
+    /// millisecond 11 (instant 11,000 µs).
+    #[test]
+    fn a_key_is_gone_from_its_expiry_millisecond_and_not_before() {
+        let set = RedisInput::SetPx {
+            key: key("k"),
+            value: key("v"),
+            milliseconds: 10,
+        };
+        let verdict = |read| {
+            let history = vec![
+                Operation::completed(0, set.clone(), 1_000, RedisOutput::Ok, 1_500),
+                read,
+            ];
+            check::<Redis>(&history).is_linearizable()
+        };
+        assert_eq!(verdict(get_at(Some("v"), 10_000, 10_999)), Some(true));
+        assert_eq!(verdict(get_at(None, 11_000, 11_200)), Some(true));
+        // Still there at its expiry millisecond, or gone one early.
+        assert_eq!(verdict(get_at(Some("v"), 11_000, 11_200)), Some(false));
+        assert_eq!(verdict(get_at(None, 10_000, 10_999)), Some(false));
+        // A read whose window holds the deadline may see either.
+        assert_eq!(verdict(get_at(Some("v"), 10_900, 11_100)), Some(true));
+        assert_eq!(verdict(get_at(None, 10_900, 11_100)), Some(true));
+    }
+
+    /// PEXPIRE 10 somewhere in milliseconds 1..=3: the key expires at 11, 12
+    /// or 13, but once a read saw it gone, it stays gone.
+    #[test]
+    fn a_relative_expiry_is_known_to_the_window_of_its_command() {
+        let history = |reads: Vec<Operation<RedisInput, RedisOutput>>| {
+            let mut history = vec![
+                Operation::completed(0, mset(&[("k", "v")]), 0, RedisOutput::Ok, 1),
+                Operation::completed(0, pexpire("k", 10), 1_000, RedisOutput::Integer(1), 3_000),
+            ];
+            history.extend(reads);
+            check::<Redis>(&history).is_linearizable()
+        };
+        assert_eq!(history(vec![get_at(Some("v"), 12_000, 12_500)]), Some(true));
+        assert_eq!(history(vec![get_at(None, 12_000, 12_500)]), Some(true));
+        assert_eq!(
+            history(vec![get_at(Some("v"), 13_000, 13_500)]),
+            Some(false)
+        );
+        assert_eq!(history(vec![get_at(None, 10_000, 10_999)]), Some(false));
+        assert_eq!(
+            history(vec![
+                get_at(None, 12_000, 12_100),
+                get_at(Some("v"), 12_200, 12_300)
+            ]),
+            Some(false)
+        );
+    }
+
+    /// INCR keeps the expiry; SET without PX clears it.
+    #[test]
+    fn incr_keeps_the_expiry_and_set_clears_it() {
+        let set = RedisInput::SetPx {
+            key: key("k"),
+            value: key("1"),
+            milliseconds: 10,
+        };
+        let incr = RedisInput::Incr { key: key("k") };
+        let history = vec![
+            Operation::completed(0, set, 0, RedisOutput::Ok, 500),
+            Operation::completed(0, incr, 1_000, RedisOutput::Integer(2), 1_500),
+            get_at(None, 10_000, 10_500),
+        ];
+        assert_eq!(check::<Redis>(&history).is_linearizable(), Some(true));
+        let mut later = history.clone();
+        later[2] = get_at(Some("2"), 10_000, 10_500);
+        assert_eq!(check::<Redis>(&later).is_linearizable(), Some(false));
+        let plain = RedisInput::Set {
+            key: key("k"),
+            value: key("3"),
+        };
+        later.insert(
+            2,
+            Operation::completed(0, plain, 2_000, RedisOutput::Ok, 2_500),
+        );
+        later[3] = get_at(Some("3"), 10_000, 10_500);
+        assert_eq!(check::<Redis>(&later).is_linearizable(), Some(true));
     }
 
     /// An INCR whose reply was lost still counts: a later read of 2 needs both.

@@ -1,7 +1,7 @@
 //! One register of integers with read, write and compare-and-set, starting empty:
 //! the model of the Jepsen etcd histories.
 
-use crate::linearizability::Model;
+use crate::linearizability::{Model, Window};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterInput {
@@ -42,7 +42,8 @@ impl Model for Register {
         state: &Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State> {
+        _window: Window,
+    ) -> Vec<Self::State> {
         let (next, expected) = match *input {
             RegisterInput::Read => (*state, RegisterOutput::Read(*state)),
             RegisterInput::Write(value) => (Some(value), RegisterOutput::Written),
@@ -57,6 +58,8 @@ impl Model for Register {
         output
             .is_none_or(|output| *output == expected)
             .then_some(next)
+            .into_iter()
+            .collect()
     }
 
     fn partition_key(_input: &Self::Input) -> Self::PartitionKey {}
