@@ -192,12 +192,21 @@ mod tests {
         }
     }
 
-    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>, waker: &Arc<Counter>) -> Poll<F::Output> {
+    fn poll_once<F: Future>(
+        future: std::pin::Pin<&mut F>,
+        waker: &Arc<Counter>,
+    ) -> Poll<F::Output> {
         let waker = Waker::from(Arc::clone(waker));
         future.poll(&mut Context::from_waker(&waker))
     }
 
-    fn send_now(channels: &CrossCore<u32>, from: usize, to: usize, message: u32, bytes: usize) -> bool {
+    fn send_now(
+        channels: &CrossCore<u32>,
+        from: usize,
+        to: usize,
+        message: u32,
+        bytes: usize,
+    ) -> bool {
         let counter = Arc::new(Counter::default());
         let send = pin!(channels.send(from, to, message, bytes));
         poll_once(send, &counter).is_ready()
@@ -211,11 +220,17 @@ mod tests {
     fn a_full_lane_makes_its_sender_wait_until_the_receiver_takes_one() {
         let channels = CrossCore::new(2);
         for message in 0..HOP_LANE_MESSAGES as u32 {
-            assert!(send_now(&channels, 0, 1, message, 1), "message {message} fits");
+            assert!(
+                send_now(&channels, 0, 1, message, 1),
+                "message {message} fits"
+            );
         }
         let waker = Arc::new(Counter::default());
         let mut waiting = pin!(channels.send(0, 1, u32::MAX, 1));
-        assert!(poll_once(waiting.as_mut(), &waker).is_pending(), "the lane is full");
+        assert!(
+            poll_once(waiting.as_mut(), &waker).is_pending(),
+            "the lane is full"
+        );
         // The other direction has its own room.
         assert!(send_now(&channels, 1, 0, 7, 1));
         assert_eq!(recv_now(&channels, 1), Some(0), "first in, first out");
@@ -234,7 +249,10 @@ mod tests {
         let half = HOP_LANE_BYTES_MAX / 2;
         assert!(send_now(&channels, 1, 0, 1, half));
         assert!(send_now(&channels, 1, 0, 2, half));
-        assert!(!send_now(&channels, 1, 0, 3, 1), "the lane's bytes are used up");
+        assert!(
+            !send_now(&channels, 1, 0, 3, 1),
+            "the lane's bytes are used up"
+        );
         assert_eq!(recv_now(&channels, 0), Some(1));
         assert_eq!(recv_now(&channels, 0), Some(2));
         assert!(

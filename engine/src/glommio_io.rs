@@ -109,7 +109,10 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.bind(&address.into())
+    socket.bind(&address.into())?;
+    // Linux checks a bind against listening sockets only at listen() when
+    // every socket on the port was bound with SO_REUSEADDR.
+    socket.listen(1)
 }
 
 fn glommio_listener(listener: std::net::TcpListener) -> TcpListener {
@@ -129,7 +132,9 @@ fn hop_bytes(hop: &Hop) -> usize {
         },
         Hop::Reply { reply, .. } => match reply {
             ShardReply::Reply(reply) => reply_bytes(reply),
-            ShardReply::Keys(keys) | ShardReply::Scan { keys, .. } => keys.iter().map(Vec::len).sum(),
+            ShardReply::Keys(keys) | ShardReply::Scan { keys, .. } => {
+                keys.iter().map(Vec::len).sum()
+            }
             ShardReply::Count(_) | ShardReply::Stats(_) => 0,
         },
     }
@@ -225,7 +230,10 @@ impl NodeIo for GlommioIo {
 
     async fn send_hop(&self, core: usize, hop: Hop) {
         let bytes = hop_bytes(&hop);
-        self.inner.hops.send(self.inner.core, core, hop, bytes).await;
+        self.inner
+            .hops
+            .send(self.inner.core, core, hop, bytes)
+            .await;
     }
 
     async fn recv_hop(&self) -> Hop {

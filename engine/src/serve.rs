@@ -57,10 +57,47 @@ fn abort_on_panic() {
         let location = info
             .location()
             .map_or_else(|| "unknown".into(), ToString::to_string);
-        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
         tracing::error!(%thread, %location, %message, "panic: an invariant is broken; aborting");
         std::process::abort();
     }));
+}
+
+/// How long a start waits for its port to be released before refusing it.
+/// A process killed while serving leaves its listening sockets open for a
+/// while after it is reaped: io_uring holds them through its pending
+/// accepts until the kernel tears the ring down (20-35 ms measured here,
+/// longer when the ring waits for a blocked request). A restart must wait
+/// for that (binding beside the dead listener through SO_REUSEPORT would let
+/// the kernel hand it new connections, which it drops), but a port that
+/// stays taken belongs to a live server, and is refused.
+pub const PORT_RELEASE_WAIT_MS: u64 = 5_000;
+/// How often the port is checked while waiting for its release.
+const PORT_RELEASE_POLL_MS: u64 = 10;
+
+/// Waits (up to [`PORT_RELEASE_WAIT_MS`]) until no socket listens on
+/// `address`; the last error if one still does.
+fn wait_for_port(address: SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(PORT_RELEASE_WAIT_MS);
+    let mut logged = false;
+    loop {
+        match port_is_free(address) {
+            Ok(()) => return Ok(()),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%address, wait_ms = PORT_RELEASE_WAIT_MS, "the port is in use; waiting for a previous run's sockets to close");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(PORT_RELEASE_POLL_MS));
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn random_u128() -> u128 {
@@ -143,7 +180,7 @@ pub fn run(args: &ServeArgs) -> Exit {
     tracing::info!(dir = %config.dir.display(), "locked the data directory");
     let ports = std::iter::once(config.port).chain(config.metrics_port);
     for port in ports {
-        if let Err(error) = port_is_free(SocketAddr::new(config.bind, port)) {
+        if let Err(error) = wait_for_port(SocketAddr::new(config.bind, port)) {
             tracing::error!(port, bind = %config.bind, %error, "cannot listen");
             return Exit::Io;
         }
@@ -248,10 +285,22 @@ async fn run_core(
         Err(error) => return CoreEvent::Failed(error),
     };
     tracing::info!(core, shards = recovered.summaries.len(), "shards recovered");
+    #[cfg(feature = "fault-injection")]
+    panic_if_asked(core);
     let _ = events.send(CoreEvent::Recovered(recovered.summaries.clone()));
     match recovered.serve().await {
         Ok(()) => CoreEvent::Stopped,
         Err(error) => CoreEvent::Failed(error),
+    }
+}
+
+/// The test fault `KEEL_FAULT_PANIC_CORE=<core>`: that core panics once
+/// recovered, as a broken invariant would.
+#[cfg(feature = "fault-injection")]
+fn panic_if_asked(core: usize) {
+    let asked = std::env::var("KEEL_FAULT_PANIC_CORE").ok();
+    if asked.and_then(|text| text.parse::<usize>().ok()) == Some(core) {
+        panic!("injected fault: core {core} panics (KEEL_FAULT_PANIC_CORE)");
     }
 }
 
@@ -334,9 +383,7 @@ fn report_failure(error: &NodeError, node: &NodeShared) {
             | NodeError::Gap { shard, .. } => {
                 node.config.dir.join(crate::node::shard_dir_name(*shard))
             }
-            NodeError::Storage { .. } | NodeError::Listen { .. } => {
-                node.config.dir.clone()
-            }
+            NodeError::Storage { .. } | NodeError::Listen { .. } => node.config.dir.clone(),
         };
         tracing::error!(
             %error,
