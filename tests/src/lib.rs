@@ -36,8 +36,10 @@ pub const SNAPSHOT_WAL_BYTES_MIN: u64 = 1 << 20;
 static BUILD: Once = Once::new();
 
 /// The `keel` binary: `$KEEL_BIN` if set, else the one beside the test
-/// executable's `deps/` directory (built by `cargo test --workspace`), else one
-/// built once with `cargo build -p keel-engine --bin keel`.
+/// executable's `deps/` directory (built by `cargo test --workspace`, with the
+/// `fault-injection` feature that this crate's dev-dependency switches on),
+/// else one built once with `cargo build -p keel-engine --bin keel --features
+/// fault-injection`.
 pub fn keel_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("KEEL_BIN") {
         return PathBuf::from(path);
@@ -64,6 +66,9 @@ pub fn keel_binary() -> PathBuf {
                 "keel-engine",
                 "--bin",
                 "keel",
+                // The test faults (KEEL_FAULT_*), as `cargo test` builds it.
+                "--features",
+                "fault-injection",
                 "--target-dir",
             ])
             .arg(target_dir)
