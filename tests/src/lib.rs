@@ -345,14 +345,15 @@ impl Server {
 
     /// Starts the server again on the same directory and the same ports
     /// (SIGKILLing it first if it still runs) and waits until it answers PING.
-    pub fn restart(&mut self) {
-        if let Err(exited) = self.try_restart() {
-            panic!("keel did not restart: {}\n{}", exited.status, exited.stderr);
+    pub fn restart(&mut self) -> Ready {
+        match self.try_restart() {
+            Ok(ready) => ready,
+            Err(exited) => panic!("keel did not restart: {}\n{}", exited.status, exited.stderr),
         }
     }
 
     /// As `restart`, but returns how it exited when it refuses to start.
-    pub fn try_restart(&mut self) -> Result<(), Exited> {
+    pub fn try_restart(&mut self) -> Result<Ready, Exited> {
         self.kill9();
         self.spawn();
         self.wait_ready()
@@ -369,14 +370,14 @@ impl Server {
             self.port = port;
             self.metrics_port = self.options.metrics.then(free_port);
             self.spawn();
-            return self.wait_ready();
+            return self.wait_ready().map(drop);
         }
         for _ in 0..START_ATTEMPTS_MAX {
             self.port = free_port();
             self.metrics_port = self.options.metrics.then(free_port);
             self.spawn();
             match self.wait_ready() {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(exited) if exited.stderr.to_lowercase().contains("address in use") => continue,
                 Err(exited) => return Err(exited),
             }
@@ -473,9 +474,11 @@ impl Server {
     }
 
     /// Polls PING until PONG; returns how the process exited if it does.
-    fn wait_ready(&mut self) -> Result<(), Exited> {
+    fn wait_ready(&mut self) -> Result<Ready, Exited> {
         let deadline_ms = self.options.ready_deadline_ms;
-        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+        let spawned = Instant::now();
+        let deadline = spawned + Duration::from_millis(deadline_ms);
+        let mut listening = None;
         loop {
             let child = self.child.as_mut().expect("just spawned");
             if let Some(status) = child.try_wait().expect("poll keel") {
@@ -485,8 +488,18 @@ impl Server {
                     stderr: self.stderr(),
                 });
             }
-            if ping(self.port) {
-                return Ok(());
+            match ping(self.port) {
+                Probe::Refused => {}
+                Probe::Connected => {
+                    listening.get_or_insert(spawned.elapsed());
+                }
+                Probe::Pong => {
+                    let serving = spawned.elapsed();
+                    return Ok(Ready {
+                        listening: listening.unwrap_or(serving),
+                        serving,
+                    });
+                }
             }
             if Instant::now() > deadline {
                 self.kill9();
@@ -520,18 +533,38 @@ pub fn wait_a_moment() {
     std::thread::park_timeout(Duration::from_millis(READY_POLL_MS));
 }
 
-fn ping(port: u16) -> bool {
+/// How soon a started process took its port and answered, from its spawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    /// Until a connection was accepted by the kernel: the port is bound
+    /// (before recovery, which may take long).
+    pub listening: Duration,
+    /// Until PING was answered.
+    pub serving: Duration,
+}
+
+/// What one readiness probe found.
+enum Probe {
+    Refused,
+    Connected,
+    Pong,
+}
+
+fn ping(port: u16) -> Probe {
     let Ok(mut raw) = RawConnection::connect(port) else {
-        return false;
+        return Probe::Refused;
     };
     if raw
         .stream
         .set_read_timeout(Some(Duration::from_millis(1000)))
         .is_err()
     {
-        return false;
+        return Probe::Connected;
     }
-    matches!(raw.command(&[b"PING"]), Ok(Resp::Simple(pong)) if pong == "PONG")
+    match raw.command(&[b"PING"]) {
+        Ok(Resp::Simple(pong)) if pong == "PONG" => Probe::Pong,
+        _ => Probe::Connected,
+    }
 }
 
 /// The value of the unlabelled sample `name` in Prometheus text.
