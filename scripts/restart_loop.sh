@@ -133,8 +133,13 @@ rounds() {
             connect_clients "$port" yes
             redis-benchmark -p "$port" -t set -n 100000000 -c 4 -q >/dev/null 2>&1 &
             bench=$!
-            # Let the writers get going: wait for their keys.
-            until [[ $(redis-cli -p "$port" dbsize 2>/dev/null) -gt 1 ]]; do sleep "$POLL_S"; done
+            # Let the writers get going: wait (boundedly) for their keys.
+            local began
+            began=$(now_ms)
+            until [[ $(redis-cli -p "$port" dbsize 2>/dev/null) -gt 1 ]]; do
+                (($(now_ms) - began < START_DEADLINE_MS)) || { echo "SIG$signal round $round: redis-benchmark wrote nothing" >&2; break; }
+                sleep "$POLL_S"
+            done
         else
             connect_clients "$port" no
         fi

@@ -2,6 +2,7 @@
 //! SO_REUSEPORT (every core accepts), DMA files for the WAL, and bounded
 //! queues between cores for hops ([`crate::cross_core`]).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -14,6 +15,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::cross_core::CrossCore;
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
+use crate::node::local::Signal;
 use crate::resp::Reply;
 
 /// Connections the kernel queues for a listening socket before `accept`
@@ -31,8 +33,8 @@ struct Inner {
     core: usize,
     cores: usize,
     data_dir: PathBuf,
-    clients: TcpListener,
-    metrics: Option<TcpListener>,
+    clients: Rc<Handoff>,
+    metrics: Option<Rc<Handoff>>,
     epoch: Instant,
     hops: CrossCore<Hop>,
 }
@@ -58,9 +60,11 @@ impl GlommioIo {
         metrics: Option<SocketAddr>,
         hops: CrossCore<Hop>,
     ) -> io::Result<GlommioIo> {
-        let clients = glommio_listener(listen_socket(clients)?);
+        let clients = accept_in_a_task(glommio_listener(listen_socket(clients)?));
         let metrics = match metrics {
-            Some(address) if core == 0 => Some(glommio_listener(listen_socket(address)?)),
+            Some(address) if core == 0 => {
+                Some(accept_in_a_task(glommio_listener(listen_socket(address)?)))
+            }
             _ => None,
         };
         Ok(GlommioIo {
@@ -113,6 +117,61 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
     // Linux checks a bind against listening sockets only at listen() when
     // every socket on the port was bound with SO_REUSEADDR.
     socket.listen(1)
+}
+
+/// One accepted connection (or accept error) passed from a listener's task
+/// to `NodeIo::accept`.
+///
+/// glommio 0.9 adds a clone of the waker to a pending accept's source on
+/// every poll and drops none until it completes (`Source::collect_rw`), and
+/// a task's waker count is an `i16`: a pending accept polled 32,767 times
+/// panics ("Waker invariant broken"). The node loop polls `accept` beside a
+/// stop watch that wakes every `STOP_POLL_MS`, so the server died after ~11
+/// idle minutes. Each listener therefore accepts in a task of its own,
+/// polled only when its accept makes progress.
+#[derive(Default)]
+struct Handoff {
+    accepted: RefCell<Option<io::Result<TcpStream>>>,
+    arrived: Signal,
+    taken: Signal,
+}
+
+impl Handoff {
+    /// Hands over one result, then waits until it is taken (one at a time:
+    /// the listener's backlog queues the rest, and `accept`'s caller paces
+    /// the retries after an error).
+    async fn put(&self, accepted: io::Result<TcpStream>) {
+        *self.accepted.borrow_mut() = Some(accepted);
+        self.arrived.raise();
+        while self.accepted.borrow().is_some() {
+            self.taken.wait().await;
+        }
+    }
+
+    async fn take(&self) -> io::Result<TcpStream> {
+        loop {
+            let accepted = self.accepted.borrow_mut().take();
+            if let Some(accepted) = accepted {
+                self.taken.raise();
+                return accepted;
+            }
+            self.arrived.wait().await;
+        }
+    }
+}
+
+/// Accepts on `listener` in a task of this executor (see [`Handoff`]).
+fn accept_in_a_task(listener: TcpListener) -> Rc<Handoff> {
+    let handoff = Rc::new(Handoff::default());
+    let sender = Rc::clone(&handoff);
+    glommio::spawn_local(async move {
+        loop {
+            let accepted = listener.accept().await.map_err(io::Error::from);
+            sender.put(accepted).await;
+        }
+    })
+    .detach();
+    handoff
 }
 
 fn glommio_listener(listener: std::net::TcpListener) -> TcpListener {
@@ -209,14 +268,14 @@ impl NodeIo for GlommioIo {
     }
 
     async fn accept(&self, listener: Listener) -> io::Result<GlommioConn> {
-        let socket = match listener {
+        let handoff = match listener {
             Listener::Clients => &self.inner.clients,
             Listener::Metrics => match &self.inner.metrics {
-                Some(socket) => socket,
+                Some(handoff) => handoff,
                 None => return std::future::pending().await,
             },
         };
-        let stream = socket.accept().await.map_err(io::Error::from)?;
+        let stream = handoff.take().await?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream
             .peer_addr()
@@ -238,5 +297,50 @@ impl NodeIo for GlommioIo {
 
     async fn recv_hop(&self) -> Hop {
         self.inner.hops.recv(self.inner.core).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::{poll_fn, Future};
+    use std::pin::pin;
+    use std::task::Poll;
+
+    /// More polls of one pending accept than a glommio task's waker count
+    /// (an `i16`) can take.
+    const ACCEPT_POLLS: usize = 40_000;
+
+    /// Polls `accept` [`ACCEPT_POLLS`] times with the task's own waker, as
+    /// the node loop's stop watch does over ~13 minutes; true if it stayed
+    /// pending without a panic. (Given glommio's own `listener.accept()`, it
+    /// panics, and the panic's cleanup aborts the test process.)
+    fn poll_pending_accept_many_times<F: Future>(
+        make: impl FnOnce(TcpListener) -> F + Send + 'static,
+    ) -> bool {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let address = "127.0.0.1:0".parse().expect("an address");
+                let listener = glommio_listener(listen_socket(address).expect("listen"));
+                let mut accept = pin!(make(listener));
+                poll_fn(|context| {
+                    for _ in 0..ACCEPT_POLLS {
+                        assert!(accept.as_mut().poll(context).is_pending());
+                    }
+                    Poll::Ready(())
+                })
+                .await;
+            })
+            .expect("an executor")
+            .join()
+            .is_ok()
+    }
+
+    #[test]
+    fn an_accept_through_the_handoff_can_be_polled_any_number_of_times() {
+        let survived = poll_pending_accept_many_times(|listener| async move {
+            let _ = accept_in_a_task(listener).take().await;
+        });
+        assert!(survived, "the handoff's accept panicked");
     }
 }
