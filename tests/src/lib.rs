@@ -222,9 +222,13 @@ impl Server {
     /// (it must exit within [`EXIT_DEADLINE_MS`]). Unlike `try_start`, this
     /// never polls its port, which another server may be answering on.
     pub fn refused(options: ServerOptions) -> Exited {
+        let temp = tempfile::tempdir().expect("create a temp dir");
         let mut server = Server {
-            dir: options.dir.clone().unwrap_or_default(),
-            _temp: None,
+            dir: options
+                .dir
+                .clone()
+                .unwrap_or_else(|| temp.path().join("data")),
+            _temp: Some(temp),
             logs: tempfile::tempdir().expect("create a temp dir"),
             child: None,
             port: options.port.unwrap_or_else(free_port),
@@ -232,10 +236,6 @@ impl Server {
             starts: 0,
             options,
         };
-        let temp = tempfile::tempdir().expect("create a temp dir");
-        if server.options.dir.is_none() {
-            server.dir = temp.path().join("data");
-        }
         server.spawn();
         server.wait_exit()
     }
