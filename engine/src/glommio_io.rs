@@ -125,10 +125,13 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
 /// glommio 0.9 adds a clone of the waker to a pending accept's source on
 /// every poll and drops none until it completes (`Source::collect_rw`), and
 /// a task's waker count is an `i16`: a pending accept polled 32,767 times
-/// panics ("Waker invariant broken"). The node loop polls `accept` beside a
-/// stop watch that wakes every `STOP_POLL_MS`, so the server died after ~11
-/// idle minutes. Each listener therefore accepts in a task of its own,
-/// polled only when its accept makes progress.
+/// panics ("Waker invariant broken"; the test below polls it 40,000 times).
+/// The node loop polls `accept` in the task that also runs the stop watch
+/// (woken every `STOP_POLL_MS`) and the metrics listener, so every wake of
+/// that task cost one count; a release server aborted with that assertion,
+/// on a wake of that task, after 11 minutes under `restart_loop.sh`. Each
+/// listener therefore accepts in a task of its own, polled only when its
+/// accept makes progress.
 #[derive(Default)]
 struct Handoff {
     accepted: RefCell<Option<io::Result<TcpStream>>>,
