@@ -125,7 +125,8 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
 /// glommio 0.9 adds a clone of the waker to a pending accept's source on
 /// every poll and drops none until it completes (`Source::collect_rw`), and
 /// a task's waker count is an `i16`: a pending accept polled 32,767 times
-/// panics ("Waker invariant broken"; the test below polls it 40,000 times).
+/// panics ("Waker invariant broken": seen with 40,000 polls, as the test
+/// below makes of the handoff's accept, which survives them).
 /// The node loop polls `accept` in the task that also runs the stop watch
 /// (woken every `STOP_POLL_MS`) and the metrics listener, so every wake of
 /// that task cost one count; a release server aborted with that assertion,
