@@ -14,6 +14,8 @@ pub enum Exit {
     Usage = 64,
     /// EX_NOINPUT: the directory holds no WAL.
     NoWal = 66,
+    /// EX_SOFTWARE: `keel serve` found a core gone without a report (a bug).
+    Internal = 70,
     /// EX_IOERR: a file could not be read or written.
     Io = 74,
 }
@@ -35,6 +37,8 @@ Exit codes:
       --force-truncate
   64  usage error
   66  DIR holds no WAL
+  70  serve: internal error (a core stopped without a report); a panic
+      aborts the process instead (SIGABRT) after logging its message
   74  IO error: DIR or a file in it cannot be read, or a file cannot be written
 When DIR holds several WAL directories, each is reported and the highest code
 is the exit code.";

@@ -1,24 +1,27 @@
 //! The node's IO on glommio: one executor per core, io_uring sockets with
-//! SO_REUSEPORT (every core accepts), DMA files for the WAL, and a channel
-//! mesh between cores for hops.
+//! SO_REUSEPORT (every core accepts), DMA files for the WAL, and bounded
+//! queues between cores for hops ([`crate::cross_core`]).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::node::io::{Connection, Hop, Listener, NodeIo};
+use crate::cross_core::CrossCore;
+use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Signal;
+use crate::resp::Reply;
 
-/// Messages a core may have in flight to each other core before senders wait.
-pub const HOP_QUEUE_MESSAGES: usize = 4096;
+/// Connections the kernel queues for a listening socket before `accept`
+/// (the backlog). Redis's default `tcp-backlog` is 511; the kernel caps it at
+/// `net.core.somaxconn`.
+pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
 
 /// One core's IO.
 #[derive(Clone)]
@@ -30,12 +33,10 @@ struct Inner {
     core: usize,
     cores: usize,
     data_dir: PathBuf,
-    clients: TcpListener,
-    metrics: Option<TcpListener>,
+    clients: Rc<Handoff>,
+    metrics: Option<Rc<Handoff>>,
     epoch: Instant,
-    hops_out: Senders<Hop>,
-    hops_in: RefCell<VecDeque<Hop>>,
-    hop_arrived: Signal,
+    hops: CrossCore<Hop>,
 }
 
 impl std::fmt::Debug for GlommioIo {
@@ -50,24 +51,23 @@ impl std::fmt::Debug for GlommioIo {
 
 impl GlommioIo {
     /// Binds this core's listeners (SO_REUSEPORT: the kernel spreads
-    /// connections over the cores) and starts receiving hops.
+    /// connections over the cores). Must run on the core's executor.
     pub fn new(
         core: usize,
         cores: usize,
         data_dir: PathBuf,
         clients: SocketAddr,
         metrics: Option<SocketAddr>,
-        mesh: (Senders<Hop>, Receivers<Hop>),
+        hops: CrossCore<Hop>,
     ) -> io::Result<GlommioIo> {
-        let clients = TcpListener::bind(clients).map_err(io::Error::from)?;
+        let clients = accept_in_a_task(glommio_listener(listen_socket(clients)?));
         let metrics = match metrics {
             Some(address) if core == 0 => {
-                Some(TcpListener::bind(address).map_err(io::Error::from)?)
+                Some(accept_in_a_task(glommio_listener(listen_socket(address)?)))
             }
             _ => None,
         };
-        let (hops_out, mut hops_in) = mesh;
-        let io = GlommioIo {
+        Ok(GlommioIo {
             inner: Rc::new(Inner {
                 core,
                 cores,
@@ -75,22 +75,148 @@ impl GlommioIo {
                 clients,
                 metrics,
                 epoch: Instant::now(),
-                hops_out,
-                hops_in: RefCell::new(VecDeque::new()),
-                hop_arrived: Signal::default(),
+                hops,
             }),
-        };
-        for (_, receiver) in hops_in.streams() {
-            let inner = Rc::clone(&io.inner);
-            glommio::spawn_local(async move {
-                while let Some(hop) = receiver.recv().await {
-                    inner.hops_in.borrow_mut().push_back(hop);
-                    inner.hop_arrived.raise();
-                }
-            })
-            .detach();
+        })
+    }
+}
+
+/// A listening socket with SO_REUSEPORT, so that every core binds the port
+/// and the kernel spreads connections over them, and SO_REUSEADDR, so that
+/// the sockets of connections this process accepted before it died (left in
+/// FIN-WAIT or TIME-WAIT, and inheriting the listener's options) do not stop
+/// the next start from binding the same port. A server already listening on
+/// the port is refused before this, by [`port_is_free`].
+pub fn listen_socket(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG_CONNECTIONS)?;
+    Ok(socket.into())
+}
+
+/// Fails if a socket listens on `address`, in this process or another.
+/// The cores' sockets share the port through SO_REUSEPORT, which would also
+/// let a second server share it and silently take part of the connections.
+/// A socket with SO_REUSEADDR alone conflicts with a listening socket on the
+/// port but not with the closing connections of an earlier run (whose
+/// sockets have SO_REUSEADDR too, inherited from [`listen_socket`]).
+pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    // Linux checks a bind against listening sockets only at listen() when
+    // every socket on the port was bound with SO_REUSEADDR.
+    socket.listen(1)
+}
+
+/// One accepted connection (or accept error) passed from a listener's task
+/// to `NodeIo::accept`.
+///
+/// glommio 0.9 adds a clone of the waker to a pending accept's source on
+/// every poll and drops none until it completes (`Source::collect_rw`), and
+/// a task's waker count is an `i16`: a pending accept polled 32,767 times
+/// panics ("Waker invariant broken": seen with 40,000 polls, as the test
+/// below makes of the handoff's accept, which survives them).
+/// The node loop polls `accept` in the task that also runs the stop watch
+/// (woken every `STOP_POLL_MS`) and the metrics listener, so every wake of
+/// that task cost one count; a release server aborted with that assertion,
+/// on a wake of that task, after 11 minutes under `restart_loop.sh`. Each
+/// listener therefore accepts in a task of its own, polled only when its
+/// accept makes progress.
+#[derive(Default)]
+struct Handoff {
+    accepted: RefCell<Option<io::Result<TcpStream>>>,
+    arrived: Signal,
+    taken: Signal,
+}
+
+impl Handoff {
+    /// Hands over one result, then waits until it is taken (one at a time:
+    /// the listener's backlog queues the rest, and `accept`'s caller paces
+    /// the retries after an error).
+    async fn put(&self, accepted: io::Result<TcpStream>) {
+        *self.accepted.borrow_mut() = Some(accepted);
+        self.arrived.raise();
+        while self.accepted.borrow().is_some() {
+            self.taken.wait().await;
         }
-        Ok(io)
+    }
+
+    async fn take(&self) -> io::Result<TcpStream> {
+        loop {
+            let accepted = self.accepted.borrow_mut().take();
+            if let Some(accepted) = accepted {
+                self.taken.raise();
+                return accepted;
+            }
+            self.arrived.wait().await;
+        }
+    }
+}
+
+/// Accepts on `listener` in a task of this executor (see [`Handoff`]).
+fn accept_in_a_task(listener: TcpListener) -> Rc<Handoff> {
+    let handoff = Rc::new(Handoff::default());
+    let sender = Rc::clone(&handoff);
+    glommio::spawn_local(async move {
+        loop {
+            let accepted = listener.accept().await.map_err(io::Error::from);
+            sender.put(accepted).await;
+        }
+    })
+    .detach();
+    handoff
+}
+
+fn glommio_listener(listener: std::net::TcpListener) -> TcpListener {
+    // SAFETY: the descriptor is a bound, listening TCP socket that this
+    // function owns (into_raw_fd gives up std's ownership).
+    unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
+}
+
+/// The payload bytes a hop carries, for the lanes' byte bound.
+fn hop_bytes(hop: &Hop) -> usize {
+    match hop {
+        Hop::Request { request, .. } => match request {
+            ShardRequest::Command { args } => args.iter().map(Vec::len).sum(),
+            ShardRequest::Keys { pattern } => pattern.len(),
+            ShardRequest::Scan { pattern, .. } => pattern.as_ref().map_or(0, Vec::len),
+            ShardRequest::Count | ShardRequest::FlushAll | ShardRequest::Stats => 0,
+        },
+        Hop::Reply { reply, .. } => match reply {
+            ShardReply::Reply(reply) => reply_bytes(reply),
+            ShardReply::Keys(keys) | ShardReply::Scan { keys, .. } => {
+                keys.iter().map(Vec::len).sum()
+            }
+            ShardReply::Count(_) | ShardReply::Stats(_) => 0,
+        },
+    }
+}
+
+fn reply_bytes(reply: &Reply) -> usize {
+    match reply {
+        Reply::Simple(text) | Reply::Error(text) => text.len(),
+        Reply::Bulk(bytes) => bytes.len(),
+        Reply::Array(items) => items.iter().map(reply_bytes).sum(),
+        Reply::Map(pairs) => pairs
+            .iter()
+            .map(|(key, value)| reply_bytes(key) + reply_bytes(value))
+            .sum(),
+        Reply::Integer(_)
+        | Reply::Null
+        | Reply::NullArray
+        | Reply::Double(_)
+        | Reply::Boolean(_) => 0,
     }
 }
 
@@ -146,14 +272,14 @@ impl NodeIo for GlommioIo {
     }
 
     async fn accept(&self, listener: Listener) -> io::Result<GlommioConn> {
-        let socket = match listener {
+        let handoff = match listener {
             Listener::Clients => &self.inner.clients,
             Listener::Metrics => match &self.inner.metrics {
-                Some(socket) => socket,
+                Some(handoff) => handoff,
                 None => return std::future::pending().await,
             },
         };
-        let stream = socket.accept().await.map_err(io::Error::from)?;
+        let stream = handoff.take().await?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream
             .peer_addr()
@@ -166,17 +292,59 @@ impl NodeIo for GlommioIo {
     }
 
     async fn send_hop(&self, core: usize, hop: Hop) {
-        if self.inner.hops_out.send_to(core, hop).await.is_err() {
-            panic!("core {core} stopped receiving hops while this core runs");
-        }
+        let bytes = hop_bytes(&hop);
+        self.inner
+            .hops
+            .send(self.inner.core, core, hop, bytes)
+            .await;
     }
 
     async fn recv_hop(&self) -> Hop {
-        loop {
-            if let Some(hop) = self.inner.hops_in.borrow_mut().pop_front() {
-                return hop;
-            }
-            self.inner.hop_arrived.wait().await;
-        }
+        self.inner.hops.recv(self.inner.core).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::{poll_fn, Future};
+    use std::pin::pin;
+    use std::task::Poll;
+
+    /// More polls of one pending accept than a glommio task's waker count
+    /// (an `i16`) can take.
+    const ACCEPT_POLLS: usize = 40_000;
+
+    /// Polls `accept` [`ACCEPT_POLLS`] times with the task's own waker, as
+    /// the node loop's stop watch does over ~13 minutes; true if it stayed
+    /// pending without a panic. (Given glommio's own `listener.accept()`, it
+    /// panics, and the panic's cleanup aborts the test process.)
+    fn poll_pending_accept_many_times<F: Future>(
+        make: impl FnOnce(TcpListener) -> F + Send + 'static,
+    ) -> bool {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let address = "127.0.0.1:0".parse().expect("an address");
+                let listener = glommio_listener(listen_socket(address).expect("listen"));
+                let mut accept = pin!(make(listener));
+                poll_fn(|context| {
+                    for _ in 0..ACCEPT_POLLS {
+                        assert!(accept.as_mut().poll(context).is_pending());
+                    }
+                    Poll::Ready(())
+                })
+                .await;
+            })
+            .expect("an executor")
+            .join()
+            .is_ok()
+    }
+
+    #[test]
+    fn an_accept_through_the_handoff_can_be_polled_any_number_of_times() {
+        let survived = poll_pending_accept_many_times(|listener| async move {
+            let _ = accept_in_a_task(listener).take().await;
+        });
+        assert!(survived, "the handoff's accept panicked");
     }
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod cross_core;
 pub mod exit;
 pub mod fuzzing;
 pub mod glommio_disk;

@@ -81,6 +81,7 @@ pub struct NodeMetrics {
     pub writes: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub accept_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub expired_keys: AtomicU64,
     pub wal_bytes: AtomicU64,
@@ -97,6 +98,7 @@ impl Default for NodeMetrics {
             writes: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
@@ -147,6 +149,11 @@ impl NodeMetrics {
                 "keel_connections_refused_total",
                 "Client connections refused at the limit.",
                 &self.connections_refused,
+            ),
+            (
+                "keel_accept_errors_total",
+                "Failed accepts (each pauses accepting on its core).",
+                &self.accept_errors,
             ),
             (
                 "keel_protocol_errors_total",

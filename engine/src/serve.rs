@@ -6,12 +6,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::channel_mesh::MeshBuilder;
-
 use crate::config::{ServeArgs, ServeConfig};
+use crate::cross_core::CrossCore;
 use crate::exit::Exit;
 use crate::glommio_disk::executor_builder;
-use crate::glommio_io::{GlommioIo, HOP_QUEUE_MESSAGES};
+use crate::glommio_io::{port_is_free, GlommioIo};
 use crate::identity::{self, Identity};
 use crate::node::io::Hop;
 use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
@@ -19,11 +18,86 @@ use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
 /// How often the main thread looks for signals and finished cores.
 const MAIN_POLL_MS: u64 = 20;
 
+/// The period of each executor's heartbeat timers. glommio 0.9's executor
+/// can go to sleep in `io_uring_enter` with a task ready to run: when its
+/// preemption timer has fired (the thread lost its CPU for over
+/// `PREEMPT_TIMER_US`) by the time it looks at its task queues, it runs
+/// nothing, then parks until the next kernel event, which for a task woken
+/// by another task may never come (this hung 2 of 60 starts, in the channel
+/// mesh's join; reproduced outside Keel with glommio alone). A timer is such
+/// an event: it bounds the stall to one period. Two timers half a period
+/// apart, so that one stranded with the task it should rescue leaves the
+/// other armed.
+pub const EXECUTOR_HEARTBEAT_MS: u64 = 20;
+
 /// What a core thread reports to the main thread.
 enum CoreEvent {
     Recovered(Vec<RecoverySummary>),
     Failed(NodeError),
     Stopped,
+}
+
+/// Makes a panic on any thread stop the whole process, as a broken
+/// invariant must: the panic's message and location go to the log, then the
+/// process aborts (SIGABRT). Without it a panic ends only its executor's
+/// thread, and the other cores keep serving while the dead core's shards
+/// hang. This is `panic = "abort"` for the server, set at run time because
+/// the workspace's release profile must keep unwinding: the simulator
+/// reports a simulated node's panic as a failed seed.
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let location = info
+            .location()
+            .map_or_else(|| "unknown".into(), ToString::to_string);
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(%thread, %location, %message, "panic: an invariant is broken; aborting");
+        std::process::abort();
+    }));
+}
+
+/// How long a start waits for its port to be released before refusing it.
+/// A process killed while serving leaves its listening sockets open for a
+/// while after it is reaped: io_uring holds them through its pending
+/// accepts until the kernel tears the ring down (20-35 ms measured here,
+/// longer when the ring waits for a blocked request). A restart must wait
+/// for that (binding beside the dead listener through SO_REUSEPORT would let
+/// the kernel hand it new connections, which it drops), but a port that
+/// stays taken belongs to a live server, and is refused.
+pub const PORT_RELEASE_WAIT_MS: u64 = 5_000;
+/// How often the port is checked while waiting for its release.
+const PORT_RELEASE_POLL_MS: u64 = 10;
+
+/// Waits (up to [`PORT_RELEASE_WAIT_MS`]) until no socket listens on
+/// `address`; the last error if one still does.
+fn wait_for_port(address: SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(PORT_RELEASE_WAIT_MS);
+    let mut logged = false;
+    loop {
+        match port_is_free(address) {
+            Ok(()) => return Ok(()),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%address, wait_ms = PORT_RELEASE_WAIT_MS, "the port is in use; waiting for a previous run's sockets to close");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(PORT_RELEASE_POLL_MS));
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn random_u128() -> u128 {
@@ -46,14 +120,6 @@ fn now_unix_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-/// Fails if another process listens on `address`. The cores bind with
-/// SO_REUSEPORT (so that each accepts), which would also let a second server
-/// share the port and silently take half the connections; a plain bind first
-/// refuses that as Redis does.
-fn port_is_free(address: SocketAddr) -> std::io::Result<()> {
-    std::net::TcpListener::bind(address).map(drop)
-}
-
 /// Runs the server until SIGTERM/SIGINT or a fatal error.
 pub fn run(args: &ServeArgs) -> Exit {
     let _ = tracing_subscriber::fmt()
@@ -63,6 +129,7 @@ pub fn run(args: &ServeArgs) -> Exit {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
+    abort_on_panic();
     let available = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let config = match ServeConfig::resolve(args, available) {
         Ok(config) => config,
@@ -82,7 +149,10 @@ pub fn run(args: &ServeArgs) -> Exit {
         Ok((identity, created)) => {
             if created {
                 tracing::info!(dir = %config.dir.display(), shards = identity.shard_count, "initialised a new data directory");
-            } else if identity.shard_count != config.shards && args.shards.is_some() {
+            } else {
+                tracing::info!(dir = %config.dir.display(), shards = identity.shard_count, "opened the data directory");
+            }
+            if identity.shard_count != config.shards && args.shards.is_some() {
                 tracing::warn!(
                     stored = identity.shard_count,
                     asked = config.shards,
@@ -107,10 +177,15 @@ pub fn run(args: &ServeArgs) -> Exit {
             return Exit::Io;
         }
     };
-    if let Err(error) = port_is_free(SocketAddr::new(config.bind, config.port)) {
-        tracing::error!(port = config.port, bind = %config.bind, %error, "cannot listen");
-        return Exit::Io;
+    tracing::info!(dir = %config.dir.display(), "locked the data directory");
+    let ports = std::iter::once(config.port).chain(config.metrics_port);
+    for port in ports {
+        if let Err(error) = wait_for_port(SocketAddr::new(config.bind, port)) {
+            tracing::error!(port, bind = %config.bind, %error, "cannot listen");
+            return Exit::Io;
+        }
     }
+    tracing::info!(port = config.port, metrics_port = config.metrics_port, bind = %config.bind, "no other process listens on the ports");
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -128,17 +203,17 @@ pub fn run(args: &ServeArgs) -> Exit {
         now_unix_ms(),
         identity.node_id,
     ));
-    let mesh = MeshBuilder::<Hop, _>::full(config.cores, HOP_QUEUE_MESSAGES);
+    let hops = CrossCore::<Hop>::new(config.cores);
     let (events, inbox) = mpsc::channel();
     let mut threads = Vec::new();
     for core in 0..config.cores {
-        let (shared, mesh, events) = (Arc::clone(&node), mesh.clone(), events.clone());
+        let (shared, hops, events) = (Arc::clone(&node), hops.clone(), events.clone());
         let clients = SocketAddr::new(config.bind, config.port);
         let metrics = config
             .metrics_port
             .map(|port| SocketAddr::new(config.bind, port));
         let spawned = executor_builder(core).spawn(move || async move {
-            let event = run_core(core, shared, mesh, clients, metrics, &events).await;
+            let event = run_core(core, shared, hops, clients, metrics, &events).await;
             let _ = events.send(event);
         });
         match spawned {
@@ -151,38 +226,50 @@ pub fn run(args: &ServeArgs) -> Exit {
         }
     }
     drop(events);
-    let exit = supervise(&node, &inbox, signals, config.cores, started);
+    tracing::info!(cores = config.cores, "started one executor per core");
+    let mut exit = supervise(&node, &inbox, signals, config.cores, started);
     node.request_stop();
     for thread in threads {
-        let _ = thread.join();
+        if thread.join().is_err() {
+            exit = exit.max(Exit::Internal);
+        }
     }
     tracing::info!(?exit, "keel stopped");
     exit
 }
 
+/// Keeps timers armed on this executor for as long as it runs (see
+/// [`EXECUTOR_HEARTBEAT_MS`]).
+fn start_heartbeats() {
+    let period = Duration::from_millis(EXECUTOR_HEARTBEAT_MS);
+    for offset in [Duration::ZERO, period / 2] {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(offset).await;
+            loop {
+                glommio::timer::sleep(period).await;
+            }
+        })
+        .detach();
+    }
+}
+
 async fn run_core(
     core: usize,
     node: Arc<NodeShared>,
-    mesh: MeshBuilder<Hop, glommio::channels::channel_mesh::Full>,
+    hops: CrossCore<Hop>,
     clients: SocketAddr,
     metrics: Option<SocketAddr>,
     events: &mpsc::Sender<CoreEvent>,
 ) -> CoreEvent {
-    let mesh = match mesh.join().await {
-        Ok(mesh) => mesh,
-        Err(error) => {
-            return CoreEvent::Failed(NodeError::Mesh {
-                reason: error.to_string(),
-            })
-        }
-    };
+    start_heartbeats();
+    tracing::info!(core, "core started");
     let io = match GlommioIo::new(
         core,
         node.config.cores,
         node.config.dir.clone(),
         clients,
         metrics,
-        mesh,
+        hops,
     ) {
         Ok(io) => io,
         Err(source) => {
@@ -192,14 +279,28 @@ async fn run_core(
             })
         }
     };
+    tracing::info!(core, "listeners bound");
     let recovered = match recover_core(io, Arc::clone(&node)).await {
         Ok(recovered) => recovered,
         Err(error) => return CoreEvent::Failed(error),
     };
+    tracing::info!(core, shards = recovered.summaries.len(), "shards recovered");
+    #[cfg(feature = "fault-injection")]
+    panic_if_asked(core);
     let _ = events.send(CoreEvent::Recovered(recovered.summaries.clone()));
     match recovered.serve().await {
         Ok(()) => CoreEvent::Stopped,
         Err(error) => CoreEvent::Failed(error),
+    }
+}
+
+/// The test fault `KEEL_FAULT_PANIC_CORE=<core>`: that core panics once
+/// recovered, as a broken invariant would.
+#[cfg(feature = "fault-injection")]
+fn panic_if_asked(core: usize) {
+    let asked = std::env::var("KEEL_FAULT_PANIC_CORE").ok();
+    if asked.and_then(|text| text.parse::<usize>().ok()) == Some(core) {
+        panic!("injected fault: core {core} panics (KEEL_FAULT_PANIC_CORE)");
     }
 }
 
@@ -242,7 +343,11 @@ fn supervise(
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Exit::Success,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::error!("a core ended without saying why; stopping");
+                node.request_stop();
+                return Exit::Internal;
+            }
         }
     }
 }
@@ -278,9 +383,7 @@ fn report_failure(error: &NodeError, node: &NodeShared) {
             | NodeError::Gap { shard, .. } => {
                 node.config.dir.join(crate::node::shard_dir_name(*shard))
             }
-            NodeError::Storage { .. } | NodeError::Listen { .. } | NodeError::Mesh { .. } => {
-                node.config.dir.clone()
-            }
+            NodeError::Storage { .. } | NodeError::Listen { .. } => node.config.dir.clone(),
         };
         tracing::error!(
             %error,

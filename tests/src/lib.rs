@@ -1,7 +1,11 @@
 //! The harness of Keel's black-box tests: it finds the `keel` binary, starts
 //! servers on free ports in temporary directories, waits for them to answer
-//! PING, kills them (SIGKILL or SIGTERM) and restarts them on the same data,
-//! and talks to them through the `redis` crate or raw bytes over TCP.
+//! PING, kills them (SIGKILL or SIGTERM) and restarts them on the same data
+//! and the same ports (as systemd or a container runtime would), and talks to
+//! them through the `redis` crate or raw bytes over TCP.
+//!
+//! `KEEL_TEST_CORES` sets the `--cores` of every server whose options do not
+//! set their own (1 when unset), so that a suite can run on several cores.
 //!
 //! A server that fails a test prints its captured stderr when dropped during
 //! the panic, so a failing test shows the server's log.
@@ -32,8 +36,10 @@ pub const SNAPSHOT_WAL_BYTES_MIN: u64 = 1 << 20;
 static BUILD: Once = Once::new();
 
 /// The `keel` binary: `$KEEL_BIN` if set, else the one beside the test
-/// executable's `deps/` directory (built by `cargo test --workspace`), else one
-/// built once with `cargo build -p keel-engine --bin keel`.
+/// executable's `deps/` directory (built by `cargo test --workspace`, with the
+/// `fault-injection` feature that this crate's dev-dependency switches on),
+/// else one built once with `cargo build -p keel-engine --bin keel --features
+/// fault-injection`.
 pub fn keel_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("KEEL_BIN") {
         return PathBuf::from(path);
@@ -60,6 +66,9 @@ pub fn keel_binary() -> PathBuf {
                 "keel-engine",
                 "--bin",
                 "keel",
+                // The test faults (KEEL_FAULT_*), as `cargo test` builds it.
+                "--features",
+                "fault-injection",
                 "--target-dir",
             ])
             .arg(target_dir)
@@ -104,13 +113,21 @@ pub struct ServerOptions {
     pub metrics: bool,
     /// Further flags, passed as they are.
     pub extra_args: Vec<String>,
+    /// The client port; a free one when `None`.
+    pub port: Option<u16>,
+    /// How long a start may take to answer PING before the test fails.
+    pub ready_deadline_ms: u64,
+    /// RLIMIT_NOFILE of the server process (`ulimit -n`), when set.
+    pub open_files_max: Option<u64>,
+    /// Further environment variables of the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {
             dir: None,
-            cores: 1,
+            cores: default_cores(),
             // Two shards on one core, so that keys are routed between shards.
             shards: 2,
             fsync: "always".into(),
@@ -120,8 +137,24 @@ impl Default for ServerOptions {
             max_connections: None,
             metrics: false,
             extra_args: Vec::new(),
+            port: None,
+            ready_deadline_ms: READY_DEADLINE_MS,
+            open_files_max: None,
+            env: Vec::new(),
         }
     }
+}
+
+/// The `--cores` of servers started with default options: `$KEEL_TEST_CORES`,
+/// else 1.
+pub fn default_cores() -> usize {
+    std::env::var("KEEL_TEST_CORES")
+        .ok()
+        .map(|text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("KEEL_TEST_CORES={text} is not a number"))
+        })
+        .unwrap_or(1)
 }
 
 /// How a server process ended.
@@ -183,6 +216,28 @@ impl Server {
         };
         server.boot()?;
         Ok(server)
+    }
+
+    /// Starts a server that must refuse to start, and returns how it exited
+    /// (it must exit within [`EXIT_DEADLINE_MS`]). Unlike `try_start`, this
+    /// never polls its port, which another server may be answering on.
+    pub fn refused(options: ServerOptions) -> Exited {
+        let temp = tempfile::tempdir().expect("create a temp dir");
+        let mut server = Server {
+            dir: options
+                .dir
+                .clone()
+                .unwrap_or_else(|| temp.path().join("data")),
+            _temp: Some(temp),
+            logs: tempfile::tempdir().expect("create a temp dir"),
+            child: None,
+            port: options.port.unwrap_or_else(free_port),
+            metrics_port: options.metrics.then(free_port),
+            starts: 0,
+            options,
+        };
+        server.spawn();
+        server.wait_exit()
     }
 
     pub fn port(&self) -> u16 {
@@ -288,31 +343,41 @@ impl Server {
         }
     }
 
-    /// Starts the server again on the same directory (SIGKILLing it first if it
-    /// still runs) and waits until it answers PING.
-    pub fn restart(&mut self) {
-        if let Err(exited) = self.try_restart() {
-            panic!("keel did not restart: {}\n{}", exited.status, exited.stderr);
+    /// Starts the server again on the same directory and the same ports
+    /// (SIGKILLing it first if it still runs) and waits until it answers PING.
+    pub fn restart(&mut self) -> Ready {
+        match self.try_restart() {
+            Ok(ready) => ready,
+            Err(exited) => panic!("keel did not restart: {}\n{}", exited.status, exited.stderr),
         }
     }
 
     /// As `restart`, but returns how it exited when it refuses to start.
-    pub fn try_restart(&mut self) -> Result<(), Exited> {
+    pub fn try_restart(&mut self) -> Result<Ready, Exited> {
         self.kill9();
-        self.boot()
+        self.spawn();
+        self.wait_ready()
     }
 
     fn stderr_path(&self, start: u32) -> PathBuf {
         self.logs.path().join(format!("keel-{start}.stderr"))
     }
 
+    /// The first start: on free ports, retried on other ones if another
+    /// process took a port between the probe and the server's bind.
     fn boot(&mut self) -> Result<(), Exited> {
+        if let Some(port) = self.options.port {
+            self.port = port;
+            self.metrics_port = self.options.metrics.then(free_port);
+            self.spawn();
+            return self.wait_ready().map(drop);
+        }
         for _ in 0..START_ATTEMPTS_MAX {
             self.port = free_port();
             self.metrics_port = self.options.metrics.then(free_port);
             self.spawn();
             match self.wait_ready() {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(exited) if exited.stderr.to_lowercase().contains("address in use") => continue,
                 Err(exited) => return Err(exited),
             }
@@ -363,17 +428,28 @@ impl Server {
         let mut command = Command::new(keel_binary());
         command
             .args(&args)
+            .envs(options.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        let open_files = options.open_files_max.map(|max| libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        });
         // SAFETY: the closure runs between fork and exec and only calls
-        // prctl, which is async-signal-safe and touches no parent memory.
+        // prctl and setrlimit, which are async-signal-safe, on values copied
+        // before the fork.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 // A test run that is killed (timeout, ^C) skips the Drop that
                 // kills its servers; this ends them when the spawning thread ends.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(limit) = &open_files {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, limit) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -382,9 +458,27 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// CPU time (user and system) the running server has used, in ms.
+    pub fn cpu_time_ms(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read the server's /proc stat");
+        // Fields after the command name (which is in parentheses and may hold
+        // spaces): state is field 3, utime 14 and stime 15.
+        let after_name = &stat[stat.rfind(')').expect("a stat line names the command") + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        ticks * 1000 / u64::try_from(ticks_per_second).expect("a positive clock tick rate")
+    }
+
     /// Polls PING until PONG; returns how the process exited if it does.
-    fn wait_ready(&mut self) -> Result<(), Exited> {
-        let deadline = Instant::now() + Duration::from_millis(READY_DEADLINE_MS);
+    fn wait_ready(&mut self) -> Result<Ready, Exited> {
+        let deadline_ms = self.options.ready_deadline_ms;
+        let spawned = Instant::now();
+        let deadline = spawned + Duration::from_millis(deadline_ms);
+        let mut listening = None;
         loop {
             let child = self.child.as_mut().expect("just spawned");
             if let Some(status) = child.try_wait().expect("poll keel") {
@@ -394,13 +488,23 @@ impl Server {
                     stderr: self.stderr(),
                 });
             }
-            if ping(self.port) {
-                return Ok(());
+            match ping(self.port) {
+                Probe::Refused => {}
+                Probe::Connected => {
+                    listening.get_or_insert(spawned.elapsed());
+                }
+                Probe::Pong => {
+                    let serving = spawned.elapsed();
+                    return Ok(Ready {
+                        listening: listening.unwrap_or(serving),
+                        serving,
+                    });
+                }
             }
             if Instant::now() > deadline {
                 self.kill9();
                 panic!(
-                    "keel did not answer PING within {READY_DEADLINE_MS} ms\n{}",
+                    "keel did not answer PING within {deadline_ms} ms\n{}",
                     self.stderr()
                 );
             }
@@ -425,22 +529,42 @@ impl Drop for Server {
 
 /// One poll interval between readiness or exit checks: the only waiting the
 /// harness does, always bounded by a deadline.
-fn wait_a_moment() {
+pub fn wait_a_moment() {
     std::thread::park_timeout(Duration::from_millis(READY_POLL_MS));
 }
 
-fn ping(port: u16) -> bool {
+/// How soon a started process took its port and answered, from its spawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    /// Until a connection was accepted by the kernel: the port is bound
+    /// (before recovery, which may take long).
+    pub listening: Duration,
+    /// Until PING was answered.
+    pub serving: Duration,
+}
+
+/// What one readiness probe found.
+enum Probe {
+    Refused,
+    Connected,
+    Pong,
+}
+
+fn ping(port: u16) -> Probe {
     let Ok(mut raw) = RawConnection::connect(port) else {
-        return false;
+        return Probe::Refused;
     };
     if raw
         .stream
         .set_read_timeout(Some(Duration::from_millis(1000)))
         .is_err()
     {
-        return false;
+        return Probe::Connected;
     }
-    matches!(raw.command(&[b"PING"]), Ok(Resp::Simple(pong)) if pong == "PONG")
+    match raw.command(&[b"PING"]) {
+        Ok(Resp::Simple(pong)) if pong == "PONG" => Probe::Pong,
+        _ => Probe::Connected,
+    }
 }
 
 /// The value of the unlabelled sample `name` in Prometheus text.

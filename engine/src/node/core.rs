@@ -28,6 +28,13 @@ use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 
+/// How long a core stops accepting after an accept failed. The usual
+/// causes (the process or the system is out of file descriptors, the kernel
+/// out of buffers) last until connections close, so retrying at once would
+/// spin the core and flood the log; 100 ms keeps the log to ten lines a
+/// second and delays new connections by at most that once the cause clears.
+pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
 /// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
 /// Cluster assigns them to nodes.
 pub fn shard_of_slot(slot: u16, shards: u32) -> u32 {
@@ -229,7 +236,9 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// Accepts clients until the task is dropped.
+    /// Accepts clients until the task is dropped. After a failed accept it
+    /// waits [`ACCEPT_ERROR_BACKOFF_MS`]: the errors that persist (EMFILE,
+    /// ENFILE, ENOBUFS) would otherwise make this loop spin on the core.
     pub async fn accept_clients(self: Rc<Self>) {
         loop {
             match self.io.accept(Listener::Clients).await {
@@ -237,7 +246,13 @@ impl<I: NodeIo> Core<I> {
                     let core = Rc::clone(&self);
                     self.io.spawn(async move { core.serve_client(conn).await });
                 }
-                Err(error) => tracing::warn!(%error, "accept failed"),
+                Err(error) => {
+                    NodeMetrics::add(&self.node.metrics.accept_errors, 1);
+                    tracing::warn!(%error, backoff_ms = ACCEPT_ERROR_BACKOFF_MS, "accept failed; pausing accepts");
+                    self.io
+                        .sleep(std::time::Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS))
+                        .await;
+                }
             }
         }
     }

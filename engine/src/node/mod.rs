@@ -131,8 +131,6 @@ pub enum NodeError {
         address: String,
         source: std::io::Error,
     },
-    #[error("cannot join the other cores: {reason}")]
-    Mesh { reason: String },
     #[error("shard {shard}: cannot open its directory: {source}")]
     Storage { shard: u32, source: std::io::Error },
     #[error("shard {shard}: {source}")]
