@@ -111,7 +111,13 @@ impl<T> CrossCore<T> {
             let mut inbox = self.inbox(to);
             let lane = &mut inbox.lanes[from];
             if !lane.has_room_for(bytes) {
-                lane.senders.push(context.waker().clone());
+                // Once per task: a task polled again while it waits (by any
+                // other waker of its own) must not pile up clones, whose
+                // count glommio keeps in an i16.
+                let waker = context.waker();
+                if !lane.senders.iter().any(|waiting| waiting.will_wake(waker)) {
+                    lane.senders.push(waker.clone());
+                }
                 return Poll::Pending;
             }
             let message = message.take().expect("a send completes once");
@@ -241,6 +247,26 @@ mod tests {
         }
         assert_eq!(recv_now(&channels, 1), Some(u32::MAX));
         assert_eq!(recv_now(&channels, 1), None);
+    }
+
+    /// glommio counts a task's waker clones in an i16 and panics past it: a
+    /// waiting sender polled again and again (its task woken by something
+    /// else) must keep one clone in the lane, not one per poll.
+    #[test]
+    fn a_sender_polled_while_it_waits_holds_one_waker() {
+        let channels = CrossCore::new(2);
+        for message in 0..HOP_LANE_MESSAGES as u32 {
+            assert!(send_now(&channels, 0, 1, message, 1));
+        }
+        let waker = Arc::new(Counter::default());
+        let mut waiting = pin!(channels.send(0, 1, u32::MAX, 1));
+        for _ in 0..40_000 {
+            assert!(poll_once(waiting.as_mut(), &waker).is_pending());
+        }
+        assert_eq!(Arc::strong_count(&waker), 2, "ours and the lane's");
+        assert_eq!(recv_now(&channels, 1), Some(0));
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "woken once");
+        assert!(poll_once(waiting.as_mut(), &waker).is_ready());
     }
 
     #[test]
