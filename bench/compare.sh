@@ -13,10 +13,12 @@
 #   COMPARE_PNG       chart to write                           [docs/compare.png]
 #   KEEL_ARGS         extra `keel serve` flags, e.g. "--cores 1" [none]
 #   CARGO_TARGET_DIR  where cargo builds keel                  [target]
+#   KEEL_BIN          a keel binary to measure instead of building one
 # Usage: bench/compare.sh [-n REQUESTS]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 requests=${COMPARE_REQUESTS:-200000}
 keys=${COMPARE_KEYS:-1000000}
 clients=${COMPARE_CLIENTS:-50}
@@ -32,94 +34,10 @@ while getopts "n:" flag; do
     esac
 done
 
-work=$(mktemp -d -t keel-compare.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-log() { echo "compare: $*" >&2; }
-
-install_tools() {
-    local missing=()
-    command -v redis-server >/dev/null || missing+=(redis-server)
-    command -v redis-benchmark >/dev/null || missing+=(redis-tools)
-    command -v redis-cli >/dev/null || missing+=(redis-tools)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        if ! apt-get install -y "${missing[@]}" >/dev/null 2>&1; then
-            apt-get update >/dev/null
-            apt-get install -y "${missing[@]}" >/dev/null
-        fi
-    fi
-    if ! python3 -c 'import matplotlib' 2>/dev/null; then
-        log "installing matplotlib"
-        python3 -m pip install --quiet matplotlib
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-now_ns() { date +%s%N; }
-
-# Polls PING every few ms; prints the milliseconds from $2 (ns) to PONG.
-wait_ready() {
-    local port=$1 started_ns=$2 pid=$3
-    local deadline_ns=$((started_ns + ready_deadline_s * 1000000000))
-    until [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "server $pid on port $port exited before answering PING"
-            return 1
-        fi
-        if (($(now_ns) > deadline_ns)); then
-            log "server on port $port did not answer PING within ${ready_deadline_s}s"
-            return 1
-        fi
-        sleep 0.002
-    done
-    echo $((($(now_ns) - started_ns) / 1000000))
-}
-
-# start_server NAME PORT: starts it in the background; sets $server_pid and
-# $server_ready_ms. NAME is keel, redis-always or redis-everysec; the data
-# directory is $work/NAME and is kept across restarts.
-start_server() {
-    local name=$1 port=$2 dir=$work/$1
-    mkdir -p "$dir"
-    local started_ns
-    started_ns=$(now_ns)
-    case $name in
-        keel)
-            # shellcheck disable=SC2086 # KEEL_ARGS is a list of flags
-            "$keel" serve --dir "$dir/data" --port "$port" --bind 127.0.0.1 --fsync always ${KEEL_ARGS:-} \
-                2>>"$work/$name.log" &
-            ;;
-        redis-*)
-            redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-                --appendonly yes --appendfsync "${name#redis-}" --daemonize no \
-                >>"$work/$name.log" 2>&1 &
-            ;;
-    esac
-    server_pid=$!
-    pids+=("$server_pid")
-    server_ready_ms=$(wait_ready "$port" "$started_ns" "$server_pid") || {
-        tail -20 "$work/$name.log" >&2
-        exit 1
-    }
-}
-
-stop_server() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+bench_name=compare
+keel_flags="--fsync always ${KEEL_ARGS:-}"
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
@@ -193,11 +111,12 @@ restart_measure() {
     stop_server "$server_pid"
 }
 
-install_tools
-log "building keel (release)"
-(cd "$repo" && cargo build --release --quiet -p keel-engine --bin keel)
-keel=${CARGO_TARGET_DIR:-$repo/target}/release/keel
-[[ ${CARGO_TARGET_DIR:-} == /* || -z ${CARGO_TARGET_DIR:-} ]] || keel=$repo/$keel
+install_tools redis-benchmark=redis-tools
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    log "installing matplotlib"
+    python3 -m pip install --quiet matplotlib
+fi
+find_keel
 
 echo "server,pipeline,test,rps,p50_ms,p99_ms" >"$work/bench.csv"
 echo "server,keys,ready_ms,rss_kib" >"$work/restart.csv"

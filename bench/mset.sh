@@ -20,85 +20,16 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 pairs=${MSET_PAIRS:-100000 200000 400000}
 runs=${MSET_RUNS:-3}
 # How long a server may take to answer its first PING.
 ready_deadline_s=60
 
-work=$(mktemp -d -t keel-mset.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-log() { echo "mset: $*" >&2; }
-
-install_tools() {
-    local missing=()
-    command -v redis-server >/dev/null || missing+=(redis-server)
-    command -v redis-cli >/dev/null || missing+=(redis-tools)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        if ! apt-get install -y "${missing[@]}" >/dev/null 2>&1; then
-            apt-get update >/dev/null
-            apt-get install -y "${missing[@]}" >/dev/null
-        fi
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() {
-    local port=$1 pid=$2 deadline=$((SECONDS + ready_deadline_s))
-    until [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "server $pid on port $port exited before answering PING"
-            return 1
-        fi
-        if ((SECONDS > deadline)); then
-            log "server on port $port did not answer PING within ${ready_deadline_s}s"
-            return 1
-        fi
-        sleep 0.01
-    done
-}
-
-# start_server NAME PORT: starts it in the background; sets $server_pid.
-start_server() {
-    local name=$1 port=$2 dir=$work/$1
-    mkdir -p "$dir"
-    case $name in
-        keel)
-            "$keel" serve --dir "$dir/data" --port "$port" --bind 127.0.0.1 2>>"$work/$name.log" &
-            ;;
-        redis)
-            redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-                --daemonize no >>"$work/$name.log" 2>&1 &
-            ;;
-        redis-always)
-            redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-                --appendonly yes --appendfsync always --daemonize no >>"$work/$name.log" 2>&1 &
-            ;;
-    esac
-    server_pid=$!
-    pids+=("$server_pid")
-    wait_ready "$port" "$server_pid" || {
-        tail -20 "$work/$name.log" >&2
-        exit 1
-    }
-}
-
-stop_server() {
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
+bench_name=mset
+keel_flags=""
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 # Prints "pairs seconds request_bytes" per pair count: the median of $runs runs, each one
 # MSET in one sendall, timed from the send to the whole reply.
@@ -136,14 +67,7 @@ PY
 }
 
 install_tools
-if [[ -n ${KEEL_BIN:-} ]]; then
-    keel=$KEEL_BIN
-else
-    log "building keel (release)"
-    (cd "$repo" && cargo build --release --quiet -p keel-engine --bin keel)
-    keel=${CARGO_TARGET_DIR:-$repo/target}/release/keel
-    [[ ${CARGO_TARGET_DIR:-} == /* || -z ${CARGO_TARGET_DIR:-} ]] || keel=$repo/$keel
-fi
+find_keel
 
 for name in keel redis redis-always; do
     port=$(free_port)
