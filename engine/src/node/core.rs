@@ -544,16 +544,14 @@ fn not_durable(reason: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::future::Future;
     use std::io;
-    use std::time::Duration;
 
     use futures_lite::future;
-    use keel_wal::MemStorage;
 
     use super::*;
-    use crate::config::{FsyncPolicy, ServeConfig};
+    use crate::config::FsyncPolicy;
     use crate::node::io::Connection;
+    use crate::node::test_io::{recover_one_shard, MemIo};
 
     /// A client that sends `input` and records each write it receives.
     struct ScriptedClient {
@@ -578,53 +576,10 @@ mod tests {
         }
     }
 
-    /// One core with one in-memory shard; nothing is spawned, no other core.
-    #[derive(Clone, Debug, Default)]
-    struct OneCoreIo {
-        disk: MemStorage,
-    }
-
-    impl NodeIo for OneCoreIo {
-        type Storage = MemStorage;
-        type Conn = ScriptedClient;
-
-        async fn shard_storage(&self, _shard: u32) -> io::Result<MemStorage> {
-            Ok(self.disk.clone())
-        }
-        fn now_unix_ms(&self) -> u64 {
-            0
-        }
-        fn monotonic_us(&self) -> u64 {
-            0
-        }
-        async fn sleep(&self, _duration: Duration) {}
-        fn spawn(&self, _task: impl Future<Output = ()> + 'static) {
-            panic!("a client's keyed commands on its own core spawn nothing");
-        }
-        async fn accept(&self, _listener: Listener) -> io::Result<ScriptedClient> {
-            future::pending().await
-        }
-        fn core(&self) -> (usize, usize) {
-            (0, 1)
-        }
-        async fn send_hop(&self, _core: usize, _hop: Hop) {
-            panic!("one core sends no hops");
-        }
-        async fn recv_hop(&self) -> Hop {
-            future::pending().await
-        }
-    }
-
     /// Serves one client sending `input` (no sync waited for: interval
     /// policy, no committer) and returns the writes it received.
     fn serve(input: &[u8]) -> Vec<Vec<u8>> {
-        let mut config =
-            ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
-        config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
-        config.fsync = FsyncPolicy::IntervalMs(1);
-        let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0));
-        let recovered = future::block_on(crate::node::recover_core(OneCoreIo::default(), node))
-            .expect("an empty disk recovers");
+        let recovered = recover_one_shard(MemIo::default(), FsyncPolicy::IntervalMs(1));
         let writes = Rc::default();
         let client = ScriptedClient {
             input: input.iter().copied().collect(),

@@ -6,6 +6,8 @@ pub mod core;
 pub mod io;
 pub mod local;
 pub mod shard;
+#[cfg(test)]
+mod test_io;
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;

@@ -556,15 +556,15 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::future::Future;
     use std::io;
-    use std::time::Duration;
 
     use futures_lite::future;
-    use keel_wal::{MemStorage, WalOptions};
+    use keel_wal::WalOptions;
 
     use super::*;
-    use crate::node::io::{Connection, Hop, Listener};
+    use crate::config::FsyncPolicy;
+    use crate::node::io::Connection;
+    use crate::node::test_io::{recover_one_shard, MemIo};
 
     /// No connection is ever accepted in these tests.
     enum NoConnection {}
@@ -581,46 +581,7 @@ mod tests {
         }
     }
 
-    /// One core over one in-memory disk, watched by `observer`.
-    #[derive(Clone, Debug, Default)]
-    struct TestIo {
-        disk: MemStorage,
-        observer: Rc<Recorder>,
-    }
-
-    impl NodeIo for TestIo {
-        type Storage = MemStorage;
-        type Conn = NoConnection;
-
-        async fn shard_storage(&self, _shard: u32) -> io::Result<MemStorage> {
-            Ok(self.disk.clone())
-        }
-        fn now_unix_ms(&self) -> u64 {
-            0
-        }
-        fn monotonic_us(&self) -> u64 {
-            0
-        }
-        async fn sleep(&self, _duration: Duration) {}
-        fn spawn(&self, _task: impl Future<Output = ()> + 'static) {
-            panic!("these tests take no snapshot, the only task a shard spawns");
-        }
-        async fn accept(&self, _listener: Listener) -> io::Result<NoConnection> {
-            future::pending().await
-        }
-        fn core(&self) -> (usize, usize) {
-            (0, 1)
-        }
-        async fn send_hop(&self, _core: usize, _hop: Hop) {
-            future::pending().await
-        }
-        async fn recv_hop(&self) -> Hop {
-            future::pending().await
-        }
-        fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
-            Some(Rc::clone(&self.observer) as Rc<dyn ShardObserver>)
-        }
-    }
+    type TestIo = MemIo<NoConnection>;
 
     #[derive(Debug, PartialEq, Eq)]
     enum Event {
@@ -704,13 +665,9 @@ mod tests {
 
     #[test]
     fn the_observer_sees_recovery_applies_and_acknowledgements() {
-        let io = TestIo::default();
-        let mut config = crate::config::ServeConfig::resolve(&Default::default(), 1)
-            .expect("the defaults are valid");
-        config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
-        let node = Arc::new(crate::node::NodeShared::new(config, 1, String::new(), 0, 0));
-        let recovered = future::block_on(crate::node::recover_core(io.clone(), node))
-            .expect("an empty disk recovers");
+        let recorder = Rc::new(Recorder::default());
+        let io = TestIo::watched(Rc::clone(&recorder) as Rc<dyn ShardObserver>);
+        let recovered = recover_one_shard(io, FsyncPolicy::Always);
         let shard = Rc::clone(&recovered.committers[0].shard);
         let index = set(&shard, "k");
         // Nothing syncs here (no committer runs), so only a read of nothing
@@ -718,7 +675,7 @@ mod tests {
         assert!(future::block_on(future::poll_once(shard.acknowledged(index))).is_none());
         future::block_on(shard.acknowledged(0)).expect("index 0 is always durable");
         assert_eq!(
-            *io.observer.events.borrow(),
+            *recorder.events.borrow(),
             vec![
                 Event::Recovered {
                     last_index: 0,
