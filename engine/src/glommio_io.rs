@@ -88,16 +88,23 @@ impl GlommioIo {
 /// the next start from binding the same port. A server already listening on
 /// the port is refused before this, by [`port_is_free`].
 pub fn listen_socket(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = bound_socket(address, true)?;
+    socket.listen(LISTEN_BACKLOG_CONNECTIONS)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `address` with SO_REUSEADDR, and SO_REUSEPORT if
+/// `reuse_port`.
+fn bound_socket(address: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG_CONNECTIONS)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Fails if a socket listens on `address`, in this process or another.
@@ -107,13 +114,7 @@ pub fn listen_socket(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// port but not with the closing connections of an earlier run (whose
 /// sockets have SO_REUSEADDR too, inherited from [`listen_socket`]).
 pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
+    let socket = bound_socket(address, false)?;
     // Linux checks a bind against listening sockets only at listen() when
     // every socket on the port was bound with SO_REUSEADDR.
     socket.listen(1)
