@@ -57,8 +57,6 @@ debian_source_lists() {
 fetch_suite() {
     local version upstream
     version=$(dpkg-query -W -f='${source:Version}' redis-server)
-    upstream=${version#*:}
-    upstream=${upstream%-*}
     suite=$suite_root/redis-${version#*:}
     if [[ -f $suite/.unpacked ]]; then
         return
@@ -75,18 +73,28 @@ fetch_suite() {
     # A source that has no deb-src index only warns; the download below is
     # what must succeed.
     apt-get "${apt_options[@]}" update || log "apt-get update reported errors"
+    # The installed version's source; if the mirror no longer has it (a
+    # newer update replaced it), the one it has, said aloud.
     (cd "$apt_dir/download" &&
-        apt-get "${apt_options[@]}" source --download-only "redis=$version")
+        apt-get "${apt_options[@]}" source --download-only "redis=$version" 2>/dev/null ||
+        { log "no source of redis $version on the mirror: taking its newest" &&
+            apt-get "${apt_options[@]}" source --download-only redis; })
+    local tarball
+    tarball=$(echo "$apt_dir"/download/redis_*.orig.tar.gz)
+    upstream=${tarball##*/redis_}
+    upstream=${upstream%.orig.tar.gz}
     local unpack=$suite_root/unpack
     rm -rf "$unpack"
     mkdir -p "$unpack"
-    tar -xzf "$apt_dir/download/redis_$upstream.orig.tar.gz" -C "$unpack"
+    tar -xzf "$tarball" -C "$unpack"
     tar -xJf "$apt_dir"/download/redis_*.debian.tar.xz -C "$unpack/redis-$upstream"
     (
         cd "$unpack/redis-$upstream"
         local patch
         grep -v '^#' debian/patches/series | while read -r patch; do
-            [[ -n $patch ]] && patch -p1 --forward --quiet <"debian/patches/$patch"
+            if [[ -n $patch ]]; then
+                patch -p1 --forward --quiet <"debian/patches/$patch"
+            fi
         done
     )
     mv "$unpack/redis-$upstream" "$suite"
