@@ -24,3 +24,8 @@ sim cargo test --release -p keel-sim --locked --features planted-bugs
 # 200 random seeds, every planted bug caught within 300 seeds, and a seed
 # replayed twice to the same trace.
 scripts/sim.sh --ci
+
+# Redis's own test suite against Keel and redis-server, side by side
+# (docs/REDIS_SUITE.md): about a minute with the debug keel built above. The
+# figures are the result; only a suite that cannot run fails here.
+KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_suite.sh

@@ -21,7 +21,8 @@
 //! RESP2 equivalents otherwise (a map becomes a flat array, a null `$-1` or
 //! `*-1`, a double a bulk string, a boolean an integer), as Redis does.
 
-/// Arguments one request may carry (Redis: 1024*1024).
+/// Arguments one request may carry (Redis 6: 1024*1024; Redis 7 takes up
+/// to 2^31-1 and grows its argument array as they arrive).
 pub const REQUEST_ARGS_MAX: usize = 1024 * 1024;
 /// Longest inline request line (Redis: PROTO_INLINE_MAX_SIZE, 64 KiB).
 pub const INLINE_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -310,12 +311,12 @@ impl RequestParser {
         else {
             return Ok(Step::Wait);
         };
-        let count = match &header[1..] {
-            // `*-1` and `*0` are empty requests that Redis skips.
-            b"-1" | b"0" => 0,
-            digits => {
-                parse_length(digits, REQUEST_ARGS_MAX).ok_or(ProtocolError::MultibulkLength)?
-            }
+        let count = match header_number(&header[1..]) {
+            // A count of zero or less (`*0`, `*-1`, `*-10`) is an empty
+            // request that Redis skips.
+            Some(count) if count <= 0 => 0,
+            Some(count) if count as u64 <= REQUEST_ARGS_MAX as u64 => count as usize,
+            _ => return Err(ProtocolError::MultibulkLength),
         };
         self.consume(used);
         // Never reserve from the count alone: a client may claim a million
@@ -344,7 +345,10 @@ impl RequestParser {
                 return Err(ProtocolError::ExpectedBulk { found });
             }
         }
-        let len = parse_length(&header[1..], bulk_bytes_max).ok_or(ProtocolError::BulkLength)?;
+        let len = header_number(&header[1..])
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|len| *len <= bulk_bytes_max)
+            .ok_or(ProtocolError::BulkLength)?;
         self.consume(used);
         // Reserving the claimed length takes address space only: the pages
         // are touched as the data arrives.
@@ -423,16 +427,21 @@ impl RequestParser {
     }
 }
 
-/// A decimal in a header line, within `0..=max`; `-1` is not a length here.
-fn parse_length(digits: &[u8], max: usize) -> Option<usize> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+/// The number of a `*<n>` or `$<len>` header line as Redis's `string2ll`
+/// reads it: an optional `-`, then digits with no leading zero (`0` alone is
+/// the only number starting with one; `-0`, `+1`, `01` and ` 1` are not
+/// numbers), within `i64`.
+fn header_number(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let canonical = match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
         return None;
     }
-    std::str::from_utf8(digits)
-        .ok()?
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n <= max)
+    std::str::from_utf8(text).ok()?.parse::<i64>().ok()
 }
 
 /// Splits an inline line into words as Redis's `sdssplitargs` does: spaces
@@ -711,6 +720,67 @@ mod tests {
         assert_eq!(parse(b"*0\r\n"), Ok(Parsed::Request(Vec::new(), 4)));
     }
 
+    /// Redis's unit/protocol "Negative multibulk length": `*-10` is skipped
+    /// like `*0`, and the connection goes on.
+    #[test]
+    fn a_negative_multibulk_count_is_an_empty_request() {
+        for header in ["*-1\r\n", "*-10\r\n", "*-9223372036854775808\r\n"] {
+            let mut parser = RequestParser::new(1024, usize::MAX);
+            parser.push(header.as_bytes());
+            parser.push(b"*1\r\n$4\r\nPING\r\n");
+            assert_eq!(parser.next_request(), Ok(Some(Vec::new())), "{header:?}");
+            assert_eq!(parser.next_request(), Ok(Some(request(&["PING"]))));
+        }
+    }
+
+    /// Header numbers are read as Redis's `string2ll` reads them, and each
+    /// kind of header has Redis's error (unit/protocol's texts).
+    #[test]
+    fn header_numbers_are_read_as_redis_reads_them() {
+        for header in [
+            "*01\r\n",
+            "*-0\r\n",
+            "*+1\r\n",
+            "* 1\r\n",
+            "*\r\n",
+            "*3000000000\r\n",
+        ] {
+            assert_eq!(
+                parse(header.as_bytes()),
+                Err(ProtocolError::MultibulkLength),
+                "{header:?}"
+            );
+        }
+        for length in [
+            "$-10",
+            "$01",
+            "$-0",
+            "$blabla",
+            "$2000000000",
+            "$",
+            "$9223372036854775808",
+        ] {
+            let wire = format!("*3\r\n$3\r\nSET\r\n$1\r\nx\r\n{length}\r\n");
+            assert_eq!(
+                parse(wire.as_bytes()),
+                Err(ProtocolError::BulkLength),
+                "{length:?}"
+            );
+        }
+        assert_eq!(
+            parse(b"*1\r\n$0\r\n\r\n"),
+            Ok(Parsed::Request(vec![Vec::new()], 10))
+        );
+        assert_eq!(
+            ProtocolError::BulkLength.to_string(),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            ProtocolError::MultibulkLength.to_string(),
+            "Protocol error: invalid multibulk length"
+        );
+    }
+
     #[test]
     fn a_huge_claimed_count_allocates_nothing_until_data_arrives() {
         assert_eq!(parse(b"*1048576\r\n"), Ok(Parsed::Incomplete));
@@ -820,8 +890,9 @@ mod tests {
                     stream.extend_from_slice(line.join(" ").as_bytes());
                     stream.extend_from_slice(if rng.below(2) == 0 { b"\r\n" } else { b"\n" });
                 }
-                1 => stream
-                    .extend_from_slice([b"*0\r\n".as_slice(), b"*-1\r\n", b"\r\n"][rng.below(3)]),
+                1 => stream.extend_from_slice(
+                    [b"*0\r\n".as_slice(), b"*-1\r\n", b"*-10\r\n", b"\r\n"][rng.below(4)],
+                ),
                 _ => {
                     let args: Vec<Reply> = (0..1 + rng.below(5))
                         .map(|_| {

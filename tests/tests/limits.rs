@@ -87,7 +87,7 @@ fn protocol_garbage_gets_a_protocol_error_and_closes_only_that_connection() {
     let garbage: [&[u8]; 5] = [
         b"*\x9c\x01\xfe\xd3\x00\x7f\r\n",
         b"SET \"unbalanced value\r\n",
-        b"*-5\r\n",
+        b"*3000000000\r\n",
         b"*1\r\n$abc\r\n",
         b"*2\r\n$3\r\nGET\r\n:12\r\n",
     ];

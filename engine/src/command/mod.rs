@@ -155,7 +155,9 @@ fn arity_fits(arity: i32, argc: usize) -> bool {
     }
 }
 
-fn wrong_arity(name: &str) -> Reply {
+/// Redis 7's reply to a command (or `container|subcommand`) given the wrong
+/// number of arguments.
+pub fn wrong_arity(name: &str) -> Reply {
     Reply::Error(format!(
         "ERR wrong number of arguments for '{name}' command"
     ))

@@ -117,6 +117,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Removes all keys from all databases.", ..NODE },
     CommandSpec { name: "flushdb", arity: -1, flags: WRITE, acl_categories: KEYSPACE_DANGEROUS_WRITE, group: "server", since: "1.0.0", complexity: "O(N) where N is the number of keys in the selected database",
         summary: "Remove all keys from the current database.", ..NODE },
+    CommandSpec { name: "function", arity: -2, acl_categories: SLOW, group: "scripting", since: "7.0.0", complexity: "Depends on subcommand.",
+        summary: "A container for function commands.", ..NODE },
     CommandSpec { name: "get", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: STRING_READ_FAST, group: "string", since: "1.0.0", complexity: "O(1)",
         summary: "Returns the string value of a key.", handler: Some(strings::get) },
     CommandSpec { name: "getdel", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: STRING_WRITE_FAST, group: "string", since: "6.2.0", complexity: "O(1)",

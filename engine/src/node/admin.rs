@@ -1,10 +1,11 @@
 //! Commands about the connection and the node rather than keys: PING, ECHO,
-//! SELECT, HELLO, QUIT, RESET, CONFIG, COMMAND, CLIENT, and INFO's text.
+//! SELECT, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT, and INFO's
+//! text.
 
 use std::fmt::Write as _;
 
 use crate::command::{self, CommandSpec};
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, ServeConfig};
 use crate::metrics::NodeMetrics;
 use crate::node::shard::ShardStats;
 use crate::node::NodeShared;
@@ -111,7 +112,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// PING, ECHO, SELECT, HELLO, QUIT, RESET, CONFIG, COMMAND, CLIENT.
+/// PING, ECHO, SELECT, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT.
 pub fn connection_command(
     node: &NodeShared,
     client: &mut ClientInfo,
@@ -120,9 +121,11 @@ pub fn connection_command(
     now_unix_ms: u64,
 ) -> Reply {
     match spec.name {
-        "ping" => match args.get(1) {
-            Some(message) => Reply::Bulk(message.clone()),
-            None => Reply::Simple("PONG".into()),
+        // PING's arity is -1, and PING itself refuses more than a message.
+        "ping" => match args {
+            [_] => Reply::Simple("PONG".into()),
+            [_, message] => Reply::Bulk(message.clone()),
+            _ => command::wrong_arity("ping"),
         },
         "echo" => Reply::Bulk(args[1].clone()),
         "select" => match std::str::from_utf8(&args[1])
@@ -142,6 +145,7 @@ pub fn connection_command(
         }
         "hello" => hello(node, client, args),
         "config" => config(node, args),
+        "function" => function(args),
         "command" => command::command_reply(&args[1..]),
         "client" => client_command(node, client, args, now_unix_ms),
         other => unreachable!("{other} is not a connection command"),
@@ -271,46 +275,183 @@ fn client_command(
             Reply::Bulk(out.into_bytes())
         }
         (b"id" | b"getname" | b"setname" | b"setinfo" | b"info" | b"list", _) => wrong_args(),
-        _ => Reply::Error(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-            text(&args[1])
-        )),
+        _ => unknown_subcommand("CLIENT", &args[1]),
     }
 }
 
-/// CONFIG GET with the settings Keel has; CONFIG SET is refused (settings are
-/// fixed at start-up).
+/// Redis 7's reply to a subcommand a container command does not have.
+fn unknown_subcommand(command: &str, sub: &[u8]) -> Reply {
+    Reply::Error(format!(
+        "ERR unknown subcommand '{}'. Try {command} HELP.",
+        text(sub)
+    ))
+}
+
+/// The settings CONFIG GET shows, by their Redis names. All are fixed at
+/// start-up (flags or `--config`).
+fn settings(config: &ServeConfig) -> [(&'static str, String); 9] {
+    [
+        ("port", config.port.to_string()),
+        ("bind", config.bind.to_string()),
+        ("dir", config.dir.display().to_string()),
+        ("databases", "1".to_string()),
+        ("maxclients", config.connections_max.to_string()),
+        (
+            "proto-max-bulk-len",
+            config.limits.value_bytes_max.to_string(),
+        ),
+        ("appendonly", "yes".to_string()),
+        (
+            "appendfsync",
+            match config.fsync {
+                FsyncPolicy::Always => "always".into(),
+                FsyncPolicy::IntervalMs(ms) => format!("interval-ms={ms}"),
+            },
+        ),
+        ("save", String::new()),
+    ]
+}
+
+/// CONFIG GET with the settings Keel has; CONFIG SET refused as Redis
+/// refuses a parameter it does not know or cannot change at run time.
 fn config(node: &NodeShared, args: &[Vec<u8>]) -> Reply {
     let sub = args[1].to_ascii_lowercase();
     match sub.as_slice() {
         b"get" if args.len() >= 3 => {
-            let config = &node.config;
-            let settings = [
-                ("port", config.port.to_string()),
-                ("bind", config.bind.to_string()),
-                ("dir", config.dir.display().to_string()),
-                ("databases", "1".to_string()),
-                ("maxclients", config.connections_max.to_string()),
-                ("proto-max-bulk-len", config.limits.value_bytes_max.to_string()),
-                ("appendonly", "yes".to_string()),
-                ("appendfsync", match config.fsync { FsyncPolicy::Always => "always".into(), FsyncPolicy::IntervalMs(ms) => format!("interval-ms={ms}") }),
-                ("save", String::new()),
-            ];
             let mut pairs = Vec::new();
-            for (name, value) in settings {
-                if args[2..].iter().any(|pattern| crate::keyspace::glob_match(&pattern.to_ascii_lowercase(), name.as_bytes())) {
-                    pairs.push((Reply::Bulk(name.as_bytes().to_vec()), Reply::Bulk(value.into_bytes())));
+            for (name, value) in settings(&node.config) {
+                if args[2..].iter().any(|pattern| {
+                    crate::keyspace::glob_match(&pattern.to_ascii_lowercase(), name.as_bytes())
+                }) {
+                    pairs.push((
+                        Reply::Bulk(name.as_bytes().to_vec()),
+                        Reply::Bulk(value.into_bytes()),
+                    ));
                 }
             }
             Reply::Map(pairs)
         }
-        b"get" => Reply::Error("ERR wrong number of arguments for 'config|get' command".into()),
-        b"set" | b"resetstat" | b"rewrite" => Reply::Error(format!(
+        b"get" => command::wrong_arity("config|get"),
+        b"set" => config_set(&node.config, &args[2..]),
+        b"resetstat" | b"rewrite" => Reply::Error(format!(
             "ERR CONFIG {} is not supported: Keel's settings are fixed at start-up (flags or --config)",
             text(&args[1]).to_uppercase()
         )),
-        _ => Reply::Error(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", text(&args[1]))),
+        _ => unknown_subcommand("CONFIG", &args[1]),
     }
+}
+
+/// CONFIG SET's answer, always a refusal, with Redis 7's texts: its first
+/// parameter is either one Keel does not have (Redis's reply to a parameter
+/// it does not know) or one of Keel's settings (Redis's reply to an
+/// immutable one). Redis reports the first bad pair, and Keel's first pair
+/// is always bad.
+fn config_set(config: &ServeConfig, pairs: &[Vec<u8>]) -> Reply {
+    let Some(name) = pairs.first().filter(|_| pairs.len() >= 2) else {
+        return command::wrong_arity("config|set");
+    };
+    if pairs.len() % 2 == 1 {
+        return syntax_error();
+    }
+    let known = settings(config)
+        .iter()
+        .any(|(setting, _)| name.eq_ignore_ascii_case(setting.as_bytes()));
+    Reply::Error(if known {
+        format!(
+            "ERR CONFIG SET failed (possibly related to argument '{}') - can't set immutable config",
+            text(name)
+        )
+    } else {
+        format!(
+            "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+            text(name)
+        )
+    })
+}
+
+/// FUNCTION, answered as Redis 7 answers it with no library loaded: Keel
+/// runs no scripts, so it has no function engine and no library. FLUSH
+/// succeeds with nothing to flush (Redis's test harness calls it before
+/// every test server block), LIST and STATS show nothing, DELETE finds no
+/// library, KILL no running function, and LOAD no engine for the library's
+/// `#!<engine>` line. DUMP, RESTORE and HELP are not there.
+fn function(args: &[Vec<u8>]) -> Reply {
+    let sub = args[1].to_ascii_lowercase();
+    let rest = &args[2..];
+    let wrong_args = || command::wrong_arity(&format!("function|{}", text(&sub)));
+    match (sub.as_slice(), rest) {
+        (b"flush", []) => ok(),
+        (b"flush", [mode])
+            if mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async") =>
+        {
+            ok()
+        }
+        (b"flush", [_]) => {
+            Reply::Error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option".into())
+        }
+        (b"flush", _) => Reply::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            text(&args[1])
+        )),
+        (b"list", options) => function_list(options),
+        (b"stats", []) => {
+            let field = |key: &str, value: Reply| (Reply::Bulk(key.as_bytes().to_vec()), value);
+            Reply::Map(vec![
+                field("running_script", Reply::Null),
+                field("engines", Reply::Map(Vec::new())),
+            ])
+        }
+        (b"delete", [_]) => Reply::Error("ERR Library not found".into()),
+        (b"kill", []) => Reply::Error("NOTBUSY No scripts in execution right now.".into()),
+        (b"load", [options @ .., code]) => function_load(options, code),
+        (b"stats" | b"delete" | b"kill" | b"load", _) => wrong_args(),
+        _ => unknown_subcommand("FUNCTION", &args[1]),
+    }
+}
+
+/// FUNCTION LIST [WITHCODE] [LIBRARYNAME pattern]: its options are checked
+/// as Redis checks them (each at most once); the list is empty.
+fn function_list(options: &[Vec<u8>]) -> Reply {
+    let (mut with_code, mut library_name) = (false, false);
+    let mut rest = options;
+    while let Some((option, after)) = rest.split_first() {
+        rest = after;
+        if !with_code && option.eq_ignore_ascii_case(b"withcode") {
+            with_code = true;
+        } else if !library_name && option.eq_ignore_ascii_case(b"libraryname") {
+            let Some((_pattern, after)) = rest.split_first() else {
+                return Reply::Error("ERR library name argument was not given".into());
+            };
+            library_name = true;
+            rest = after;
+        } else {
+            return Reply::Error(format!("ERR Unknown argument {}", text(option)));
+        }
+    }
+    Reply::Array(Vec::new())
+}
+
+/// FUNCTION LOAD [REPLACE] code: refused as Redis refuses a library whose
+/// engine it does not have. (Redis checks the rest of the `#!` line first;
+/// with no engine, no library could load whatever that line says.)
+fn function_load(options: &[Vec<u8>], code: &[u8]) -> Reply {
+    if let Some(option) = options
+        .iter()
+        .find(|option| !option.eq_ignore_ascii_case(b"replace"))
+    {
+        return Reply::Error(format!("ERR Unknown option given: {}", text(option)));
+    }
+    let Some(metadata) = code.strip_prefix(b"#!") else {
+        return Reply::Error("ERR Missing library metadata".into());
+    };
+    let Some(line_end) = metadata.iter().position(|byte| *byte == b'\n') else {
+        return Reply::Error("ERR Invalid library metadata".into());
+    };
+    let engine = metadata[..line_end]
+        .split(|byte| *byte == b' ')
+        .next()
+        .unwrap_or_default();
+    Reply::Error(format!("ERR Engine '{}' not found", text(engine)))
 }
 
 /// INFO [section ...]: server, clients, persistence, stats, keyspace.
@@ -426,4 +567,189 @@ pub fn info(
     out.truncate(end);
     out.push_str("\r\n");
     Reply::Bulk(out.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|word| word.as_bytes().to_vec()).collect()
+    }
+
+    fn error(text: &str) -> Reply {
+        Reply::Error(text.into())
+    }
+
+    /// Runs a connection command as the node loop does, on a node with the
+    /// default settings.
+    fn run(words: &[&str]) -> Reply {
+        let config = ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
+        let node = NodeShared::new(config, 1, String::new(), 0, 0);
+        let mut client = ClientInfo {
+            id: 1,
+            peer: "test".into(),
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            protocol: Protocol::Resp2,
+            connected_unix_ms: 0,
+            last_command_unix_ms: 0,
+        };
+        let args = args(words);
+        let spec = command::lookup(&args[0]).expect("a command of the table");
+        command::check_arity(spec, args.len()).map_or_else(
+            |reply| reply,
+            |()| connection_command(&node, &mut client, spec, &args, 0),
+        )
+    }
+
+    /// Redis's unit/protocol "Generic wrong number of args".
+    #[test]
+    fn ping_takes_at_most_a_message() {
+        assert_eq!(run(&["PING"]), Reply::Simple("PONG".into()));
+        assert_eq!(run(&["ping", "hi"]), Reply::Bulk(b"hi".to_vec()));
+        for extra in [&["PING", "a", "b"][..], &["ping", "x", "y", "z"]] {
+            assert_eq!(
+                run(extra),
+                error("ERR wrong number of arguments for 'ping' command")
+            );
+        }
+    }
+
+    /// Redis's test harness runs FUNCTION FLUSH before every server block:
+    /// Keel answers FUNCTION as Redis 7 does with no library loaded.
+    #[test]
+    fn function_answers_as_a_server_without_libraries() {
+        for flush in [
+            &["FUNCTION", "FLUSH"][..],
+            &["function", "flush", "async"],
+            &["FUNCTION", "FLUSH", "SYNC"],
+        ] {
+            assert_eq!(run(flush), Reply::ok(), "{flush:?}");
+        }
+        assert_eq!(
+            run(&["FUNCTION", "FLUSH", "later"]),
+            error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "FLUSH", "SYNC", "ASYNC"]),
+            error("ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try FUNCTION HELP.")
+        );
+        assert_eq!(run(&["FUNCTION", "LIST"]), Reply::Array(Vec::new()));
+        assert_eq!(
+            run(&["FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "lib*"]),
+            Reply::Array(Vec::new())
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LIST", "LIBRARYNAME"]),
+            error("ERR library name argument was not given")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LIST", "WITHCODE", "withcode"]),
+            error("ERR Unknown argument withcode")
+        );
+        let Reply::Map(stats) = run(&["FUNCTION", "STATS"]) else {
+            panic!("FUNCTION STATS is a map");
+        };
+        assert_eq!(
+            stats,
+            vec![
+                (Reply::Bulk(b"running_script".to_vec()), Reply::Null),
+                (Reply::Bulk(b"engines".to_vec()), Reply::Map(Vec::new())),
+            ]
+        );
+        assert_eq!(
+            run(&["FUNCTION", "DELETE", "lib"]),
+            error("ERR Library not found")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "KILL"]),
+            error("NOTBUSY No scripts in execution right now.")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "DUMP"]),
+            error("ERR unknown subcommand 'DUMP'. Try FUNCTION HELP.")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "STATS", "x"]),
+            error("ERR wrong number of arguments for 'function|stats' command")
+        );
+        assert_eq!(
+            run(&["FUNCTION"]),
+            error("ERR wrong number of arguments for 'function' command")
+        );
+    }
+
+    #[test]
+    fn function_load_finds_no_engine() {
+        let library = "#!lua name=mylib\nredis.register_function('f', function() return 1 end)";
+        assert_eq!(
+            run(&["FUNCTION", "LOAD", library]),
+            error("ERR Engine 'lua' not found")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LOAD", "REPLACE", library]),
+            error("ERR Engine 'lua' not found")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LOAD", "AGAIN", library]),
+            error("ERR Unknown option given: AGAIN")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LOAD", "return 1"]),
+            error("ERR Missing library metadata")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LOAD", "#!lua name=x"]),
+            error("ERR Invalid library metadata")
+        );
+        assert_eq!(
+            run(&["FUNCTION", "LOAD"]),
+            error("ERR wrong number of arguments for 'function|load' command")
+        );
+    }
+
+    #[test]
+    fn config_set_is_refused_with_redis_texts() {
+        assert_eq!(
+            run(&["CONFIG", "SET", "maxmemory", "1"]),
+            error("ERR Unknown option or number of arguments for CONFIG SET - 'maxmemory'")
+        );
+        assert_eq!(
+            run(&["CONFIG", "SET", "Port", "1", "maxmemory", "1"]),
+            error("ERR CONFIG SET failed (possibly related to argument 'Port') - can't set immutable config")
+        );
+        assert_eq!(
+            run(&["CONFIG", "SET", "port", "1", "appendonly"]),
+            error("ERR syntax error")
+        );
+        assert_eq!(
+            run(&["CONFIG", "SET", "port"]),
+            error("ERR wrong number of arguments for 'config|set' command")
+        );
+        // What CONFIG GET shows is what CONFIG SET calls immutable.
+        let Reply::Map(shown) = run(&["CONFIG", "GET", "*"]) else {
+            panic!("CONFIG GET is a map");
+        };
+        assert_eq!(shown.len(), 9);
+        for (name, _) in shown {
+            let Reply::Bulk(name) = name else {
+                panic!("a name is a bulk string");
+            };
+            let name = String::from_utf8(name).unwrap();
+            let Reply::Error(refusal) = run(&["CONFIG", "SET", &name, "x"]) else {
+                panic!("CONFIG SET {name} is refused");
+            };
+            assert!(refusal.ends_with("can't set immutable config"), "{refusal}");
+        }
+        assert_eq!(
+            run(&["CONFIG", "REWRITE"]),
+            error("ERR CONFIG REWRITE is not supported: Keel's settings are fixed at start-up (flags or --config)")
+        );
+        assert_eq!(
+            run(&["CONFIG", "NOPE"]),
+            error("ERR unknown subcommand 'NOPE'. Try CONFIG HELP.")
+        );
+    }
 }
