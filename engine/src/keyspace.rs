@@ -550,9 +550,16 @@ fn push_leb128(out: &mut Vec<u8>, mut value: usize) {
 /// byte, so a later `*` can absorb whatever an earlier one would have. The
 /// work is at most pattern length times text length, never exponential
 /// (Redis's CVE-2022-36021 was `*a*a*a…b`).
+///
+/// Like Redis, a pattern with more than [`GLOB_STAR_GROUPS_MAX`] runs of `*`
+/// followed by something else matches nothing: Redis recurses once per such
+/// run and gives up past that depth, and clients see the empty answer.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     if text.is_empty() {
         return pattern.is_empty();
+    }
+    if inner_star_groups(pattern) > GLOB_STAR_GROUPS_MAX {
+        return false;
     }
     let (mut pattern_at, mut text_at) = (0, 0);
     // After the last `*` met: where the pattern resumes, and the text
@@ -581,20 +588,53 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[pattern_at..].iter().all(|&byte| byte == b'*')
 }
 
+/// The most runs of `*` with more pattern after them that a pattern may hold
+/// and still match: the nesting depth at which Redis 7's `stringmatchlen`
+/// stops (its guard against stack exhaustion), kept so KEYS and SCAN answer
+/// as Redis does.
+pub const GLOB_STAR_GROUPS_MAX: usize = 1000;
+
+/// Runs of `*` in `pattern` that are followed by another element.
+fn inner_star_groups(pattern: &[u8]) -> usize {
+    let (mut groups, mut at, mut in_star_run) = (0, 0, false);
+    while at < pattern.len() {
+        if pattern[at] == b'*' {
+            in_star_run = true;
+            at += 1;
+        } else {
+            groups += usize::from(in_star_run);
+            in_star_run = false;
+            at = element(pattern, at, 0).1;
+        }
+    }
+    groups
+}
+
 /// Matches `byte` against the pattern element (not `*`) at `at`; returns
 /// where the next element starts.
 fn match_element(pattern: &[u8], at: usize, byte: u8) -> Option<usize> {
-    match *pattern.get(at)? {
-        b'?' => Some(at + 1),
+    if at >= pattern.len() {
+        return None;
+    }
+    let (matched, next) = element(pattern, at, byte);
+    matched.then_some(next)
+}
+
+/// Whether `byte` matches the element (not `*`) at `at`, which must exist,
+/// and where the next element starts.
+fn element(pattern: &[u8], at: usize, byte: u8) -> (bool, usize) {
+    match pattern[at] {
+        b'?' => (true, at + 1),
         b'[' => match_class(pattern, at + 1, byte),
-        b'\\' if at + 1 < pattern.len() => (pattern[at + 1] == byte).then_some(at + 2),
-        literal => (literal == byte).then_some(at + 1),
+        b'\\' if at + 1 < pattern.len() => (pattern[at + 1] == byte, at + 2),
+        literal => (literal == byte, at + 1),
     }
 }
 
 /// Matches `byte` against the class whose body starts at `at` (after its
-/// `[`), parsed as Redis does, quirks included (`[a-]` is the range `a`..`]`).
-fn match_class(pattern: &[u8], mut at: usize, byte: u8) -> Option<usize> {
+/// `[`), parsed as Redis does, quirks included (`[a-]` is the range `a`..`]`);
+/// returns whether it matched and where the class ends.
+fn match_class(pattern: &[u8], mut at: usize, byte: u8) -> (bool, usize) {
     let negated = pattern.get(at) == Some(&b'^');
     if negated {
         at += 1;
@@ -619,7 +659,7 @@ fn match_class(pattern: &[u8], mut at: usize, byte: u8) -> Option<usize> {
             at += 1;
         }
     };
-    (matched != negated).then_some(end)
+    (matched != negated, end)
 }
 
 #[cfg(test)]
@@ -1025,6 +1065,23 @@ mod tests {
         let pattern = [&b"a"[..], &b"*a".repeat(60), b"*b"].concat();
         assert!(!glob_match(&pattern, &b"a".repeat(10_000)));
         assert!(!glob_match(&b"*a".repeat(60), &b"b".repeat(10_000)));
+    }
+
+    /// Redis gives up past 1,000 nested `*` runs ("very long nested loops" in
+    /// its keyspace tests); runs inside a class, escaped or at the end count
+    /// for nothing.
+    #[test]
+    fn glob_matches_nothing_past_the_star_group_limit() {
+        let text = b"a".repeat(GLOB_STAR_GROUPS_MAX + 10);
+        let at_limit = b"*?".repeat(GLOB_STAR_GROUPS_MAX);
+        assert!(glob_match(&at_limit, &text));
+        assert!(glob_match(&[&at_limit[..], b"**"].concat(), &text));
+        let past_limit = b"*?".repeat(GLOB_STAR_GROUPS_MAX + 1);
+        assert!(!glob_match(&past_limit, &text));
+        assert!(!glob_match(&b"*?".repeat(50_000), &b"a".repeat(50_000)));
+        let not_stars = [&at_limit[..], b"[*]", b"\\*", b"?"].concat();
+        assert_eq!(inner_star_groups(&not_stars), GLOB_STAR_GROUPS_MAX);
+        assert!(glob_match(&not_stars, &[&text[..], b"**a"].concat()));
     }
 
     /// Redis's `stringmatchlen` ported as written (recursive on `*`), the
