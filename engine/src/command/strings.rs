@@ -291,10 +291,11 @@ pub fn getdel(context: &Context<'_>) -> Result<Outcome, Reply> {
 pub fn getex(context: &Context<'_>) -> Result<Outcome, Reply> {
     let key = &context.args[1];
     let options = parse_extended(&context.args[2..], OptionsOf::GetEx)?;
-    let expiry = resolve_expiry(&options, OptionsOf::GetEx, context.now_unix_ms)?;
+    // As Redis: an absent key answers nil before the time is read.
     let Some(item) = context.keyspace.get(key, context.now_unix_ms) else {
         return Outcome::read(Reply::Null);
     };
+    let expiry = resolve_expiry(&options, OptionsOf::GetEx, context.now_unix_ms)?;
     let reply = Reply::Bulk(item.value.to_vec());
     match expiry {
         NewExpiry::At(at) if at <= context.now_unix_ms => Outcome::write(

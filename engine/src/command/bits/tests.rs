@@ -90,6 +90,11 @@ fn bitcount_ranges_in_bytes_and_bits() {
         "both clamped to byte 0"
     );
     assert_eq!(count(&mut h, &["-1", "-5"]), int(0));
+    assert_eq!(
+        count(&mut h, &["-1", "-5", "word"]),
+        int(0),
+        "an empty range answers before the unit is read"
+    );
     assert_eq!(count(&mut h, &["-100", "-5"]), int(10));
     assert_eq!(count(&mut h, &["1", "0"]), int(0));
     assert_eq!(count(&mut h, &["0"]), error(SYNTAX));

@@ -136,9 +136,15 @@ fn set_refuses_invalid_expire_times() {
         h.run(&["SET", "k", "v", "EX", "+1"]),
         read(error(NOT_INTEGER))
     );
+    h.put("k", "v", None);
     assert_eq!(
         h.run(&["GETEX", "k", "PX", "0"]),
         read(error("ERR invalid expire time in 'getex' command"))
+    );
+    assert_eq!(
+        h.run(&["GETEX", "missing", "PX", "0"]),
+        read(Reply::Null),
+        "an absent key answers before the time is read, as in Redis"
     );
 }
 
