@@ -8,7 +8,10 @@
 //! as absent), computes the reply and at most one [`Operation`], which the
 //! shard logs and then applies. Every operation is a blind write (see
 //! [`crate::operation`]): `INCR` logs the `Set` of the new number, `RENAME` a
-//! `Batch` of a `Delete` and a `Set`. Nothing is logged when nothing changes.
+//! `Batch` of a `Delete` and a `Set`, `SETBIT` and `BITOP` the `Set` of the
+//! resulting string, `COPY` a `Set` of the source's value and expiry, and
+//! `SETEX` a `Set` whose expiry is already absolute. Nothing is logged when
+//! nothing changes.
 //! The time arrives as an argument, so the same request on the same key space
 //! always gives the same outcome.
 //!
