@@ -690,6 +690,16 @@ mod tests {
     }
 
     #[test]
+    fn time_splits_the_clock_into_seconds_and_microseconds() {
+        let bulk = |text: &str| Reply::Bulk(text.as_bytes().to_vec());
+        assert_eq!(
+            time_reply(1_700_000_000_123),
+            Reply::Array(vec![bulk("1700000000"), bulk("123000")])
+        );
+        assert_eq!(time_reply(5_000), Reply::Array(vec![bulk("5"), bulk("0")]));
+    }
+
+    #[test]
     fn a_batch_of_small_replies_goes_out_in_one_write() {
         let pings = 500;
         let writes = serve(&command(&[b"PING"]).repeat(pings));
