@@ -511,6 +511,10 @@ fn ping_echo_select() {
     let (_server, mut c) = server();
     assert_eq!(c.query::<String>(&["PING"]), "PONG");
     assert_eq!(c.query::<String>(&["PING", "hi"]), "hi");
+    assert_eq!(
+        c.error(&["PING", "a", "b"]),
+        "ERR wrong number of arguments for 'ping' command"
+    );
     assert_eq!(c.query::<String>(&["ECHO", "hello world"]), "hello world");
     c.ok(&["SELECT", "0"]);
     assert!(c.error(&["SELECT", "1"]).starts_with("ERR "));

@@ -120,9 +120,11 @@ pub fn connection_command(
     now_unix_ms: u64,
 ) -> Reply {
     match spec.name {
-        "ping" => match args.get(1) {
-            Some(message) => Reply::Bulk(message.clone()),
-            None => Reply::Simple("PONG".into()),
+        // PING's arity is -1, but Redis's pingCommand refuses a second argument.
+        "ping" => match args {
+            [_] => Reply::Simple("PONG".into()),
+            [_, message] => Reply::Bulk(message.clone()),
+            _ => Reply::Error("ERR wrong number of arguments for 'ping' command".into()),
         },
         "echo" => Reply::Bulk(args[1].clone()),
         "select" => match std::str::from_utf8(&args[1])
