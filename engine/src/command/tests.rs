@@ -38,6 +38,22 @@ fn unknown_commands_quote_name_and_arguments_as_redis_7() {
 }
 
 #[test]
+fn unknown_subcommands_are_quoted_on_one_line() {
+    assert_eq!(
+        unknown_subcommand("OBJECT", b"no\r\npe"),
+        error("ERR unknown subcommand 'no  pe'. Try OBJECT HELP.")
+    );
+    let long = vec![b'x'; 300];
+    let Reply::Error(text) = unknown_subcommand("COMMAND", &long) else {
+        panic!("an error");
+    };
+    assert!(text.contains(&format!(
+        "'{}'",
+        "x".repeat(UNKNOWN_COMMAND_QUOTE_BYTES_MAX)
+    )));
+}
+
+#[test]
 fn arity_is_exact_or_a_minimum() {
     assert_eq!(check_arity(spec("get"), 2), Ok(()));
     assert_eq!(
