@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Property tests run the same cases on every machine: a red run is a bug, not luck.
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261125}"
 export PROPTEST_CASES="${PROPTEST_CASES:-2048}"
+# The random differential (tests/tests/differential.rs) runs a redis-server.
+command -v redis-server || (apt-get update && apt-get install -y redis-server)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The planted bugs (compiled only with their feature) must lint clean too.
@@ -14,7 +16,7 @@ cargo clippy -p keel-wal -p keel-engine --all-targets --locked --features plante
 cargo test --workspace --locked
 # The black-box tests that cross cores (hops between cores, start-up, crash
 # recovery) again on two cores.
-KEEL_TEST_CORES=2 cargo test -p keel-tests --locked --test crash --test commands --test pipeline
+KEEL_TEST_CORES=2 cargo test -p keel-tests --locked --test crash --test commands --test pipeline --test differential
 cargo test -p keel-wal -p keel-engine --lib --locked --features planted-bugs planted
 
 # The simulation build: --cfg madsim, in a target directory of its own.

@@ -192,13 +192,17 @@ fn hop_bytes(hop: &Hop) -> usize {
             ShardRequest::Command { args } => args.iter().map(Vec::len).sum(),
             ShardRequest::Keys { pattern } => pattern.len(),
             ShardRequest::Scan { pattern, .. } => pattern.as_ref().map_or(0, Vec::len),
-            ShardRequest::Count | ShardRequest::FlushAll | ShardRequest::Stats => 0,
+            ShardRequest::Count
+            | ShardRequest::RandomKey { .. }
+            | ShardRequest::FlushAll
+            | ShardRequest::Stats => 0,
         },
         Hop::Reply { reply, .. } => match reply {
             ShardReply::Reply(reply) => reply_bytes(reply),
             ShardReply::Keys(keys) | ShardReply::Scan { keys, .. } => {
                 keys.iter().map(Vec::len).sum()
             }
+            ShardReply::Key(key) => key.as_ref().map_or(0, Vec::len),
             ShardReply::Count(_) | ShardReply::Stats(_) => 0,
         },
     }

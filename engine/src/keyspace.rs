@@ -47,6 +47,10 @@ const _: () = assert!(PARTITION_BITS <= 10);
 /// the partition to resume from is stored above them.
 const SCAN_CURSOR_PARTITION_SHIFT_BITS: u32 = 32;
 
+/// Keys RANDOMKEY looks at in one shard for a live one: bounds the time a
+/// shard spends when many keys have expired but are not yet removed.
+pub const RANDOM_KEY_PROBES_MAX: usize = 128;
+
 /// The key-value state of one shard.
 pub struct Keyspace {
     hasher: FixedState,
@@ -386,6 +390,36 @@ impl Keyspace {
                 is_live(*expire_at_unix_ms, now_unix_ms)
                     && pattern.is_none_or(|pattern| glob_match(pattern, key))
             })
+            .map(|(key, _, _)| key.to_vec())
+    }
+
+    /// A live key chosen by `pick`: the held key at position `pick % len`
+    /// (partitions in order, each in its table's order) or, if that one's
+    /// time has come, the first live key after it, wrapping around; at most
+    /// [`RANDOM_KEY_PROBES_MAX`] keys are looked at. `None` when no key is
+    /// held or every key looked at has expired (active expiry removes them
+    /// soon). The caller brings the randomness, so the key space stays
+    /// deterministic: the same `pick` on the same state names the same key.
+    pub fn random_key(&self, pick: u64, now_unix_ms: u64) -> Option<Vec<u8>> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut skip = (pick % self.len as u64) as usize;
+        let start = self.partitions.iter().position(|partition| {
+            let held = partition.records.len();
+            let here = skip < held;
+            if !here {
+                skip -= held;
+            }
+            here
+        });
+        let start = start.expect("len counts the records of every partition");
+        let after = (start + 1..PARTITIONS).chain(0..=start);
+        self.partition_items(start)
+            .skip(skip)
+            .chain(after.flat_map(|partition| self.partition_items(partition)))
+            .take(RANDOM_KEY_PROBES_MAX)
+            .find(|(_, _, expire_at_unix_ms)| is_live(*expire_at_unix_ms, now_unix_ms))
             .map(|(key, _, _)| key.to_vec())
     }
 
@@ -913,6 +947,34 @@ mod tests {
         );
         assert_eq!(found(b"*_[xy]"), expected(&["key_x", "key_y"]));
         assert_eq!(found(b"nothing"), expected(&[]));
+    }
+
+    #[test]
+    fn random_key_names_every_live_key_and_skips_expired_ones() {
+        let mut keyspace = Keyspace::new();
+        assert_eq!(keyspace.random_key(7, 0), None, "empty");
+        let live: Vec<Vec<u8>> = (0..50u32).map(|i| format!("k{i}").into_bytes()).collect();
+        for key in &live {
+            keyspace.apply(&set(key, b"v", None));
+        }
+        for i in 0..50u32 {
+            keyspace.apply(&set(format!("gone{i}").as_bytes(), b"v", Some(5)));
+        }
+        let picked: BTreeSet<Vec<u8>> = (0..100u64)
+            .map(|pick| keyspace.random_key(pick, 5).expect("a live key"))
+            .collect();
+        assert_eq!(
+            picked,
+            live.iter().cloned().collect(),
+            "each of the 100 positions names a live key, and every live key is named"
+        );
+        assert_eq!(keyspace.random_key(3, 5), keyspace.random_key(103, 5));
+        let mut expired = Keyspace::new();
+        for i in 0..(RANDOM_KEY_PROBES_MAX as u32 + 1) {
+            expired.apply(&set(format!("gone{i}").as_bytes(), b"v", Some(5)));
+        }
+        assert_eq!(expired.random_key(0, 5), None, "only expired keys");
+        assert!(expired.random_key(0, 4).is_some(), "before their time");
     }
 
     #[test]

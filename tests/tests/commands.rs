@@ -511,6 +511,10 @@ fn ping_echo_select() {
     let (_server, mut c) = server();
     assert_eq!(c.query::<String>(&["PING"]), "PONG");
     assert_eq!(c.query::<String>(&["PING", "hi"]), "hi");
+    assert_eq!(
+        c.error(&["PING", "a", "b"]),
+        "ERR wrong number of arguments for 'ping' command"
+    );
     assert_eq!(c.query::<String>(&["ECHO", "hello world"]), "hello world");
     c.ok(&["SELECT", "0"]);
     assert!(c.error(&["SELECT", "1"]).starts_with("ERR "));
@@ -652,5 +656,187 @@ fn wrong_arity_and_unknown_commands() {
     assert_eq!(
         raw.command(&[b"PING"]).expect("still serving"),
         Resp::Simple("PONG".into())
+    );
+}
+
+#[test]
+fn setex_and_psetex_set_a_value_with_an_expiry() {
+    let (_server, mut c) = server();
+    c.ok(&["SETEX", "k", "100", "v"]);
+    assert_eq!(c.get("k").as_deref(), Some("v"));
+    let ttl = c.int(&["TTL", "k"]);
+    assert!((99..=100).contains(&ttl), "TTL {ttl}");
+    c.ok(&["PSETEX", "k", "100000", "w"]);
+    let pttl = c.int(&["PTTL", "k"]);
+    assert!((90_000..=100_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(
+        c.error(&["SETEX", "k", "0", "v"]),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        c.error(&["PSETEX", "k", "-1", "v"]),
+        "ERR invalid expire time in 'psetex' command"
+    );
+    assert_eq!(c.error(&["SETEX", "k", "x", "v"]), NOT_AN_INTEGER);
+    assert_eq!(
+        c.get("k").as_deref(),
+        Some("w"),
+        "refused writes change nothing"
+    );
+    c.ok(&["PSETEX", "short", "1", "v"]);
+    let deadline = Instant::now() + Duration::from_millis(EXPIRY_DEADLINE_MS);
+    while c.get("short").is_some() {
+        assert!(Instant::now() < deadline, "PSETEX 1 ms never expired");
+    }
+}
+
+#[test]
+fn bit_commands() {
+    let (_server, mut c) = server();
+    assert_eq!(c.int(&["SETBIT", "b", "7", "1"]), 0);
+    assert_eq!(c.int(&["SETBIT", "b", "7", "0"]), 1);
+    assert_eq!(c.int(&["SETBIT", "b", "9", "1"]), 0);
+    assert_eq!(c.int(&["GETBIT", "b", "9"]), 1);
+    assert_eq!(c.int(&["GETBIT", "b", "1000"]), 0);
+    assert_eq!(c.int(&["STRLEN", "b"]), 2);
+    assert_eq!(
+        c.error(&["SETBIT", "b", "-1", "1"]),
+        "ERR bit offset is not an integer or out of range"
+    );
+    assert_eq!(
+        c.error(&["SETBIT", "b", "1", "2"]),
+        "ERR bit is not an integer or out of range"
+    );
+    c.ok(&["SET", "s", "foobar"]);
+    assert_eq!(c.int(&["BITCOUNT", "s"]), 26);
+    assert_eq!(c.int(&["BITCOUNT", "s", "1", "1"]), 6);
+    assert_eq!(c.int(&["BITCOUNT", "s", "5", "30", "BIT"]), 17);
+    assert_eq!(c.error(&["BITCOUNT", "s", "0"]), SYNTAX);
+    assert_eq!(c.int(&["BITPOS", "s", "1", "2", "-1", "BIT"]), 2);
+    assert_eq!(c.int(&["BITPOS", "missing", "0"]), 0);
+    assert_eq!(
+        c.error(&["BITPOS", "s", "2"]),
+        "ERR The bit argument must be 1 or 0."
+    );
+    c.ok(&["SET", "{x}a", "abc"]);
+    c.ok(&["SET", "{x}b", "x"]);
+    assert_eq!(c.int(&["BITOP", "OR", "{x}d", "{x}a", "{x}b"]), 3);
+    assert_eq!(c.get("{x}d").as_deref(), Some("ybc"));
+    assert_eq!(c.int(&["BITOP", "AND", "{x}d", "{x}m1", "{x}m2"]), 0);
+    assert_eq!(c.int(&["EXISTS", "{x}d"]), 0, "an empty result deletes");
+    assert_eq!(
+        c.error(&["BITOP", "NOT", "{x}d", "{x}a", "{x}b"]),
+        "ERR BITOP NOT must be called with a single source key."
+    );
+    assert_eq!(c.error(&["BITOP", "OR", "d", "a", "b"]), CROSSSLOT);
+}
+
+#[test]
+fn lcs_and_substr() {
+    let (_server, mut c) = server();
+    c.ok(&["MSET", "{l}1", "ohmytext", "{l}2", "mynewtext"]);
+    assert_eq!(
+        c.query::<String>(&["LCS", "{l}1", "{l}2"]),
+        "mytext".to_owned()
+    );
+    assert_eq!(c.int(&["LCS", "{l}1", "{l}2", "LEN"]), 6);
+    let idx: redis::Value = c.query(&["LCS", "{l}1", "{l}2", "IDX", "MINMATCHLEN", "4"]);
+    let redis::Value::Array(items) = idx else {
+        panic!("IDX is a flat map in RESP2: {idx:?}");
+    };
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[3], redis::Value::Int(6));
+    assert_eq!(c.error(&["LCS", "a", "b"]), CROSSSLOT);
+    assert_eq!(
+        c.query::<String>(&["SUBSTR", "{l}1", "2", "3"]),
+        "my".to_owned()
+    );
+}
+
+#[test]
+fn copy_touch_object() {
+    let (_server, mut c) = server();
+    c.ok(&["SET", "{c}src", "12345", "EX", "100"]);
+    assert_eq!(c.int(&["COPY", "{c}src", "{c}dst"]), 1);
+    assert_eq!(c.get("{c}dst").as_deref(), Some("12345"));
+    assert!(c.int(&["TTL", "{c}dst"]) > 0, "COPY takes the expiry along");
+    assert_eq!(c.int(&["COPY", "{c}src", "{c}dst"]), 0);
+    assert_eq!(
+        c.int(&["COPY", "{c}src", "{c}dst", "DB", "0", "REPLACE"]),
+        1
+    );
+    assert_eq!(
+        c.error(&["COPY", "{c}src", "{c}dst", "DB", "1"]),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(c.error(&["COPY", "a", "b"]), CROSSSLOT);
+    assert_eq!(c.int(&["TOUCH", "{c}src", "{c}dst", "{c}none"]), 2);
+    assert_eq!(
+        c.query::<String>(&["OBJECT", "ENCODING", "{c}src"]),
+        "int".to_owned()
+    );
+    c.ok(&["SET", "long", &"x".repeat(45)]);
+    assert_eq!(
+        c.query::<String>(&["OBJECT", "ENCODING", "long"]),
+        "raw".to_owned()
+    );
+    assert_eq!(c.int(&["OBJECT", "REFCOUNT", "long"]), 1);
+    assert_eq!(
+        c.query::<Option<String>>(&["OBJECT", "ENCODING", "missing"]),
+        None
+    );
+    let help: Vec<String> = c.query(&["OBJECT", "HELP"]);
+    assert_eq!(help.len(), 15, "OBJECT HELP names no key: {help:?}");
+    assert_eq!(
+        c.error(&["OBJECT", "ENCODING"]),
+        "ERR wrong number of arguments for 'object|encoding' command"
+    );
+    assert_eq!(
+        c.error(&["OBJECT", "nope"]),
+        "ERR unknown subcommand 'nope'. Try OBJECT HELP."
+    );
+}
+
+#[test]
+fn randomkey_names_live_keys_of_every_shard() {
+    let (_server, mut c) = server();
+    assert_eq!(c.query::<Option<String>>(&["RANDOMKEY"]), None);
+    let keys: HashSet<String> = (0..20).map(|index| format!("r:{index}")).collect();
+    for key in &keys {
+        c.ok(&["SET", key, "v"]);
+    }
+    c.ok(&["SET", "gone", "v", "PX", "1"]);
+    let mut seen = HashSet::new();
+    for _ in 0..2_000 {
+        let key: Option<String> = c.query(&["RANDOMKEY"]);
+        let key = key.expect("keys exist");
+        if key != "gone" {
+            assert!(keys.contains(&key), "{key}");
+        }
+        seen.insert(key);
+        if seen.len() >= keys.len() {
+            break;
+        }
+    }
+    assert!(
+        keys.is_subset(&seen),
+        "2,000 draws of 20 keys named only {} of them",
+        seen.len()
+    );
+}
+
+#[test]
+fn time_is_the_servers_clock() {
+    let (_server, mut c) = server();
+    let before = now_unix_s();
+    let (seconds, microseconds): (String, String) = c.query(&["TIME"]);
+    let after = now_unix_s();
+    let seconds: i64 = seconds.parse().expect("seconds");
+    let microseconds: i64 = microseconds.parse().expect("microseconds");
+    assert!((before..=after).contains(&seconds), "{seconds}");
+    assert!((0..1_000_000).contains(&microseconds), "{microseconds}");
+    assert_eq!(
+        c.error(&["TIME", "x"]),
+        "ERR wrong number of arguments for 'time' command"
     );
 }

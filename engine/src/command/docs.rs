@@ -3,8 +3,8 @@
 
 use super::table::COMMANDS;
 use super::{
-    arity_fits, check_arity, key_indexes, lookup, wrong_arity, CommandSpec, SYNTAX_ERROR,
-    UNKNOWN_COMMAND_QUOTE_BYTES_MAX,
+    arity_fits, check_arity, key_indexes, lookup, unknown_subcommand, wrong_arity, CommandSpec,
+    SYNTAX_ERROR,
 };
 use crate::keyspace::glob_match;
 use crate::resp::Reply;
@@ -45,14 +45,7 @@ pub fn command_reply(args: &[Vec<u8>]) -> Reply {
         b"docs" => (-2, "command|docs"),
         b"getkeys" => (-3, "command|getkeys"),
         b"help" => (2, "command|help"),
-        _ => {
-            return Reply::Error(format!(
-                "ERR unknown subcommand '{}'. Try COMMAND HELP.",
-                String::from_utf8_lossy(
-                    &subcommand[..subcommand.len().min(UNKNOWN_COMMAND_QUOTE_BYTES_MAX)]
-                )
-            ))
-        }
+        _ => return unknown_subcommand("COMMAND", subcommand),
     };
     // The subcommand's arity counts COMMAND itself, as Redis's does.
     if !arity_fits(arity, args.len() + 1) {

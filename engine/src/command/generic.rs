@@ -1,7 +1,10 @@
-//! The generic key commands: existence, deletion, expiry, type and renaming.
+//! The generic key commands: existence, deletion, expiry, type, renaming,
+//! copying and OBJECT.
 
 use super::number::parse_i64;
-use super::{Context, Outcome, NOT_INTEGER};
+use super::{
+    arity_fits, unknown_subcommand, wrong_arity, Context, Outcome, NOT_INTEGER, SYNTAX_ERROR,
+};
 use crate::operation::{Operation, SingleOp};
 use crate::resp::Reply;
 
@@ -326,6 +329,143 @@ fn rename_generic(context: &Context<'_>, only_if_absent: bool) -> Result<Outcome
         },
     ];
     Outcome::write(done, Operation::Batch { ops })
+}
+
+/// COPY source destination [DB 0] [REPLACE]: the value and its expiry. Keel
+/// has one database, so `DB` names 0 or is out of range, as a Redis server
+/// with one database answers (a cluster-mode Redis refuses other databases
+/// too).
+pub fn copy(context: &Context<'_>) -> Result<Outcome, Reply> {
+    let (source, destination) = (&context.args[1], &context.args[2]);
+    let options = &context.args[3..];
+    let mut replace = false;
+    let mut position = 0;
+    while let Some(option) = options.get(position) {
+        if option.eq_ignore_ascii_case(b"replace") {
+            replace = true;
+        } else if let (true, Some(db)) = (
+            option.eq_ignore_ascii_case(b"db"),
+            options.get(position + 1),
+        ) {
+            // Redis reads a C int.
+            let db = parse_i64(db).ok_or_else(|| Reply::error(NOT_INTEGER))?;
+            if i32::try_from(db).is_err() {
+                return Err(Reply::error(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647",
+                ));
+            }
+            if db != 0 {
+                return Err(Reply::error("ERR DB index is out of range"));
+            }
+            position += 1;
+        } else {
+            return Err(Reply::error(SYNTAX_ERROR));
+        }
+        position += 1;
+    }
+    if source == destination {
+        return Err(Reply::error(
+            "ERR source and destination objects are the same",
+        ));
+    }
+    let Some(item) = context.keyspace.get(source, context.now_unix_ms) else {
+        return Outcome::read(Reply::Integer(0));
+    };
+    if !replace
+        && context
+            .keyspace
+            .get(destination, context.now_unix_ms)
+            .is_some()
+    {
+        return Outcome::read(Reply::Integer(0));
+    }
+    Outcome::write(
+        Reply::Integer(1),
+        Operation::Set {
+            key: destination.clone(),
+            value: item.value.to_vec(),
+            expire_at_unix_ms: item.expire_at_unix_ms,
+        },
+    )
+}
+
+const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// Longest value Redis stores inline with its object header (`embstr`).
+const EMBSTR_BYTES_MAX: usize = 44;
+/// Longest value Redis tries to store as an integer.
+const INT_ENCODING_BYTES_MAX: usize = 20;
+
+/// OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key, and OBJECT HELP.
+///
+/// - ENCODING names the encoding Redis's `tryObjectEncoding` gives a value
+///   SET stores: `int` for a 64-bit decimal as Redis reads one, `embstr` up
+///   to 44 bytes, `raw` beyond. Keel keeps only the bytes, so a value that
+///   APPEND, SETRANGE or SETBIT made (Redis says `raw` for those) is named
+///   by its bytes too.
+/// - REFCOUNT is 1: Keel shares no values between keys.
+/// - IDLETIME and FREQ are errors for a key that exists: Keel tracks no
+///   access times or frequencies (a read would have to change state); FREQ's
+///   is the error of a Redis without an LFU policy.
+pub fn object(context: &Context<'_>) -> Result<Outcome, Reply> {
+    let subcommand = context.args[1].to_ascii_lowercase();
+    let (arity, full_name) = match subcommand.as_slice() {
+        b"help" => (2, "object|help"),
+        b"encoding" => (3, "object|encoding"),
+        b"refcount" => (3, "object|refcount"),
+        b"idletime" => (3, "object|idletime"),
+        b"freq" => (3, "object|freq"),
+        _ => return Err(unknown_subcommand("OBJECT", &context.args[1])),
+    };
+    if !arity_fits(arity, context.args.len()) {
+        return Err(wrong_arity(full_name));
+    }
+    if subcommand == b"help" {
+        let lines = OBJECT_HELP
+            .iter()
+            .map(|line| Reply::Simple((*line).to_owned()));
+        return Outcome::read(Reply::Array(lines.collect()));
+    }
+    let Some(item) = context.keyspace.get(&context.args[2], context.now_unix_ms) else {
+        return Outcome::read(Reply::Null);
+    };
+    match subcommand.as_slice() {
+        b"encoding" => Outcome::read(Reply::Bulk(encoding(item.value).as_bytes().to_vec())),
+        b"refcount" => Outcome::read(Reply::Integer(1)),
+        b"idletime" => Err(Reply::error(
+            "ERR Keel does not track key access, idle time not tracked.",
+        )),
+        _ => Err(Reply::error(
+            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+        )),
+    }
+}
+
+/// The encoding Redis gives a string value SET stores.
+fn encoding(value: &[u8]) -> &'static str {
+    if value.len() <= INT_ENCODING_BYTES_MAX && parse_i64(value).is_some() {
+        "int"
+    } else if value.len() <= EMBSTR_BYTES_MAX {
+        "embstr"
+    } else {
+        "raw"
+    }
 }
 
 #[cfg(test)]

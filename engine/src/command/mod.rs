@@ -8,15 +8,20 @@
 //! as absent), computes the reply and at most one [`Operation`], which the
 //! shard logs and then applies. Every operation is a blind write (see
 //! [`crate::operation`]): `INCR` logs the `Set` of the new number, `RENAME` a
-//! `Batch` of a `Delete` and a `Set`. Nothing is logged when nothing changes.
+//! `Batch` of a `Delete` and a `Set`, `SETBIT` and `BITOP` the `Set` of the
+//! resulting string, `COPY` a `Set` of the source's value and expiry, and
+//! `SETEX` a `Set` whose expiry is already absolute. Nothing is logged when
+//! nothing changes.
 //! The time arrives as an argument, so the same request on the same key space
 //! always gives the same outcome.
 //!
 //! Replies and error texts are Redis 7's, so clients and their tests see what a
 //! Redis server would say; the limits on key and value sizes are Keel's own.
 
+mod bits;
 mod docs;
 mod generic;
+mod lcs;
 mod number;
 mod strings;
 mod table;
@@ -132,6 +137,17 @@ pub fn unknown_command(args: &[Vec<u8>]) -> Reply {
         String::from_utf8_lossy(&quoted)
     );
     // An error is one line: Redis blanks line breaks a client sent.
+    Reply::Error(text.replace(['\r', '\n'], " "))
+}
+
+/// Redis 7's reply to an unknown subcommand of `command` (uppercase, as
+/// the error names it): the start of what was given, on one line.
+fn unknown_subcommand(command: &str, given: &[u8]) -> Reply {
+    let quoted = &given[..given.len().min(UNKNOWN_COMMAND_QUOTE_BYTES_MAX)];
+    let text = format!(
+        "ERR unknown subcommand '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(quoted)
+    );
     Reply::Error(text.replace(['\r', '\n'], " "))
 }
 

@@ -123,10 +123,22 @@ fn resolve_expiry(
         ExpiryOption::PxAt => (false, false),
     };
     let command = if of == OptionsOf::Set { "set" } else { "getex" };
-    let amount = options
-        .expiry_amount
-        .and_then(parse_i64)
-        .ok_or_else(|| Reply::error(NOT_INTEGER))?;
+    let amount = options.expiry_amount.unwrap_or_default();
+    expiry_time(amount, seconds, relative, command, now_unix_ms).map(NewExpiry::At)
+}
+
+/// The unix millisecond an expiry argument names, as Redis's
+/// `getExpireMillisecondsOrReply` reads it: an integer (else `NOT_INTEGER`),
+/// positive, whose time in milliseconds (from now if `relative`) fits a
+/// signed 64-bit count (else an invalid expire time in `command`).
+fn expiry_time(
+    amount: &[u8],
+    seconds: bool,
+    relative: bool,
+    command: &str,
+    now_unix_ms: u64,
+) -> Result<u64, Reply> {
+    let amount = parse_i64(amount).ok_or_else(|| Reply::error(NOT_INTEGER))?;
     let invalid = || Reply::Error(format!("ERR invalid expire time in '{command}' command"));
     if amount <= 0 {
         return Err(invalid());
@@ -142,7 +154,7 @@ fn resolve_expiry(
         0
     };
     let at = ms.checked_add(base).ok_or_else(invalid)?;
-    Ok(NewExpiry::At(at as u64))
+    Ok(at as u64)
 }
 
 fn bulk_or_null(value: Option<&[u8]>) -> Reply {
@@ -199,6 +211,38 @@ pub fn set(context: &Context<'_>) -> Result<Outcome, Reply> {
     )
 }
 
+/// SETEX key seconds value: SET with EX.
+pub fn setex(context: &Context<'_>) -> Result<Outcome, Reply> {
+    set_expiring(context, true, "setex")
+}
+
+/// PSETEX key milliseconds value: SET with PX.
+pub fn psetex(context: &Context<'_>) -> Result<Outcome, Reply> {
+    set_expiring(context, false, "psetex")
+}
+
+/// SETEX and PSETEX: the time is positive and relative, so the key never
+/// ends up expired at once.
+fn set_expiring(context: &Context<'_>, seconds: bool, command: &str) -> Result<Outcome, Reply> {
+    let (key, value) = (&context.args[1], &context.args[3]);
+    let at = expiry_time(
+        &context.args[2],
+        seconds,
+        true,
+        command,
+        context.now_unix_ms,
+    )?;
+    check_value_size(value.len(), context.limits)?;
+    Outcome::write(
+        Reply::ok(),
+        Operation::Set {
+            key: key.clone(),
+            value: value.clone(),
+            expire_at_unix_ms: Some(at),
+        },
+    )
+}
+
 pub fn setnx(context: &Context<'_>) -> Result<Outcome, Reply> {
     let (key, value) = (&context.args[1], &context.args[2]);
     check_value_size(value.len(), context.limits)?;
@@ -247,10 +291,11 @@ pub fn getdel(context: &Context<'_>) -> Result<Outcome, Reply> {
 pub fn getex(context: &Context<'_>) -> Result<Outcome, Reply> {
     let key = &context.args[1];
     let options = parse_extended(&context.args[2..], OptionsOf::GetEx)?;
-    let expiry = resolve_expiry(&options, OptionsOf::GetEx, context.now_unix_ms)?;
+    // As Redis: an absent key answers nil before the time is read.
     let Some(item) = context.keyspace.get(key, context.now_unix_ms) else {
         return Outcome::read(Reply::Null);
     };
+    let expiry = resolve_expiry(&options, OptionsOf::GetEx, context.now_unix_ms)?;
     let reply = Reply::Bulk(item.value.to_vec());
     match expiry {
         NewExpiry::At(at) if at <= context.now_unix_ms => Outcome::write(

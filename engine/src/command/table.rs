@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use super::{generic, strings, CommandSpec, KeyRange};
+use super::{bits, generic, lcs, strings, CommandSpec, KeyRange};
 
 const NO_KEYS: KeyRange = KeyRange {
     first: 0,
@@ -25,6 +25,18 @@ const TWO_KEYS: KeyRange = KeyRange {
 const ALL_KEYS: KeyRange = KeyRange {
     first: 1,
     last: -1,
+    step: 1,
+};
+/// BITOP's destination and sources: every argument after the operator.
+const AFTER_FIRST: KeyRange = KeyRange {
+    first: 2,
+    last: -1,
+    step: 1,
+};
+/// OBJECT's key, after the subcommand (OBJECT HELP names none).
+const SECOND: KeyRange = KeyRange {
+    first: 2,
+    last: 2,
     step: 1,
 };
 const KEY_VALUE_PAIRS: KeyRange = KeyRange {
@@ -63,7 +75,11 @@ const KEYSPACE_DANGEROUS_READ: &[&str] = &["@keyspace", "@read", "@slow", "@dang
 const KEYSPACE_DANGEROUS_WRITE: &[&str] = &["@keyspace", "@write", "@slow", "@dangerous"];
 const CONNECTION_FAST: &[&str] = &["@fast", "@connection"];
 const CONNECTION_SLOW: &[&str] = &["@slow", "@connection"];
+const BITMAP_READ_FAST: &[&str] = &["@read", "@bitmap", "@fast"];
+const BITMAP_READ_SLOW: &[&str] = &["@read", "@bitmap", "@slow"];
+const BITMAP_WRITE_SLOW: &[&str] = &["@write", "@bitmap", "@slow"];
 const SLOW: &[&str] = &["@slow"];
+const FAST_CATEGORY: &[&str] = &["@fast"];
 const SLOW_DANGEROUS: &[&str] = &["@slow", "@dangerous"];
 
 /// A node command: the node loop runs it, it names no key.
@@ -87,12 +103,21 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "append", arity: 3, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM_FAST, acl_categories: STRING_WRITE_FAST,
         group: "string", since: "2.0.0", complexity: "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation.",
         summary: "Appends a string to the value of a key. Creates the key if it doesn't exist.", handler: Some(strings::append) },
+    CommandSpec { name: "bitcount", arity: -2, keyed: true, keys: ONE_KEY, flags: READONLY, acl_categories: BITMAP_READ_SLOW, group: "bitmap", since: "2.6.0", complexity: "O(N)",
+        summary: "Count set bits in a string", handler: Some(bits::bitcount) },
+    CommandSpec { name: "bitop", arity: -4, keyed: true, keys: AFTER_FIRST, flags: WRITE_DENYOOM, acl_categories: BITMAP_WRITE_SLOW, group: "bitmap", since: "2.6.0", complexity: "O(N)",
+        summary: "Perform bitwise operations between strings", handler: Some(bits::bitop) },
+    CommandSpec { name: "bitpos", arity: -3, keyed: true, keys: ONE_KEY, flags: READONLY, acl_categories: BITMAP_READ_SLOW, group: "bitmap", since: "2.8.7", complexity: "O(N)",
+        summary: "Find first bit set or clear in a string", handler: Some(bits::bitpos) },
     CommandSpec { name: "client", arity: -2, acl_categories: SLOW, group: "connection", since: "2.4.0", complexity: "Depends on subcommand.",
         summary: "A container for client connection commands.", ..NODE },
     CommandSpec { name: "command", arity: -1, flags: LOADING_STALE, acl_categories: CONNECTION_SLOW, group: "server", since: "2.8.13", complexity: "O(N) where N is the total number of Redis commands",
         summary: "Returns detailed information about all commands.", ..NODE },
     CommandSpec { name: "config", arity: -2, acl_categories: SLOW, group: "server", since: "2.0.0", complexity: "Depends on subcommand.",
         summary: "A container for server configuration commands.", ..NODE },
+    CommandSpec { name: "copy", arity: -3, keyed: true, keys: TWO_KEYS, flags: WRITE_DENYOOM, acl_categories: KEYSPACE_WRITE_SLOW, group: "generic", since: "6.2.0",
+        complexity: "O(N) worst case for collections, where N is the number of nested items. O(1) for string values.",
+        summary: "Copy a key", handler: Some(generic::copy) },
     CommandSpec { name: "dbsize", arity: 1, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "server", since: "1.0.0",
         summary: "Returns the number of keys in the database.", ..NODE },
     CommandSpec { name: "decr", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM_FAST, acl_categories: STRING_WRITE_FAST, group: "string", since: "1.0.0", complexity: "O(1)",
@@ -121,6 +146,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "A container for function commands.", ..NODE },
     CommandSpec { name: "get", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: STRING_READ_FAST, group: "string", since: "1.0.0", complexity: "O(1)",
         summary: "Returns the string value of a key.", handler: Some(strings::get) },
+    CommandSpec { name: "getbit", arity: 3, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: BITMAP_READ_FAST, group: "bitmap", since: "2.2.0", complexity: "O(1)",
+        summary: "Returns the bit value at offset in the string value stored at key", handler: Some(bits::getbit) },
     CommandSpec { name: "getdel", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: STRING_WRITE_FAST, group: "string", since: "6.2.0", complexity: "O(1)",
         summary: "Returns the string value of a key after deleting the key.", handler: Some(strings::getdel) },
     CommandSpec { name: "getex", arity: -2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: STRING_WRITE_FAST, group: "string", since: "6.2.0", complexity: "O(1)",
@@ -143,6 +170,9 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "keys", arity: 2, flags: READONLY, acl_categories: KEYSPACE_DANGEROUS_READ, group: "generic", since: "1.0.0",
         complexity: "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.",
         summary: "Returns all key names that match a pattern.", ..NODE },
+    CommandSpec { name: "lcs", arity: -3, keyed: true, keys: TWO_KEYS, flags: READONLY, acl_categories: STRING_READ_SLOW, group: "string", since: "7.0.0",
+        complexity: "O(N*M) where N and M are the lengths of s1 and s2, respectively",
+        summary: "Find longest common substring", handler: Some(lcs::lcs) },
     CommandSpec { name: "mget", arity: -2, keyed: true, keys: ALL_KEYS, flags: READONLY_FAST, acl_categories: STRING_READ_FAST, group: "string", since: "1.0.0",
         complexity: "O(N) where N is the number of keys to retrieve.",
         summary: "Atomically returns the string values of one or more keys.", handler: Some(strings::mget) },
@@ -152,6 +182,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "msetnx", arity: -3, keyed: true, keys: KEY_VALUE_PAIRS, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "1.0.1",
         complexity: "O(N) where N is the number of keys to set.",
         summary: "Atomically modifies the string values of one or more keys only when all keys don't exist.", handler: Some(strings::msetnx) },
+    CommandSpec { name: "object", arity: -2, keyed: true, keys: SECOND, acl_categories: SLOW, group: "generic", since: "2.2.3", complexity: "Depends on subcommand.",
+        summary: "A container for object introspection commands", handler: Some(generic::object), ..NODE },
     CommandSpec { name: "persist", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.2.0", complexity: "O(1)",
         summary: "Removes the expiration time of a key.", handler: Some(generic::persist) },
     CommandSpec { name: "pexpire", arity: -3, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.6.0", complexity: "O(1)",
@@ -162,10 +194,14 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Returns the expiration time of a key as a Unix milliseconds timestamp.", handler: Some(generic::pexpiretime) },
     CommandSpec { name: "ping", arity: -1, flags: FAST, acl_categories: CONNECTION_FAST, group: "connection", since: "1.0.0",
         summary: "Returns the server's liveliness response.", ..NODE },
+    CommandSpec { name: "psetex", arity: 4, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "2.6.0", complexity: "O(1)",
+        summary: "Set the value and expiration in milliseconds of a key", handler: Some(strings::psetex) },
     CommandSpec { name: "pttl", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "2.6.0", complexity: "O(1)",
         summary: "Returns the expiration time in milliseconds of a key.", handler: Some(generic::pttl) },
     CommandSpec { name: "quit", arity: -1, flags: ANY_CLIENT_STATE, acl_categories: CONNECTION_FAST, group: "connection", since: "1.0.0",
         summary: "Closes the connection.", ..NODE },
+    CommandSpec { name: "randomkey", arity: 1, flags: READONLY, acl_categories: KEYSPACE_READ_SLOW, group: "generic", since: "1.0.0",
+        summary: "Return a random key from the keyspace", ..NODE },
     CommandSpec { name: "rename", arity: 3, keyed: true, keys: TWO_KEYS, flags: WRITE, acl_categories: KEYSPACE_WRITE_SLOW, group: "generic", since: "1.0.0", complexity: "O(1)",
         summary: "Renames a key and overwrites the destination.", handler: Some(generic::rename) },
     CommandSpec { name: "renamenx", arity: 3, keyed: true, keys: TWO_KEYS, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "1.0.0", complexity: "O(1)",
@@ -179,6 +215,10 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Changes the selected database.", ..NODE },
     CommandSpec { name: "set", arity: -3, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "1.0.0", complexity: "O(1)",
         summary: "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", handler: Some(strings::set) },
+    CommandSpec { name: "setbit", arity: 4, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM, acl_categories: BITMAP_WRITE_SLOW, group: "bitmap", since: "2.2.0", complexity: "O(1)",
+        summary: "Sets or clears the bit at offset in the string value stored at key", handler: Some(bits::setbit) },
+    CommandSpec { name: "setex", arity: 4, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "2.0.0", complexity: "O(1)",
+        summary: "Set the value and expiration of a key", handler: Some(strings::setex) },
     CommandSpec { name: "setnx", arity: 3, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM_FAST, acl_categories: STRING_WRITE_FAST, group: "string", since: "1.0.0", complexity: "O(1)",
         summary: "Set the string value of a key only when the key doesn't exist.", handler: Some(strings::setnx) },
     CommandSpec { name: "setrange", arity: 4, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "2.2.0",
@@ -186,6 +226,14 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", handler: Some(strings::setrange) },
     CommandSpec { name: "strlen", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: STRING_READ_FAST, group: "string", since: "2.2.0", complexity: "O(1)",
         summary: "Returns the length of a string value.", handler: Some(strings::strlen) },
+    CommandSpec { name: "substr", arity: 4, keyed: true, keys: ONE_KEY, flags: READONLY, acl_categories: STRING_READ_SLOW, group: "string", since: "1.0.0",
+        complexity: "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings.",
+        summary: "Get a substring of the string stored at a key", handler: Some(strings::getrange) },
+    CommandSpec { name: "time", arity: 1, flags: LOADING_STALE_FAST, acl_categories: FAST_CATEGORY, group: "server", since: "2.6.0",
+        summary: "Return the current server time", ..NODE },
+    CommandSpec { name: "touch", arity: -2, keyed: true, keys: ALL_KEYS, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "3.2.1",
+        complexity: "O(N) where N is the number of keys that will be touched.",
+        summary: "Alters the last access time of a key(s). Returns the number of existing keys specified.", handler: Some(generic::exists) },
     CommandSpec { name: "ttl", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "1.0.0", complexity: "O(1)",
         summary: "Returns the expiration time in seconds of a key.", handler: Some(generic::ttl) },
     CommandSpec { name: "type", arity: 2, keyed: true, keys: ONE_KEY, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "1.0.0", complexity: "O(1)",

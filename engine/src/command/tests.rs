@@ -38,6 +38,22 @@ fn unknown_commands_quote_name_and_arguments_as_redis_7() {
 }
 
 #[test]
+fn unknown_subcommands_are_quoted_on_one_line() {
+    assert_eq!(
+        unknown_subcommand("OBJECT", b"no\r\npe"),
+        error("ERR unknown subcommand 'no  pe'. Try OBJECT HELP.")
+    );
+    let long = vec![b'x'; 300];
+    let Reply::Error(text) = unknown_subcommand("COMMAND", &long) else {
+        panic!("an error");
+    };
+    assert!(text.contains(&format!(
+        "'{}'",
+        "x".repeat(UNKNOWN_COMMAND_QUOTE_BYTES_MAX)
+    )));
+}
+
+#[test]
 fn arity_is_exact_or_a_minimum() {
     assert_eq!(check_arity(spec("get"), 2), Ok(()));
     assert_eq!(
@@ -53,6 +69,41 @@ fn arity_is_exact_or_a_minimum() {
     assert_eq!(
         check_arity(spec("del"), 1),
         Err(error("ERR wrong number of arguments for 'del' command"))
+    );
+}
+
+/// Arities and key ranges of the commands added for issue 11, as redis-server
+/// 7.0.15's `COMMAND INFO` gives them (OBJECT's key range is Keel's: Redis
+/// gives its subcommands theirs).
+#[test]
+fn new_commands_have_redis_arity_and_keys() {
+    for (name, arity, first, last, step) in [
+        ("setex", 4, 1, 1, 1),
+        ("psetex", 4, 1, 1, 1),
+        ("setbit", 4, 1, 1, 1),
+        ("getbit", 3, 1, 1, 1),
+        ("bitcount", -2, 1, 1, 1),
+        ("bitpos", -3, 1, 1, 1),
+        ("bitop", -4, 2, -1, 1),
+        ("lcs", -3, 1, 2, 1),
+        ("substr", 4, 1, 1, 1),
+        ("copy", -3, 1, 2, 1),
+        ("touch", -2, 1, -1, 1),
+        ("randomkey", 1, 0, 0, 0),
+        ("time", 1, 0, 0, 0),
+        ("object", -2, 2, 2, 1),
+    ] {
+        let spec = spec(name);
+        assert_eq!(spec.arity, arity, "{name}");
+        assert_eq!(spec.keys, KeyRange { first, last, step }, "{name}");
+    }
+    let keys = |request: &[&str]| key_indexes(spec(request[0]), &args(request));
+    assert_eq!(keys(&["BITOP", "AND", "d", "a", "b"]), vec![2, 3, 4]);
+    assert_eq!(keys(&["OBJECT", "ENCODING", "k"]), vec![2]);
+    assert_eq!(
+        keys(&["OBJECT", "HELP"]),
+        Vec::<usize>::new(),
+        "any shard answers"
     );
 }
 
@@ -74,8 +125,24 @@ fn key_indexes_follow_the_key_ranges() {
 #[test]
 fn every_node_command_core_matches_is_in_the_table() {
     for name in [
-        "ping", "echo", "select", "hello", "quit", "reset", "info", "config", "function",
-        "command", "client", "dbsize", "keys", "scan", "flushdb", "flushall",
+        "ping",
+        "echo",
+        "select",
+        "hello",
+        "quit",
+        "reset",
+        "info",
+        "config",
+        "function",
+        "command",
+        "client",
+        "dbsize",
+        "keys",
+        "scan",
+        "flushdb",
+        "flushall",
+        "randomkey",
+        "time",
     ] {
         let spec = spec(name);
         assert_eq!(spec.name, name);

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use keel_wal::memory::SplitMix64;
+
 use crate::command;
 use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::metrics::NodeMetrics;
@@ -85,11 +87,19 @@ pub struct Core<I: NodeIo> {
     shards: HashMap<u32, Rc<Shard>>,
     waiting: RefCell<HashMap<u64, Slot<ShardReply>>>,
     next_hop: Cell<u64>,
+    /// RANDOMKEY's draws: seeded from the node's hash seed (random per data
+    /// directory), its start time and the core, so the server's draws differ
+    /// between nodes and runs while the simulator, whose seed and clock are
+    /// its own, replays them; the key space itself never draws.
+    random: RefCell<SplitMix64>,
 }
 
 impl<I: NodeIo> Core<I> {
     pub fn new(io: I, node: Arc<NodeShared>, shards: HashMap<u32, Rc<Shard>>) -> Core<I> {
+        let (core, _) = io.core();
+        let seed = node.hash_seed ^ node.started_unix_ms.rotate_left(32) ^ core as u64;
         Core {
+            random: RefCell::new(SplitMix64::new(seed)),
             io,
             node,
             shards,
@@ -157,6 +167,9 @@ impl<I: NodeIo> Core<I> {
                 };
             }
             ShardRequest::Count => (ShardReply::Count(shard.count()), last),
+            ShardRequest::RandomKey { pick } => {
+                (ShardReply::Key(shard.random_key(pick, now)), last)
+            }
             ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
             ShardRequest::Scan {
                 cursor,
@@ -389,11 +402,10 @@ impl<I: NodeIo> Core<I> {
         let mut slots = command::key_indexes(spec, &args)
             .into_iter()
             .map(|index| key_slot(&args[index]));
+        // A keyed command given no key (OBJECT HELP, or a subcommand short of
+        // its key) reads nothing: the first shard answers it.
         let Some(slot) = slots.next() else {
-            return Pending::Ready(Reply::Error(format!(
-                "ERR '{}' command needs a key",
-                spec.name
-            )));
+            return self.dispatch(0, ShardRequest::Command { args }).await;
         };
         if slots.any(|other| other != slot) {
             return Pending::Ready(Reply::Error(
@@ -431,6 +443,8 @@ impl<I: NodeIo> Core<I> {
                 Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
             }
             "scan" => self.scan(args).await,
+            "randomkey" => self.random_key().await,
+            "time" => time_reply(self.io.now_unix_ms()),
             "flushdb" | "flushall" => self.flush_all(args).await,
             "info" => {
                 let stats = self.all_stats().await;
@@ -438,6 +452,43 @@ impl<I: NodeIo> Core<I> {
             }
             _ => admin::connection_command(&self.node, client, spec, args, self.io.now_unix_ms()),
         }
+    }
+
+    /// RANDOMKEY: a shard drawn with odds proportional to the keys it holds
+    /// names a live key at a random position (see
+    /// [`crate::keyspace::Keyspace::random_key`]); should it find none, the
+    /// shards after it are asked in turn. Nil when no shard has a live key.
+    async fn random_key(&self) -> Reply {
+        let mut counts = Vec::new();
+        for shard in 0..self.node.shard_count {
+            if let ShardReply::Count(count) = self.request(shard, ShardRequest::Count).await {
+                counts.push(count);
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return Reply::Null;
+        }
+        let mut position = self.random.borrow_mut().below(total);
+        let drawn = counts
+            .iter()
+            .position(|count| {
+                let here = position < *count;
+                if !here {
+                    position -= count;
+                }
+                here
+            })
+            .expect("the position is below the total");
+        let shards = counts.len();
+        for shard in (drawn..shards).chain(0..drawn) {
+            let pick = self.random.borrow_mut().next_u64();
+            let request = ShardRequest::RandomKey { pick };
+            if let ShardReply::Key(Some(key)) = self.request(shard as u32, request).await {
+                return Reply::Bulk(key);
+            }
+        }
+        Reply::Null
     }
 
     async fn count_all(&self) -> u64 {
@@ -535,6 +586,18 @@ enum Resolved {
     Shard(ShardReply),
 }
 
+/// TIME: unix seconds and the microseconds within the second, as Redis
+/// answers; the node's clock counts milliseconds, so the microseconds are
+/// whole thousands.
+fn time_reply(now_unix_ms: u64) -> Reply {
+    let seconds = now_unix_ms / 1000;
+    let microseconds = (now_unix_ms % 1000) * 1000;
+    Reply::Array(vec![
+        Reply::Bulk(seconds.to_string().into_bytes()),
+        Reply::Bulk(microseconds.to_string().into_bytes()),
+    ])
+}
+
 fn not_durable(reason: &str) -> Reply {
     Reply::Error(format!(
         "ERR the write may not be durable, the shard stopped: {reason}"
@@ -624,6 +687,16 @@ mod tests {
             );
         }
         assert!(writes.len() >= 3, "{} writes", writes.len());
+    }
+
+    #[test]
+    fn time_splits_the_clock_into_seconds_and_microseconds() {
+        let bulk = |text: &str| Reply::Bulk(text.as_bytes().to_vec());
+        assert_eq!(
+            time_reply(1_700_000_000_123),
+            Reply::Array(vec![bulk("1700000000"), bulk("123000")])
+        );
+        assert_eq!(time_reply(5_000), Reply::Array(vec![bulk("5"), bulk("0")]));
     }
 
     #[test]

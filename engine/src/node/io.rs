@@ -42,6 +42,8 @@ pub enum ShardRequest {
     Count,
     /// Every live key matching the pattern.
     Keys { pattern: Vec<u8> },
+    /// The live key `pick` names (RANDOMKEY), if the shard finds one.
+    RandomKey { pick: u64 },
     /// One step of a SCAN over the shard.
     Scan {
         cursor: u64,
@@ -60,6 +62,7 @@ pub enum ShardReply {
     Reply(Reply),
     Count(u64),
     Keys(Vec<Vec<u8>>),
+    Key(Option<Vec<u8>>),
     Scan { next: u64, keys: Vec<Vec<u8>> },
     Stats(Box<crate::node::shard::ShardStats>),
 }

@@ -292,6 +292,10 @@ impl Shard {
         self.keyspace.borrow().len() as u64
     }
 
+    pub fn random_key(&self, pick: u64, now_unix_ms: u64) -> Option<Vec<u8>> {
+        self.keyspace.borrow().random_key(pick, now_unix_ms)
+    }
+
     pub fn keys(&self, pattern: &[u8], now_unix_ms: u64) -> Vec<Vec<u8>> {
         self.keyspace.borrow().keys(pattern, now_unix_ms)
     }

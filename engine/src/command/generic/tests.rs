@@ -3,6 +3,8 @@ use crate::operation::Operation;
 use crate::resp::Reply;
 
 const T: u64 = START_UNIX_MS;
+const SYNTAX: &str = "ERR syntax error";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 
 fn expire_op(key: &str, at_unix_ms: u64) -> Operation {
     Operation::Expire {
@@ -237,5 +239,102 @@ fn rename_moves_value_and_expiry() {
     assert_eq!(
         h.run(&["RENAMENX", "b", "d"]),
         write(Reply::Integer(1), batch)
+    );
+}
+
+#[test]
+fn copy_takes_value_and_expiry_and_database_zero_only() {
+    let mut h = Harness::new();
+    h.put("k", "v", Some(T + 5000));
+    assert_eq!(
+        h.run(&["COPY", "k", "k"]),
+        read(error("ERR source and destination objects are the same"))
+    );
+    assert_eq!(h.run(&["COPY", "missing", "d"]), read(Reply::Integer(0)));
+    assert_eq!(
+        h.run(&["COPY", "k", "d"]),
+        write(Reply::Integer(1), set("d", "v", Some(T + 5000)))
+    );
+    assert_eq!(h.run(&["COPY", "k", "d"]), read(Reply::Integer(0)));
+    h.put("k", "w", None);
+    assert_eq!(
+        h.run(&["copy", "k", "d", "db", "0", "replace"]),
+        write(Reply::Integer(1), set("d", "w", None))
+    );
+    assert_eq!(
+        h.reply(&["COPY", "k", "d", "REPLACE", "DB", "0"]),
+        Reply::Integer(1)
+    );
+    assert_eq!(h.reply(&["COPY", "k", "d", "DB"]), error(SYNTAX));
+    assert_eq!(h.reply(&["COPY", "k", "d", "DB", "0", "x"]), error(SYNTAX));
+    assert_eq!(
+        h.reply(&["COPY", "k", "d", "DB", "1"]),
+        error("ERR DB index is out of range")
+    );
+    assert_eq!(h.reply(&["COPY", "k", "d", "DB", "x"]), error(NOT_INTEGER));
+    assert_eq!(
+        h.reply(&["COPY", "k", "d", "DB", "99999999999"]),
+        error("ERR value is out of range, value must between -2147483648 and 2147483647")
+    );
+}
+
+#[test]
+fn object_subcommands_answer_for_strings() {
+    let mut h = Harness::new();
+    h.put("n", "123", None);
+    h.put("e", "0123", None);
+    h.put("big", "12345678901234567890", None);
+    h.put("short", &"x".repeat(44), None);
+    h.put("long", &"x".repeat(45), None);
+    for (key, encoding) in [
+        ("n", "int"),
+        ("e", "embstr"),
+        ("big", "embstr"),
+        ("short", "embstr"),
+        ("long", "raw"),
+    ] {
+        assert_eq!(
+            h.run(&["OBJECT", "ENCODING", key]),
+            read(bulk(encoding)),
+            "{key}"
+        );
+    }
+    assert_eq!(h.reply(&["object", "refcount", "long"]), Reply::Integer(1));
+    assert_eq!(h.reply(&["OBJECT", "ENCODING", "missing"]), Reply::Null);
+    assert_eq!(h.reply(&["OBJECT", "FREQ", "missing"]), Reply::Null);
+    assert!(matches!(
+        h.reply(&["OBJECT", "FREQ", "n"]),
+        Reply::Error(text) if text.starts_with("ERR An LFU maxmemory policy is not selected")
+    ));
+    assert!(matches!(
+        h.reply(&["OBJECT", "IDLETIME", "n"]),
+        Reply::Error(_)
+    ));
+    assert_eq!(
+        h.reply(&["OBJECT", "foo"]),
+        error("ERR unknown subcommand 'foo'. Try OBJECT HELP.")
+    );
+    assert_eq!(
+        h.reply(&["OBJECT", "ENCODING"]),
+        error("ERR wrong number of arguments for 'object|encoding' command")
+    );
+    assert_eq!(
+        h.reply(&["OBJECT", "HELP", "x"]),
+        error("ERR wrong number of arguments for 'object|help' command")
+    );
+    let Reply::Array(help) = h.reply(&["OBJECT", "HELP"]) else {
+        panic!("HELP is an array");
+    };
+    assert_eq!(help.len(), 15);
+}
+
+#[test]
+fn touch_counts_live_keys_as_named() {
+    let mut h = Harness::new();
+    h.put("a", "v", None);
+    h.put("gone", "v", Some(T));
+    assert_eq!(
+        h.run(&["TOUCH", "a", "a", "gone", "missing"]),
+        read(Reply::Integer(2))
     );
 }

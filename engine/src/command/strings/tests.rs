@@ -136,9 +136,15 @@ fn set_refuses_invalid_expire_times() {
         h.run(&["SET", "k", "v", "EX", "+1"]),
         read(error(NOT_INTEGER))
     );
+    h.put("k", "v", None);
     assert_eq!(
         h.run(&["GETEX", "k", "PX", "0"]),
         read(error("ERR invalid expire time in 'getex' command"))
+    );
+    assert_eq!(
+        h.run(&["GETEX", "missing", "PX", "0"]),
+        read(Reply::Null),
+        "an absent key answers before the time is read, as in Redis"
     );
 }
 
@@ -473,4 +479,51 @@ fn mget_mset_msetnx() {
         h.run(&["MSETNX", "e", "1", "f"]),
         read(error("ERR wrong number of arguments for 'msetnx' command"))
     );
+}
+
+#[test]
+fn setex_and_psetex_set_with_a_relative_expiry() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.run(&["SETEX", "k", "10", "v"]),
+        write(Reply::ok(), set("k", "v", Some(T + 10_000)))
+    );
+    assert_eq!(
+        h.run(&["psetex", "k", "10", "w"]),
+        write(Reply::ok(), set("k", "w", Some(T + 10)))
+    );
+    for (command, amount) in [("SETEX", "0"), ("SETEX", "-1"), ("PSETEX", "0")] {
+        let name = command.to_ascii_lowercase();
+        assert_eq!(
+            h.run(&[command, "k", amount, "v"]),
+            read(error(&format!(
+                "ERR invalid expire time in '{name}' command"
+            )))
+        );
+    }
+    assert_eq!(
+        h.reply(&["SETEX", "k", "99999999999999999", "v"]),
+        error("ERR invalid expire time in 'setex' command"),
+        "overflows in milliseconds"
+    );
+    assert_eq!(
+        h.reply(&["PSETEX", "k", "9223372036854775807", "v"]),
+        error("ERR invalid expire time in 'psetex' command"),
+        "overflows once added to now"
+    );
+    assert_eq!(h.reply(&["SETEX", "k", "abc", "v"]), error(NOT_INTEGER));
+    h.limits.value_bytes_max = 1;
+    assert!(matches!(
+        h.reply(&["SETEX", "k", "1", "vv"]),
+        Reply::Error(text) if text.contains("max-value-bytes")
+    ));
+}
+
+#[test]
+fn substr_is_getrange() {
+    let mut h = Harness::new();
+    h.put("k", "Hello World", None);
+    assert_eq!(h.run(&["SUBSTR", "k", "0", "4"]), read(bulk("Hello")));
+    assert_eq!(h.reply(&["SUBSTR", "k", "-5", "-1"]), bulk("World"));
+    assert_eq!(h.reply(&["SUBSTR", "k", "x", "1"]), error(NOT_INTEGER));
 }
