@@ -133,6 +133,9 @@ pub fn run(args: &ServeArgs) -> Exit {
     let available = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let config = match ServeConfig::resolve(args, available) {
         Ok(config) => config,
+        // Bad settings, protected mode's refusal included, are usage errors
+        // (EX_USAGE): the command line or the config file must change, and
+        // nothing has been opened or bound yet.
         Err(error) => {
             tracing::error!(%error, "bad settings");
             return Exit::Usage;
@@ -371,7 +374,12 @@ fn log_recovery(summaries: &[RecoverySummary], started: Instant, node: &NodeShar
         seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
         "recovery complete"
     );
-    tracing::info!(port = node.config.port, bind = %node.config.bind, cores = node.config.cores, fsync = %node.config.fsync, "ready to accept connections");
+    let password = if node.config.requirepass.is_some() {
+        "required"
+    } else {
+        "none"
+    };
+    tracing::info!(port = node.config.port, bind = %node.config.bind, cores = node.config.cores, fsync = %node.config.fsync, password, "ready to accept connections");
 }
 
 fn report_failure(error: &NodeError, node: &NodeShared) {

@@ -74,8 +74,8 @@ fn key_indexes_follow_the_key_ranges() {
 #[test]
 fn every_node_command_core_matches_is_in_the_table() {
     for name in [
-        "ping", "echo", "select", "hello", "quit", "reset", "info", "config", "command", "client",
-        "dbsize", "keys", "scan", "flushdb", "flushall",
+        "auth", "ping", "echo", "select", "hello", "quit", "reset", "info", "config", "command",
+        "client", "dbsize", "keys", "scan", "flushdb", "flushall",
     ] {
         let spec = spec(name);
         assert_eq!(spec.name, name);

@@ -375,6 +375,9 @@ impl<I: NodeIo> Core<I> {
         if let Err(reply) = command::check_arity(spec, args.len()) {
             return (Pending::Ready(reply), false);
         }
+        if let Err(reply) = client.auth.admit(spec) {
+            return (Pending::Ready(reply), false);
+        }
         if command::is_keyed(spec) {
             return (self.keyed(spec, args).await, false);
         }
