@@ -215,3 +215,34 @@ fn the_password_never_shows_in_logs_replies_or_metrics() {
         );
     }
 }
+
+/// As Redis 7: before AUTH a request may have at most 10 arguments and
+/// 16 KiB per argument; more is a protocol error that closes the connection,
+/// so an anonymous client cannot make the server hold a large request.
+#[test]
+fn anonymous_requests_are_held_to_a_small_size() {
+    let server = Server::start(with_password());
+    for (wire, expected) in [
+        (
+            "*11\r\n".to_string(),
+            "ERR Protocol error: unauthenticated multibulk length",
+        ),
+        (
+            format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", 16 * 1024 + 1),
+            "ERR Protocol error: unauthenticated bulk length",
+        ),
+    ] {
+        let mut raw = server.raw();
+        raw.send(wire.as_bytes()).unwrap();
+        assert_eq!(raw.read_reply().unwrap(), error(expected));
+        assert_eq!(raw.read_to_close().unwrap(), b"");
+    }
+    let mut raw = server.raw();
+    assert_eq!(send(&mut raw, &["AUTH", PASSWORD]), ok());
+    let mset = [
+        "MSET", "{k}1", "v", "{k}2", "v", "{k}3", "v", "{k}4", "v", "{k}5", "v",
+    ];
+    assert_eq!(send(&mut raw, &mset), ok());
+    let large = "v".repeat(64 * 1024);
+    assert_eq!(send(&mut raw, &["SET", "large", &large]), ok());
+}

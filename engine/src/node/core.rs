@@ -311,6 +311,7 @@ impl<I: NodeIo> Core<I> {
         let mut batch = Batch::default();
         let mut reply_bytes = 0;
         while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
+            parser.set_authenticated(client.auth.is_authenticated());
             match parser.next_request() {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => {
