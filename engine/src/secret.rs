@@ -5,7 +5,9 @@
 //! the replicated node will prove it in their handshake through the same
 //! [`Secret::verify`]. The type has no `Display`, no `Serialize` and a
 //! `Debug` that prints `<redacted>`, so no log line, error message or
-//! `{:?}` of a settings struct holding it can show the password.
+//! `{:?}` of a settings struct holding it can show the password. Its memory
+//! is not wiped on drop: the server holds it for its whole life, and a wipe
+//! that the optimiser must keep needs `unsafe` volatile writes.
 
 use std::convert::Infallible;
 use std::fmt;

@@ -141,6 +141,7 @@ pub fn run(args: &ServeArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    warn_if_others_can_read_the_password(args, &config);
     let started = Instant::now();
     let fresh = Identity::fresh(
         random_u128(),
@@ -239,6 +240,22 @@ pub fn run(args: &ServeArgs) -> Exit {
     }
     tracing::info!(?exit, "keel stopped");
     exit
+}
+
+/// Permission bits that let the file's group or other users read it.
+const GROUP_OR_OTHERS_READ_MODE: u32 = 0o044;
+
+/// A config file holding the password should be readable by its owner
+/// only: warns (naming the file, never the password) when it is not.
+fn warn_if_others_can_read_the_password(args: &ServeArgs, config: &ServeConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(path), None, Some(_)) = (&args.config, &args.requirepass, &config.requirepass) else {
+        return;
+    };
+    let mode = std::fs::metadata(path).map_or(0, |metadata| metadata.permissions().mode());
+    if mode & GROUP_OR_OTHERS_READ_MODE != 0 {
+        tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "the config file holds requirepass and other users can read it: chmod 600 it");
+    }
 }
 
 /// Keeps timers armed on this executor for as long as it runs (see

@@ -237,12 +237,56 @@ fn anonymous_requests_are_held_to_a_small_size() {
         assert_eq!(raw.read_reply().unwrap(), error(expected));
         assert_eq!(raw.read_to_close().unwrap(), b"");
     }
+    // The limits end with the AUTH before a request, even when both come
+    // in one write (the parser reads each request's headers after the
+    // requests before it have run).
     let mut raw = server.raw();
-    assert_eq!(send(&mut raw, &["AUTH", PASSWORD]), ok());
     let mset = [
         "MSET", "{k}1", "v", "{k}2", "v", "{k}3", "v", "{k}4", "v", "{k}5", "v",
     ];
-    assert_eq!(send(&mut raw, &mset), ok());
     let large = "v".repeat(64 * 1024);
-    assert_eq!(send(&mut raw, &["SET", "large", &large]), ok());
+    let mut pipeline = keel_tests::encode_command(&[b"AUTH", PASSWORD.as_bytes()]);
+    let mset_args: Vec<&[u8]> = mset.iter().map(|arg| arg.as_bytes()).collect();
+    pipeline.extend(keel_tests::encode_command(&mset_args));
+    pipeline.extend(keel_tests::encode_command(&[
+        b"SET",
+        b"large",
+        large.as_bytes(),
+    ]));
+    raw.send(&pipeline).unwrap();
+    for _ in 0..3 {
+        assert_eq!(raw.read_reply().unwrap(), ok());
+    }
+    assert_eq!(
+        send(&mut raw, &["STRLEN", "large"]),
+        Resp::Integer(large.len() as i64)
+    );
+}
+
+/// A config file that holds the password and that other users can read is
+/// warned about (by name, without the password); chmod 600 silences it.
+#[test]
+fn a_readable_config_file_holding_the_password_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("keel.toml");
+    std::fs::write(&file, format!("requirepass = \"{PASSWORD}\"\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut server = Server::start(ServerOptions {
+        extra_args: vec!["--config".into(), file.display().to_string()],
+        ..ServerOptions::default()
+    });
+    let mut raw = server.raw();
+    assert_eq!(send(&mut raw, &["GET", "k"]), error(NOAUTH));
+    assert_eq!(send(&mut raw, &["AUTH", PASSWORD]), ok());
+    let warned = server.stderr();
+    assert!(warned.contains("chmod 600"), "{warned}");
+    assert!(!warned.contains(PASSWORD), "{warned}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    server.terminate();
+    server.restart();
+    // Logged by each core before it serves, so present once PING answers.
+    let quiet = server.stderr();
+    assert!(quiet.contains("shards recovered"), "{quiet}");
+    assert!(!quiet.contains("chmod 600"), "{quiet}");
 }
