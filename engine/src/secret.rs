@@ -54,11 +54,12 @@ impl Secret {
         }
     }
 
-    /// Whether `candidate` is the password. The time taken depends on the
-    /// password's length only: never on the bytes of either, nor on where
-    /// they first differ, nor (beyond the copy of the candidate) on the
-    /// candidate's length. So timing a wrong guess tells nothing about the
-    /// right one (CWE-208).
+    /// Whether `candidate` is the password. The loop runs once per byte of
+    /// the password whatever the candidate, and its time depends on no
+    /// byte of either nor on where they first differ, so timing a wrong
+    /// guess tells nothing about the right one (CWE-208). (Which positions
+    /// lie past the candidate's end depends on the candidate's length,
+    /// which its sender knows already.)
     ///
     /// Every byte of the password is compared with the candidate's byte at
     /// the same place (0 past its end), the differences OR-ed together with
