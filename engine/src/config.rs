@@ -133,7 +133,9 @@ pub struct ServeArgs {
     /// Password clients must give with AUTH (or HELLO ... AUTH) before any
     /// other command [default: none]. A flag shows in `ps`: prefer the
     /// `--config` file.
-    #[arg(long, value_name = "PASSWORD")]
+    // A password may start with `-`: taken as the value, never reported
+    // back by clap as an unknown flag (which would print it).
+    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
     pub requirepass: Option<Secret>,
     /// `no` lets Keel listen on a non-loopback --bind without --requirepass
     /// (a trusted network only) [default: yes].
@@ -603,5 +605,23 @@ mod tests {
         assert_eq!("no".parse(), Ok(ProtectedMode::No));
         assert_eq!("yes".parse(), Ok(ProtectedMode::Yes));
         assert!("NO".parse::<ProtectedMode>().is_err());
+    }
+
+    /// A password that starts with `-` is the flag's value: clap would
+    /// otherwise report it as an unknown argument, printing it.
+    #[test]
+    fn a_requirepass_starting_with_a_dash_is_taken_as_the_value() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        for password in ["-pw", "--pw", "-"] {
+            let parsed =
+                <Command as clap::Parser>::try_parse_from(["keel", "--requirepass", password])
+                    .unwrap_or_else(|error| panic!("{password}: {error}"));
+            let secret = parsed.serve.requirepass.expect("a password");
+            assert!(secret.verify(password.as_bytes()), "{password}");
+        }
     }
 }
