@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::limits::Limits;
+use crate::secret::Secret;
 
 /// Port of the Redis-protocol listener unless told otherwise (Redis's 6379 + 1000).
 pub const PORT_DEFAULT: u16 = 7379;
@@ -48,6 +49,31 @@ impl FromStr for FsyncPolicy {
         match ms.parse::<u64>() {
             Ok(ms) if (1..=FSYNC_INTERVAL_MS_MAX).contains(&ms) => Ok(FsyncPolicy::IntervalMs(ms)),
             _ => Err(invalid()),
+        }
+    }
+}
+
+/// Redis's protected mode: whether `keel serve` refuses an address that
+/// other machines can reach while no password is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProtectedMode {
+    /// Refuse to start on a non-loopback address without `requirepass`.
+    #[default]
+    Yes,
+    /// Serve anyone who reaches the port: for a trusted network only.
+    No,
+}
+
+impl FromStr for ProtectedMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ProtectedMode, String> {
+        match text {
+            "yes" => Ok(ProtectedMode::Yes),
+            "no" => Ok(ProtectedMode::No),
+            _ => Err(format!(
+                "invalid protected mode {text:?}: expected `yes` or `no`"
+            )),
         }
     }
 }
@@ -104,6 +130,17 @@ pub struct ServeArgs {
     /// Size of each new WAL segment file, a multiple of 4096 [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
+    /// Password clients must give with AUTH (or HELLO ... AUTH) before any
+    /// other command [default: none]. A flag shows in `ps`: prefer the
+    /// `--config` file.
+    // A password may start with `-`: taken as the value, never reported
+    // back by clap as an unknown flag (which would print it).
+    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
+    pub requirepass: Option<Secret>,
+    /// `no` lets Keel listen on a non-loopback --bind without --requirepass
+    /// (a trusted network only) [default: yes].
+    #[arg(long, value_name = "yes|no")]
+    pub protected_mode: Option<ProtectedMode>,
 }
 
 /// The `--config` file: the flags' names, `_` for `-`.
@@ -122,6 +159,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     snapshot_wal_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
+    requirepass: Option<Secret>,
+    protected_mode: Option<String>,
 }
 
 /// Settings in force.
@@ -140,6 +179,9 @@ pub struct ServeConfig {
     pub snapshot_wal_bytes: u64,
     /// Size of each new WAL segment file.
     pub wal_segment_bytes: u64,
+    /// The password clients must give; `None`: every connection may run
+    /// every command. Its `Debug` prints `<redacted>`.
+    pub requirepass: Option<Secret>,
 }
 
 /// A setting that cannot be used.
@@ -154,6 +196,30 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid setting `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("refusing to listen on {bind} without a password (protected mode): anyone who reaches the port could read and write every key. Set a password with `--requirepass` (or `requirepass` in the --config file), or listen on loopback only with `--bind 127.0.0.1`, or, on a trusted network only, turn protected mode off with `--protected-mode no`")]
+    Unprotected { bind: IpAddr },
+}
+
+/// Whether only this machine can reach `bind`: 127.0.0.0/8, `::1`, or
+/// either written as an IPv4-mapped IPv6 address.
+pub fn is_loopback(bind: IpAddr) -> bool {
+    bind.to_canonical().is_loopback()
+}
+
+/// Protected mode's decision: an address other machines can reach (the
+/// unspecified `0.0.0.0` and `::` included) needs a password unless
+/// protected mode is off. Redis in protected mode starts and then refuses
+/// non-loopback clients; Keel refuses to start, so the mistake shows at once.
+pub fn check_exposure(
+    bind: IpAddr,
+    has_password: bool,
+    protected_mode: ProtectedMode,
+) -> Result<(), ConfigError> {
+    if is_loopback(bind) || has_password || protected_mode == ProtectedMode::No {
+        Ok(())
+    } else {
+        Err(ConfigError::Unprotected { bind })
+    }
 }
 
 impl ServeConfig {
@@ -171,6 +237,14 @@ impl ServeConfig {
                 reason,
             })?,
             (None, None) => FsyncPolicy::Always,
+        };
+        let protected_mode = match (&args.protected_mode, &file.protected_mode) {
+            (Some(mode), _) => *mode,
+            (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Invalid {
+                key: "protected_mode",
+                reason,
+            })?,
+            (None, None) => ProtectedMode::default(),
         };
         let cores = args.cores.or(file.cores).unwrap_or(cores_available);
         let defaults = Limits::default();
@@ -214,8 +288,10 @@ impl ServeConfig {
                 .wal_segment_bytes
                 .or(file.wal_segment_bytes)
                 .unwrap_or(keel_wal::SEGMENT_BYTES_DEFAULT),
+            requirepass: args.requirepass.clone().or(file.requirepass),
         };
         config.validate(cores_available)?;
+        check_exposure(config.bind, config.requirepass.is_some(), protected_mode)?;
         Ok(config)
     }
 
@@ -271,6 +347,9 @@ impl ServeConfig {
                 other => other.to_string(),
             };
             return invalid("wal_segment_bytes", reason);
+        }
+        if let Some(Err(error)) = self.requirepass.as_ref().map(Secret::check) {
+            return invalid("requirepass", error.to_string());
         }
         if Some(self.port) == self.metrics_port {
             return invalid("metrics_port", "must differ from port".into());
@@ -396,5 +475,153 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServeConfig::resolve(&args, 2).is_ok());
+    }
+
+    #[test]
+    fn requirepass_comes_from_the_flag_or_the_file_and_never_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "requirepass = \"from-the-file\"\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(&from_file, 2).unwrap();
+        let secret = config.requirepass.clone().expect("a password");
+        assert!(secret.verify(b"from-the-file"));
+        let printed = format!("{config:?} {from_file:?}");
+        assert!(!printed.contains("from-the-file"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        let flag_wins = ServeArgs {
+            config: Some(path),
+            requirepass: Some("from-the-flag".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(&flag_wins, 2).unwrap();
+        assert!(config.requirepass.unwrap().verify(b"from-the-flag"));
+        assert_eq!(
+            ServeConfig::resolve(&ServeArgs::default(), 2)
+                .unwrap()
+                .requirepass,
+            None
+        );
+    }
+
+    #[test]
+    fn an_empty_or_overlong_requirepass_is_refused_without_being_quoted() {
+        for bad in [
+            String::new(),
+            "p".repeat(crate::secret::SECRET_BYTES_MAX + 1),
+        ] {
+            let args = ServeArgs {
+                requirepass: Some(bad.parse().unwrap()),
+                ..ServeArgs::default()
+            };
+            let error = ServeConfig::resolve(&args, 2).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Invalid {
+                        key: "requirepass",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert!(!error.to_string().contains("ppp"), "{error}");
+        }
+    }
+
+    #[test]
+    fn protected_mode_needs_a_password_or_loopback_or_an_explicit_no() {
+        let loopbacks = ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"];
+        let exposed = [
+            "0.0.0.0",
+            "::",
+            "10.0.0.1",
+            "192.168.1.20",
+            "::ffff:10.0.0.1",
+            "fe80::1",
+        ];
+        for text in loopbacks {
+            let bind: IpAddr = text.parse().unwrap();
+            assert!(is_loopback(bind), "{text}");
+            assert!(
+                check_exposure(bind, false, ProtectedMode::Yes).is_ok(),
+                "{text}"
+            );
+        }
+        for text in exposed {
+            let bind: IpAddr = text.parse().unwrap();
+            assert!(!is_loopback(bind), "{text}");
+            let refused = check_exposure(bind, false, ProtectedMode::Yes).unwrap_err();
+            assert!(matches!(refused, ConfigError::Unprotected { .. }), "{text}");
+            assert!(
+                check_exposure(bind, true, ProtectedMode::Yes).is_ok(),
+                "{text}"
+            );
+            assert!(
+                check_exposure(bind, false, ProtectedMode::No).is_ok(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_refuses_an_exposed_bind_without_a_password_and_names_the_fixes() {
+        let exposed = ServeArgs {
+            bind: Some(IpAddr::from([0, 0, 0, 0])),
+            ..ServeArgs::default()
+        };
+        let message = ServeConfig::resolve(&exposed, 2).unwrap_err().to_string();
+        for fix in ["--requirepass", "--bind 127.0.0.1", "--protected-mode no"] {
+            assert!(message.contains(fix), "{message}");
+        }
+        let with_password = ServeArgs {
+            requirepass: Some("pw".parse().unwrap()),
+            ..exposed
+        };
+        assert!(ServeConfig::resolve(&with_password, 2).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "bind = \"0.0.0.0\"\nprotected_mode = \"no\"\n").unwrap();
+        let file_says_no = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(&file_says_no, 2).is_ok());
+        std::fs::write(&path, "protected_mode = \"off\"\n").unwrap();
+        let error = ServeConfig::resolve(&file_says_no, 2).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    key: "protected_mode",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!("no".parse(), Ok(ProtectedMode::No));
+        assert_eq!("yes".parse(), Ok(ProtectedMode::Yes));
+        assert!("NO".parse::<ProtectedMode>().is_err());
+    }
+
+    /// A password that starts with `-` is the flag's value: clap would
+    /// otherwise report it as an unknown argument, printing it.
+    #[test]
+    fn a_requirepass_starting_with_a_dash_is_taken_as_the_value() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        for password in ["-pw", "--pw", "-"] {
+            let parsed =
+                <Command as clap::Parser>::try_parse_from(["keel", "--requirepass", password])
+                    .unwrap_or_else(|error| panic!("{password}: {error}"));
+            let secret = parsed.serve.requirepass.expect("a password");
+            assert!(secret.verify(password.as_bytes()), "{password}");
+        }
     }
 }

@@ -10,7 +10,8 @@ pub enum Exit {
     Torn = 1,
     /// The log is damaged before its tail, or a repair was refused.
     Corrupt = 2,
-    /// EX_USAGE: the command line is wrong.
+    /// EX_USAGE: the command line is wrong (for `keel serve`, also its
+    /// settings, as protected mode's refusal).
     Usage = 64,
     /// EX_NOINPUT: the directory holds no WAL.
     NoWal = 66,
@@ -35,7 +36,8 @@ Exit codes:
   2   the log is damaged before its tail: the report names the file, the byte
       offset and the log index of the first bad frame; repair refuses unless
       --force-truncate
-  64  usage error
+  64  usage error; serve: invalid settings, or a --bind other machines can
+      reach without --requirepass (protected mode)
   66  DIR holds no WAL
   70  serve: internal error (a core stopped without a report); a panic
       aborts the process instead (SIGABRT) after logging its message

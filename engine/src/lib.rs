@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod operation;
 pub mod resp;
+pub mod secret;
 pub mod serve;
 pub mod slot;
 pub mod snapshot;

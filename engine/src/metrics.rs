@@ -83,6 +83,7 @@ pub struct NodeMetrics {
     pub connections_refused: AtomicU64,
     pub accept_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
+    pub auth_failures: AtomicU64,
     pub expired_keys: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub fsync_us: Histogram,
@@ -100,6 +101,7 @@ impl Default for NodeMetrics {
             connections_refused: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             fsync_us: Histogram::new(&FSYNC_BUCKETS_US),
@@ -159,6 +161,11 @@ impl NodeMetrics {
                 "keel_protocol_errors_total",
                 "Connections closed for a protocol error.",
                 &self.protocol_errors,
+            ),
+            (
+                "keel_auth_failures_total",
+                "AUTH and HELLO AUTH refused for a wrong user or password.",
+                &self.auth_failures,
             ),
             (
                 "keel_expired_keys_total",

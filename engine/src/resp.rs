@@ -28,6 +28,13 @@ pub const REQUEST_ARGS_MAX: usize = 1024 * 1024;
 pub const INLINE_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Default largest bulk argument (Redis's proto-max-bulk-len, 512 MiB).
 pub const BULK_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
+/// Arguments one request may carry before its connection has given the
+/// password (Redis 7: 10), so an anonymous client cannot make the server
+/// hold much: AUTH and HELLO need at most 7.
+pub const UNAUTHENTICATED_REQUEST_ARGS_MAX: usize = 10;
+/// Largest bulk argument before the connection has given the password
+/// (Redis 7: 16384): room for any password Keel accepts.
+pub const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
 /// Longest `*<n>` or `$<len>` header line accepted while looking for its end.
 pub const HEADER_LINE_BYTES_MAX: usize = 32;
 /// Bulk arguments with at least this many bytes still to come are read from
@@ -50,6 +57,10 @@ pub enum ProtocolError {
     MultibulkLength,
     #[error("Protocol error: invalid bulk length")]
     BulkLength,
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     #[error("Protocol error: expected '$', got '{found}'")]
     ExpectedBulk { found: char },
     #[error("Protocol error: too big inline request")]
@@ -122,6 +133,10 @@ enum Step {
 pub struct RequestParser {
     bulk_bytes_max: usize,
     held_bytes_max: usize,
+    /// False while the connection still owes the password: requests are
+    /// held to [`UNAUTHENTICATED_REQUEST_ARGS_MAX`] and
+    /// [`UNAUTHENTICATED_BULK_BYTES_MAX`].
+    authenticated: bool,
     /// `buf[start..end]` is received but not parsed; `buf[end..]` is zeroed
     /// room for the next read.
     buf: Vec<u8>,
@@ -146,6 +161,7 @@ impl RequestParser {
         RequestParser {
             bulk_bytes_max,
             held_bytes_max,
+            authenticated: true,
             buf: Vec::new(),
             start: 0,
             end: 0,
@@ -156,6 +172,14 @@ impl RequestParser {
             consumed_bytes: 0,
             examined_bytes: 0,
         }
+    }
+
+    /// Whether the connection has given the password (a parser starts as
+    /// if it had). Set before each [`Self::next_request`]: a request's
+    /// headers are read in the call that returns it, after the requests
+    /// before it (an AUTH among them) have run.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
     }
 
     /// Bytes looked at so far, counting each look: the parser's work, which
@@ -318,6 +342,9 @@ impl RequestParser {
             Some(count) if count as u64 <= REQUEST_ARGS_MAX as u64 => count as usize,
             _ => return Err(ProtocolError::MultibulkLength),
         };
+        if !self.authenticated && count > UNAUTHENTICATED_REQUEST_ARGS_MAX {
+            return Err(ProtocolError::UnauthenticatedMultibulkLength);
+        }
         self.consume(used);
         // Never reserve from the count alone: a client may claim a million
         // arguments and send none.
@@ -349,6 +376,9 @@ impl RequestParser {
             .and_then(|len| usize::try_from(len).ok())
             .filter(|len| *len <= bulk_bytes_max)
             .ok_or(ProtocolError::BulkLength)?;
+        if !self.authenticated && len > UNAUTHENTICATED_BULK_BYTES_MAX {
+            return Err(ProtocolError::UnauthenticatedBulkLength);
+        }
         self.consume(used);
         // Reserving the claimed length takes address space only: the pages
         // are touched as the data arrives.
@@ -1104,5 +1134,52 @@ mod tests {
         Reply::Array(words.iter().cloned().map(Reply::Bulk).collect())
             .encode(Protocol::Resp2, &mut wire);
         assert_eq!(parse(&wire), Ok(Parsed::Request(words, wire.len())));
+    }
+
+    #[test]
+    fn an_unauthenticated_connection_gets_small_requests_only() {
+        let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, usize::MAX);
+        parser.set_authenticated(false);
+        let small = b"*2\r\n$4\r\nAUTH\r\n$3\r\npw!\r\n";
+        parser.push(small);
+        assert_eq!(parser.next_request(), Ok(Some(request(&["AUTH", "pw!"]))));
+        parser.push(b"*11\r\n");
+        assert_eq!(
+            parser.next_request(),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+        let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, usize::MAX);
+        parser.set_authenticated(false);
+        parser.push(
+            format!(
+                "*2\r\n$4\r\nAUTH\r\n${}\r\n",
+                UNAUTHENTICATED_BULK_BYTES_MAX + 1
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            parser.next_request(),
+            Err(ProtocolError::UnauthenticatedBulkLength)
+        );
+        assert_eq!(
+            ProtocolError::UnauthenticatedBulkLength.to_string(),
+            "Protocol error: unauthenticated bulk length"
+        );
+        // Once authenticated, the same request parses.
+        let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, usize::MAX);
+        parser.set_authenticated(false);
+        parser.push(small);
+        assert!(parser.next_request().unwrap().is_some());
+        parser.set_authenticated(true);
+        let args = vec!["a"; UNAUTHENTICATED_REQUEST_ARGS_MAX + 1];
+        let mut wire = Vec::new();
+        Reply::Array(
+            args.iter()
+                .map(|arg| Reply::Bulk(arg.as_bytes().to_vec()))
+                .collect(),
+        )
+        .encode(Protocol::Resp2, &mut wire);
+        parser.push(&wire);
+        assert_eq!(parser.next_request(), Ok(Some(request(&args))));
     }
 }

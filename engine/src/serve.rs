@@ -133,11 +133,15 @@ pub fn run(args: &ServeArgs) -> Exit {
     let available = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let config = match ServeConfig::resolve(args, available) {
         Ok(config) => config,
+        // Bad settings, protected mode's refusal included, are usage errors
+        // (EX_USAGE): the command line or the config file must change, and
+        // nothing has been opened or bound yet.
         Err(error) => {
             tracing::error!(%error, "bad settings");
             return Exit::Usage;
         }
     };
+    warn_if_others_can_read_the_password(args, &config);
     let started = Instant::now();
     let fresh = Identity::fresh(
         random_u128(),
@@ -236,6 +240,22 @@ pub fn run(args: &ServeArgs) -> Exit {
     }
     tracing::info!(?exit, "keel stopped");
     exit
+}
+
+/// Permission bits that let the file's group or other users read it.
+const GROUP_OR_OTHERS_READ_MODE: u32 = 0o044;
+
+/// A config file holding the password should be readable by its owner
+/// only: warns (naming the file, never the password) when it is not.
+fn warn_if_others_can_read_the_password(args: &ServeArgs, config: &ServeConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(path), None, Some(_)) = (&args.config, &args.requirepass, &config.requirepass) else {
+        return;
+    };
+    let mode = std::fs::metadata(path).map_or(0, |metadata| metadata.permissions().mode());
+    if mode & GROUP_OR_OTHERS_READ_MODE != 0 {
+        tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "the config file holds requirepass and other users can read it: chmod 600 it");
+    }
 }
 
 /// Keeps timers armed on this executor for as long as it runs (see
@@ -371,7 +391,12 @@ fn log_recovery(summaries: &[RecoverySummary], started: Instant, node: &NodeShar
         seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
         "recovery complete"
     );
-    tracing::info!(port = node.config.port, bind = %node.config.bind, cores = node.config.cores, fsync = %node.config.fsync, "ready to accept connections");
+    let password = if node.config.requirepass.is_some() {
+        "required"
+    } else {
+        "none"
+    };
+    tracing::info!(port = node.config.port, bind = %node.config.bind, cores = node.config.cores, fsync = %node.config.fsync, password, "ready to accept connections");
 }
 
 fn report_failure(error: &NodeError, node: &NodeShared) {

@@ -952,6 +952,7 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         connections_max: CONNECTIONS_MAX,
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
         wal_segment_bytes: WAL_SEGMENT_BYTES,
+        requirepass: None,
     };
     let node = Arc::new(NodeShared::new(
         config,

@@ -121,6 +121,11 @@ pub struct ServerOptions {
     pub open_files_max: Option<u64>,
     /// Further environment variables of the server process.
     pub env: Vec<(String, String)>,
+    /// `--requirepass`; [`Server::connection`] then logs in with it.
+    pub requirepass: Option<String>,
+    /// `--bind`: loopback unless a test of a refused start says otherwise
+    /// (tests never listen on another address).
+    pub bind: String,
 }
 
 impl Default for ServerOptions {
@@ -141,6 +146,8 @@ impl Default for ServerOptions {
             ready_deadline_ms: READY_DEADLINE_MS,
             open_files_max: None,
             env: Vec::new(),
+            requirepass: None,
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -256,10 +263,13 @@ impl Server {
         self.child.as_ref().expect("the server is running").id()
     }
 
-    /// A `redis` crate connection.
+    /// A `redis` crate connection, logged in when the server has a password.
     pub fn connection(&self) -> redis::Connection {
-        let client =
-            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("a valid URL");
+        let url = match &self.options.requirepass {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        };
+        let client = redis::Client::open(url).expect("a valid URL");
         let connection = client.get_connection().expect("connect to keel");
         connection
             .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
@@ -393,7 +403,7 @@ impl Server {
             "--dir".into(),
             self.dir.to_str().expect("UTF-8 temp path").into(),
             "--bind".into(),
-            "127.0.0.1".into(),
+            options.bind.clone(),
             "--port".into(),
             self.port.to_string(),
             "--cores".into(),
@@ -421,6 +431,9 @@ impl Server {
                 args.push(flag.into());
                 args.push(value.to_string());
             }
+        }
+        if let Some(password) = &options.requirepass {
+            args.extend(["--requirepass".into(), password.clone()]);
         }
         args.extend(options.extra_args.iter().cloned());
         let stderr =
@@ -563,6 +576,8 @@ fn ping(port: u16) -> Probe {
     }
     match raw.command(&[b"PING"]) {
         Ok(Resp::Simple(pong)) if pong == "PONG" => Probe::Pong,
+        // The node loop answers (and so serves) but wants a password.
+        Ok(Resp::Error(error)) if error.starts_with("NOAUTH") => Probe::Pong,
         _ => Probe::Connected,
     }
 }

@@ -125,6 +125,7 @@ fn key_indexes_follow_the_key_ranges() {
 #[test]
 fn every_node_command_core_matches_is_in_the_table() {
     for name in [
+        "auth",
         "ping",
         "echo",
         "select",

@@ -1,5 +1,5 @@
 //! Commands about the connection and the node rather than keys: PING, ECHO,
-//! SELECT, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT, and INFO's
+//! SELECT, AUTH, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT, and INFO's
 //! text.
 
 use std::fmt::Write as _;
@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::command::{self, CommandSpec};
 use crate::config::{FsyncPolicy, ServeConfig};
 use crate::metrics::NodeMetrics;
+use crate::node::auth::{self, ConnectionAuth};
 use crate::node::shard::ShardStats;
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply};
@@ -25,6 +26,8 @@ pub struct ClientInfo {
     pub lib_name: Option<String>,
     pub lib_ver: Option<String>,
     pub protocol: Protocol,
+    /// Whether the connection has given the password (if one is needed).
+    pub auth: ConnectionAuth,
     pub connected_unix_ms: u64,
     pub last_command_unix_ms: u64,
 }
@@ -112,7 +115,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// PING, ECHO, SELECT, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT.
+/// PING, ECHO, SELECT, AUTH, HELLO, QUIT, RESET, CONFIG, FUNCTION, COMMAND, CLIENT.
 pub fn connection_command(
     node: &NodeShared,
     client: &mut ClientInfo,
@@ -137,9 +140,23 @@ pub fn connection_command(
             None => Reply::Error("ERR value is not an integer or out of range".into()),
         },
         "quit" => ok(),
+        "auth" => {
+            let logged_in = client
+                .auth
+                .auth_command(node.config.requirepass.as_ref(), args);
+            match logged_in {
+                Ok(()) => {
+                    node.update_client(client);
+                    ok()
+                }
+                Err(refused) => refused_auth(node, refused),
+            }
+        }
         "reset" => {
             client.protocol = Protocol::Resp2;
             client.name = None;
+            // As Redis: RESET logs the connection out when a password is set.
+            client.auth = ConnectionAuth::new(node.config.requirepass.as_ref());
             node.update_client(client);
             Reply::Simple("RESET".into())
         }
@@ -171,9 +188,15 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
         };
         rest = after;
     }
+    // As Redis 7.0: options are taken in order, and an AUTH option logs in
+    // (or fails) as soon as it is read, before a later option's syntax error.
     let mut name = None;
     while let Some((option, after)) = rest.split_first() {
         if option.eq_ignore_ascii_case(b"auth") && after.len() >= 2 {
+            let required = node.config.requirepass.as_ref();
+            if let Err(refused) = client.auth.log_in(required, &after[0], &after[1]) {
+                return refused_auth(node, refused);
+            }
             rest = &after[2..];
         } else if option.eq_ignore_ascii_case(b"setname") && !after.is_empty() {
             name = Some(after[0].clone());
@@ -185,8 +208,13 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
             ));
         }
     }
+    if !client.auth.is_authenticated() {
+        return auth::hello_needs_auth();
+    }
     if let Some(name) = name {
         if let Err(reply) = set_name(client, &name) {
+            // Logged in by an AUTH option all the same, as Redis.
+            node.update_client(client);
             return reply;
         }
     }
@@ -208,6 +236,15 @@ fn hello(node: &NodeShared, client: &mut ClientInfo, args: &[Vec<u8>]) -> Reply 
         field("role", Reply::Bulk(b"master".to_vec())),
         field("modules", Reply::Array(Vec::new())),
     ])
+}
+
+/// A failed AUTH: counted (`acl_access_denied_auth` in INFO, a metric),
+/// never logged, as the password tried may be a real one mistyped.
+fn refused_auth(node: &NodeShared, refused: auth::AuthRefused) -> Reply {
+    if refused == auth::AuthRefused::WrongPass {
+        NodeMetrics::add(&node.metrics.auth_failures, 1);
+    }
+    refused.reply()
 }
 
 fn set_name(client: &mut ClientInfo, name: &[u8]) -> Result<(), Reply> {
@@ -314,6 +351,10 @@ fn settings(config: &ServeConfig) -> [(&'static str, String); 9] {
 
 /// CONFIG GET with the settings Keel has; CONFIG SET refused as Redis
 /// refuses a parameter it does not know or cannot change at run time.
+/// `requirepass` is never among them: Redis shows it to an authenticated
+/// client, Keel to nobody (a client that has it needs no reminder, and one
+/// that reads it from a reply can leak it to a log), so `CONFIG GET
+/// requirepass` is an empty map, as for a setting Keel lacks.
 fn config(node: &NodeShared, args: &[Vec<u8>]) -> Reply {
     let sub = args[1].to_ascii_lowercase();
     match sub.as_slice() {
@@ -545,12 +586,13 @@ pub fn info(
     if wanted("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nprotocol_errors:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nprotocol_errors:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
             NodeMetrics::get(&metrics.connections_accepted),
             NodeMetrics::get(&metrics.connections_refused),
             NodeMetrics::get(&metrics.commands),
             NodeMetrics::get(&metrics.expired_keys),
             NodeMetrics::get(&metrics.protocol_errors),
+            NodeMetrics::get(&metrics.auth_failures),
         );
     }
     if wanted("keyspace") {

@@ -324,6 +324,7 @@ impl<I: NodeIo> Core<I> {
         let mut batch = Batch::default();
         let mut reply_bytes = 0;
         while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
+            parser.set_authenticated(client.auth.is_authenticated());
             match parser.next_request() {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => {
@@ -386,6 +387,9 @@ impl<I: NodeIo> Core<I> {
             return (Pending::Ready(command::unknown_command(&args)), false);
         };
         if let Err(reply) = command::check_arity(spec, args.len()) {
+            return (Pending::Ready(reply), false);
+        }
+        if let Err(reply) = client.auth.admit(spec) {
             return (Pending::Ready(reply), false);
         }
         if command::is_keyed(spec) {

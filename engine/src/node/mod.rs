@@ -2,6 +2,7 @@
 //! per-core loop serving clients and other cores, group commit, active expiry.
 
 pub mod admin;
+pub mod auth;
 pub mod core;
 pub mod io;
 pub mod local;
@@ -22,6 +23,7 @@ use crate::config::ServeConfig;
 use crate::keyspace::Keyspace;
 use crate::metrics::{Gauges, NodeMetrics};
 use crate::node::admin::ClientInfo;
+use crate::node::auth::ConnectionAuth;
 use crate::node::core::{core_of_shard, Core};
 use crate::node::io::{Connection, Listener, NodeIo};
 use crate::node::shard::{Shard, ShardSettings};
@@ -94,6 +96,7 @@ impl NodeShared {
             lib_name: None,
             lib_ver: None,
             protocol: Protocol::Resp2,
+            auth: ConnectionAuth::new(self.config.requirepass.as_ref()),
             connected_unix_ms: now_unix_ms,
             last_command_unix_ms: now_unix_ms,
         };
