@@ -637,6 +637,7 @@ mod tests {
             protocol: Protocol::Resp2,
             connected_unix_ms: 0,
             last_command_unix_ms: 0,
+            auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
         };
         let args = args(words);
         let spec = command::lookup(&args[0]).expect("a command of the table");
