@@ -128,6 +128,31 @@ impl From<SingleOp> for Operation {
     }
 }
 
+/// An operation that is not a batch as a [`SingleOp`]; a batch is returned
+/// as it was.
+impl TryFrom<Operation> for SingleOp {
+    type Error = Operation;
+
+    fn try_from(op: Operation) -> Result<SingleOp, Operation> {
+        Ok(match op {
+            Operation::Set {
+                key,
+                value,
+                expire_at_unix_ms,
+            } => SingleOp::Set {
+                key,
+                value,
+                expire_at_unix_ms,
+            },
+            Operation::Delete { keys } => SingleOp::Delete { keys },
+            Operation::Expire { key, at_unix_ms } => SingleOp::Expire { key, at_unix_ms },
+            Operation::Persist { key } => SingleOp::Persist { key },
+            Operation::FlushAll => SingleOp::FlushAll,
+            batch @ Operation::Batch { .. } => return Err(batch),
+        })
+    }
+}
+
 /// One change, borrowed from a [`SingleOp`] or from an [`Operation`] that is
 /// not a batch: what the key space applies and tools show, written once for
 /// both types.

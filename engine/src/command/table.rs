@@ -42,6 +42,8 @@ const WRITE_DENYOOM_FAST: &[&str] = &["write", "denyoom", "fast"];
 const FAST: &[&str] = &["fast"];
 const LOADING_STALE: &[&str] = &["loading", "stale"];
 const LOADING_STALE_FAST: &[&str] = &["loading", "stale", "fast"];
+const TRANSACTION_CONTROL: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const TRANSACTION_EXEC: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 const ANY_CLIENT_STATE: &[&str] = &[
     "noscript",
     "loading",
@@ -64,6 +66,8 @@ const KEYSPACE_DANGEROUS_WRITE: &[&str] = &["@keyspace", "@write", "@slow", "@da
 const CONNECTION_FAST: &[&str] = &["@fast", "@connection"];
 const CONNECTION_SLOW: &[&str] = &["@slow", "@connection"];
 const SLOW: &[&str] = &["@slow"];
+const TRANSACTION_FAST: &[&str] = &["@fast", "@transaction"];
+const TRANSACTION_SLOW: &[&str] = &["@slow", "@transaction"];
 const SLOW_DANGEROUS: &[&str] = &["@slow", "@dangerous"];
 
 /// A node command: the node loop runs it, it names no key.
@@ -102,8 +106,12 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "del", arity: -2, keyed: true, keys: ALL_KEYS, flags: WRITE, acl_categories: KEYSPACE_WRITE_SLOW, group: "generic", since: "1.0.0",
         complexity: "O(N) where N is the number of keys that will be removed.",
         summary: "Deletes one or more keys.", handler: Some(generic::del) },
+    CommandSpec { name: "discard", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.0.0", complexity: "O(N), when N is the number of queued commands",
+        summary: "Discards a transaction.", ..NODE },
     CommandSpec { name: "echo", arity: 2, flags: FAST, acl_categories: CONNECTION_FAST, group: "connection", since: "1.0.0",
         summary: "Returns the given string.", ..NODE },
+    CommandSpec { name: "exec", arity: 1, flags: TRANSACTION_EXEC, acl_categories: TRANSACTION_SLOW, group: "transactions", since: "1.2.0", complexity: "Depends on commands in the transaction",
+        summary: "Executes all commands in a transaction.", ..NODE },
     CommandSpec { name: "exists", arity: -2, keyed: true, keys: ALL_KEYS, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "1.0.0",
         complexity: "O(N) where N is the number of keys to check.",
         summary: "Determines whether one or more keys exist.", handler: Some(generic::exists) },
@@ -150,6 +158,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "msetnx", arity: -3, keyed: true, keys: KEY_VALUE_PAIRS, flags: WRITE_DENYOOM, acl_categories: STRING_WRITE_SLOW, group: "string", since: "1.0.1",
         complexity: "O(N) where N is the number of keys to set.",
         summary: "Atomically modifies the string values of one or more keys only when all keys don't exist.", handler: Some(strings::msetnx) },
+    CommandSpec { name: "multi", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "1.2.0",
+        summary: "Starts a transaction.", ..NODE },
     CommandSpec { name: "persist", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.2.0", complexity: "O(1)",
         summary: "Removes the expiration time of a key.", handler: Some(generic::persist) },
     CommandSpec { name: "pexpire", arity: -3, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.6.0", complexity: "O(1)",
@@ -191,6 +201,10 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "unlink", arity: -2, keyed: true, keys: ALL_KEYS, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "4.0.0",
         complexity: "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects were composed of.",
         summary: "Asynchronously deletes one or more keys.", handler: Some(generic::del) },
+    CommandSpec { name: "unwatch", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0",
+        summary: "Forgets about watched keys of a transaction.", ..NODE },
+    CommandSpec { name: "watch", arity: -2, keys: ALL_KEYS, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0", complexity: "O(1) for every key.",
+        summary: "Monitors changes to keys to determine the execution of a transaction.", ..NODE },
 ];
 
 /// The command named `name`, in any letter case.
@@ -212,6 +226,10 @@ fn compare_ignoring_case(lowercase: &str, name: &[u8]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Node commands that name keys all the same (the node loop sends them
+    /// to the keys' shard itself).
+    const NODE_COMMANDS_WITH_KEYS: &[&str] = &["watch"];
 
     #[test]
     fn table_is_sorted_lowercase_and_consistent() {
@@ -242,9 +260,9 @@ mod tests {
                 spec.name
             );
             assert_eq!(
-                spec.keyed,
+                spec.keyed || NODE_COMMANDS_WITH_KEYS.contains(&spec.name),
                 spec.keys != NO_KEYS,
-                "{}: keyed commands, and only they, name keys",
+                "{}: keyed commands, and only they, name keys (WATCH's the node loop routes)",
                 spec.name
             );
             let write = spec.flags.contains(&"write");

@@ -24,9 +24,10 @@ use crate::node::admin::{self, ClientInfo};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
+use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
-use crate::slot::{key_slot, SLOT_COUNT};
+use crate::slot::SLOT_COUNT;
 
 /// How long a core stops accepting after an accept failed. The usual
 /// causes (the process or the system is out of file descriptors, the kernel
@@ -56,6 +57,12 @@ enum Pending {
         wait_for: u64,
     },
     Remote(Slot<ShardReply>),
+    /// EXEC's reply: the shard's array for the keyed commands, into which
+    /// the keyless commands' replies go at their positions.
+    Exec {
+        keyed: Box<Pending>,
+        keyless: Vec<(usize, Reply)>,
+    },
 }
 
 impl Pending {
@@ -65,6 +72,9 @@ impl Pending {
         match self {
             Pending::Ready(reply) | Pending::Local { reply, .. } => reply.held_bytes(),
             Pending::Remote(_) => 0,
+            Pending::Exec { keyless, .. } => {
+                keyless.iter().map(|(_, reply)| reply.held_bytes()).sum()
+            }
         }
     }
 }
@@ -142,7 +152,10 @@ impl<I: NodeIo> Core<I> {
     /// Runs `request` on a shard of this core as soon as the shard has room
     /// for more unsynced entries; the result is released later.
     async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
-        if matches!(request, ShardRequest::Command { .. }) {
+        if matches!(
+            request,
+            ShardRequest::Command { .. } | ShardRequest::Exec { .. }
+        ) {
             shard.wait_for_room().await;
         }
         let now = self.io.now_unix_ms();
@@ -155,6 +168,23 @@ impl<I: NodeIo> Core<I> {
                     reply: executed.reply,
                     wait_for: executed.wait_for,
                 };
+            }
+            ShardRequest::Exec { client, commands } => {
+                let executed = shard.exec(client, &commands, now);
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: executed.reply,
+                    wait_for: executed.wait_for,
+                };
+            }
+            // WATCH answers once what it read (the keys' expiry) is durable.
+            ShardRequest::Watch { client, keys } => {
+                shard.watch(client, &keys, now);
+                (ShardReply::Reply(Reply::ok()), last)
+            }
+            ShardRequest::Unwatch { client } => {
+                shard.unwatch(client, now);
+                (ShardReply::Reply(Reply::ok()), 0)
             }
             ShardRequest::Count => (ShardReply::Count(shard.count()), last),
             ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
@@ -196,6 +226,13 @@ impl<I: NodeIo> Core<I> {
                 Err(reason) => not_durable(&reason),
             }),
             Pending::Remote(slot) => Resolved::Shard(slot.take().await),
+            Pending::Exec { keyed, keyless } => {
+                let reply = match Box::pin(self.resolve(*keyed)).await {
+                    Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                    Resolved::Shard(other) => panic!("EXEC got a non-reply answer: {other:?}"),
+                };
+                Resolved::Reply(merge_exec_replies(reply, keyless))
+            }
         }
     }
 
@@ -269,9 +306,14 @@ impl<I: NodeIo> Core<I> {
             return;
         };
         NodeMetrics::add(&self.node.metrics.connections_accepted, 1);
-        if let Err(error) = self.client_loop(&mut conn, &mut client).await {
+        let mut transaction = Transaction::default();
+        if let Err(error) = self
+            .client_loop(&mut conn, &mut client, &mut transaction)
+            .await
+        {
             tracing::debug!(client = client.id, %error, "connection closed");
         }
+        self.unwatch(client.id, &mut transaction).await;
         self.node.unregister_client(client.id);
     }
 
@@ -279,6 +321,7 @@ impl<I: NodeIo> Core<I> {
         &self,
         conn: &mut I::Conn,
         client: &mut ClientInfo,
+        transaction: &mut Transaction,
     ) -> std::io::Result<()> {
         // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
         // value over the configured (smaller) limit gets an error reply from the
@@ -287,7 +330,7 @@ impl<I: NodeIo> Core<I> {
         let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, QUERY_BUFFER_BYTES_MAX);
         let mut output = Vec::new();
         loop {
-            let batch = self.start_batch(&mut parser, client).await;
+            let batch = self.start_batch(&mut parser, client, transaction).await;
             if !batch.replies.is_empty() {
                 self.write_replies(conn, batch.replies, &mut output).await?;
                 if batch.close {
@@ -307,14 +350,19 @@ impl<I: NodeIo> Core<I> {
 
     /// Starts the commands the parser holds, up to a batch's limits: their
     /// number and the bytes of the replies known so far.
-    async fn start_batch(&self, parser: &mut RequestParser, client: &mut ClientInfo) -> Batch {
+    async fn start_batch(
+        &self,
+        parser: &mut RequestParser,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+    ) -> Batch {
         let mut batch = Batch::default();
         let mut reply_bytes = 0;
         while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
             match parser.next_request() {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => {
-                    let (pending, quit) = self.command(client, args).await;
+                    let (pending, quit) = self.command(client, transaction, args).await;
                     reply_bytes += pending.held_bytes();
                     batch.replies.push((client.protocol, pending));
                     if quit {
@@ -367,13 +415,33 @@ impl<I: NodeIo> Core<I> {
     }
 
     /// Starts one command; returns its reply-to-be and whether to close after it.
-    async fn command(&self, client: &mut ClientInfo, args: Vec<Vec<u8>>) -> (Pending, bool) {
+    async fn command(
+        &self,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+        args: Vec<Vec<u8>>,
+    ) -> (Pending, bool) {
         NodeMetrics::add(&self.node.metrics.commands, 1);
         let Some(spec) = command::lookup(&args[0]) else {
+            transaction.refuse();
             return (Pending::Ready(command::unknown_command(&args)), false);
         };
         if let Err(reply) = command::check_arity(spec, args.len()) {
+            transaction.refuse();
             return (Pending::Ready(reply), false);
+        }
+        if transaction.queues(spec) {
+            return (Pending::Ready(transaction.queue(spec, args)), false);
+        }
+        if transaction::is_transaction_command(spec.name) {
+            let pending = self
+                .transaction_command(client, transaction, spec, args)
+                .await;
+            return (pending, false);
+        }
+        if spec.name == "reset" {
+            transaction.discard();
+            self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
             return (self.keyed(spec, args).await, false);
@@ -386,22 +454,112 @@ impl<I: NodeIo> Core<I> {
     }
 
     async fn keyed(&self, spec: &'static command::CommandSpec, args: Vec<Vec<u8>>) -> Pending {
-        let mut slots = command::key_indexes(spec, &args)
+        let keys = command::key_indexes(spec, &args)
             .into_iter()
-            .map(|index| key_slot(&args[index]));
-        let Some(slot) = slots.next() else {
-            return Pending::Ready(Reply::Error(format!(
-                "ERR '{}' command needs a key",
-                spec.name
-            )));
+            .map(|index| args[index].as_slice());
+        let slot = match transaction::one_slot(keys) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => {
+                return Pending::Ready(Reply::Error(format!(
+                    "ERR '{}' command needs a key",
+                    spec.name
+                )))
+            }
+            Err(error) => return Pending::Ready(error),
         };
-        if slots.any(|other| other != slot) {
-            return Pending::Ready(Reply::Error(
-                "CROSSSLOT Keys in request don't hash to the same slot".into(),
-            ));
-        }
         let shard = shard_of_slot(slot, self.node.shard_count);
         self.dispatch(shard, ShardRequest::Command { args }).await
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (see [`crate::node::transaction`]).
+    async fn transaction_command(
+        &self,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+        spec: &'static command::CommandSpec,
+        args: Vec<Vec<u8>>,
+    ) -> Pending {
+        match spec.name {
+            "multi" => Pending::Ready(transaction.multi()),
+            "discard" => {
+                if !transaction.discard() {
+                    return Pending::Ready(Reply::Error("ERR DISCARD without MULTI".into()));
+                }
+                self.unwatch(client.id, transaction).await;
+                Pending::Ready(Reply::ok())
+            }
+            "unwatch" => {
+                self.unwatch(client.id, transaction).await;
+                Pending::Ready(Reply::ok())
+            }
+            "watch" => match transaction.watch(&args[1..]) {
+                Ok(slot) => {
+                    let shard = shard_of_slot(slot, self.node.shard_count);
+                    let mut keys = args;
+                    keys.remove(0);
+                    let request = ShardRequest::Watch {
+                        client: client.id,
+                        keys,
+                    };
+                    self.dispatch(shard, request).await
+                }
+                Err(error) => Pending::Ready(error),
+            },
+            "exec" => self.exec(client, transaction).await,
+            other => unreachable!("{other} is not a transaction command"),
+        }
+    }
+
+    /// EXEC: the keyed commands go to their shard as one request (one hop
+    /// if another core owns it); the keyless ones are answered here.
+    async fn exec(&self, client: &mut ClientInfo, transaction: &mut Transaction) -> Pending {
+        let (exec, watched) = transaction.exec();
+        if let Some(slot) = watched {
+            self.unwatch_slot(client.id, slot).await;
+        }
+        let (slot, watching, keyed, keyless) = match exec {
+            Exec::Refuse(error) => return Pending::Ready(error),
+            Exec::Run {
+                slot,
+                watching,
+                keyed,
+                keyless,
+            } => (slot, watching, keyed, keyless),
+        };
+        // Only commands whose reply depends on their arguments alone are
+        // queued keyless, so answering them before the shard checks the
+        // watched keys changes nothing if it then refuses.
+        let mut answered = Vec::with_capacity(keyless.len());
+        for (position, args) in keyless {
+            let spec = command::lookup(&args[0]).expect("a queued command is known");
+            answered.push((position, self.node_command(client, spec, &args).await));
+        }
+        let keyless = answered;
+        let slot = match slot {
+            Some(slot) if watching || !keyed.is_empty() => slot,
+            _ => return Pending::Ready(merge_exec_replies(Reply::Array(Vec::new()), keyless)),
+        };
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        let request = ShardRequest::Exec {
+            client: client.id,
+            commands: keyed,
+        };
+        let keyed = Box::new(self.dispatch(shard, request).await);
+        Pending::Exec { keyed, keyless }
+    }
+
+    /// Makes the shard forget the keys the connection watches, if any.
+    async fn unwatch(&self, client: u64, transaction: &mut Transaction) {
+        if let Some(slot) = transaction.unwatch() {
+            self.unwatch_slot(client, slot).await;
+        }
+    }
+
+    async fn unwatch_slot(&self, client: u64, slot: u16) {
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        // Nothing waits for the answer: a later request of this connection
+        // to the shard travels the same path, after this one.
+        drop(self.dispatch(shard, ShardRequest::Unwatch { client }).await);
     }
 
     /// Commands about the connection or the whole node.
@@ -533,6 +691,32 @@ impl<I: NodeIo> Core<I> {
 enum Resolved {
     Reply(Reply),
     Shard(ShardReply),
+}
+
+/// EXEC's array: the shard's replies with the keyless commands' replies put
+/// back at their request positions. Anything but an array (a watched key
+/// changed, the shard failed) is EXEC's whole reply.
+fn merge_exec_replies(keyed: Reply, keyless: Vec<(usize, Reply)>) -> Reply {
+    let Reply::Array(keyed) = keyed else {
+        return keyed;
+    };
+    let mut keyed = keyed.into_iter();
+    let mut keyless = keyless.into_iter().peekable();
+    let mut merged = Vec::new();
+    loop {
+        if let Some((_, reply)) = keyless.next_if(|(position, _)| *position == merged.len()) {
+            merged.push(reply);
+        } else if let Some(reply) = keyed.next() {
+            merged.push(reply);
+        } else {
+            break;
+        }
+    }
+    assert!(
+        keyless.next().is_none(),
+        "every keyless reply has a position within the transaction"
+    );
+    Reply::Array(merged)
 }
 
 fn not_durable(reason: &str) -> Reply {

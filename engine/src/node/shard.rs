@@ -13,6 +13,7 @@
 //! - After an IO failure of the WAL the shard acknowledges nothing more.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,7 +26,8 @@ use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
 use crate::node::io::{NodeIo, ShardObserver};
 use crate::node::local::{Signal, Watermark};
-use crate::operation::Operation;
+use crate::node::watch::Watches;
+use crate::operation::{Change, Operation, SingleOp};
 use crate::resp::Reply;
 use crate::snapshot;
 
@@ -101,6 +103,8 @@ pub struct Shard {
     settings: ShardSettings,
     snapshot: RefCell<SnapshotState>,
     stopping: Cell<bool>,
+    /// The keys connections WATCH (in memory only: see [`crate::node::watch`]).
+    watches: RefCell<Watches>,
 }
 
 /// Hands `payloads` to the WAL as entries `first..`; returns their bytes.
@@ -143,6 +147,76 @@ fn too_large(len: usize, limit: usize) -> Reply {
     Reply::Error(format!(
         "ERR write of {len} bytes exceeds the log's entry limit of {limit} bytes"
     ))
+}
+
+/// A transaction's writes as one log entry: `None` without writes, the one
+/// write itself, or a batch of every change in order (a batch's changes are
+/// spliced in, as a batch holds no batch).
+fn one_entry(mut writes: Vec<Operation>) -> Option<Operation> {
+    if writes.len() <= 1 {
+        return writes.pop();
+    }
+    let mut ops = Vec::new();
+    for write in writes {
+        match write {
+            Operation::Batch { ops: inner } => ops.extend(inner),
+            single => ops.push(SingleOp::try_from(single).expect("not a batch")),
+        }
+    }
+    Some(Operation::Batch { ops })
+}
+
+/// What a transaction's writes replaced, to put back if its entry cannot be
+/// logged: each key's record (value and expiry) before its first write.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Each key's record, or `None` if it was absent.
+    before: HashMap<Vec<u8>, Option<SavedRecord>>,
+}
+
+/// A key's value and its expiry time (Unix ms), as held.
+type SavedRecord = (Vec<u8>, Option<u64>);
+
+impl Undo {
+    /// Remembers the keys `op` is about to write, unless already remembered.
+    fn save(&mut self, keyspace: &Keyspace, op: &Operation) {
+        for change in op.changes() {
+            match change {
+                Change::Set { key, .. } | Change::Expire { key, .. } | Change::Persist { key } => {
+                    self.remember(keyspace, key);
+                }
+                Change::Delete { keys } => {
+                    for key in keys {
+                        self.remember(keyspace, key);
+                    }
+                }
+                Change::FlushAll => panic!("a transaction never flushes: FLUSHALL is not queued"),
+            }
+        }
+    }
+
+    fn remember(&mut self, keyspace: &Keyspace, key: &[u8]) {
+        if !self.before.contains_key(key) {
+            let record = keyspace
+                .record(key)
+                .map(|item| (item.value.to_vec(), item.expire_at_unix_ms));
+            self.before.insert(key.to_vec(), record);
+        }
+    }
+
+    /// Puts back every remembered key as it was.
+    fn restore(self, keyspace: &mut Keyspace) {
+        for (key, record) in self.before {
+            keyspace.apply(&match record {
+                Some((value, expire_at_unix_ms)) => Operation::Set {
+                    key,
+                    value,
+                    expire_at_unix_ms,
+                },
+                None => Operation::Delete { keys: vec![key] },
+            });
+        }
+    }
 }
 
 /// What a shard is told at start: its limits and policies.
@@ -188,6 +262,7 @@ impl Shard {
                 ..SnapshotState::default()
             }),
             stopping: Cell::new(false),
+            watches: RefCell::default(),
         }
     }
 
@@ -234,14 +309,35 @@ impl Shard {
 
     /// Gives `op` the next log index, applies it and queues it for the WAL.
     fn append(&self, op: &Operation) -> Result<u64, Reply> {
+        let payload = self.encode(op)?;
+        let flushed = if op.changes().any(|change| change == Change::FlushAll) {
+            self.watches.borrow().held_keys(&self.keyspace.borrow())
+        } else {
+            Vec::new()
+        };
+        self.keyspace.borrow_mut().apply(op);
+        Ok(self.log_applied(op, payload, &flushed))
+    }
+
+    /// The entry's payload, if the log takes it.
+    fn encode(&self, op: &Operation) -> Result<Vec<u8>, Reply> {
         let payload = codec::encode(op)
             .map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
         if payload.len() > self.settings.payload_bytes_max {
             return Err(too_large(payload.len(), self.settings.payload_bytes_max));
         }
+        Ok(payload)
+    }
+
+    /// Gives `op`, already applied to the key space, the next log index and
+    /// queues its `payload` for the WAL; `flushed` are the watched keys it
+    /// removed if it is a FLUSHALL.
+    fn log_applied(&self, op: &Operation, payload: Vec<u8>, flushed: &[Vec<u8>]) -> u64 {
         let index = self.next_index.get();
         self.next_index.set(index + 1);
-        self.keyspace.borrow_mut().apply(op);
+        self.watches
+            .borrow_mut()
+            .note_applied(op, &self.keyspace.borrow(), flushed);
         if let Some(observer) = &self.settings.observer {
             observer.applied(self.id, index, op);
         }
@@ -249,7 +345,81 @@ impl Shard {
             .set(self.unsynced_bytes.get() + payload.len() as u64);
         self.queue.borrow_mut().push(payload);
         self.wake_committer.raise();
-        Ok(index)
+        index
+    }
+
+    /// WATCH: connection `client` watches `keys`, all of this shard.
+    pub fn watch(&self, client: u64, keys: &[Vec<u8>], now_unix_ms: u64) {
+        self.watches
+            .borrow_mut()
+            .watch(client, keys, &self.keyspace.borrow(), now_unix_ms);
+    }
+
+    /// Connection `client` forgets its watched keys (UNWATCH, DISCARD, the
+    /// connection's end).
+    pub fn unwatch(&self, client: u64, now_unix_ms: u64) {
+        self.watches
+            .borrow_mut()
+            .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+    }
+
+    /// EXEC of a transaction whose keyed `commands` all name keys of this
+    /// shard: nothing runs (a null reply) if a key `client` watches changed;
+    /// otherwise the commands run one after the other, with nothing else in
+    /// between, each seeing the writes of those before, and their writes
+    /// become one log entry (the one write, or a [`Operation::Batch`] of
+    /// them all), so a crash keeps all or none. If that entry is too large
+    /// for the log, every write is undone and EXEC answers the error.
+    pub fn exec(&self, client: u64, commands: &[Vec<Vec<u8>>], now_unix_ms: u64) -> Executed {
+        if let Some(reason) = self.durable.failure() {
+            return self.refused(&reason);
+        }
+        let changed =
+            self.watches
+                .borrow_mut()
+                .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+        if changed {
+            return Executed {
+                reply: Reply::NullArray,
+                wait_for: self.last_index(),
+            };
+        }
+        let mut undo = Undo::default();
+        let mut writes = Vec::new();
+        let mut replies = Vec::with_capacity(commands.len());
+        for args in commands {
+            let Outcome { reply, op } = command::execute(
+                &self.keyspace.borrow(),
+                args,
+                now_unix_ms,
+                &self.settings.limits,
+            );
+            if let Some(op) = op {
+                undo.save(&self.keyspace.borrow(), &op);
+                self.keyspace.borrow_mut().apply(&op);
+                writes.push(op);
+            }
+            replies.push(reply);
+        }
+        let Some(entry) = one_entry(writes) else {
+            return Executed {
+                reply: Reply::Array(replies),
+                wait_for: self.last_index(),
+            };
+        };
+        match self.encode(&entry) {
+            Ok(payload) => Executed {
+                reply: Reply::Array(replies),
+                wait_for: self.log_applied(&entry, payload, &[]),
+            },
+            Err(error) => {
+                undo.restore(&mut self.keyspace.borrow_mut());
+                Executed {
+                    reply: error,
+                    wait_for: self.last_index(),
+                }
+            }
+        }
     }
 
     /// Whether the entries not yet durable are at a limit.
