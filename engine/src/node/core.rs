@@ -180,11 +180,19 @@ impl<I: NodeIo> Core<I> {
             // WATCH answers once what it read (the keys' expiry) is durable.
             ShardRequest::Watch { client, keys } => {
                 shard.watch(client, &keys, now);
-                (ShardReply::Reply(Reply::ok()), last)
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: Reply::ok(),
+                    wait_for: last,
+                };
             }
             ShardRequest::Unwatch { client } => {
                 shard.unwatch(client, now);
-                (ShardReply::Reply(Reply::ok()), 0)
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: Reply::ok(),
+                    wait_for: 0,
+                };
             }
             ShardRequest::Count => (ShardReply::Count(shard.count()), last),
             ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
@@ -815,6 +823,114 @@ mod tests {
         let pings = 500;
         let writes = serve(&command(&[b"PING"]).repeat(pings));
         assert_eq!(writes, vec![b"+PONG\r\n".repeat(pings)]);
+    }
+
+    fn script(commands: &[&[&[u8]]]) -> Vec<u8> {
+        commands.iter().flat_map(|words| command(words)).collect()
+    }
+
+    /// Replies as redis-server 7.0.15 gives them to the same requests (one
+    /// slot, so Redis Cluster's rule changes nothing).
+    #[test]
+    fn a_transaction_queues_then_answers_every_command_in_one_array() {
+        let input = script(&[
+            &[b"MULTI"],
+            &[b"MULTI"],
+            &[b"SET", b"{t}a", b"x"],
+            &[b"INCR", b"{t}a"],
+            &[b"PING"],
+            &[b"ECHO", b"hi"],
+            &[b"GET", b"{t}a"],
+            &[b"EXEC"],
+            &[b"EXEC"],
+            &[b"DISCARD"],
+        ]);
+        let expected: &[u8] = b"+OK\r\n-ERR MULTI calls can not be nested\r\n\
+            +QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+            *5\r\n+OK\r\n-ERR value is not an integer or out of range\r\n+PONG\r\n$2\r\nhi\r\n$1\r\nx\r\n\
+            -ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&serve(&input).concat()),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    #[test]
+    fn a_queuing_error_aborts_exec_and_discard_drops_the_queue() {
+        let input = script(&[
+            &[b"MULTI"],
+            &[b"SET", b"k", b"1"],
+            &[b"NOSUCH"],
+            &[b"SET", b"k"],
+            &[b"WATCH", b"k"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"SET", b"k", b"2"],
+            &[b"DISCARD"],
+            &[b"MULTI"],
+            &[b"MSET", b"a", b"1", b"b", b"2"],
+            &[b"DBSIZE"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"SET", b"a", b"1"],
+            &[b"SET", b"b", b"1"],
+            &[b"EXEC"],
+            &[b"GET", b"k"],
+            &[b"EXISTS", b"a"],
+        ]);
+        let expected: &[u8] = b"+OK\r\n+QUEUED\r\n\
+            -ERR unknown command 'NOSUCH', with args beginning with: \r\n\
+            -ERR wrong number of arguments for 'set' command\r\n\
+            -ERR WATCH inside MULTI is not allowed\r\n\
+            -EXECABORT Transaction discarded because of previous errors.\r\n\
+            +OK\r\n+QUEUED\r\n+OK\r\n\
+            +OK\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n\
+            -ERR Command not allowed inside a transaction\r\n\
+            -EXECABORT Transaction discarded because of previous errors.\r\n\
+            +OK\r\n+QUEUED\r\n+QUEUED\r\n\
+            -CROSSSLOT Keys in request don't hash to the same slot\r\n\
+            $-1\r\n:0\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&serve(&input).concat()),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    /// A write after WATCH (here the connection's own) makes EXEC answer a
+    /// null array and run nothing; EXEC unwatches, so the next one runs.
+    #[test]
+    fn exec_after_a_watched_key_changed_is_null_in_resp2_and_resp3() {
+        for (hello, null) in [(&b"2"[..], &b"*-1\r\n"[..]), (b"3", b"_\r\n")] {
+            let input = script(&[
+                &[b"HELLO", hello],
+                &[b"WATCH", b"k", b"k"],
+                &[b"SET", b"k", b"1"],
+                &[b"MULTI"],
+                &[b"SET", b"k", b"2"],
+                &[b"EXEC"],
+                &[b"GET", b"k"],
+                &[b"WATCH", b"k"],
+                &[b"UNWATCH"],
+                &[b"SET", b"k", b"3"],
+                &[b"MULTI"],
+                &[b"INCR", b"k"],
+                &[b"EXEC"],
+            ]);
+            let writes = serve(&input).concat();
+            let after_hello = writes
+                .windows(2)
+                .position(|pair| pair == b"+O")
+                .expect("WATCH's +OK");
+            let mut expected = b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n".to_vec();
+            expected.extend_from_slice(null);
+            expected.extend_from_slice(
+                b"$1\r\n1\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:4\r\n",
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&writes[after_hello..]),
+                String::from_utf8_lossy(&expected)
+            );
+        }
     }
 
     #[test]

@@ -729,12 +729,14 @@ mod tests {
     use std::io;
 
     use futures_lite::future;
+    use keel_wal::memory::CrashMode;
     use keel_wal::WalOptions;
 
     use super::*;
     use crate::config::FsyncPolicy;
     use crate::node::io::Connection;
     use crate::node::test_io::{recover_one_shard, MemIo};
+    use crate::node::Committer;
 
     /// No connection is ever accepted in these tests.
     enum NoConnection {}
@@ -937,6 +939,201 @@ mod tests {
         );
         assert_eq!(future::block_on(shard.expire_due(&io)), backlog - removed);
         assert_eq!(shard.count(), 0);
+    }
+
+    fn words(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|word| word.as_bytes().to_vec()).collect()
+    }
+
+    fn get(shard: &Shard, key: &str) -> Reply {
+        shard.execute(&words(&["GET", key]), 0).reply
+    }
+
+    fn bulk(value: &str) -> Reply {
+        Reply::Bulk(value.as_bytes().to_vec())
+    }
+
+    /// A transaction's commands each see the writes before them, and their
+    /// writes are one entry: a batch of every change, in order.
+    #[test]
+    fn exec_runs_the_commands_in_order_and_logs_their_writes_as_one_entry() {
+        let recorder = Rc::new(Recorder::default());
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(Some(recorder.clone())));
+        set(&shard, "{t}old");
+        let commands = [
+            words(&["SET", "{t}a", "1"]),
+            words(&["INCR", "{t}a"]),
+            words(&["GET", "{t}a"]),
+            words(&["RENAME", "{t}old", "{t}new"]),
+            words(&["INCR", "{t}new"]),
+        ];
+        let executed = shard.exec(7, &commands, 0);
+        assert_eq!(
+            executed.reply,
+            Reply::Array(vec![
+                Reply::ok(),
+                Reply::Integer(2),
+                bulk("2"),
+                Reply::ok(),
+                Reply::Error("ERR value is not an integer or out of range".into()),
+            ])
+        );
+        assert_eq!(executed.wait_for, 2, "one entry after the SET's");
+        let set_op = |key: &str, value: &str| SingleOp::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            expire_at_unix_ms: None,
+        };
+        assert_eq!(
+            recorder.events.borrow().last(),
+            Some(&Event::Applied {
+                index: 2,
+                op: Operation::Batch {
+                    ops: vec![
+                        set_op("{t}a", "1"),
+                        set_op("{t}a", "2"),
+                        SingleOp::Delete {
+                            keys: vec![b"{t}old".to_vec()]
+                        },
+                        set_op("{t}new", "v"),
+                    ]
+                }
+            })
+        );
+        let reads = shard.exec(7, &[words(&["GET", "{t}new"])], 0);
+        assert_eq!(reads.reply, Reply::Array(vec![bulk("v")]));
+        assert_eq!(shard.last_index(), 2, "a transaction of reads logs nothing");
+    }
+
+    /// The transaction's entry is over the log's limit: every write it made
+    /// is undone (values and expiry) and EXEC answers the error alone.
+    #[test]
+    fn exec_whose_entry_is_too_large_undoes_every_write() {
+        let mut settings = settings(None);
+        settings.payload_bytes_max = 300;
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings);
+        let args = words(&["SET", "{t}a", "old", "PX", "5000"]);
+        assert_eq!(shard.execute(&args, 1_000).reply, Reply::ok());
+        let value = "v".repeat(200);
+        let commands = [
+            words(&["SET", "{t}a", &value]),
+            words(&["SET", "{t}b", &value]),
+        ];
+        let executed = shard.exec(7, &commands, 1_000);
+        let Reply::Error(error) = executed.reply else {
+            panic!("EXEC succeeded: {:?}", executed.reply);
+        };
+        assert!(error.starts_with("ERR write of "), "{error}");
+        assert_eq!(shard.last_index(), 1, "nothing logged");
+        assert_eq!(
+            shard
+                .keyspace
+                .borrow()
+                .record(b"{t}a")
+                .map(|item| (item.value.to_vec(), item.expire_at_unix_ms)),
+            Some((b"old".to_vec(), Some(6_000)))
+        );
+        assert_eq!(shard.keyspace.borrow().record(b"{t}b"), None);
+        assert_eq!(shard.count(), 1);
+    }
+
+    /// WATCH by one connection, a write by another: the watcher's EXEC runs
+    /// nothing; EXEC unwatched, so its next one runs.
+    #[test]
+    fn exec_after_a_watched_key_changed_answers_null_and_writes_nothing() {
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+        shard.watch(1, &words(&["k"]), 0);
+        shard.watch(2, &words(&["other"]), 0);
+        set(&shard, "k");
+        let commands = [words(&["SET", "k", "mine"])];
+        assert_eq!(shard.exec(1, &commands, 0).reply, Reply::NullArray);
+        assert_eq!(get(&shard, "k"), bulk("v"));
+        assert_eq!(shard.last_index(), 1);
+        assert_eq!(
+            shard.exec(2, &commands, 0).reply,
+            Reply::Array(vec![Reply::ok()])
+        );
+        assert_eq!(
+            shard.exec(1, &commands, 0).reply,
+            Reply::Array(vec![Reply::ok()])
+        );
+        assert_eq!(get(&shard, "k"), bulk("mine"));
+    }
+
+    /// The keys a transaction wrote, read after a power loss that followed
+    /// its write to the WAL and either its sync (`synced`) or a failed one.
+    /// The entry spans several 512-byte sectors, so a random crash keeps
+    /// some of its sectors and tears or drops others.
+    fn transaction_after_power_loss(synced: bool, seed: u64, mode: CrashMode) -> Vec<Reply> {
+        let keys = ["{t}a", "{t}b", "{t}c", "{t}d"];
+        let value = "x".repeat(700);
+        let io = TestIo::default();
+        let recovered = recover_one_shard(io.clone(), FsyncPolicy::Always);
+        let Committer {
+            shard,
+            wal,
+            storage,
+        } = recovered.committers.into_iter().next().expect("one shard");
+        let commands = [
+            words(&["SET", keys[0], &value]),
+            words(&["MSET", keys[1], &value, keys[2], &value]),
+            words(&["APPEND", keys[3], &value]),
+        ];
+        // A first write makes the WAL create its segment, so that the
+        // transaction's is an append to it.
+        set(&shard, "{t}first");
+        let client = async {
+            shard
+                .acknowledged(1)
+                .await
+                .expect("the first write is durable");
+            if !synced {
+                io.disk.fail_next_sync();
+            }
+            assert_eq!(shard.exec(1, &commands, 0).wait_for, 2);
+            shard.acknowledged(2).await
+        };
+        let committer = async {
+            let result = Rc::clone(&shard)
+                .run_committer(io.clone(), wal, storage)
+                .await;
+            Err(format!("the committer stopped: {result:?}"))
+        };
+        let acknowledged = future::block_on(future::or(client, committer));
+        assert_eq!(acknowledged.is_ok(), synced, "{acknowledged:?}");
+        io.disk.crash_with(seed, mode);
+        let again = recover_one_shard(io, FsyncPolicy::Always);
+        let shard = &again.committers[0].shard;
+        let values = keys.iter().map(|key| get(shard, key)).collect();
+        assert_eq!(
+            shard.last_index(),
+            shard.count() / 4 + 1,
+            "one entry or none"
+        );
+        values
+    }
+
+    #[test]
+    fn a_transaction_is_recovered_whole_or_not_at_all_after_power_loss() {
+        let all = vec![bulk(&"x".repeat(700)); 4];
+        let none = vec![Reply::Null; 4];
+        assert_eq!(transaction_after_power_loss(false, 0, CrashMode::Keep), all);
+        assert_eq!(
+            transaction_after_power_loss(false, 0, CrashMode::Drop),
+            none
+        );
+        assert_eq!(
+            transaction_after_power_loss(false, 0, CrashMode::Tear),
+            none
+        );
+        // A random crash keeps each of the entry's sectors with probability
+        // 1/3: the frame's checksum then fails, and the torn tail is cut.
+        for seed in 1..=30 {
+            let after = transaction_after_power_loss(false, seed, CrashMode::Random);
+            assert!(after == all || after == none, "seed {seed}: {after:?}");
+            let acknowledged = transaction_after_power_loss(true, seed, CrashMode::Random);
+            assert_eq!(acknowledged, all, "seed {seed}: acknowledged, then lost");
+        }
     }
 
     #[cfg(feature = "planted-bugs")]
