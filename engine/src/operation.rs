@@ -73,8 +73,9 @@ pub enum Operation {
         key: Vec<u8>,
     },
     FlushAll,
-    /// Several operations applied together, as one log entry (MSET, RENAME):
-    /// a crash keeps all of them or none.
+    /// Several operations applied together, as one log entry (MSET, RENAME,
+    /// the writes of a MULTI/EXEC transaction, in order): a crash keeps all
+    /// of them or none.
     Batch {
         #[serde(deserialize_with = "wire::growing_seq")]
         ops: Vec<SingleOp>,

@@ -11,6 +11,9 @@
 //! - Every keyed command touches one shard: multi-key commands whose keys hash
 //!   to different slots are refused with `-CROSSSLOT`, so no write is ever
 //!   applied in part.
+//! - A transaction (see [`crate::node::transaction`]) is one request to one
+//!   shard at EXEC: its keyed commands run there as one unit and log one
+//!   entry; its keyless ones are answered here and put in their places.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
