@@ -38,9 +38,12 @@ pub const TRANSACTION_BYTES_MAX: usize = 512 << 20;
 /// connection's end.
 pub const WATCHED_KEYS_MAX: usize = 64 * 1024;
 
-/// Keyless commands a transaction may hold: their reply depends on their
-/// arguments (and TIME on the clock) alone.
-pub const KEYLESS_IN_TRANSACTION: &[&str] = &["echo", "ping", "select", "time"];
+/// Keyless commands a transaction may hold: they neither read nor change
+/// the key space or the connection (their reply depends on their arguments,
+/// the node's fixed settings and, for TIME, the clock), so the connection may
+/// answer them when EXEC starts.
+pub const KEYLESS_IN_TRANSACTION: &[&str] =
+    &["command", "config", "echo", "ping", "select", "time"];
 
 const QUEUED: &str = "QUEUED";
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
