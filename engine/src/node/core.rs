@@ -774,6 +774,12 @@ mod tests {
     /// Serves one client sending `input` (no sync waited for: interval
     /// policy, no committer) and returns the writes it received.
     fn serve(input: &[u8]) -> Vec<Vec<u8>> {
+        serve_and_watch(input).0
+    }
+
+    /// As [`serve`], and whether the shard still holds any WATCH once the
+    /// client is gone.
+    fn serve_and_watch(input: &[u8]) -> (Vec<Vec<u8>>, bool) {
         let recovered = recover_one_shard(MemIo::default(), FsyncPolicy::IntervalMs(1));
         let writes = Rc::default();
         let client = ScriptedClient {
@@ -781,7 +787,8 @@ mod tests {
             writes: Rc::clone(&writes),
         };
         future::block_on(Rc::clone(&recovered.core).serve_client(client));
-        writes.take()
+        let watching = recovered.committers[0].shard.watches_anything();
+        (writes.take(), watching)
     }
 
     fn command(words: &[&[u8]]) -> Vec<u8> {
@@ -934,6 +941,23 @@ mod tests {
                 String::from_utf8_lossy(&expected)
             );
         }
+    }
+
+    /// A connection that ends while it watches keys (here by QUIT inside
+    /// MULTI, and by closing) leaves nothing registered on the shard.
+    #[test]
+    fn the_end_of_a_connection_unwatches_its_keys() {
+        let (writes, watching) = serve_and_watch(&script(&[&[b"WATCH", b"a", b"a"]]));
+        assert_eq!(writes.concat(), b"+OK\r\n");
+        assert!(!watching, "a closed connection's WATCH was left behind");
+        let (writes, watching) = serve_and_watch(&script(&[
+            &[b"WATCH", b"a"],
+            &[b"MULTI"],
+            &[b"QUIT"],
+            &[b"PING"],
+        ]));
+        assert_eq!(writes.concat(), b"+OK\r\n+OK\r\n+OK\r\n");
+        assert!(!watching);
     }
 
     #[test]

@@ -355,6 +355,12 @@ impl Shard {
             .watch(client, keys, &self.keyspace.borrow(), now_unix_ms);
     }
 
+    /// Whether any connection watches a key of this shard.
+    #[cfg(test)]
+    pub(crate) fn watches_anything(&self) -> bool {
+        !self.watches.borrow().is_empty()
+    }
+
     /// Connection `client` forgets its watched keys (UNWATCH, DISCARD, the
     /// connection's end).
     pub fn unwatch(&self, client: u64, now_unix_ms: u64) {
