@@ -1142,6 +1142,96 @@ mod tests {
         }
     }
 
+    /// Every key held, with value and expiry, sorted: a key space's state.
+    fn state(shard: &Shard) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {
+        let keyspace = shard.keyspace.borrow();
+        let mut items: Vec<_> = keyspace
+            .items()
+            .map(|(key, value, expiry)| (key.to_vec(), value.to_vec(), expiry))
+            .collect();
+        items.sort();
+        items
+    }
+
+    /// A command of a small mix of writes and reads over three keys of one
+    /// slot, so that commands often act on what the ones before wrote.
+    fn any_command() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
+        use proptest::prelude::*;
+        let key = proptest::sample::select(vec!["{t}a", "{t}b", "{t}c"]);
+        let value = proptest::sample::select(vec!["1", "x", "10"]);
+        (0..9usize, key.clone(), key, value).prop_map(|(kind, key, other, value)| {
+            let command: Vec<&str> = match kind {
+                0 => vec!["SET", key, value],
+                1 => vec!["INCR", key],
+                2 => vec!["APPEND", key, value],
+                3 => vec!["DEL", key, other],
+                4 => vec!["PEXPIRE", key, "500"],
+                5 => vec!["RENAME", key, other],
+                6 => vec!["GETDEL", key],
+                7 => vec!["GET", key],
+                _ => vec!["PERSIST", key],
+            };
+            words(&command)
+        })
+    }
+
+    proptest::proptest! {
+        /// EXEC gives what running its commands one by one gives: the same
+        /// replies and the same key space, with one entry at most.
+        #[test]
+        fn exec_equals_its_commands_run_one_by_one(
+            before in proptest::collection::vec(any_command(), 0..6),
+            commands in proptest::collection::vec(any_command(), 0..12),
+        ) {
+            let (one_by_one, transaction) = (
+                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
+                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
+            );
+            for args in &before {
+                one_by_one.execute(args, 1_000);
+                transaction.execute(args, 1_000);
+            }
+            let first = transaction.last_index();
+            let replies: Vec<Reply> = commands
+                .iter()
+                .map(|args| one_by_one.execute(args, 1_000).reply)
+                .collect();
+            proptest::prop_assert_eq!(transaction.exec(1, &commands, 1_000).reply, Reply::Array(replies));
+            proptest::prop_assert_eq!(state(&transaction), state(&one_by_one));
+            proptest::prop_assert!(transaction.last_index() <= first + 1);
+        }
+
+        /// An EXEC whose entry the log refuses leaves the key space exactly
+        /// as it was, expiries included.
+        #[test]
+        fn a_refused_exec_leaves_the_key_space_as_it_was(
+            before in proptest::collection::vec(any_command(), 0..6),
+            commands in proptest::collection::vec(any_command(), 1..12),
+        ) {
+            let unlimited = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+            for args in &before {
+                unlimited.execute(args, 1_000);
+            }
+            let state_before = state(&unlimited);
+            let mut keyspace = Keyspace::new();
+            for (key, value, expiry) in &state_before {
+                keyspace.insert_loaded(key, value, *expiry);
+            }
+            let mut limited = settings(None);
+            limited.payload_bytes_max = 4;
+            let shard = Shard::new(0, keyspace, 0, 0, limited);
+            let reply = shard.exec(1, &commands, 1_000).reply;
+            proptest::prop_assert_eq!(state(&shard), state_before);
+            proptest::prop_assert_eq!(shard.last_index(), 0);
+            // The same EXEC where the log takes it: it fails here exactly
+            // when it writes there.
+            let last = unlimited.last_index();
+            unlimited.exec(1, &commands, 1_000);
+            let wrote = unlimited.last_index() > last;
+            proptest::prop_assert_eq!(matches!(reply, Reply::Error(_)), wrote, "{:?}", reply);
+        }
+    }
+
     #[cfg(feature = "planted-bugs")]
     mod planted {
         use keel_wal::planted::{self, Plant};
