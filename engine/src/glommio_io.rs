@@ -189,13 +189,17 @@ fn glommio_listener(listener: std::net::TcpListener) -> TcpListener {
 fn hop_bytes(hop: &Hop) -> usize {
     match hop {
         Hop::Request { request, .. } => match request {
-            ShardRequest::Command { args } => args.iter().map(Vec::len).sum(),
+            ShardRequest::Command { args } | ShardRequest::Watch { keys: args, .. } => {
+                args.iter().map(Vec::len).sum()
+            }
+            ShardRequest::Exec { commands, .. } => commands.iter().flatten().map(Vec::len).sum(),
             ShardRequest::Keys { pattern } => pattern.len(),
             ShardRequest::Scan { pattern, .. } => pattern.as_ref().map_or(0, Vec::len),
             ShardRequest::Count
             | ShardRequest::RandomKey { .. }
             | ShardRequest::FlushAll
-            | ShardRequest::Stats => 0,
+            | ShardRequest::Stats
+            | ShardRequest::Unwatch { .. } => 0,
         },
         Hop::Reply { reply, .. } => match reply {
             ShardReply::Reply(reply) => reply_bytes(reply),

@@ -189,15 +189,22 @@ impl Keyspace {
     /// The key's value and expiry; `None` if it is absent or its time has
     /// come (`expire_at_unix_ms <= now_unix_ms`).
     pub fn get(&self, key: &[u8], now_unix_ms: u64) -> Option<Item<'_>> {
+        self.record(key)
+            .filter(|item| is_live(item.expire_at_unix_ms, now_unix_ms))
+    }
+
+    /// The key's value and expiry as held, even if its time has come (active
+    /// expiry has not deleted it yet): what a transaction restores when it
+    /// is undone, and what WATCH tells apart from an absent key.
+    pub fn record(&self, key: &[u8]) -> Option<Item<'_>> {
         let place = locate(&self.hasher, key);
         let partition = &self.partitions[place.partition];
         let record = partition
             .records
             .find(place.table_hash, |record| record.key() == key)?;
-        let expire_at_unix_ms = partition.expiry(place.table_hash, key);
-        is_live(expire_at_unix_ms, now_unix_ms).then(|| Item {
+        Some(Item {
             value: record.value(),
-            expire_at_unix_ms,
+            expire_at_unix_ms: partition.expiry(place.table_hash, key),
         })
     }
 

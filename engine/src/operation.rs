@@ -73,8 +73,9 @@ pub enum Operation {
         key: Vec<u8>,
     },
     FlushAll,
-    /// Several operations applied together, as one log entry (MSET, RENAME):
-    /// a crash keeps all of them or none.
+    /// Several operations applied together, as one log entry (MSET, RENAME,
+    /// the writes of a MULTI/EXEC transaction, in order): a crash keeps all
+    /// of them or none.
     Batch {
         #[serde(deserialize_with = "wire::growing_seq")]
         ops: Vec<SingleOp>,
@@ -125,6 +126,31 @@ impl From<SingleOp> for Operation {
             SingleOp::Persist { key } => Operation::Persist { key },
             SingleOp::FlushAll => Operation::FlushAll,
         }
+    }
+}
+
+/// An operation that is not a batch as a [`SingleOp`]; a batch is returned
+/// as it was.
+impl TryFrom<Operation> for SingleOp {
+    type Error = Operation;
+
+    fn try_from(op: Operation) -> Result<SingleOp, Operation> {
+        Ok(match op {
+            Operation::Set {
+                key,
+                value,
+                expire_at_unix_ms,
+            } => SingleOp::Set {
+                key,
+                value,
+                expire_at_unix_ms,
+            },
+            Operation::Delete { keys } => SingleOp::Delete { keys },
+            Operation::Expire { key, at_unix_ms } => SingleOp::Expire { key, at_unix_ms },
+            Operation::Persist { key } => SingleOp::Persist { key },
+            Operation::FlushAll => SingleOp::FlushAll,
+            batch @ Operation::Batch { .. } => return Err(batch),
+        })
     }
 }
 

@@ -54,6 +54,8 @@ const WRITE_DENYOOM_FAST: &[&str] = &["write", "denyoom", "fast"];
 const FAST: &[&str] = &["fast"];
 const LOADING_STALE: &[&str] = &["loading", "stale"];
 const LOADING_STALE_FAST: &[&str] = &["loading", "stale", "fast"];
+const TRANSACTION_CONTROL: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+const TRANSACTION_EXEC: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 const ANY_CLIENT_STATE: &[&str] = &[
     "noscript",
     "loading",
@@ -80,6 +82,8 @@ const BITMAP_READ_SLOW: &[&str] = &["@read", "@bitmap", "@slow"];
 const BITMAP_WRITE_SLOW: &[&str] = &["@write", "@bitmap", "@slow"];
 const SLOW: &[&str] = &["@slow"];
 const FAST_CATEGORY: &[&str] = &["@fast"];
+const TRANSACTION_FAST: &[&str] = &["@fast", "@transaction"];
+const TRANSACTION_SLOW: &[&str] = &["@slow", "@transaction"];
 const SLOW_DANGEROUS: &[&str] = &["@slow", "@dangerous"];
 
 /// A node command: the node loop runs it, it names no key.
@@ -130,8 +134,12 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "del", arity: -2, keyed: true, keys: ALL_KEYS, flags: WRITE, acl_categories: KEYSPACE_WRITE_SLOW, group: "generic", since: "1.0.0",
         complexity: "O(N) where N is the number of keys that will be removed.",
         summary: "Deletes one or more keys.", handler: Some(generic::del) },
+    CommandSpec { name: "discard", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.0.0", complexity: "O(N), when N is the number of queued commands",
+        summary: "Discards a transaction.", ..NODE },
     CommandSpec { name: "echo", arity: 2, flags: FAST, acl_categories: CONNECTION_FAST, group: "connection", since: "1.0.0",
         summary: "Returns the given string.", ..NODE },
+    CommandSpec { name: "exec", arity: 1, flags: TRANSACTION_EXEC, acl_categories: TRANSACTION_SLOW, group: "transactions", since: "1.2.0", complexity: "Depends on commands in the transaction",
+        summary: "Executes all commands in a transaction.", ..NODE },
     CommandSpec { name: "exists", arity: -2, keyed: true, keys: ALL_KEYS, flags: READONLY_FAST, acl_categories: KEYSPACE_READ_FAST, group: "generic", since: "1.0.0",
         complexity: "O(N) where N is the number of keys to check.",
         summary: "Determines whether one or more keys exist.", handler: Some(generic::exists) },
@@ -187,6 +195,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Atomically modifies the string values of one or more keys only when all keys don't exist.", handler: Some(strings::msetnx) },
     CommandSpec { name: "object", arity: -2, keyed: true, keys: SECOND, acl_categories: SLOW, group: "generic", since: "2.2.3", complexity: "Depends on subcommand.",
         summary: "A container for object introspection commands", handler: Some(generic::object), ..NODE },
+    CommandSpec { name: "multi", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "1.2.0",
+        summary: "Starts a transaction.", ..NODE },
     CommandSpec { name: "persist", arity: 2, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.2.0", complexity: "O(1)",
         summary: "Removes the expiration time of a key.", handler: Some(generic::persist) },
     CommandSpec { name: "pexpire", arity: -3, keyed: true, keys: ONE_KEY, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "2.6.0", complexity: "O(1)",
@@ -244,6 +254,10 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "unlink", arity: -2, keyed: true, keys: ALL_KEYS, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "4.0.0",
         complexity: "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects were composed of.",
         summary: "Asynchronously deletes one or more keys.", handler: Some(generic::del) },
+    CommandSpec { name: "unwatch", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0",
+        summary: "Forgets about watched keys of a transaction.", ..NODE },
+    CommandSpec { name: "watch", arity: -2, keys: ALL_KEYS, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0", complexity: "O(1) for every key.",
+        summary: "Monitors changes to keys to determine the execution of a transaction.", ..NODE },
 ];
 
 /// The command named `name`, in any letter case.
@@ -265,6 +279,10 @@ fn compare_ignoring_case(lowercase: &str, name: &[u8]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Node commands that name keys all the same (the node loop sends them
+    /// to the keys' shard itself).
+    const NODE_COMMANDS_WITH_KEYS: &[&str] = &["watch"];
 
     #[test]
     fn table_is_sorted_lowercase_and_consistent() {
@@ -295,9 +313,9 @@ mod tests {
                 spec.name
             );
             assert_eq!(
-                spec.keyed,
+                spec.keyed || NODE_COMMANDS_WITH_KEYS.contains(&spec.name),
                 spec.keys != NO_KEYS,
-                "{}: keyed commands, and only they, name keys",
+                "{}: keyed commands, and only they, name keys (WATCH's the node loop routes)",
                 spec.name
             );
             let write = spec.flags.contains(&"write");

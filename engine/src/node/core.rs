@@ -11,6 +11,9 @@
 //! - Every keyed command touches one shard: multi-key commands whose keys hash
 //!   to different slots are refused with `-CROSSSLOT`, so no write is ever
 //!   applied in part.
+//! - A transaction (see [`crate::node::transaction`]) is one request to one
+//!   shard at EXEC: its keyed commands run there as one unit and log one
+//!   entry; its keyless ones are answered here and put in their places.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,9 +29,10 @@ use crate::node::admin::{self, ClientInfo};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
+use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
-use crate::slot::{key_slot, SLOT_COUNT};
+use crate::slot::SLOT_COUNT;
 
 /// How long a core stops accepting after an accept failed. The usual
 /// causes (the process or the system is out of file descriptors, the kernel
@@ -58,6 +62,12 @@ enum Pending {
         wait_for: u64,
     },
     Remote(Slot<ShardReply>),
+    /// EXEC's reply: the shard's array for the keyed commands, into which
+    /// the keyless commands' replies go at their positions.
+    Exec {
+        keyed: Box<Pending>,
+        keyless: Vec<(usize, Reply)>,
+    },
 }
 
 impl Pending {
@@ -67,6 +77,9 @@ impl Pending {
         match self {
             Pending::Ready(reply) | Pending::Local { reply, .. } => reply.held_bytes(),
             Pending::Remote(_) => 0,
+            Pending::Exec { keyless, .. } => {
+                keyless.iter().map(|(_, reply)| reply.held_bytes()).sum()
+            }
         }
     }
 }
@@ -152,7 +165,10 @@ impl<I: NodeIo> Core<I> {
     /// Runs `request` on a shard of this core as soon as the shard has room
     /// for more unsynced entries; the result is released later.
     async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
-        if matches!(request, ShardRequest::Command { .. }) {
+        if matches!(
+            request,
+            ShardRequest::Command { .. } | ShardRequest::Exec { .. }
+        ) {
             shard.wait_for_room().await;
         }
         let now = self.io.now_unix_ms();
@@ -164,6 +180,31 @@ impl<I: NodeIo> Core<I> {
                     shard: Rc::clone(shard),
                     reply: executed.reply,
                     wait_for: executed.wait_for,
+                };
+            }
+            ShardRequest::Exec { client, commands } => {
+                let executed = shard.exec(client, &commands, now);
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: executed.reply,
+                    wait_for: executed.wait_for,
+                };
+            }
+            // WATCH answers once what it read (the keys' expiry) is durable.
+            ShardRequest::Watch { client, keys } => {
+                shard.watch(client, &keys, now);
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: Reply::ok(),
+                    wait_for: last,
+                };
+            }
+            ShardRequest::Unwatch { client } => {
+                shard.unwatch(client, now);
+                return Pending::Local {
+                    shard: Rc::clone(shard),
+                    reply: Reply::ok(),
+                    wait_for: 0,
                 };
             }
             ShardRequest::Count => (ShardReply::Count(shard.count()), last),
@@ -209,6 +250,13 @@ impl<I: NodeIo> Core<I> {
                 Err(reason) => not_durable(&reason),
             }),
             Pending::Remote(slot) => Resolved::Shard(slot.take().await),
+            Pending::Exec { keyed, keyless } => {
+                let reply = match Box::pin(self.resolve(*keyed)).await {
+                    Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                    Resolved::Shard(other) => panic!("EXEC got a non-reply answer: {other:?}"),
+                };
+                Resolved::Reply(merge_exec_replies(reply, keyless))
+            }
         }
     }
 
@@ -282,9 +330,14 @@ impl<I: NodeIo> Core<I> {
             return;
         };
         NodeMetrics::add(&self.node.metrics.connections_accepted, 1);
-        if let Err(error) = self.client_loop(&mut conn, &mut client).await {
+        let mut transaction = Transaction::default();
+        if let Err(error) = self
+            .client_loop(&mut conn, &mut client, &mut transaction)
+            .await
+        {
             tracing::debug!(client = client.id, %error, "connection closed");
         }
+        self.unwatch(client.id, &mut transaction).await;
         self.node.unregister_client(client.id);
     }
 
@@ -292,6 +345,7 @@ impl<I: NodeIo> Core<I> {
         &self,
         conn: &mut I::Conn,
         client: &mut ClientInfo,
+        transaction: &mut Transaction,
     ) -> std::io::Result<()> {
         // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
         // value over the configured (smaller) limit gets an error reply from the
@@ -300,7 +354,7 @@ impl<I: NodeIo> Core<I> {
         let mut parser = RequestParser::new(BULK_BYTES_MAX_DEFAULT, QUERY_BUFFER_BYTES_MAX);
         let mut output = Vec::new();
         loop {
-            let batch = self.start_batch(&mut parser, client).await;
+            let batch = self.start_batch(&mut parser, client, transaction).await;
             if !batch.replies.is_empty() {
                 self.write_replies(conn, batch.replies, &mut output).await?;
                 if batch.close {
@@ -320,7 +374,12 @@ impl<I: NodeIo> Core<I> {
 
     /// Starts the commands the parser holds, up to a batch's limits: their
     /// number and the bytes of the replies known so far.
-    async fn start_batch(&self, parser: &mut RequestParser, client: &mut ClientInfo) -> Batch {
+    async fn start_batch(
+        &self,
+        parser: &mut RequestParser,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+    ) -> Batch {
         let mut batch = Batch::default();
         let mut reply_bytes = 0;
         while batch.replies.len() < PIPELINE_COMMANDS_MAX && reply_bytes < REPLY_BUFFER_BYTES_MAX {
@@ -328,7 +387,7 @@ impl<I: NodeIo> Core<I> {
             match parser.next_request() {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => {
-                    let (pending, quit) = self.command(client, args).await;
+                    let (pending, quit) = self.command(client, transaction, args).await;
                     reply_bytes += pending.held_bytes();
                     batch.replies.push((client.protocol, pending));
                     if quit {
@@ -381,16 +440,36 @@ impl<I: NodeIo> Core<I> {
     }
 
     /// Starts one command; returns its reply-to-be and whether to close after it.
-    async fn command(&self, client: &mut ClientInfo, args: Vec<Vec<u8>>) -> (Pending, bool) {
+    async fn command(
+        &self,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+        args: Vec<Vec<u8>>,
+    ) -> (Pending, bool) {
         NodeMetrics::add(&self.node.metrics.commands, 1);
         let Some(spec) = command::lookup(&args[0]) else {
+            transaction.refuse();
             return (Pending::Ready(command::unknown_command(&args)), false);
         };
         if let Err(reply) = command::check_arity(spec, args.len()) {
+            transaction.refuse();
             return (Pending::Ready(reply), false);
         }
         if let Err(reply) = client.auth.admit(spec) {
             return (Pending::Ready(reply), false);
+        }
+        if transaction.queues(spec) {
+            return (Pending::Ready(transaction.queue(spec, args)), false);
+        }
+        if transaction::is_transaction_command(spec.name) {
+            let pending = self
+                .transaction_command(client, transaction, spec, args)
+                .await;
+            return (pending, false);
+        }
+        if spec.name == "reset" {
+            transaction.discard();
+            self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
             return (self.keyed(spec, args).await, false);
@@ -403,21 +482,109 @@ impl<I: NodeIo> Core<I> {
     }
 
     async fn keyed(&self, spec: &'static command::CommandSpec, args: Vec<Vec<u8>>) -> Pending {
-        let mut slots = command::key_indexes(spec, &args)
+        let keys = command::key_indexes(spec, &args)
             .into_iter()
-            .map(|index| key_slot(&args[index]));
-        // A keyed command given no key (OBJECT HELP, or a subcommand short of
-        // its key) reads nothing: the first shard answers it.
-        let Some(slot) = slots.next() else {
-            return self.dispatch(0, ShardRequest::Command { args }).await;
+            .map(|index| args[index].as_slice());
+        let slot = match transaction::one_slot(keys) {
+            Ok(Some(slot)) => slot,
+            // A keyed command given no key (OBJECT HELP, or a subcommand short
+            // of its key) reads nothing: the first shard answers it.
+            Ok(None) => return self.dispatch(0, ShardRequest::Command { args }).await,
+            Err(error) => return Pending::Ready(error),
         };
-        if slots.any(|other| other != slot) {
-            return Pending::Ready(Reply::Error(
-                "CROSSSLOT Keys in request don't hash to the same slot".into(),
-            ));
-        }
         let shard = shard_of_slot(slot, self.node.shard_count);
         self.dispatch(shard, ShardRequest::Command { args }).await
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (see [`crate::node::transaction`]).
+    async fn transaction_command(
+        &self,
+        client: &mut ClientInfo,
+        transaction: &mut Transaction,
+        spec: &'static command::CommandSpec,
+        args: Vec<Vec<u8>>,
+    ) -> Pending {
+        match spec.name {
+            "multi" => Pending::Ready(transaction.multi()),
+            "discard" => {
+                if !transaction.discard() {
+                    return Pending::Ready(Reply::Error("ERR DISCARD without MULTI".into()));
+                }
+                self.unwatch(client.id, transaction).await;
+                Pending::Ready(Reply::ok())
+            }
+            "unwatch" => {
+                self.unwatch(client.id, transaction).await;
+                Pending::Ready(Reply::ok())
+            }
+            "watch" => match transaction.watch(&args[1..]) {
+                Ok(slot) => {
+                    let shard = shard_of_slot(slot, self.node.shard_count);
+                    let mut keys = args;
+                    keys.remove(0);
+                    let request = ShardRequest::Watch {
+                        client: client.id,
+                        keys,
+                    };
+                    self.dispatch(shard, request).await
+                }
+                Err(error) => Pending::Ready(error),
+            },
+            "exec" => self.exec(client, transaction).await,
+            other => unreachable!("{other} is not a transaction command"),
+        }
+    }
+
+    /// EXEC: the keyed commands go to their shard as one request (one hop
+    /// if another core owns it); the keyless ones are answered here.
+    async fn exec(&self, client: &mut ClientInfo, transaction: &mut Transaction) -> Pending {
+        let (exec, watched) = transaction.exec();
+        if let Some(slot) = watched {
+            self.unwatch_slot(client.id, slot).await;
+        }
+        let (slot, watching, keyed, keyless) = match exec {
+            Exec::Refuse(error) => return Pending::Ready(error),
+            Exec::Run {
+                slot,
+                watching,
+                keyed,
+                keyless,
+            } => (slot, watching, keyed, keyless),
+        };
+        // Only commands whose reply depends on their arguments alone are
+        // queued keyless, so answering them before the shard checks the
+        // watched keys changes nothing if it then refuses.
+        let mut answered = Vec::with_capacity(keyless.len());
+        for (position, args) in keyless {
+            let spec = command::lookup(&args[0]).expect("a queued command is known");
+            answered.push((position, self.node_command(client, spec, &args).await));
+        }
+        let keyless = answered;
+        let slot = match slot {
+            Some(slot) if watching || !keyed.is_empty() => slot,
+            _ => return Pending::Ready(merge_exec_replies(Reply::Array(Vec::new()), keyless)),
+        };
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        let request = ShardRequest::Exec {
+            client: client.id,
+            commands: keyed,
+        };
+        let keyed = Box::new(self.dispatch(shard, request).await);
+        Pending::Exec { keyed, keyless }
+    }
+
+    /// Makes the shard forget the keys the connection watches, if any.
+    async fn unwatch(&self, client: u64, transaction: &mut Transaction) {
+        if let Some(slot) = transaction.unwatch() {
+            self.unwatch_slot(client, slot).await;
+        }
+    }
+
+    async fn unwatch_slot(&self, client: u64, slot: u16) {
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        // Nothing waits for the answer: a later request of this connection
+        // to the shard travels the same path, after this one.
+        drop(self.dispatch(shard, ShardRequest::Unwatch { client }).await);
     }
 
     /// Commands about the connection or the whole node.
@@ -602,6 +769,32 @@ fn time_reply(now_unix_ms: u64) -> Reply {
     ])
 }
 
+/// EXEC's array: the shard's replies with the keyless commands' replies put
+/// back at their request positions. Anything but an array (a watched key
+/// changed, the shard failed) is EXEC's whole reply.
+fn merge_exec_replies(keyed: Reply, keyless: Vec<(usize, Reply)>) -> Reply {
+    let Reply::Array(keyed) = keyed else {
+        return keyed;
+    };
+    let mut keyed = keyed.into_iter();
+    let mut keyless = keyless.into_iter().peekable();
+    let mut merged = Vec::new();
+    loop {
+        if let Some((_, reply)) = keyless.next_if(|(position, _)| *position == merged.len()) {
+            merged.push(reply);
+        } else if let Some(reply) = keyed.next() {
+            merged.push(reply);
+        } else {
+            break;
+        }
+    }
+    assert!(
+        keyless.next().is_none(),
+        "every keyless reply has a position within the transaction"
+    );
+    Reply::Array(merged)
+}
+
 fn not_durable(reason: &str) -> Reply {
     Reply::Error(format!(
         "ERR the write may not be durable, the shard stopped: {reason}"
@@ -646,6 +839,12 @@ mod tests {
     /// Serves one client sending `input` (no sync waited for: interval
     /// policy, no committer) and returns the writes it received.
     fn serve(input: &[u8]) -> Vec<Vec<u8>> {
+        serve_and_watch(input).0
+    }
+
+    /// As [`serve`], and whether the shard still holds any WATCH once the
+    /// client is gone.
+    fn serve_and_watch(input: &[u8]) -> (Vec<Vec<u8>>, bool) {
         let recovered = recover_one_shard(MemIo::default(), FsyncPolicy::IntervalMs(1));
         let writes = Rc::default();
         let client = ScriptedClient {
@@ -653,7 +852,8 @@ mod tests {
             writes: Rc::clone(&writes),
         };
         future::block_on(Rc::clone(&recovered.core).serve_client(client));
-        writes.take()
+        let watching = recovered.committers[0].shard.watches_anything();
+        (writes.take(), watching)
     }
 
     fn command(words: &[&[u8]]) -> Vec<u8> {
@@ -708,6 +908,131 @@ mod tests {
         let pings = 500;
         let writes = serve(&command(&[b"PING"]).repeat(pings));
         assert_eq!(writes, vec![b"+PONG\r\n".repeat(pings)]);
+    }
+
+    fn script(commands: &[&[&[u8]]]) -> Vec<u8> {
+        commands.iter().flat_map(|words| command(words)).collect()
+    }
+
+    /// Replies as redis-server 7.0.15 gives them to the same requests (one
+    /// slot, so Redis Cluster's rule changes nothing).
+    #[test]
+    fn a_transaction_queues_then_answers_every_command_in_one_array() {
+        let input = script(&[
+            &[b"MULTI"],
+            &[b"MULTI"],
+            &[b"SET", b"{t}a", b"x"],
+            &[b"INCR", b"{t}a"],
+            &[b"PING"],
+            &[b"ECHO", b"hi"],
+            &[b"GET", b"{t}a"],
+            &[b"EXEC"],
+            &[b"EXEC"],
+            &[b"DISCARD"],
+        ]);
+        let expected: &[u8] = b"+OK\r\n-ERR MULTI calls can not be nested\r\n\
+            +QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+            *5\r\n+OK\r\n-ERR value is not an integer or out of range\r\n+PONG\r\n$2\r\nhi\r\n$1\r\nx\r\n\
+            -ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&serve(&input).concat()),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    #[test]
+    fn a_queuing_error_aborts_exec_and_discard_drops_the_queue() {
+        let input = script(&[
+            &[b"MULTI"],
+            &[b"SET", b"k", b"1"],
+            &[b"NOSUCH"],
+            &[b"SET", b"k"],
+            &[b"WATCH", b"k"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"SET", b"k", b"2"],
+            &[b"DISCARD"],
+            &[b"MULTI"],
+            &[b"MSET", b"a", b"1", b"b", b"2"],
+            &[b"DBSIZE"],
+            &[b"EXEC"],
+            &[b"MULTI"],
+            &[b"SET", b"a", b"1"],
+            &[b"SET", b"b", b"1"],
+            &[b"EXEC"],
+            &[b"GET", b"k"],
+            &[b"EXISTS", b"a"],
+        ]);
+        let expected: &[u8] = b"+OK\r\n+QUEUED\r\n\
+            -ERR unknown command 'NOSUCH', with args beginning with: \r\n\
+            -ERR wrong number of arguments for 'set' command\r\n\
+            -ERR WATCH inside MULTI is not allowed\r\n\
+            -EXECABORT Transaction discarded because of previous errors.\r\n\
+            +OK\r\n+QUEUED\r\n+OK\r\n\
+            +OK\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n\
+            -ERR Command not allowed inside a transaction\r\n\
+            -EXECABORT Transaction discarded because of previous errors.\r\n\
+            +OK\r\n+QUEUED\r\n+QUEUED\r\n\
+            -CROSSSLOT Keys in request don't hash to the same slot\r\n\
+            $-1\r\n:0\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&serve(&input).concat()),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    /// A write after WATCH (here the connection's own) makes EXEC answer a
+    /// null array and run nothing; EXEC unwatches, so the next one runs.
+    #[test]
+    fn exec_after_a_watched_key_changed_is_null_in_resp2_and_resp3() {
+        for (hello, null) in [(&b"2"[..], &b"*-1\r\n"[..]), (b"3", b"_\r\n")] {
+            let input = script(&[
+                &[b"HELLO", hello],
+                &[b"WATCH", b"k", b"k"],
+                &[b"SET", b"k", b"1"],
+                &[b"MULTI"],
+                &[b"SET", b"k", b"2"],
+                &[b"EXEC"],
+                &[b"GET", b"k"],
+                &[b"WATCH", b"k"],
+                &[b"UNWATCH"],
+                &[b"SET", b"k", b"3"],
+                &[b"MULTI"],
+                &[b"INCR", b"k"],
+                &[b"EXEC"],
+            ]);
+            let writes = serve(&input).concat();
+            let after_hello = writes
+                .windows(2)
+                .position(|pair| pair == b"+O")
+                .expect("WATCH's +OK");
+            let mut expected = b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n".to_vec();
+            expected.extend_from_slice(null);
+            expected.extend_from_slice(
+                b"$1\r\n1\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:4\r\n",
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&writes[after_hello..]),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+
+    /// A connection that ends while it watches keys (here by QUIT inside
+    /// MULTI, and by closing) leaves nothing registered on the shard.
+    #[test]
+    fn the_end_of_a_connection_unwatches_its_keys() {
+        let (writes, watching) = serve_and_watch(&script(&[&[b"WATCH", b"a", b"a"]]));
+        assert_eq!(writes.concat(), b"+OK\r\n");
+        assert!(!watching, "a closed connection's WATCH was left behind");
+        let (writes, watching) = serve_and_watch(&script(&[
+            &[b"WATCH", b"a"],
+            &[b"MULTI"],
+            &[b"QUIT"],
+            &[b"PING"],
+        ]));
+        assert_eq!(writes.concat(), b"+OK\r\n+OK\r\n+OK\r\n");
+        assert!(!watching);
     }
 
     #[test]

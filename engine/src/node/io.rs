@@ -52,6 +52,16 @@ pub enum ShardRequest {
     },
     /// Remove every key, through the log.
     FlushAll,
+    /// Connection `client` WATCHes `keys` (all of them in the shard).
+    Watch { client: u64, keys: Vec<Vec<u8>> },
+    /// Connection `client` forgets the keys it watches in the shard.
+    Unwatch { client: u64 },
+    /// EXEC: the transaction's keyed commands, run as one unit and logged
+    /// as one entry, unless a key `client` watches changed.
+    Exec {
+        client: u64,
+        commands: Vec<Vec<Vec<u8>>>,
+    },
     /// Figures for INFO and metrics.
     Stats,
 }

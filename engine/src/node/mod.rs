@@ -9,6 +9,8 @@ pub mod local;
 pub mod shard;
 #[cfg(test)]
 mod test_io;
+pub mod transaction;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;

@@ -13,6 +13,7 @@
 //! - After an IO failure of the WAL the shard acknowledges nothing more.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,7 +26,8 @@ use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
 use crate::node::io::{NodeIo, ShardObserver};
 use crate::node::local::{Signal, Watermark};
-use crate::operation::Operation;
+use crate::node::watch::Watches;
+use crate::operation::{Change, Operation, SingleOp};
 use crate::resp::Reply;
 use crate::snapshot;
 
@@ -101,6 +103,8 @@ pub struct Shard {
     settings: ShardSettings,
     snapshot: RefCell<SnapshotState>,
     stopping: Cell<bool>,
+    /// The keys connections WATCH (in memory only: see [`crate::node::watch`]).
+    watches: RefCell<Watches>,
 }
 
 /// Hands `payloads` to the WAL as entries `first..`; returns their bytes.
@@ -143,6 +147,76 @@ fn too_large(len: usize, limit: usize) -> Reply {
     Reply::Error(format!(
         "ERR write of {len} bytes exceeds the log's entry limit of {limit} bytes"
     ))
+}
+
+/// A transaction's writes as one log entry: `None` without writes, the one
+/// write itself, or a batch of every change in order (a batch's changes are
+/// spliced in, as a batch holds no batch).
+fn one_entry(mut writes: Vec<Operation>) -> Option<Operation> {
+    if writes.len() <= 1 {
+        return writes.pop();
+    }
+    let mut ops = Vec::new();
+    for write in writes {
+        match write {
+            Operation::Batch { ops: inner } => ops.extend(inner),
+            single => ops.push(SingleOp::try_from(single).expect("not a batch")),
+        }
+    }
+    Some(Operation::Batch { ops })
+}
+
+/// What a transaction's writes replaced, to put back if its entry cannot be
+/// logged: each key's record (value and expiry) before its first write.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Each key's record, or `None` if it was absent.
+    before: HashMap<Vec<u8>, Option<SavedRecord>>,
+}
+
+/// A key's value and its expiry time (Unix ms), as held.
+type SavedRecord = (Vec<u8>, Option<u64>);
+
+impl Undo {
+    /// Remembers the keys `op` is about to write, unless already remembered.
+    fn save(&mut self, keyspace: &Keyspace, op: &Operation) {
+        for change in op.changes() {
+            match change {
+                Change::Set { key, .. } | Change::Expire { key, .. } | Change::Persist { key } => {
+                    self.remember(keyspace, key);
+                }
+                Change::Delete { keys } => {
+                    for key in keys {
+                        self.remember(keyspace, key);
+                    }
+                }
+                Change::FlushAll => panic!("a transaction never flushes: FLUSHALL is not queued"),
+            }
+        }
+    }
+
+    fn remember(&mut self, keyspace: &Keyspace, key: &[u8]) {
+        if !self.before.contains_key(key) {
+            let record = keyspace
+                .record(key)
+                .map(|item| (item.value.to_vec(), item.expire_at_unix_ms));
+            self.before.insert(key.to_vec(), record);
+        }
+    }
+
+    /// Puts back every remembered key as it was.
+    fn restore(self, keyspace: &mut Keyspace) {
+        for (key, record) in self.before {
+            keyspace.apply(&match record {
+                Some((value, expire_at_unix_ms)) => Operation::Set {
+                    key,
+                    value,
+                    expire_at_unix_ms,
+                },
+                None => Operation::Delete { keys: vec![key] },
+            });
+        }
+    }
 }
 
 /// What a shard is told at start: its limits and policies.
@@ -188,6 +262,7 @@ impl Shard {
                 ..SnapshotState::default()
             }),
             stopping: Cell::new(false),
+            watches: RefCell::default(),
         }
     }
 
@@ -234,14 +309,35 @@ impl Shard {
 
     /// Gives `op` the next log index, applies it and queues it for the WAL.
     fn append(&self, op: &Operation) -> Result<u64, Reply> {
+        let payload = self.encode(op)?;
+        let flushed = if op.changes().any(|change| change == Change::FlushAll) {
+            self.watches.borrow().held_keys(&self.keyspace.borrow())
+        } else {
+            Vec::new()
+        };
+        self.keyspace.borrow_mut().apply(op);
+        Ok(self.log_applied(op, payload, &flushed))
+    }
+
+    /// The entry's payload, if the log takes it.
+    fn encode(&self, op: &Operation) -> Result<Vec<u8>, Reply> {
         let payload = codec::encode(op)
             .map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
         if payload.len() > self.settings.payload_bytes_max {
             return Err(too_large(payload.len(), self.settings.payload_bytes_max));
         }
+        Ok(payload)
+    }
+
+    /// Gives `op`, already applied to the key space, the next log index and
+    /// queues its `payload` for the WAL; `flushed` are the watched keys it
+    /// removed if it is a FLUSHALL.
+    fn log_applied(&self, op: &Operation, payload: Vec<u8>, flushed: &[Vec<u8>]) -> u64 {
         let index = self.next_index.get();
         self.next_index.set(index + 1);
-        self.keyspace.borrow_mut().apply(op);
+        self.watches
+            .borrow_mut()
+            .note_applied(op, &self.keyspace.borrow(), flushed);
         if let Some(observer) = &self.settings.observer {
             observer.applied(self.id, index, op);
         }
@@ -249,7 +345,87 @@ impl Shard {
             .set(self.unsynced_bytes.get() + payload.len() as u64);
         self.queue.borrow_mut().push(payload);
         self.wake_committer.raise();
-        Ok(index)
+        index
+    }
+
+    /// WATCH: connection `client` watches `keys`, all of this shard.
+    pub fn watch(&self, client: u64, keys: &[Vec<u8>], now_unix_ms: u64) {
+        self.watches
+            .borrow_mut()
+            .watch(client, keys, &self.keyspace.borrow(), now_unix_ms);
+    }
+
+    /// Whether any connection watches a key of this shard.
+    #[cfg(test)]
+    pub(crate) fn watches_anything(&self) -> bool {
+        !self.watches.borrow().is_empty()
+    }
+
+    /// Connection `client` forgets its watched keys (UNWATCH, DISCARD, the
+    /// connection's end).
+    pub fn unwatch(&self, client: u64, now_unix_ms: u64) {
+        self.watches
+            .borrow_mut()
+            .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+    }
+
+    /// EXEC of a transaction whose keyed `commands` all name keys of this
+    /// shard: nothing runs (a null reply) if a key `client` watches changed;
+    /// otherwise the commands run one after the other, with nothing else in
+    /// between, each seeing the writes of those before, and their writes
+    /// become one log entry (the one write, or a [`Operation::Batch`] of
+    /// them all), so a crash keeps all or none. If that entry is too large
+    /// for the log, every write is undone and EXEC answers the error.
+    pub fn exec(&self, client: u64, commands: &[Vec<Vec<u8>>], now_unix_ms: u64) -> Executed {
+        if let Some(reason) = self.durable.failure() {
+            return self.refused(&reason);
+        }
+        let changed =
+            self.watches
+                .borrow_mut()
+                .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+        if changed {
+            return Executed {
+                reply: Reply::NullArray,
+                wait_for: self.last_index(),
+            };
+        }
+        let mut undo = Undo::default();
+        let mut writes = Vec::new();
+        let mut replies = Vec::with_capacity(commands.len());
+        for args in commands {
+            let Outcome { reply, op } = command::execute(
+                &self.keyspace.borrow(),
+                args,
+                now_unix_ms,
+                &self.settings.limits,
+            );
+            if let Some(op) = op {
+                undo.save(&self.keyspace.borrow(), &op);
+                self.keyspace.borrow_mut().apply(&op);
+                writes.push(op);
+            }
+            replies.push(reply);
+        }
+        let Some(entry) = one_entry(writes) else {
+            return Executed {
+                reply: Reply::Array(replies),
+                wait_for: self.last_index(),
+            };
+        };
+        match self.encode(&entry) {
+            Ok(payload) => Executed {
+                reply: Reply::Array(replies),
+                wait_for: self.log_applied(&entry, payload, &[]),
+            },
+            Err(error) => {
+                undo.restore(&mut self.keyspace.borrow_mut());
+                Executed {
+                    reply: error,
+                    wait_for: self.last_index(),
+                }
+            }
+        }
     }
 
     /// Whether the entries not yet durable are at a limit.
@@ -563,12 +739,14 @@ mod tests {
     use std::io;
 
     use futures_lite::future;
+    use keel_wal::memory::CrashMode;
     use keel_wal::WalOptions;
 
     use super::*;
     use crate::config::FsyncPolicy;
     use crate::node::io::Connection;
     use crate::node::test_io::{recover_one_shard, MemIo};
+    use crate::node::Committer;
 
     /// No connection is ever accepted in these tests.
     enum NoConnection {}
@@ -771,6 +949,291 @@ mod tests {
         );
         assert_eq!(future::block_on(shard.expire_due(&io)), backlog - removed);
         assert_eq!(shard.count(), 0);
+    }
+
+    fn words(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|word| word.as_bytes().to_vec()).collect()
+    }
+
+    fn get(shard: &Shard, key: &str) -> Reply {
+        shard.execute(&words(&["GET", key]), 0).reply
+    }
+
+    fn bulk(value: &str) -> Reply {
+        Reply::Bulk(value.as_bytes().to_vec())
+    }
+
+    /// A transaction's commands each see the writes before them, and their
+    /// writes are one entry: a batch of every change, in order.
+    #[test]
+    fn exec_runs_the_commands_in_order_and_logs_their_writes_as_one_entry() {
+        let recorder = Rc::new(Recorder::default());
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(Some(recorder.clone())));
+        set(&shard, "{t}old");
+        let commands = [
+            words(&["SET", "{t}a", "1"]),
+            words(&["INCR", "{t}a"]),
+            words(&["GET", "{t}a"]),
+            words(&["RENAME", "{t}old", "{t}new"]),
+            words(&["INCR", "{t}new"]),
+        ];
+        let executed = shard.exec(7, &commands, 0);
+        assert_eq!(
+            executed.reply,
+            Reply::Array(vec![
+                Reply::ok(),
+                Reply::Integer(2),
+                bulk("2"),
+                Reply::ok(),
+                Reply::Error("ERR value is not an integer or out of range".into()),
+            ])
+        );
+        assert_eq!(executed.wait_for, 2, "one entry after the SET's");
+        let set_op = |key: &str, value: &str| SingleOp::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            expire_at_unix_ms: None,
+        };
+        assert_eq!(
+            recorder.events.borrow().last(),
+            Some(&Event::Applied {
+                index: 2,
+                op: Operation::Batch {
+                    ops: vec![
+                        set_op("{t}a", "1"),
+                        set_op("{t}a", "2"),
+                        SingleOp::Delete {
+                            keys: vec![b"{t}old".to_vec()]
+                        },
+                        set_op("{t}new", "v"),
+                    ]
+                }
+            })
+        );
+        let reads = shard.exec(7, &[words(&["GET", "{t}new"])], 0);
+        assert_eq!(reads.reply, Reply::Array(vec![bulk("v")]));
+        assert_eq!(shard.last_index(), 2, "a transaction of reads logs nothing");
+    }
+
+    /// The transaction's entry is over the log's limit: every write it made
+    /// is undone (values and expiry) and EXEC answers the error alone.
+    #[test]
+    fn exec_whose_entry_is_too_large_undoes_every_write() {
+        let mut settings = settings(None);
+        settings.payload_bytes_max = 300;
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings);
+        let args = words(&["SET", "{t}a", "old", "PX", "5000"]);
+        assert_eq!(shard.execute(&args, 1_000).reply, Reply::ok());
+        let value = "v".repeat(200);
+        let commands = [
+            words(&["SET", "{t}a", &value]),
+            words(&["SET", "{t}b", &value]),
+        ];
+        let executed = shard.exec(7, &commands, 1_000);
+        let Reply::Error(error) = executed.reply else {
+            panic!("EXEC succeeded: {:?}", executed.reply);
+        };
+        assert!(error.starts_with("ERR write of "), "{error}");
+        assert_eq!(shard.last_index(), 1, "nothing logged");
+        assert_eq!(
+            shard
+                .keyspace
+                .borrow()
+                .record(b"{t}a")
+                .map(|item| (item.value.to_vec(), item.expire_at_unix_ms)),
+            Some((b"old".to_vec(), Some(6_000)))
+        );
+        assert_eq!(shard.keyspace.borrow().record(b"{t}b"), None);
+        assert_eq!(shard.count(), 1);
+    }
+
+    /// WATCH by one connection, a write by another: the watcher's EXEC runs
+    /// nothing; EXEC unwatched, so its next one runs.
+    #[test]
+    fn exec_after_a_watched_key_changed_answers_null_and_writes_nothing() {
+        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+        shard.watch(1, &words(&["k"]), 0);
+        shard.watch(2, &words(&["other"]), 0);
+        set(&shard, "k");
+        let commands = [words(&["SET", "k", "mine"])];
+        assert_eq!(shard.exec(1, &commands, 0).reply, Reply::NullArray);
+        assert_eq!(get(&shard, "k"), bulk("v"));
+        assert_eq!(shard.last_index(), 1);
+        assert_eq!(
+            shard.exec(2, &commands, 0).reply,
+            Reply::Array(vec![Reply::ok()])
+        );
+        assert_eq!(
+            shard.exec(1, &commands, 0).reply,
+            Reply::Array(vec![Reply::ok()])
+        );
+        assert_eq!(get(&shard, "k"), bulk("mine"));
+    }
+
+    /// The keys a transaction wrote, read after a power loss that followed
+    /// its write to the WAL and either its sync (`synced`) or a failed one.
+    /// The entry spans several 512-byte sectors, so a random crash keeps
+    /// some of its sectors and tears or drops others.
+    fn transaction_after_power_loss(synced: bool, seed: u64, mode: CrashMode) -> Vec<Reply> {
+        let keys = ["{t}a", "{t}b", "{t}c", "{t}d"];
+        let value = "x".repeat(700);
+        let io = TestIo::default();
+        let recovered = recover_one_shard(io.clone(), FsyncPolicy::Always);
+        let Committer {
+            shard,
+            wal,
+            storage,
+        } = recovered.committers.into_iter().next().expect("one shard");
+        let commands = [
+            words(&["SET", keys[0], &value]),
+            words(&["MSET", keys[1], &value, keys[2], &value]),
+            words(&["APPEND", keys[3], &value]),
+        ];
+        // A first write makes the WAL create its segment, so that the
+        // transaction's is an append to it.
+        set(&shard, "{t}first");
+        let client = async {
+            shard
+                .acknowledged(1)
+                .await
+                .expect("the first write is durable");
+            if !synced {
+                io.disk.fail_next_sync();
+            }
+            assert_eq!(shard.exec(1, &commands, 0).wait_for, 2);
+            shard.acknowledged(2).await
+        };
+        let committer = async {
+            let result = Rc::clone(&shard)
+                .run_committer(io.clone(), wal, storage)
+                .await;
+            Err(format!("the committer stopped: {result:?}"))
+        };
+        let acknowledged = future::block_on(future::or(client, committer));
+        assert_eq!(acknowledged.is_ok(), synced, "{acknowledged:?}");
+        io.disk.crash_with(seed, mode);
+        let again = recover_one_shard(io, FsyncPolicy::Always);
+        let shard = &again.committers[0].shard;
+        let values = keys.iter().map(|key| get(shard, key)).collect();
+        assert_eq!(
+            shard.last_index(),
+            shard.count() / 4 + 1,
+            "one entry or none"
+        );
+        values
+    }
+
+    #[test]
+    fn a_transaction_is_recovered_whole_or_not_at_all_after_power_loss() {
+        let all = vec![bulk(&"x".repeat(700)); 4];
+        let none = vec![Reply::Null; 4];
+        assert_eq!(transaction_after_power_loss(false, 0, CrashMode::Keep), all);
+        assert_eq!(
+            transaction_after_power_loss(false, 0, CrashMode::Drop),
+            none
+        );
+        assert_eq!(
+            transaction_after_power_loss(false, 0, CrashMode::Tear),
+            none
+        );
+        // A random crash keeps each of the entry's sectors with probability
+        // 1/3: the frame's checksum then fails, and the torn tail is cut.
+        for seed in 1..=30 {
+            let after = transaction_after_power_loss(false, seed, CrashMode::Random);
+            assert!(after == all || after == none, "seed {seed}: {after:?}");
+            let acknowledged = transaction_after_power_loss(true, seed, CrashMode::Random);
+            assert_eq!(acknowledged, all, "seed {seed}: acknowledged, then lost");
+        }
+    }
+
+    /// Every key held, with value and expiry, sorted: a key space's state.
+    fn state(shard: &Shard) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {
+        let keyspace = shard.keyspace.borrow();
+        let mut items: Vec<_> = keyspace
+            .items()
+            .map(|(key, value, expiry)| (key.to_vec(), value.to_vec(), expiry))
+            .collect();
+        items.sort();
+        items
+    }
+
+    /// A command of a small mix of writes and reads over three keys of one
+    /// slot, so that commands often act on what the ones before wrote.
+    fn any_command() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
+        use proptest::prelude::*;
+        let key = proptest::sample::select(vec!["{t}a", "{t}b", "{t}c"]);
+        let value = proptest::sample::select(vec!["1", "x", "10"]);
+        (0..9usize, key.clone(), key, value).prop_map(|(kind, key, other, value)| {
+            let command: Vec<&str> = match kind {
+                0 => vec!["SET", key, value],
+                1 => vec!["INCR", key],
+                2 => vec!["APPEND", key, value],
+                3 => vec!["DEL", key, other],
+                4 => vec!["PEXPIRE", key, "500"],
+                5 => vec!["RENAME", key, other],
+                6 => vec!["GETDEL", key],
+                7 => vec!["GET", key],
+                _ => vec!["PERSIST", key],
+            };
+            words(&command)
+        })
+    }
+
+    proptest::proptest! {
+        /// EXEC gives what running its commands one by one gives: the same
+        /// replies and the same key space, with one entry at most.
+        #[test]
+        fn exec_equals_its_commands_run_one_by_one(
+            before in proptest::collection::vec(any_command(), 0..6),
+            commands in proptest::collection::vec(any_command(), 0..12),
+        ) {
+            let (one_by_one, transaction) = (
+                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
+                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
+            );
+            for args in &before {
+                one_by_one.execute(args, 1_000);
+                transaction.execute(args, 1_000);
+            }
+            let first = transaction.last_index();
+            let replies: Vec<Reply> = commands
+                .iter()
+                .map(|args| one_by_one.execute(args, 1_000).reply)
+                .collect();
+            proptest::prop_assert_eq!(transaction.exec(1, &commands, 1_000).reply, Reply::Array(replies));
+            proptest::prop_assert_eq!(state(&transaction), state(&one_by_one));
+            proptest::prop_assert!(transaction.last_index() <= first + 1);
+        }
+
+        /// An EXEC whose entry the log refuses leaves the key space exactly
+        /// as it was, expiries included.
+        #[test]
+        fn a_refused_exec_leaves_the_key_space_as_it_was(
+            before in proptest::collection::vec(any_command(), 0..6),
+            commands in proptest::collection::vec(any_command(), 1..12),
+        ) {
+            let unlimited = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+            for args in &before {
+                unlimited.execute(args, 1_000);
+            }
+            let state_before = state(&unlimited);
+            let mut keyspace = Keyspace::new();
+            for (key, value, expiry) in &state_before {
+                keyspace.insert_loaded(key, value, *expiry);
+            }
+            let mut limited = settings(None);
+            limited.payload_bytes_max = 4;
+            let shard = Shard::new(0, keyspace, 0, 0, limited);
+            let reply = shard.exec(1, &commands, 1_000).reply;
+            proptest::prop_assert_eq!(state(&shard), state_before);
+            proptest::prop_assert_eq!(shard.last_index(), 0);
+            // The same EXEC where the log takes it: it fails here exactly
+            // when it writes there.
+            let last = unlimited.last_index();
+            unlimited.exec(1, &commands, 1_000);
+            let wrote = unlimited.last_index() > last;
+            proptest::prop_assert_eq!(matches!(reply, Reply::Error(_)), wrote, "{:?}", reply);
+        }
     }
 
     #[cfg(feature = "planted-bugs")]
