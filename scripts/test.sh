@@ -16,7 +16,7 @@ cargo clippy -p keel-wal -p keel-engine --all-targets --locked --features plante
 cargo test --workspace --locked
 # The black-box tests that cross cores (hops between cores, start-up, crash
 # recovery) again on two cores.
-KEEL_TEST_CORES=2 cargo test -p keel-tests --locked --test crash --test commands --test pipeline --test differential
+KEEL_TEST_CORES=2 cargo test -p keel-tests --locked --test crash --test commands --test pipeline --test differential --test transactions
 cargo test -p keel-wal -p keel-engine --lib --locked --features planted-bugs planted
 
 # The simulation build: --cfg madsim, in a target directory of its own.
@@ -31,3 +31,7 @@ scripts/sim.sh --ci
 # (docs/REDIS_SUITE.md): about a minute with the debug keel built above. The
 # figures are the result; only a suite that cannot run fails here.
 KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_suite.sh
+
+# redis-py's default transactional pipeline and WATCH helper, against Keel and
+# redis-server, outputs compared (issue 11).
+KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_py_transactions.sh

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod cross_core;
+pub mod executor_thread;
 pub mod exit;
 pub mod fuzzing;
 pub mod glommio_disk;

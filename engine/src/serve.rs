@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ServeArgs, ServeConfig};
 use crate::cross_core::CrossCore;
+use crate::executor_thread::ExecutorThread;
 use crate::exit::Exit;
-use crate::glommio_disk::executor_builder;
 use crate::glommio_io::{port_is_free, GlommioIo};
 use crate::identity::{self, Identity};
 use crate::node::io::Hop;
@@ -27,7 +27,9 @@ const MAIN_POLL_MS: u64 = 20;
 /// mesh's join; reproduced outside Keel with glommio alone). A timer is such
 /// an event: it bounds the stall to one period. Two timers half a period
 /// apart, so that one stranded with the task it should rescue leaves the
-/// other armed.
+/// other armed. The main thread's wake signal
+/// ([`crate::executor_thread`]) covers what a timer cannot: an executor
+/// whose first task, which starts these timers, has not run.
 pub const EXECUTOR_HEARTBEAT_MS: u64 = 20;
 
 /// What a core thread reports to the main thread.
@@ -216,7 +218,7 @@ pub fn run(args: &ServeArgs) -> Exit {
         let metrics = config
             .metrics_port
             .map(|port| SocketAddr::new(config.bind, port));
-        let spawned = executor_builder(core).spawn(move || async move {
+        let spawned = ExecutorThread::spawn(core, move || async move {
             let event = run_core(core, shared, hops, clients, metrics, &events).await;
             let _ = events.send(event);
         });
@@ -231,10 +233,10 @@ pub fn run(args: &ServeArgs) -> Exit {
     }
     drop(events);
     tracing::info!(cores = config.cores, "started one executor per core");
-    let mut exit = supervise(&node, &inbox, signals, config.cores, started);
+    let mut exit = supervise(&node, &inbox, signals, &threads, started);
     node.request_stop();
     for thread in threads {
-        if thread.join().is_err() {
+        if !thread.join() {
             exit = exit.max(Exit::Internal);
         }
     }
@@ -328,9 +330,10 @@ fn supervise(
     node: &NodeShared,
     inbox: &mpsc::Receiver<CoreEvent>,
     mut signals: signal_hook::iterator::Signals,
-    cores: usize,
+    threads: &[ExecutorThread],
     started: Instant,
 ) -> Exit {
+    let cores = threads.len();
     let mut recovered = Vec::new();
     let mut reported = 0;
     let mut stopped = 0;
@@ -362,7 +365,9 @@ fn supervise(
                     return Exit::Success;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                threads.iter().for_each(ExecutorThread::wake);
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 tracing::error!("a core ended without saying why; stopping");
                 node.request_stop();
