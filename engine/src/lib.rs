@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod operation;
+pub mod readiness;
 pub mod resp;
 pub mod serve;
 pub mod slot;
