@@ -15,7 +15,6 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod operation;
-pub mod readiness;
 pub mod resp;
 pub mod serve;
 pub mod slot;
