@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Keel against Redis on this machine: throughput and latency with
-# redis-benchmark (SET/GET, pipeline 1 and 16), then start-up time and RSS
+# redis-benchmark (SET/GET, pipeline 1 and 16; durable Keel beside Redis's
+# AOF, and Keel with `--fsync interval-ms=100` beside Redis without
+# persistence), then start-up time and RSS
 # with many keys loaded. Writes the table into docs/PERFORMANCE.md between
 # `<!-- compare:begin -->` and `<!-- compare:end -->` and a bar chart to
 # docs/compare.png.
@@ -120,16 +122,25 @@ find_keel
 
 echo "server,pipeline,test,rps,p50_ms,p99_ms" >"$work/bench.csv"
 echo "server,keys,ready_ms,rss_kib" >"$work/restart.csv"
-for name in keel redis-always redis-everysec; do
+# keel-interval is Keel with `--fsync interval-ms=100`, measured beside
+# redis-server without persistence (the targets for GET and for SET
+# without a sync per request).
+for name in keel redis-always redis-everysec keel-interval redis; do
+    server=$name
+    if [[ $name == keel-interval ]]; then
+        server=keel
+        keel_flags="--fsync interval-ms=100 ${KEEL_ARGS:-}"
+    fi
     port=$(free_port)
-    start_server "$name" "$port"
+    start_server "$server" "$port"
     for pipeline in 1 16; do
         log "$name: $requests requests, -P $pipeline"
         benchmark "$name" "$port" "$pipeline"
     done
     stop_server "$server_pid"
-    rm -rf "${work:?}/$name"
+    rm -rf "${work:?}/$server"
 done
+keel_flags="--fsync always ${KEEL_ARGS:-}"
 for name in keel redis-always; do
     log "$name: loading $keys keys, restarting"
     restart_measure "$name"
@@ -163,6 +174,20 @@ for test, pipeline in cases:
         f"| {float(a['rps']):.0f} | {a['p50_ms']}/{a['p99_ms']} "
         f"| {float(e['rps']):.0f} | {e['p50_ms']}/{e['p99_ms']} "
         f"| {ratio(k['rps'], a['rps'])} | {ratio(k['rps'], e['rps'])} |"
+    )
+lines += [
+    "",
+    f"Keel `--fsync interval-ms=100{(' ' + keel_args) if keel_args else ''}` against redis-server without persistence:",
+    "",
+    "| test | pipeline | Keel ops/s | Keel p50/p99 ms | Redis ops/s | Redis p50/p99 ms | Keel/Redis ops | Keel/Redis p99 |",
+    "|---|---|---|---|---|---|---|---|",
+]
+for test, pipeline in cases:
+    k, r = (by[(server, pipeline, test)] for server in ("keel-interval", "redis"))
+    lines.append(
+        f"| {test} | {pipeline} | {float(k['rps']):.0f} | {k['p50_ms']}/{k['p99_ms']} "
+        f"| {float(r['rps']):.0f} | {r['p50_ms']}/{r['p99_ms']} "
+        f"| {ratio(k['rps'], r['rps'])} | {ratio(k['p99_ms'], r['p99_ms'])} |"
     )
 lines += ["", "| server | keys | start to first PING, ms | RSS, MiB |", "|---|---|---|---|"]
 for row in restart:
