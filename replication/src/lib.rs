@@ -3,6 +3,8 @@
 //! every effect leaves as an [`Output`] whose order is the durability contract.
 //! See docs/REPLICATION.md.
 
+pub mod codec;
+pub mod fuzzing;
 pub mod interface;
 pub mod message;
 pub mod types;
