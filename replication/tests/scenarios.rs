@@ -5,7 +5,8 @@ mod common;
 
 use common::Cluster;
 use keel_replication::{
-    EntryPayload, Input, MembershipChange, NodeId, Output, ProposalId, Refusal, Role, Term,
+    EntryId, EntryPayload, Envelope, Input, MembershipChange, Message, NodeId, Output, ProposalId,
+    Refusal, Role, Term,
 };
 
 /// Lets `id` campaign until it wins (a first campaign may only teach it a
@@ -49,60 +50,66 @@ fn a_three_node_cluster_elects_one_leader_and_commits() {
 
 /// Figure 3.7 (the paper's Figure 8): an entry of an earlier term that
 /// reaches a majority must not commit by counting, since a candidate whose
-/// log ends in a later term can still win and overwrite it. Here n1, leader
-/// again in a later term, gets its old entry onto n1, n2, n3 but its own
-/// no-op only onto n1 and n3; then n5 wins and overwrites the old entry, which
-/// nobody ever reported committed.
-#[test]
-fn figure_8_an_old_term_entry_on_a_majority_does_not_commit() {
-    let mut cluster = Cluster::new(5);
+/// log ends in a later term can still win and overwrite it. Here n1 appends
+/// X alone; n5 wins a later term and puts its no-op at X's index (nowhere
+/// else); n1 wins again and gets X onto n2 and n3, a majority, but not its
+/// own no-op; then n5 wins once more and overwrites X on n2. One entry per
+/// append, so that X travels without the no-op. Returns X, what n1 reported
+/// committed, and what n2 holds at X's index in the end.
+fn figure_8(config: fn(NodeId) -> keel_replication::Config) -> (EntryId, Vec<EntryId>, EntryId) {
+    let mut cluster = Cluster::with_config(5, config);
     elect(&mut cluster, 1);
-    // (a) n1 replicates X only to n2.
-    cluster.isolate(&[1, 2]);
+    // (a) n1 appends X, which reaches no one.
+    cluster.isolate(&[1]);
     cluster.propose(1, 1, b"X");
     cluster.deliver_all();
-    let x = cluster.node(2).disk.last();
-    assert_eq!(
-        cluster.group(1).commit().index.0,
-        x.index.0 - 1,
-        "X is not committed"
-    );
-    // (b) n1 crashes; n5 wins with n3 and n4, appends its no-op at X's index,
-    // and that goes nowhere.
+    let x = cluster.node(1).disk.last();
+    // (b) n1 crashes; n5 wins with n3 and n4 and appends its no-op at X's
+    // index, which goes nowhere.
     cluster.crash(1);
     cluster.heal();
     cluster.isolate(&[3, 4, 5]);
-    cluster.drop_appends.insert((NodeId(5), NodeId(3)));
-    cluster.drop_appends.insert((NodeId(5), NodeId(4)));
+    let appends_from = |from: u64| {
+        move |envelope: &Envelope| {
+            envelope.from == NodeId(from) && matches!(envelope.message, Message::Append { .. })
+        }
+    };
+    cluster.drop_if = Some(Box::new(appends_from(5)));
     elect(&mut cluster, 5);
-    cluster.drop_appends.clear();
+    cluster.drop_if = None;
     cluster.crash(5);
     let y = cluster.node(5).disk.last();
     assert_eq!(y.index, x.index, "n5's no-op sits at X's index");
     assert!(y.term > x.term);
-    // (c) n1 returns and wins with n2 and n3; X and its no-op reach n3, only
-    // X is on n2 (its links to n2 are cut after the election).
+    // (c) n1 returns and wins with n2 and n3, which get X but not its no-op:
+    // its first probe (after X, which they lack) is rejected, and every later
+    // append carrying the no-op is lost.
     cluster.restart(1);
     cluster.heal();
     cluster.isolate(&[1, 2, 3]);
-    cluster.drop_appends.insert((NodeId(1), NodeId(2)));
+    let probed = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    cluster.drop_if = Some(Box::new(move |envelope: &Envelope| {
+        match &envelope.message {
+            Message::Append { entries, .. } => {
+                let has_noop = entries
+                    .iter()
+                    .any(|entry| entry.payload == EntryPayload::Noop);
+                has_noop && !probed.borrow_mut().insert(envelope.to)
+            }
+            _ => false,
+        }
+    }));
     elect(&mut cluster, 1);
-    cluster.drop_appends.clear();
-    assert!(cluster
-        .node(3)
-        .disk
-        .entry(x.index.0)
-        .is_some_and(|e| e.id == x));
-    assert_eq!(cluster.node(2).disk.last(), x, "n2 got nothing after X");
-    assert!(
-        cluster
-            .node(1)
-            .commits
-            .iter()
-            .all(|commit| commit.index < x.index),
-        "X is on a majority (n1, n2, n3) but of an old term: not committed ({:?})",
-        cluster.node(1).commits
-    );
+    cluster.run_until(cluster.now_ms + 30);
+    cluster.drop_if = None;
+    for id in [2, 3] {
+        assert_eq!(
+            cluster.node(id).disk.last(),
+            x,
+            "n{id} has X and nothing after"
+        );
+    }
+    let n1_commits = cluster.node(1).commits.clone();
     // (d) n1 crashes; n5 returns and wins with n2 and n4, overwriting X.
     cluster.crash(1);
     cluster.restart(5);
@@ -110,14 +117,49 @@ fn figure_8_an_old_term_entry_on_a_majority_does_not_commit() {
     cluster.isolate(&[2, 4, 5]);
     elect(&mut cluster, 5);
     cluster.run_until(cluster.now_ms + 50);
-    let overwritten = cluster
+    assert!(cluster.group(5).commit().index >= y.index, "n5 commits");
+    let at_x = cluster
         .node(2)
         .disk
         .entry(x.index.0)
         .expect("n2 has the index")
         .id;
-    assert_eq!(overwritten, y, "n5's entry replaced X on n2");
-    assert!(cluster.group(5).commit().index >= y.index, "and committed");
+    (x, n1_commits, at_x)
+}
+
+/// One entry per append.
+fn one_entry_per_append(id: NodeId) -> keel_replication::Config {
+    let mut config = common::test_config(id);
+    config.append_bytes_max = 1;
+    config
+}
+
+#[test]
+fn figure_8_an_old_term_entry_on_a_majority_does_not_commit() {
+    let (x, n1_commits, at_x) = figure_8(one_entry_per_append);
+    assert!(
+        n1_commits.iter().all(|commit| commit.index < x.index),
+        "X was on a majority (n1, n2, n3) but of an old term: not committed ({n1_commits:?})"
+    );
+    assert_ne!(
+        at_x, x,
+        "n5's entry replaced X on n2, safely: X never committed"
+    );
+}
+
+/// The planted `commit-previous-term-by-count` bug commits X in (c) (and n2
+/// learns so from a heartbeat); in (d) n5 then overwrites the committed X on
+/// n2, the safety violation Figure 3.7 warns of, which n2's assert refuses.
+#[cfg(feature = "planted-bugs")]
+#[test]
+#[should_panic(expected = "never cut at or below the commit index 2: cut after 1.1")]
+fn figure_8_with_the_planted_bug_loses_a_committed_entry() {
+    fn planted(id: NodeId) -> keel_replication::Config {
+        let mut config = one_entry_per_append(id);
+        config.plant = Some(keel_replication::Plant::CommitPreviousTermByCount);
+        config
+    }
+    figure_8(planted);
 }
 
 /// §9.6 and §6.2: a node partitioned away keeps failing pre-votes without

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use keel_replication::{
-    Config, Entry, EntryId, Envelope, Group, HardState, Input, Membership, Message, NodeId, Output,
+    Config, Entry, EntryId, Envelope, Group, HardState, Input, Membership, NodeId, Output,
     Restored, SnapshotMeta,
 };
 
@@ -70,14 +70,17 @@ pub struct Node {
     pub events: Vec<Output>,
 }
 
+/// Which messages a scenario loses on purpose.
+pub type DropRule = Box<dyn Fn(&Envelope) -> bool>;
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node>,
     pub now_ms: u64,
     pub queue: VecDeque<Envelope>,
     /// Links that drop every message: (from, to).
     pub cut_links: BTreeSet<(NodeId, NodeId)>,
-    /// Links that drop appends and snapshots but deliver everything else.
-    pub drop_appends: BTreeSet<(NodeId, NodeId)>,
+    /// Drops the messages it is true of (beyond the cut links).
+    pub drop_if: Option<DropRule>,
     config: fn(NodeId) -> Config,
 }
 
@@ -115,7 +118,7 @@ impl Cluster {
             now_ms: 0,
             queue: VecDeque::new(),
             cut_links: BTreeSet::new(),
-            drop_appends: BTreeSet::new(),
+            drop_if: None,
             config,
         };
         for id in cluster.ids() {
@@ -208,11 +211,7 @@ impl Cluster {
             if self.cut_links.contains(&(envelope.from, envelope.to)) {
                 continue;
             }
-            let replication = matches!(
-                envelope.message,
-                Message::Append { .. } | Message::Snapshot { .. }
-            );
-            if replication && self.drop_appends.contains(&(envelope.from, envelope.to)) {
+            if self.drop_if.as_ref().is_some_and(|drop| drop(&envelope)) {
                 continue;
             }
             if self.nodes.get(&envelope.to).is_some_and(|node| node.up) {
