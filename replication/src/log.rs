@@ -1,0 +1,308 @@
+//! The in-memory log: the entries since the last compaction.
+//!
+//! The core keeps every entry after the newest snapshot in memory; the driver
+//! persists them (`Output::Persist`) in its WAL and compacts both with
+//! `Input::Compacted` once it has a snapshot. Entries at or below the snapshot's
+//! last entry are known only by that entry's id. The log also tracks the
+//! commit index (never decreasing) and the durable index (what the driver
+//! reported `Durable`, which a cut can lower).
+
+use std::collections::VecDeque;
+
+use crate::types::{Entry, EntryId, EntryPayload, LogIndex, SnapshotMeta, Term};
+
+/// Bytes an entry costs on the wire besides its command: id, checksum, tags.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 32;
+
+/// The size flow control charges for an entry.
+pub fn entry_bytes(entry: &Entry) -> u64 {
+    let payload = match &entry.payload {
+        EntryPayload::Noop => 0,
+        EntryPayload::Command(command) => command.len() as u64,
+        EntryPayload::Membership(membership) => {
+            8 * (membership.voters.len() + membership.learners.len()) as u64
+        }
+    };
+    ENTRY_OVERHEAD_BYTES + payload
+}
+
+#[derive(Debug)]
+pub(crate) struct Log {
+    snapshot: SnapshotMeta,
+    snapshot_data: Vec<u8>,
+    /// `entries[0]` has index `snapshot.last.index + 1`.
+    entries: VecDeque<Entry>,
+    commit: LogIndex,
+    durable: LogIndex,
+}
+
+impl Log {
+    /// A log restored from disk: everything in it is durable, and the snapshot
+    /// is committed.
+    pub fn new(snapshot: SnapshotMeta, snapshot_data: Vec<u8>, entries: Vec<Entry>) -> Log {
+        let mut log = Log {
+            commit: snapshot.last.index,
+            durable: snapshot.last.index,
+            snapshot,
+            snapshot_data,
+            entries: VecDeque::with_capacity(entries.len()),
+        };
+        for entry in entries {
+            log.append(entry);
+        }
+        log.durable = log.last().index;
+        log
+    }
+
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    pub fn snapshot_data(&self) -> &[u8] {
+        &self.snapshot_data
+    }
+
+    pub fn commit(&self) -> LogIndex {
+        self.commit
+    }
+
+    pub fn durable(&self) -> LogIndex {
+        self.durable
+    }
+
+    pub fn last(&self) -> EntryId {
+        self.entries
+            .back()
+            .map_or(self.snapshot.last, |entry| entry.id)
+    }
+
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The term of the entry at `index`, if the log knows it (the snapshot's
+    /// last entry included, anything before it not).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.id_at(index).map(|id| id.term)
+    }
+
+    pub fn id_at(&self, index: LogIndex) -> Option<EntryId> {
+        let first = self.snapshot.last.index;
+        if index == first {
+            return Some(self.snapshot.last);
+        }
+        if index < first {
+            return None;
+        }
+        let position = usize::try_from(index.0 - first.0 - 1).ok()?;
+        self.entries.get(position).map(|entry| entry.id)
+    }
+
+    /// Whether the log holds `id` (the log-matching check, §3.5).
+    pub fn matches(&self, id: EntryId) -> bool {
+        self.term_at(id.index) == Some(id.term)
+    }
+
+    /// Whether a candidate whose log ends at `last` is at least as up to date
+    /// as this log (§3.6.1): a later last term, or the same and no shorter.
+    pub fn is_up_to_date(&self, last: EntryId) -> bool {
+        let own = self.last();
+        (last.term, last.index) >= (own.term, own.index)
+    }
+
+    /// The last entry at or below `index` whose term is at most `term`: where a
+    /// log that ends in conflicting terms can match at the earliest (the
+    /// conflict hint, §3.5). `None` when the answer lies before the snapshot.
+    pub fn last_at_or_below(&self, index: LogIndex, term: Term) -> Option<EntryId> {
+        let top = index.min(self.last().index);
+        let found = self
+            .entries
+            .iter()
+            .rev()
+            .skip_while(|entry| entry.id.index > top)
+            .find(|entry| entry.id.term <= term)
+            .map(|entry| entry.id);
+        found.or_else(|| {
+            let base = self.snapshot.last;
+            (base.index <= top && base.term <= term).then_some(base)
+        })
+    }
+
+    pub fn append(&mut self, entry: Entry) {
+        let last = self.last();
+        assert_eq!(
+            entry.id.index,
+            last.index.next(),
+            "entries are appended in order: {} after {last}",
+            entry.id
+        );
+        assert!(
+            entry.id.term >= last.term,
+            "terms never decrease along the log: {} after {last}",
+            entry.id
+        );
+        self.entries.push_back(entry);
+    }
+
+    /// Entries from `from` on, at least one if there is one, then as many as
+    /// fit in `bytes_max`.
+    pub fn slice(&self, from: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        let first = self.snapshot.last.index.next();
+        assert!(from >= first, "entries before {first} are compacted");
+        let mut bytes = 0;
+        let mut slice = Vec::new();
+        let start = usize::try_from(from.0 - first.0).expect("index fits in memory");
+        for entry in self.entries.iter().skip(start) {
+            bytes += entry_bytes(entry);
+            if !slice.is_empty() && bytes > bytes_max {
+                break;
+            }
+            slice.push(entry.clone());
+        }
+        slice
+    }
+
+    /// Drops every entry after `after`. `check_commit` is false only for the
+    /// planted `cut-below-commit` bug: the assert would stop the simulator
+    /// from seeing what the bug does.
+    pub fn cut_after(&mut self, after: EntryId, check_commit: bool) {
+        if check_commit {
+            assert!(
+                after.index >= self.commit,
+                "never cut at or below the commit index {}: cut after {after}",
+                self.commit
+            );
+        }
+        assert!(
+            self.matches(after),
+            "a cut keeps {after}, which is in the log"
+        );
+        let keep = usize::try_from(after.index.0 - self.snapshot.last.index.0)
+            .expect("index fits in memory");
+        self.entries.truncate(keep);
+        self.durable = self.durable.min(after.index);
+    }
+
+    pub fn set_commit(&mut self, index: LogIndex) {
+        assert!(
+            index >= self.commit,
+            "the commit index never decreases: {} to {index}",
+            self.commit
+        );
+        assert!(
+            index <= self.last().index,
+            "only entries in the log commit: {index} > {}",
+            self.last()
+        );
+        self.commit = index;
+    }
+
+    /// `Durable { through }`: ignored when `through` was cut since.
+    pub fn set_durable(&mut self, through: EntryId) -> bool {
+        if !self.matches(through) || through.index <= self.durable {
+            return false;
+        }
+        self.durable = through.index;
+        true
+    }
+
+    /// Forgets the entries through `meta.last` (committed, so in the log).
+    pub fn compact(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        assert!(
+            meta.last.index <= self.commit,
+            "only committed entries are compacted: {} > commit {}",
+            meta.last,
+            self.commit
+        );
+        assert!(
+            self.matches(meta.last),
+            "the snapshot's last entry {} is in the log",
+            meta.last
+        );
+        let drop = usize::try_from(meta.last.index.0 - self.snapshot.last.index.0)
+            .expect("index fits in memory");
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+        self.snapshot_data = data;
+    }
+
+    /// Takes a snapshot received from the leader (§5.1, Figure 5.3): the entries after its
+    /// last one stay only if that entry is in the log; otherwise all go.
+    pub fn install(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        let last = meta.last;
+        if self.matches(last) && last.index >= self.snapshot.last.index {
+            let drop = usize::try_from(last.index.0 - self.snapshot.last.index.0)
+                .expect("index fits in memory");
+            self.entries.drain(..drop);
+            self.durable = self.durable.max(last.index);
+        } else {
+            self.entries.clear();
+            self.durable = last.index;
+        }
+        self.commit = self.commit.max(last.index);
+        self.snapshot = meta;
+        self.snapshot_data = data;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of_terms(terms: &[u64]) -> Log {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(position, term)| Entry {
+                id: EntryId::new(*term, position as u64 + 1),
+                payload: EntryPayload::Noop,
+            })
+            .collect();
+        Log::new(SnapshotMeta::default(), Vec::new(), entries)
+    }
+
+    #[test]
+    fn last_at_or_below_skips_whole_conflicting_terms() {
+        let log = log_of_terms(&[1, 1, 2, 2, 3, 3]);
+        assert_eq!(
+            log.last_at_or_below(LogIndex(6), Term(2)),
+            Some(EntryId::new(2, 4))
+        );
+        assert_eq!(
+            log.last_at_or_below(LogIndex(9), Term(9)),
+            Some(EntryId::new(3, 6))
+        );
+        assert_eq!(
+            log.last_at_or_below(LogIndex(3), Term(1)),
+            Some(EntryId::new(1, 2))
+        );
+        assert_eq!(
+            log.last_at_or_below(LogIndex(6), Term(0)),
+            Some(EntryId::ZERO)
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_ids_and_hides_what_it_dropped() {
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.set_commit(LogIndex(3));
+        let meta = SnapshotMeta {
+            last: EntryId::new(2, 3),
+            membership: Default::default(),
+        };
+        log.compact(meta, vec![7]);
+        assert_eq!(log.term_at(LogIndex(3)), Some(Term(2)));
+        assert_eq!(log.term_at(LogIndex(2)), None);
+        assert_eq!(log.last(), EntryId::new(2, 4));
+        assert_eq!(log.last_at_or_below(LogIndex(2), Term(1)), None);
+        assert_eq!(log.slice(LogIndex(4), 0).len(), 1, "at least one entry");
+    }
+
+    #[test]
+    #[should_panic(expected = "never cut at or below the commit index")]
+    fn a_cut_at_the_commit_index_panics() {
+        let mut log = log_of_terms(&[1, 1, 1]);
+        log.set_commit(LogIndex(2));
+        log.cut_after(EntryId::new(1, 1), true);
+    }
+}
