@@ -1,0 +1,304 @@
+//! The properties every seed must keep, checked as the outputs happen (Raft
+//! Figure 3.2's safety properties, and what Keel's clients are promised):
+//! - election safety: at most one leader per term (a leader is whoever sends
+//!   appends in a term);
+//! - log matching: two logs holding the same entry id hold the same payload
+//!   there and the same entry before it;
+//! - leader completeness: a node that starts leading holds every entry
+//!   committed before;
+//! - state machine safety: every node commits the same entry at each index,
+//!   and a committed entry is never lost (a later commit of another entry at
+//!   its index is this failure);
+//! - no cut at or below a node's commit index;
+//! - linearizable reads: a read's index covers every write committed before
+//!   the read began.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::node::Log;
+use crate::types::{Entry, EntryId, EntryPayload, LogIndex, NodeId, Term};
+
+/// A property broken: which, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.checker, self.detail)
+    }
+}
+
+fn violation(checker: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { checker, detail })
+}
+
+/// The multiplier of [`FastHasher`] (FxHash's).
+const FAST_HASH_MULTIPLIER: u64 = 0x517c_c1b7_2722_0a95;
+
+/// A fast, deterministic hasher for the checkers' maps of entry ids: they
+/// are looked up on every append and commit of every node, and no peer
+/// chooses their keys (so no flooding to defend against).
+#[derive(Debug, Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(FAST_HASH_MULTIPLIER);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A payload's fingerprint, to compare entries cheaply (the workload's
+/// commands are unique, so equal fingerprints mean equal entries but for a
+/// 2^-64 chance).
+fn fingerprint(entry: &Entry) -> u64 {
+    let mut hasher = FastHasher::default();
+    match &entry.payload {
+        EntryPayload::Noop => hasher.write_u64(1),
+        EntryPayload::Command(bytes) => {
+            hasher.write_u64(2 ^ (bytes.len() as u64) << 8);
+            hasher.write(bytes);
+        }
+        EntryPayload::Membership(membership) => {
+            hasher.write_u64(3 ^ (membership.voters.len() as u64) << 8);
+            for node in membership.voters.iter().chain(&membership.learners) {
+                hasher.write_u64(node.0);
+            }
+        }
+    }
+    hasher.finish()
+}
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    leaders: FastMap<Term, NodeId>,
+    /// Every entry id any log has held: its payload's fingerprint and the
+    /// term of the entry before it in that log.
+    seen: FastMap<EntryId, (u64, Term)>,
+    /// Every committed index (at `index - 1`): the entry id and payload
+    /// fingerprint, `None` where no node has reported it (a snapshot can
+    /// skip a few).
+    committed: Vec<Option<(EntryId, u64)>>,
+    /// The highest index any node has reported committed.
+    pub max_committed: LogIndex,
+}
+
+impl Checker {
+    /// `node` acts as leader of `term` (it sent an append in it). On its
+    /// first act, its log must hold every committed entry.
+    pub fn on_leading(&mut self, node: NodeId, term: Term, log: &Log) -> Result<(), Violation> {
+        match self.leaders.insert(term, node) {
+            Some(other) if other != node => violation(
+                "election safety",
+                format!("{other} and {node} both lead term {term}"),
+            ),
+            Some(_) => Ok(()),
+            None => self.check_completeness(node, term, log),
+        }
+    }
+
+    fn check_completeness(&self, node: NodeId, term: Term, log: &Log) -> Result<(), Violation> {
+        let known = self
+            .committed
+            .iter()
+            .enumerate()
+            .skip(log.base.index.0 as usize);
+        for (offset, fact) in known {
+            let Some((id, _)) = fact else { continue };
+            if log.id_at(LogIndex(offset as u64 + 1)) != Some(*id) {
+                return violation(
+                    "leader completeness",
+                    format!(
+                        "{node} leads term {term} without committed entry {id} (holds {:?})",
+                        log.id_at(id.index)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `entries` were appended to `node`'s log after `prev`.
+    pub fn on_append(
+        &mut self,
+        node: NodeId,
+        prev: EntryId,
+        entries: &[Entry],
+    ) -> Result<(), Violation> {
+        let mut before = prev;
+        for entry in entries {
+            let fact = (fingerprint(entry), before.term);
+            match self.seen.get(&entry.id) {
+                Some(known) if *known != fact => {
+                    return violation(
+                        "log matching",
+                        format!(
+                            "{node} holds {} after a term-{} entry with fingerprint {:#x}; \
+                             another log holds it after term {} with {:#x}",
+                            entry.id, fact.1, fact.0, known.1, known.0
+                        ),
+                    )
+                }
+                Some(_) => {}
+                None => {
+                    self.seen.insert(entry.id, fact);
+                }
+            }
+            before = entry.id;
+        }
+        Ok(())
+    }
+
+    /// `node` committed `entry`.
+    pub fn on_commit(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let fact = (entry.id, fingerprint(entry));
+        let offset = entry.id.index.0 as usize - 1;
+        if self.committed.len() <= offset {
+            self.committed.resize(offset + 1, None);
+        }
+        match &mut self.committed[offset] {
+            Some(known) if *known != fact => violation(
+                "state machine safety",
+                format!(
+                    "{node} committed {} where {} was committed before",
+                    entry.id, known.0
+                ),
+            ),
+            Some(_) => Ok(()),
+            unknown => {
+                *unknown = Some(fact);
+                self.max_committed = self.max_committed.max(entry.id.index);
+                Ok(())
+            }
+        }
+    }
+
+    /// `node` installed a snapshot through `last`: it must be a committed entry.
+    pub fn on_snapshot(&self, node: NodeId, last: EntryId) -> Result<(), Violation> {
+        match self.committed_at(last.index) {
+            Some(id) if id != last => violation(
+                "state machine safety",
+                format!("{node} installed a snapshot through {last}, but {id} was committed"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// `node` cuts its log after `after` with its commit index at `commit`.
+    pub fn on_cut(node: NodeId, after: EntryId, commit: LogIndex) -> Result<(), Violation> {
+        if after.index < commit {
+            return violation(
+                "cut above commit",
+                format!("{node} cut after {after}, below its commit index {commit}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// A read that began when `committed_at_start` was committed was answered
+    /// with `read_index`.
+    pub fn on_read(
+        node: NodeId,
+        read_index: LogIndex,
+        committed_at_start: LogIndex,
+    ) -> Result<(), Violation> {
+        if read_index < committed_at_start {
+            return violation(
+                "linearizable reads",
+                format!(
+                    "{node} answered a read at index {read_index}, but {committed_at_start} was \
+                     committed before the read began"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The committed entry id at `index`, if any node committed one.
+    pub fn committed_at(&self, index: LogIndex) -> Option<EntryId> {
+        let offset = usize::try_from(index.0.checked_sub(1)?).ok()?;
+        self.committed.get(offset)?.map(|(id, _)| id)
+    }
+
+    pub fn leaders_elected(&self) -> usize {
+        self.leaders.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(term: u64, index: u64, byte: u8) -> Entry {
+        Entry {
+            id: EntryId::new(term, index),
+            payload: EntryPayload::Command(vec![byte]),
+        }
+    }
+
+    #[test]
+    fn two_leaders_of_one_term_are_caught() {
+        let mut checker = Checker::default();
+        let log = Log::default();
+        assert!(checker.on_leading(NodeId(1), Term(2), &log).is_ok());
+        assert!(checker.on_leading(NodeId(1), Term(2), &log).is_ok());
+        let error = checker.on_leading(NodeId(2), Term(2), &log).unwrap_err();
+        assert_eq!(error.checker, "election safety");
+    }
+
+    #[test]
+    fn an_entry_with_another_payload_or_predecessor_is_caught() {
+        let mut checker = Checker::default();
+        let first = [command(1, 1, 7), command(1, 2, 8)];
+        assert!(checker.on_append(NodeId(1), EntryId::ZERO, &first).is_ok());
+        assert!(checker.on_append(NodeId(2), EntryId::ZERO, &first).is_ok());
+        let other_payload = [command(1, 2, 9)];
+        let error = checker
+            .on_append(NodeId(3), EntryId::new(1, 1), &other_payload)
+            .unwrap_err();
+        assert_eq!(error.checker, "log matching");
+        let other_prev = [command(1, 2, 8)];
+        assert!(checker
+            .on_append(NodeId(3), EntryId::new(0, 1), &other_prev)
+            .is_err());
+    }
+
+    #[test]
+    fn a_second_commit_at_an_index_and_an_incomplete_leader_are_caught() {
+        let mut checker = Checker::default();
+        assert!(checker.on_commit(NodeId(1), &command(1, 1, 7)).is_ok());
+        assert!(checker.on_commit(NodeId(2), &command(1, 1, 7)).is_ok());
+        let error = checker.on_commit(NodeId(3), &command(2, 1, 7)).unwrap_err();
+        assert_eq!(error.checker, "state machine safety");
+        let error = checker
+            .on_leading(NodeId(3), Term(3), &Log::default())
+            .unwrap_err();
+        assert_eq!(error.checker, "leader completeness");
+    }
+
+    #[test]
+    fn cuts_below_commit_and_stale_reads_are_caught() {
+        assert!(Checker::on_cut(NodeId(1), EntryId::new(1, 5), LogIndex(5)).is_ok());
+        assert!(Checker::on_cut(NodeId(1), EntryId::new(1, 4), LogIndex(5)).is_err());
+        assert!(Checker::on_read(NodeId(1), LogIndex(5), LogIndex(5)).is_ok());
+        assert!(Checker::on_read(NodeId(1), LogIndex(4), LogIndex(5)).is_err());
+    }
+}
