@@ -14,6 +14,8 @@
 //! and the exit status is 0 only then; `--plants` runs every planted bug and
 //! prints the table of first failing seeds.
 
+mod common;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -85,18 +87,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Nanoseconds this process has run on a CPU (Linux's
-/// `/proc/self/schedstat`), so that the rate per CPU second shows through a
-/// machine shared with other work; None elsewhere.
-fn cpu_ns() -> Option<u64> {
-    let schedstat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    schedstat.split_whitespace().next()?.parse().ok()
-}
-
 /// Runs the range, prints the figures and the first failure; true if one failed.
 fn run_range(args: &Args, options: &Options) -> bool {
     let started = Instant::now();
-    let cpu_started = cpu_ns();
+    let cpu_started = common::cpu_ns();
     let mut total = Stats::default();
     let mut ran = 0u64;
     let mut failure = None;
@@ -110,13 +104,7 @@ fn run_range(args: &Args, options: &Options) -> bool {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_started, cpu_ns()) {
-        (Some(start), Some(end)) => {
-            let cpu_seconds = end.saturating_sub(start) as f64 / 1e9;
-            format!(" ({:.0} per CPU second)", ran as f64 / cpu_seconds)
-        }
-        _ => String::new(),
-    };
+    let cpu = common::per_cpu_second(ran, cpu_started);
     println!(
         "{ran} seeds at {} voters in {seconds:.2} s: {:.0} seeds/s{cpu}; per seed: {:.0} entries committed, \
          {:.1} faults, {:.1} crashes, {:.1} leaders, {:.1} snapshots installed, {:.1} reads, \

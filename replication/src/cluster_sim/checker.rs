@@ -202,13 +202,36 @@ impl Checker {
         }
     }
 
-    /// `node` cuts its log after `after` with its commit index at `commit`.
-    pub fn on_cut(node: NodeId, after: EntryId, commit: LogIndex) -> Result<(), Violation> {
+    /// `node`, with its commit index at `commit`, cuts `log` after `after`:
+    /// neither below its own commit index nor any entry committed anywhere
+    /// (a follower's own commit index may lag the cluster's).
+    pub fn on_cut(
+        &self,
+        node: NodeId,
+        after: EntryId,
+        commit: LogIndex,
+        log: &Log,
+    ) -> Result<(), Violation> {
         if after.index < commit {
             return violation(
                 "cut above commit",
                 format!("{node} cut after {after}, below its commit index {commit}"),
             );
+        }
+        let cut = log
+            .entries
+            .iter()
+            .filter(|entry| entry.id.index > after.index);
+        for entry in cut {
+            if self.committed_at(entry.id.index) == Some(entry.id) {
+                return violation(
+                    "cut above commit",
+                    format!(
+                        "{node} cut after {after}, dropping committed entry {}",
+                        entry.id
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -296,8 +319,21 @@ mod tests {
 
     #[test]
     fn cuts_below_commit_and_stale_reads_are_caught() {
-        assert!(Checker::on_cut(NodeId(1), EntryId::new(1, 5), LogIndex(5)).is_ok());
-        assert!(Checker::on_cut(NodeId(1), EntryId::new(1, 4), LogIndex(5)).is_err());
+        let mut checker = Checker::default();
+        let mut log = Log::default();
+        let entries = vec![command(1, 1, 7), command(1, 2, 8)];
+        assert!(log.append(entries.clone()));
+        let (after, commit) = (EntryId::new(1, 1), LogIndex(1));
+        assert!(checker.on_cut(NodeId(1), after, commit, &log).is_ok());
+        assert!(checker
+            .on_cut(NodeId(1), EntryId::ZERO, commit, &log)
+            .is_err());
+        assert!(checker.on_commit(NodeId(2), &entries[1]).is_ok());
+        let error = checker.on_cut(NodeId(1), after, commit, &log).unwrap_err();
+        assert!(
+            error.detail.contains("dropping committed entry 1.2"),
+            "{error}"
+        );
         assert!(Checker::on_read(NodeId(1), LogIndex(5), LogIndex(5)).is_ok());
         assert!(Checker::on_read(NodeId(1), LogIndex(4), LogIndex(5)).is_err());
     }

@@ -36,7 +36,7 @@ pub const CHAOS_MS: u64 = 1_000;
 /// After the chaos the network heals and every crashed node restarts; within
 /// this bound a write proposed after the heal must commit, and by its end
 /// every member must have caught up (Raft's liveness under a quiet network).
-pub const PROGRESS_BOUND_MS: u64 = 1_500;
+pub const PROGRESS_BOUND_MS: u64 = 2_000;
 /// After the heal the client writes until a write proposed after the heal
 /// commits (the progress asked for), or until this long before the end; then
 /// it stops, so that the last commits reach every member before the end.
@@ -46,6 +46,9 @@ pub const FAULT_INTERVAL_MS_MIN: u64 = 50;
 pub const FAULT_INTERVAL_MS_MAX: u64 = 250;
 /// Longest a crashed node stays down during the chaos.
 pub const DOWN_MS_MAX: u64 = 400;
+/// Longest a node crashed right after voting stays down: it is back while
+/// the campaigns of that term still run.
+pub const DOWN_AFTER_VOTE_MS_MAX: u64 = 10;
 /// Longest a sync (fsync) takes.
 pub const SYNC_MS_MAX: u64 = 8;
 /// Longest pause between two client actions.
@@ -58,9 +61,19 @@ pub const READ_EVERY_ACTIONS: u64 = 3;
 /// snapshot chunks, but a slower beat and appends of a client batch or two,
 /// so that a seed spends its events on the workload and the faults.
 pub const SIM_HEARTBEAT_INTERVAL_MS: u64 = 25;
-/// Election timeouts of the simulated groups, ten beats and more.
-pub const SIM_ELECTION_TIMEOUT_MS_MIN: u64 = 250;
-pub const SIM_ELECTION_TIMEOUT_MS_MAX: u64 = 500;
+/// The shortest election timeout of the simulated groups lies between these
+/// (chosen per seed).
+pub const SIM_ELECTION_TIMEOUT_MS_MIN_LOW: u64 = 100;
+pub const SIM_ELECTION_TIMEOUT_MS_MIN_HIGH: u64 = 250;
+/// How much longer the longest election timeout is than the shortest (one
+/// of these, per seed): the narrow spreads make split votes, where two
+/// candidates campaign in one term, common; the wide ones let a campaign
+/// outlast a voter's crash and restart.
+pub const SIM_ELECTION_TIMEOUT_SPREADS_MS: [u64; 4] = [40, 80, 200, 600];
+/// One granted vote in this many crashes its voter as soon as it is sent
+/// (before any sync that was not already due): where a vote not yet durable
+/// would be lost.
+pub const CRASH_AFTER_VOTE_EVERY: u64 = 2;
 /// Most entry bytes per append, and unacknowledged per follower, in the
 /// simulated groups: a few appends' worth, so a lagging follower meets flow
 /// control.
@@ -197,8 +210,18 @@ pub fn first_failure(seeds: std::ops::Range<u64>, options: &Options) -> (Option<
 /// Something due at a time, besides messages and the cores' own deadlines.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    Sync { node: usize, incarnation: u64 },
-    Restart { node: usize },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
+    /// A crash right after a vote (see `CRASH_AFTER_VOTE_EVERY`).
+    CrashAfterVote {
+        node: usize,
+        incarnation: u64,
+    },
+    Restart {
+        node: usize,
+    },
     Fault,
     Client,
     Heal,
@@ -244,6 +267,8 @@ struct Cluster {
     #[cfg(feature = "planted-bugs")]
     plant: Option<crate::planted::Plant>,
     now_ms: u64,
+    /// The groups' shortest and longest election timeouts.
+    election_timeout_ms: (u64, u64),
     rng: SplitMix64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     event_sequence: u64,
@@ -318,6 +343,11 @@ impl Cluster {
                 }
             })
             .collect();
+        let timeout_ms_min = SIM_ELECTION_TIMEOUT_MS_MIN_LOW
+            + rng.below(SIM_ELECTION_TIMEOUT_MS_MIN_HIGH - SIM_ELECTION_TIMEOUT_MS_MIN_LOW + 1);
+        let spread_ms = SIM_ELECTION_TIMEOUT_SPREADS_MS
+            [rng.below(SIM_ELECTION_TIMEOUT_SPREADS_MS.len() as u64) as usize];
+        let election_timeout_ms = (timeout_ms_min, timeout_ms_min + spread_ms);
         let mut client = Client::default();
         if rng.below(4) != 0 {
             let spare = NodeId(members as u64);
@@ -333,6 +363,7 @@ impl Cluster {
             #[cfg(feature = "planted-bugs")]
             plant: options.plant,
             now_ms: 0,
+            election_timeout_ms,
             network: Network::new(members),
             rng,
             events: BinaryHeap::new(),
@@ -381,8 +412,8 @@ impl Cluster {
     fn config(&self, id: NodeId) -> Config {
         Config {
             heartbeat_interval_ms: SIM_HEARTBEAT_INTERVAL_MS,
-            election_timeout_ms_min: SIM_ELECTION_TIMEOUT_MS_MIN,
-            election_timeout_ms_max: SIM_ELECTION_TIMEOUT_MS_MAX,
+            election_timeout_ms_min: self.election_timeout_ms.0,
+            election_timeout_ms_max: self.election_timeout_ms.1,
             append_bytes_max: SIM_APPEND_BYTES_MAX,
             inflight_bytes_max: SIM_INFLIGHT_BYTES_MAX,
             #[cfg(feature = "planted-bugs")]
@@ -452,6 +483,11 @@ impl Cluster {
                     self.sync(node)?;
                 }
             }
+            Event::CrashAfterVote { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.crash(node, DOWN_AFTER_VOTE_MS_MAX);
+                }
+            }
             Event::Restart { node } => {
                 if !self.nodes[node].up() {
                     self.boot(node);
@@ -503,8 +539,8 @@ impl Cluster {
         let leader = self.last_leader.map(|(node, _)| node);
         let random = self.rng.below(count as u64) as usize;
         match kind {
-            0 => self.crash(random),
-            1 => self.crash(leader.unwrap_or(random)),
+            0 => self.crash(random, DOWN_MS_MAX),
+            1 => self.crash(leader.unwrap_or(random), DOWN_MS_MAX),
             2 => {
                 let side: Vec<usize> = (0..count).filter(|_| self.rng.below(2) == 0).collect();
                 self.network.partition = Partition::split(count, &side);
@@ -534,7 +570,7 @@ impl Cluster {
     }
 
     /// Node `index` loses power: what no sync covered is gone.
-    fn crash(&mut self, index: usize) {
+    fn crash(&mut self, index: usize, down_ms_max: u64) {
         let incarnation = {
             let node = &mut self.nodes[index];
             if !node.up() {
@@ -550,7 +586,7 @@ impl Cluster {
         };
         self.stats.crashes += 1;
         self.trace = mix(self.trace, incarnation ^ index as u64);
-        let down_ms = 1 + self.rng.below(DOWN_MS_MAX);
+        let down_ms = 1 + self.rng.below(down_ms_max);
         self.schedule(down_ms, Event::Restart { node: index });
     }
 
@@ -655,7 +691,8 @@ impl Cluster {
         match output {
             Output::Cut { after } => {
                 let node = &mut self.nodes[index];
-                Checker::on_cut(node.id, after, node.commit())?;
+                self.checker
+                    .on_cut(node.id, after, node.commit(), &node.live)?;
                 node.live.cut(after.index);
                 node.pending.push(PendingWrite::Cut(after));
                 self.schedule_sync(index);
@@ -751,6 +788,18 @@ impl Cluster {
                 self.last_leader = Some((index, envelope.term.0));
             }
         }
+        let granted = matches!(envelope.message, Message::VoteReply { granted: true });
+        if granted && !self.healed && self.rng.below(CRASH_AFTER_VOTE_EVERY) == 0 {
+            let incarnation = from.incarnation;
+            self.schedule(
+                0,
+                Event::CrashAfterVote {
+                    node: index,
+                    incarnation,
+                },
+            );
+        }
+        let from = &self.nodes[index];
         let to = (envelope.to.0 as usize).wrapping_sub(1);
         if to >= self.nodes.len() || envelope.from != from.id {
             return Err(Violation {

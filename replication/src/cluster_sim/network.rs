@@ -22,8 +22,11 @@ pub const JITTER_MS_MAX: u64 = 12;
 /// them would cost a third of the simulator's time; the proptests of
 /// `tests/codec.rs` cover the codec's corners).
 pub const CODEC_ROUND_TRIP_EVERY: u64 = 32;
-/// Latency of the rare slow message (a retransmission, a long queue).
-pub const SLOW_MESSAGE_MS: u64 = 120;
+/// Shortest and longest latency of the rare slow message (a retransmission,
+/// a long queue): up to a few election timeouts, so that a request can
+/// outlive its sender's patience and a voter's restart.
+pub const SLOW_MESSAGE_MS_MIN: u64 = 50;
+pub const SLOW_MESSAGE_MS_MAX: u64 = 600;
 
 /// The network's weather: per-message probabilities in parts per thousand.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,7 +44,7 @@ impl Weather {
         Weather {
             drop_per_mille: rng.below(101),
             duplicate_per_mille: rng.below(51),
-            slow_per_mille: rng.below(51),
+            slow_per_mille: rng.below(151),
             corrupt_per_mille: rng.below(11),
         }
     }
@@ -204,7 +207,7 @@ impl Network {
 
     fn push(&mut self, rng: &mut SplitMix64, now_ms: u64, to: usize, envelope: Envelope) {
         let latency_ms = if rng.below(1000) < self.weather.slow_per_mille {
-            SLOW_MESSAGE_MS
+            SLOW_MESSAGE_MS_MIN + rng.below(SLOW_MESSAGE_MS_MAX - SLOW_MESSAGE_MS_MIN + 1)
         } else {
             LATENCY_MIN_MS + rng.below(JITTER_MS_MAX + 1)
         };
