@@ -177,9 +177,10 @@ impl Group {
         read_round: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || !well_formed(prev, &entries) {
             // Two leaders in one term: impossible unless a planted bug made
-            // it so; the simulator's checker reports it.
+            // it so (the simulator's checker reports it). A malformed append
+            // is a peer's bug: dropped, never a panic here.
             return;
         }
         if self.role != Role::Follower {
@@ -385,4 +386,17 @@ impl Group {
             self.on_leader_commit(now_ms, out);
         }
     }
+}
+
+/// Whether `entries` follow `prev` as a log must: consecutive indexes, terms
+/// never decreasing.
+fn well_formed(prev: EntryId, entries: &[Entry]) -> bool {
+    let mut before = prev;
+    for entry in entries {
+        if entry.id.index.0 != before.index.0.wrapping_add(1) || entry.id.term < before.term {
+            return false;
+        }
+        before = entry.id;
+    }
+    true
 }
