@@ -702,3 +702,16 @@ fn snapshot_chunks_resume_from_what_the_follower_holds() {
         "entry 1.1 conflicted with the snapshot: dropped"
     );
 }
+
+#[test]
+fn a_malformed_append_is_dropped_without_a_panic() {
+    let mut group = group(N1, 3, &[1]);
+    let gap = append(id(1, 1), vec![command(3, 3)], 0, 0);
+    assert_eq!(step(&mut group, LATER_MS, receive(N2, N1, 3, gap)), vec![]);
+    let backwards = append(id(3, 1), vec![command(2, 2)], 0, 0);
+    assert_eq!(
+        step(&mut group, LATER_MS, receive(N2, N1, 3, backwards)),
+        vec![]
+    );
+    assert_eq!(group.last(), id(1, 1), "nothing appended");
+}
