@@ -47,9 +47,7 @@ impl Log {
             snapshot_data,
             entries: VecDeque::with_capacity(entries.len()),
         };
-        for entry in entries {
-            log.append(entry);
-        }
+        log.extend(&entries);
         log.durable = log.last().index;
         log
     }
@@ -130,20 +128,24 @@ impl Log {
         (base.index <= top && base.term <= term).then_some(base)
     }
 
-    pub fn append(&mut self, entry: Entry) {
-        let last = self.last();
-        assert_eq!(
-            entry.id.index,
-            last.index.next(),
-            "entries are appended in order: {} after {last}",
-            entry.id
-        );
-        assert!(
-            entry.id.term >= last.term,
-            "terms never decrease along the log: {} after {last}",
-            entry.id
-        );
-        self.entries.push_back(entry);
+    /// Appends copies of `entries` (cheap: commands are shared).
+    pub fn extend(&mut self, entries: &[Entry]) {
+        let mut last = self.last();
+        for entry in entries {
+            assert_eq!(
+                entry.id.index,
+                last.index.next(),
+                "entries are appended in order: {} after {last}",
+                entry.id
+            );
+            assert!(
+                entry.id.term >= last.term,
+                "terms never decrease along the log: {} after {last}",
+                entry.id
+            );
+            last = entry.id;
+        }
+        self.entries.extend(entries.iter().cloned());
     }
 
     /// Entries from `from` on, at least one if there is one, then as many as

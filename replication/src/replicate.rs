@@ -8,7 +8,7 @@ use crate::interface::{NotLeader, Output, Refusal};
 use crate::log::entry_bytes;
 use crate::message::{AppendResult, Message};
 use crate::progress::Mode;
-use crate::types::{Entry, EntryId, EntryPayload, LogIndex, NodeId, ProposalId};
+use crate::types::{CommandBytes, Entry, EntryId, EntryPayload, LogIndex, NodeId, ProposalId};
 
 impl Group {
     /// Why this node takes no proposal now, if it takes none.
@@ -22,7 +22,11 @@ impl Group {
             .map(|transfer| Refusal::Transferring { to: transfer.to })
     }
 
-    pub(crate) fn propose(&mut self, proposals: Vec<(ProposalId, Vec<u8>)>, out: &mut Vec<Output>) {
+    pub(crate) fn propose(
+        &mut self,
+        proposals: Vec<(ProposalId, CommandBytes)>,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(refusal) = self.refusal() {
             for (proposal, _) in proposals {
                 out.push(Output::Resolve {
@@ -57,9 +61,7 @@ impl Group {
         if entries.is_empty() {
             return;
         }
-        for entry in &entries {
-            self.log.append(entry.clone());
-        }
+        self.log.extend(&entries);
         out.push(Output::Persist {
             hard_state: None,
             entries,
@@ -244,7 +246,7 @@ impl Group {
             .unwrap_or(entries.len());
         let cut_below_commit = self.planted(crate::Plant::CutBelowCommit);
         let mut new = entries;
-        let new = new.split_off(first_new);
+        new.drain(..first_new);
         let mut cut = None;
         if let Some(first) = new.first() {
             if first.id.index <= self.log.last().index {
@@ -270,9 +272,7 @@ impl Group {
         let changes_membership = new
             .iter()
             .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
-        for entry in &new {
-            self.log.append(entry.clone());
-        }
+        self.log.extend(&new);
         out.push(Output::Persist {
             hard_state: None,
             entries: new,

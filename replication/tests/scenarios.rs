@@ -54,7 +54,7 @@ fn a_three_node_cluster_elects_one_leader_and_commits() {
             .disk
             .entry(commit.index.0)
             .expect("on disk");
-        assert_eq!(entry.payload, EntryPayload::Command(b"x".to_vec()));
+        assert_eq!(entry.payload, EntryPayload::Command(b"x".as_slice().into()));
     }
 }
 

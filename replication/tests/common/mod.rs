@@ -357,7 +357,7 @@ impl Cluster {
             NodeId(id),
             Input::Propose {
                 proposal: keel_replication::ProposalId(proposal),
-                command: command.to_vec(),
+                command: command.into(),
             },
         )
     }
