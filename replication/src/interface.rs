@@ -3,7 +3,8 @@
 
 use crate::message::Envelope;
 use crate::types::{
-    Entry, EntryId, HardState, LogIndex, Membership, NodeId, ProposalId, ReadId, SnapshotMeta,
+    CommandBytes, Entry, EntryId, HardState, LogIndex, Membership, NodeId, ProposalId, ReadId,
+    SnapshotMeta,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,12 +15,12 @@ pub enum Input {
     /// Append a command (leader only; elsewhere resolved `NotLeader`).
     Propose {
         proposal: ProposalId,
-        command: Vec<u8>,
+        command: CommandBytes,
     },
     /// Append several commands at once: one `Persist` and one message per
     /// follower for the whole batch (the batched path of the benchmark).
     ProposeBatch {
-        proposals: Vec<(ProposalId, Vec<u8>)>,
+        proposals: Vec<(ProposalId, CommandBytes)>,
     },
     /// A linearizable read: answered `ReadReady` once the read index is known
     /// to be current and applied (ReadIndex, §6.4).

@@ -33,6 +33,6 @@ pub use log::{entry_bytes, ENTRY_OVERHEAD_BYTES};
 pub use message::{AppendResult, Envelope, Message};
 pub use planted::Plant;
 pub use types::{
-    Entry, EntryId, EntryPayload, HardState, LogIndex, Membership, NodeId, ProposalId, ReadId,
-    SnapshotMeta, Term,
+    CommandBytes, Entry, EntryId, EntryPayload, HardState, LogIndex, Membership, NodeId,
+    ProposalId, ReadId, SnapshotMeta, Term,
 };

@@ -47,9 +47,7 @@ impl Log {
             snapshot_data,
             entries: VecDeque::with_capacity(entries.len()),
         };
-        for entry in entries {
-            log.append(entry);
-        }
+        log.extend(&entries);
         log.durable = log.last().index;
         log
     }
@@ -115,33 +113,39 @@ impl Log {
     /// conflict hint, §3.5). `None` when the answer lies before the snapshot.
     pub fn last_at_or_below(&self, index: LogIndex, term: Term) -> Option<EntryId> {
         let top = index.min(self.last().index);
-        let found = self
-            .entries
-            .iter()
-            .rev()
-            .skip_while(|entry| entry.id.index > top)
-            .find(|entry| entry.id.term <= term)
-            .map(|entry| entry.id);
-        found.or_else(|| {
-            let base = self.snapshot.last;
-            (base.index <= top && base.term <= term).then_some(base)
-        })
+        let base = self.snapshot.last;
+        if top > base.index {
+            let end = usize::try_from(top.0 - base.index.0).expect("index fits in memory");
+            let found = self
+                .entries
+                .range(..end)
+                .rev()
+                .find(|entry| entry.id.term <= term);
+            if let Some(entry) = found {
+                return Some(entry.id);
+            }
+        }
+        (base.index <= top && base.term <= term).then_some(base)
     }
 
-    pub fn append(&mut self, entry: Entry) {
-        let last = self.last();
-        assert_eq!(
-            entry.id.index,
-            last.index.next(),
-            "entries are appended in order: {} after {last}",
-            entry.id
-        );
-        assert!(
-            entry.id.term >= last.term,
-            "terms never decrease along the log: {} after {last}",
-            entry.id
-        );
-        self.entries.push_back(entry);
+    /// Appends copies of `entries` (cheap: commands are shared).
+    pub fn extend(&mut self, entries: &[Entry]) {
+        let mut last = self.last();
+        for entry in entries {
+            assert_eq!(
+                entry.id.index,
+                last.index.next(),
+                "entries are appended in order: {} after {last}",
+                entry.id
+            );
+            assert!(
+                entry.id.term >= last.term,
+                "terms never decrease along the log: {} after {last}",
+                entry.id
+            );
+            last = entry.id;
+        }
+        self.entries.extend(entries.iter().cloned());
     }
 
     /// Entries from `from` on, at least one if there is one, then as many as
@@ -152,7 +156,7 @@ impl Log {
         let mut bytes = 0;
         let mut slice = Vec::new();
         let start = usize::try_from(from.0 - first.0).expect("index fits in memory");
-        for entry in self.entries.iter().skip(start) {
+        for entry in self.entries.range(start..) {
             bytes += entry_bytes(entry);
             if !slice.is_empty() && bytes > bytes_max {
                 break;

@@ -49,7 +49,9 @@ impl Group {
             .entries()
             .rev()
             .find_map(|entry| match &entry.payload {
-                EntryPayload::Membership(membership) => Some((entry.id.index, membership.clone())),
+                EntryPayload::Membership(membership) => {
+                    Some((entry.id.index, (**membership).clone()))
+                }
                 _ => None,
             });
         newest.unwrap_or_else(|| {
@@ -142,7 +144,7 @@ impl Group {
                 term: self.hard.term,
                 index: self.log.last().index.next(),
             },
-            payload: EntryPayload::Membership(next),
+            payload: EntryPayload::Membership(Box::new(next)),
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::interface::{NotLeader, Output, Refusal};
 use crate::log::entry_bytes;
 use crate::message::{AppendResult, Message};
 use crate::progress::Mode;
-use crate::types::{Entry, EntryId, EntryPayload, LogIndex, NodeId, ProposalId};
+use crate::types::{CommandBytes, Entry, EntryId, EntryPayload, LogIndex, NodeId, ProposalId};
 
 impl Group {
     /// Why this node takes no proposal now, if it takes none.
@@ -22,7 +22,11 @@ impl Group {
             .map(|transfer| Refusal::Transferring { to: transfer.to })
     }
 
-    pub(crate) fn propose(&mut self, proposals: Vec<(ProposalId, Vec<u8>)>, out: &mut Vec<Output>) {
+    pub(crate) fn propose(
+        &mut self,
+        proposals: Vec<(ProposalId, CommandBytes)>,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(refusal) = self.refusal() {
             for (proposal, _) in proposals {
                 out.push(Output::Resolve {
@@ -57,9 +61,7 @@ impl Group {
         if entries.is_empty() {
             return;
         }
-        for entry in &entries {
-            self.log.append(entry.clone());
-        }
+        self.log.extend(&entries);
         out.push(Output::Persist {
             hard_state: None,
             entries,
@@ -177,9 +179,10 @@ impl Group {
         read_round: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || !well_formed(prev, &entries) {
             // Two leaders in one term: impossible unless a planted bug made
-            // it so; the simulator's checker reports it.
+            // it so (the simulator's checker reports it). A malformed append
+            // is a peer's bug: dropped, never a panic here.
             return;
         }
         if self.role != Role::Follower {
@@ -243,7 +246,7 @@ impl Group {
             .unwrap_or(entries.len());
         let cut_below_commit = self.planted(crate::Plant::CutBelowCommit);
         let mut new = entries;
-        let new = new.split_off(first_new);
+        new.drain(..first_new);
         let mut cut = None;
         if let Some(first) = new.first() {
             if first.id.index <= self.log.last().index {
@@ -269,9 +272,7 @@ impl Group {
         let changes_membership = new
             .iter()
             .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
-        for entry in &new {
-            self.log.append(entry.clone());
-        }
+        self.log.extend(&new);
         out.push(Output::Persist {
             hard_state: None,
             entries: new,
@@ -385,4 +386,17 @@ impl Group {
             self.on_leader_commit(now_ms, out);
         }
     }
+}
+
+/// Whether `entries` follow `prev` as a log must: consecutive indexes, terms
+/// never decreasing.
+fn well_formed(prev: EntryId, entries: &[Entry]) -> bool {
+    let mut before = prev;
+    for entry in entries {
+        if entry.id.index.0 != before.index.0.wrapping_add(1) || entry.id.term < before.term {
+            return false;
+        }
+        before = entry.id;
+    }
+    true
 }

@@ -23,7 +23,7 @@ fn id(term: u64, index: u64) -> EntryId {
 fn command(term: u64, index: u64) -> Entry {
     Entry {
         id: id(term, index),
-        payload: EntryPayload::Command(format!("c{index}").into_bytes()),
+        payload: EntryPayload::Command(format!("c{index}").as_bytes().into()),
     }
 }
 
@@ -413,7 +413,7 @@ fn a_rejection_probes_from_the_hint() {
 #[test]
 fn flow_control_stops_sending_at_the_in_flight_byte_bound() {
     let mut group = settled_leader(Config::test_min(N1, 1));
-    let command = vec![0u8; 200];
+    let command: keel_replication::CommandBytes = vec![0u8; 200].into();
     let proposals = (0..20).map(|n| (ProposalId(n), command.clone())).collect();
     let out = step(&mut group, LATER_MS, Input::ProposeBatch { proposals });
     let bytes_to_n2: u64 = out
@@ -519,7 +519,7 @@ fn a_follower_refuses_reads_and_proposals_naming_the_leader() {
     );
     let propose = Input::Propose {
         proposal: ProposalId(4),
-        command: b"x".to_vec(),
+        command: b"x".as_slice().into(),
     };
     assert_eq!(
         step(&mut group, LATER_MS, propose),
@@ -701,4 +701,17 @@ fn snapshot_chunks_resume_from_what_the_follower_holds() {
         id(2, 9),
         "entry 1.1 conflicted with the snapshot: dropped"
     );
+}
+
+#[test]
+fn a_malformed_append_is_dropped_without_a_panic() {
+    let mut group = group(N1, 3, &[1]);
+    let gap = append(id(1, 1), vec![command(3, 3)], 0, 0);
+    assert_eq!(step(&mut group, LATER_MS, receive(N2, N1, 3, gap)), vec![]);
+    let backwards = append(id(3, 1), vec![command(2, 2)], 0, 0);
+    assert_eq!(
+        step(&mut group, LATER_MS, receive(N2, N1, 3, backwards)),
+        vec![]
+    );
+    assert_eq!(group.last(), id(1, 1), "nothing appended");
 }

@@ -10,16 +10,26 @@ use keel_replication::{
 };
 
 /// Lets `id` campaign until it wins (a first campaign may only teach it a
-/// newer term that a pre-vote reply carried).
+/// newer term that a pre-vote reply carried). A leader cut off from it may
+/// still believe it leads an older term.
 fn elect(cluster: &mut Cluster, id: u64) {
     for _ in 0..3 {
         cluster.forget_leaders();
         cluster.campaign(id);
-        if cluster.leaders() == vec![NodeId(id)] {
+        if cluster.group(id).role() == Role::Leader {
             break;
         }
     }
-    assert_eq!(cluster.leaders(), vec![NodeId(id)], "n{id} wins");
+    assert_eq!(cluster.group(id).role(), Role::Leader, "n{id} wins");
+    let term = cluster.group(id).term();
+    for other in cluster.leaders() {
+        if other != NodeId(id) {
+            assert!(
+                cluster.nodes[&other].group.term() < term,
+                "one leader per term"
+            );
+        }
+    }
 }
 
 #[test]
@@ -44,7 +54,7 @@ fn a_three_node_cluster_elects_one_leader_and_commits() {
             .disk
             .entry(commit.index.0)
             .expect("on disk");
-        assert_eq!(entry.payload, EntryPayload::Command(b"x".to_vec()));
+        assert_eq!(entry.payload, EntryPayload::Command(b"x".as_slice().into()));
     }
 }
 
@@ -336,4 +346,198 @@ fn a_lagging_follower_gets_the_snapshot_in_chunks() {
     assert_eq!(installed, vec![(meta, data)], "the whole snapshot, once");
     assert_eq!(cluster.group(3).last(), cluster.group(1).last());
     assert_eq!(cluster.group(3).commit(), cluster.group(1).commit());
+}
+
+/// Two candidates, n2 and n3, campaign in the same term of five nodes; n1
+/// votes for n2, crashes and restarts, and is then asked by n3. With
+/// `flush_first` n1's vote is durable before the crash. Returns the leaders
+/// of that term.
+fn rival_candidates(
+    config: fn(NodeId) -> keel_replication::Config,
+    flush_first: bool,
+) -> Vec<NodeId> {
+    let mut cluster = Cluster::with_config(5, config);
+    cluster.instant_durability = false;
+    cluster.forget_leaders();
+    for id in [2, 3] {
+        let deadline = cluster.group(id).next_deadline_ms().expect("a voter");
+        cluster.now_ms = cluster.now_ms.max(deadline);
+        cluster.step(NodeId(id), Input::Tick);
+    }
+    cluster.deliver_all(); // Pre-votes change nothing: both may campaign.
+    let term = cluster.group(2).term();
+    assert_eq!(cluster.group(3).term(), term, "both campaign in one term");
+    cluster.flush(NodeId(2));
+    cluster.deliver_one(2, 1);
+    cluster.deliver_one(2, 4);
+    cluster.flush(NodeId(4));
+    if flush_first {
+        cluster.flush(NodeId(1));
+    }
+    cluster.deliver_one(4, 2);
+    cluster.deliver_one(1, 2);
+    cluster.crash(1);
+    cluster.restart(1);
+    cluster.forget_leaders();
+    cluster.flush(NodeId(3)); // n3's vote requests go out only now.
+    cluster.deliver_one(3, 5);
+    cluster.flush(NodeId(5));
+    cluster.deliver_one(5, 3);
+    cluster.deliver_one(3, 1);
+    cluster.flush(NodeId(1));
+    cluster.deliver_one(1, 3);
+    cluster
+        .leaders()
+        .into_iter()
+        .filter(|id| cluster.nodes[id].group.term() == term)
+        .collect()
+}
+
+/// §3.4 and §3.8: a vote is sent only once durable, and a restarted node
+/// remembers it, so two rivals never both win one term.
+#[test]
+fn a_vote_survives_a_crash_so_rivals_cannot_both_win() {
+    for flush_first in [false, true] {
+        let leaders = rival_candidates(common::test_config, flush_first);
+        assert!(leaders.len() <= 1, "one leader per term: {leaders:?}");
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn planted_config(plant: keel_replication::Plant) -> impl Fn(NodeId) -> keel_replication::Config {
+    move |id| {
+        let mut config = common::test_config(id);
+        config.plant = Some(plant);
+        config
+    }
+}
+
+/// The planted `vote-before-persist` bug: n1's vote reaches n2, is lost in
+/// the crash, and n1 votes again for n3: two leaders in one term.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn a_vote_sent_before_it_is_durable_elects_two_leaders() {
+    fn config(id: NodeId) -> keel_replication::Config {
+        planted_config(keel_replication::Plant::VoteBeforePersist)(id)
+    }
+    let leaders = rival_candidates(config, false);
+    assert_eq!(leaders, vec![NodeId(2), NodeId(3)]);
+}
+
+/// The planted `forget-vote-on-restart` bug: n1's durable vote is forgotten
+/// on restart, and it votes again for n3: two leaders in one term.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn a_vote_forgotten_on_restart_elects_two_leaders() {
+    fn config(id: NodeId) -> keel_replication::Config {
+        planted_config(keel_replication::Plant::ForgetVoteOnRestart)(id)
+    }
+    let leaders = rival_candidates(config, true);
+    assert_eq!(leaders, vec![NodeId(2), NodeId(3)]);
+}
+
+/// §3.5's log-matching check: n1 appended X alone and crashed; n2 led the
+/// next term and put its no-op Y at X's index alone and crashed; n1 leads
+/// again (with n3) and probes n2 with `prev` = X. Returns n1's and n2's
+/// entry ids at X's index and the one after, once n2 has caught up.
+fn divergent_prev(config: fn(NodeId) -> keel_replication::Config) -> [[EntryId; 2]; 2] {
+    let mut cluster = Cluster::with_config(3, config);
+    elect(&mut cluster, 1);
+    cluster.isolate(&[1]);
+    cluster.propose(1, 1, b"X");
+    cluster.crash(1);
+    cluster.heal();
+    let appends_from_2 = |envelope: &Envelope| {
+        envelope.from == NodeId(2) && matches!(envelope.message, Message::Append { .. })
+    };
+    cluster.drop_if = Some(Box::new(appends_from_2));
+    elect(&mut cluster, 2);
+    cluster.drop_if = None;
+    cluster.crash(2);
+    cluster.restart(1);
+    elect(&mut cluster, 1);
+    cluster.restart(2);
+    cluster.run_until(cluster.now_ms + 50);
+    let x = cluster.node(3).disk.entry(2).expect("n3 has X").id;
+    let at = |id: u64| {
+        let disk = &cluster.node(id).disk;
+        [
+            disk.entry(2).expect("index 2").id,
+            disk.entry(3).expect("index 3").id,
+        ]
+    };
+    assert_eq!(at(1)[0], x);
+    [at(1), at(2)]
+}
+
+#[test]
+fn a_follower_whose_prev_differs_rejects_and_is_repaired() {
+    let [n1, n2] = divergent_prev(common::test_config);
+    assert_eq!(n1, n2, "n2's Y was cut and replaced by n1's entries");
+}
+
+/// The planted `skip-log-matching` bug: n2 appends n1's next entry after its
+/// own Y; the logs share an entry but differ before it.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn skipping_the_log_matching_check_breaks_log_matching() {
+    fn config(id: NodeId) -> keel_replication::Config {
+        planted_config(keel_replication::Plant::SkipLogMatching)(id)
+    }
+    let [n1, n2] = divergent_prev(config);
+    assert_eq!(n1[1], n2[1], "the same entry at index 3");
+    assert_ne!(n1[0], n2[0], "but different entries at index 2");
+}
+
+/// §6.4: n1, cut off, still believes it leads while n2 and n3 elect n2 and
+/// commit W. A read that begins at n1 after W committed must not be served
+/// from n1's stale state. Returns n1's answer to it, if any.
+fn read_at_a_deposed_leader(config: fn(NodeId) -> keel_replication::Config) -> Vec<Output> {
+    let mut cluster = Cluster::with_config(3, config);
+    elect(&mut cluster, 1);
+    cluster.isolate(&[1]);
+    elect(&mut cluster, 2);
+    cluster.propose(2, 1, b"W");
+    cluster.deliver_all();
+    let w = cluster.group(2).last();
+    assert_eq!(cluster.group(2).commit(), w, "W committed");
+    assert_eq!(
+        cluster.group(1).role(),
+        Role::Leader,
+        "n1 has not noticed yet"
+    );
+    let answer = cluster.step(
+        NodeId(1),
+        Input::Read {
+            read: keel_replication::ReadId(1),
+        },
+    );
+    answer
+        .into_iter()
+        .filter(|output| matches!(output, Output::ReadReady { .. }))
+        .collect()
+}
+
+#[test]
+fn a_deposed_leader_cannot_confirm_a_read() {
+    assert_eq!(read_at_a_deposed_leader(common::test_config), vec![]);
+}
+
+/// The planted `read-index-without-heartbeat` bug answers at once, at a
+/// commit index below W: a stale read.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn a_read_index_without_a_heartbeat_serves_a_stale_read() {
+    fn config(id: NodeId) -> keel_replication::Config {
+        planted_config(keel_replication::Plant::ReadIndexWithoutHeartbeat)(id)
+    }
+    let answer = read_at_a_deposed_leader(config);
+    assert_eq!(
+        answer,
+        vec![Output::ReadReady {
+            read: keel_replication::ReadId(1),
+            result: Ok(keel_replication::LogIndex(1)),
+        }],
+        "n1's commit index: its no-op, not W"
+    );
 }

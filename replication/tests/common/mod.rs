@@ -58,6 +58,32 @@ impl Disk {
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.entries.iter().find(|entry| entry.id.index.0 == index)
     }
+
+    /// Executes one write the core asked for.
+    fn apply(&mut self, output: Output) {
+        match output {
+            Output::Persist {
+                hard_state,
+                entries,
+            } => {
+                if let Some(hard_state) = hard_state {
+                    self.hard_state = hard_state;
+                }
+                self.entries.extend(entries);
+            }
+            Output::Cut { after } => self.entries.retain(|entry| entry.id.index <= after.index),
+            Output::InstallSnapshot { meta, data } => {
+                if !self.entries.iter().any(|entry| entry.id == meta.last) {
+                    self.entries.clear();
+                }
+                self.entries
+                    .retain(|entry| entry.id.index > meta.last.index);
+                self.snapshot = meta;
+                self.snapshot_data = data;
+            }
+            other => unreachable!("not a write: {other:?}"),
+        }
+    }
 }
 
 pub struct Node {
@@ -68,6 +94,10 @@ pub struct Node {
     pub commits: Vec<EntryId>,
     /// Every output other than sends, persists and commits, in order.
     pub events: Vec<Output>,
+    /// Writes not yet durable (lost on a crash), in order.
+    pub unsynced: Vec<Output>,
+    /// Sends waiting for `unsynced` to be durable.
+    pub held: Vec<Envelope>,
 }
 
 /// Which messages a scenario loses on purpose.
@@ -81,6 +111,8 @@ pub struct Cluster {
     pub cut_links: BTreeSet<(NodeId, NodeId)>,
     /// Drops the messages it is true of (beyond the cut links).
     pub drop_if: Option<DropRule>,
+    /// Whether every write is durable as soon as it is made.
+    pub instant_durability: bool,
     config: fn(NodeId) -> Config,
 }
 
@@ -109,6 +141,8 @@ impl Cluster {
                     up: true,
                     commits: Vec::new(),
                     events: Vec::new(),
+                    unsynced: Vec::new(),
+                    held: Vec::new(),
                 };
                 (NodeId(*id), node)
             })
@@ -119,6 +153,7 @@ impl Cluster {
             queue: VecDeque::new(),
             cut_links: BTreeSet::new(),
             drop_if: None,
+            instant_durability: true,
             config,
         };
         for id in cluster.ids() {
@@ -139,8 +174,10 @@ impl Cluster {
         &self.node(id).group
     }
 
-    /// Steps one node and executes its outputs: persists at once (then
-    /// reports them durable), queues every send.
+    /// Steps one node and executes its outputs. With `instant_durability`
+    /// every write is durable at once (and reported so); otherwise writes and
+    /// the sends that wait for them are held until `flush`, and a crash loses
+    /// them.
     pub fn step(&mut self, id: NodeId, input: Input) -> Vec<Output> {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("a member");
@@ -149,55 +186,50 @@ impl Cluster {
         }
         let mut out = Vec::new();
         node.group.step(now_ms, input, &mut out);
-        let mut persisted = false;
         for output in &out {
             match output {
-                Output::Persist {
-                    hard_state,
-                    entries,
-                } => {
-                    if let Some(hard_state) = hard_state {
-                        node.disk.hard_state = *hard_state;
-                    }
-                    node.disk.entries.extend(entries.iter().cloned());
-                    persisted |= !entries.is_empty();
+                Output::Persist { .. } | Output::Cut { .. } | Output::InstallSnapshot { .. } => {
+                    node.unsynced.push(output.clone())
                 }
-                Output::Cut { after } => {
-                    node.disk
-                        .entries
-                        .retain(|entry| entry.id.index <= after.index);
-                }
-                Output::Send(envelope) | Output::SendAfterDurable(envelope) => {
+                Output::Send(envelope) => self.queue.push_back(envelope.clone()),
+                Output::SendAfterDurable(envelope) if node.unsynced.is_empty() => {
                     self.queue.push_back(envelope.clone())
                 }
+                Output::SendAfterDurable(envelope) => node.held.push(envelope.clone()),
                 Output::Commit { through } => node.commits.push(*through),
-                Output::InstallSnapshot { meta, data } => {
-                    if !node.disk.entries.iter().any(|entry| entry.id == meta.last) {
-                        node.disk.entries.clear();
-                    }
-                    node.disk
-                        .entries
-                        .retain(|entry| entry.id.index > meta.last.index);
-                    node.disk.snapshot = meta.clone();
-                    node.disk.snapshot_data = data.clone();
-                    node.events.push(output.clone());
-                }
                 other => node.events.push(other.clone()),
             }
-        }
-        if persisted {
-            let through = node.disk.last();
-            let mut more = Vec::new();
-            node.group
-                .step(now_ms, Input::Durable { through }, &mut more);
-            for output in &more {
-                match output {
-                    Output::Send(envelope) => self.queue.push_back(envelope.clone()),
-                    Output::Commit { through } => node.commits.push(*through),
-                    other => node.events.push(other.clone()),
-                }
+            if let Output::InstallSnapshot { .. } = output {
+                node.events.push(output.clone());
             }
-            out.extend(more);
+        }
+        if self.instant_durability {
+            out.extend(self.flush(id));
+        }
+        out
+    }
+
+    /// Makes everything `id` wrote durable, releases the sends that waited
+    /// for it, and reports `Durable`.
+    pub fn flush(&mut self, id: NodeId) -> Vec<Output> {
+        let node = self.nodes.get_mut(&id).expect("a member");
+        if !node.up || node.unsynced.is_empty() {
+            return Vec::new();
+        }
+        for output in std::mem::take(&mut node.unsynced) {
+            node.disk.apply(output);
+        }
+        self.queue.extend(std::mem::take(&mut node.held));
+        let through = node.disk.last();
+        let mut out = Vec::new();
+        node.group
+            .step(self.now_ms, Input::Durable { through }, &mut out);
+        for output in &out {
+            match output {
+                Output::Send(envelope) => self.queue.push_back(envelope.clone()),
+                Output::Commit { through } => node.commits.push(*through),
+                other => node.events.push(other.clone()),
+            }
         }
         out
     }
@@ -218,6 +250,21 @@ impl Cluster {
                 self.step(envelope.to, Input::Receive(envelope));
             }
         }
+    }
+
+    /// Delivers the oldest queued message from `from` to `to`, if any.
+    pub fn deliver_one(&mut self, from: u64, to: u64) -> bool {
+        let (from, to) = (NodeId(from), NodeId(to));
+        let found = self
+            .queue
+            .iter()
+            .position(|envelope| envelope.from == from && envelope.to == to);
+        let Some(at) = found else {
+            return false;
+        };
+        let envelope = self.queue.remove(at).expect("found");
+        self.step(to, Input::Receive(envelope));
+        true
     }
 
     /// Drops every message queued now.
@@ -286,8 +333,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Crashes `id`: what it had not made durable is lost.
     pub fn crash(&mut self, id: u64) {
-        self.nodes.get_mut(&NodeId(id)).expect("a member").up = false;
+        let node = self.nodes.get_mut(&NodeId(id)).expect("a member");
+        node.up = false;
+        node.unsynced.clear();
+        node.held.clear();
         self.queue
             .retain(|envelope| envelope.from != NodeId(id) && envelope.to != NodeId(id));
     }
@@ -306,7 +357,7 @@ impl Cluster {
             NodeId(id),
             Input::Propose {
                 proposal: keel_replication::ProposalId(proposal),
-                command: command.to_vec(),
+                command: command.into(),
             },
         )
     }
