@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use keel_replication::{
-    Config, Envelope, Group, Input, LogIndex, Membership, NodeId, Output, ProposalId, Restored,
-    Role, SnapshotMeta,
+    CommandBytes, Config, Envelope, Group, Input, LogIndex, Membership, NodeId, Output, ProposalId,
+    Restored, Role, SnapshotMeta,
 };
 
 /// Voters in the benchmark's group.
@@ -158,13 +158,13 @@ impl Cluster {
         self.nodes[self.leader].group.commit().index.0
     }
 
-    fn proposal(&mut self, command_bytes: usize) -> (ProposalId, Vec<u8>) {
+    fn proposal(&mut self, command_bytes: usize) -> (ProposalId, CommandBytes) {
         self.next_proposal += 1;
         let mut command = vec![0; command_bytes];
         let stamp = self.next_proposal.to_le_bytes();
         let stamped = command_bytes.min(stamp.len());
         command[..stamped].copy_from_slice(&stamp[..stamped]);
-        (ProposalId(self.next_proposal), command)
+        (ProposalId(self.next_proposal), command.into())
     }
 
     /// Proposes `count` commands as `mode` says and runs until all commit.

@@ -73,15 +73,15 @@ fn messages() -> Vec<(&'static str, Term, Message)> {
         },
         Entry {
             id: EntryId::new(4, 19),
-            payload: EntryPayload::Command(b"set key value".to_vec()),
+            payload: EntryPayload::Command(b"set key value"[..].into()),
         },
         Entry {
             id: EntryId::new(4, 20),
-            payload: EntryPayload::Membership(membership()),
+            payload: EntryPayload::Membership(Box::new(membership())),
         },
         Entry {
             id: EntryId::new(4, 21),
-            payload: EntryPayload::Command(vec![0xA5; 300]),
+            payload: EntryPayload::Command(vec![0xA5; 300].into()),
         },
     ];
     let append = |entries: Vec<Entry>| Message::Append {

@@ -560,7 +560,7 @@ fn decode_entry(reader: &mut Reader) -> Result<Entry, DecodeError> {
                 bytes: payload.len(),
             })
         }
-        PAYLOAD_COMMAND => EntryPayload::Command(payload.to_vec()),
+        PAYLOAD_COMMAND => EntryPayload::Command(payload.into()),
         PAYLOAD_MEMBERSHIP => {
             let mut inner = Reader::new(payload);
             let membership = decode_membership(&mut inner)?;
@@ -569,7 +569,7 @@ fn decode_entry(reader: &mut Reader) -> Result<Entry, DecodeError> {
                     trailing: inner.remaining(),
                 });
             }
-            EntryPayload::Membership(membership)
+            EntryPayload::Membership(Box::new(membership))
         }
         kind => return Err(DecodeError::PayloadKind { id, kind }),
     };

@@ -30,8 +30,9 @@ fn membership() -> impl Strategy<Value = Membership> {
 fn payload() -> impl Strategy<Value = EntryPayload> {
     prop_oneof![
         Just(EntryPayload::Noop),
-        proptest::collection::vec(any::<u8>(), 0..40).prop_map(EntryPayload::Command),
-        membership().prop_map(EntryPayload::Membership),
+        proptest::collection::vec(any::<u8>(), 0..40)
+            .prop_map(|bytes| EntryPayload::Command(bytes.into())),
+        membership().prop_map(|membership| EntryPayload::Membership(Box::new(membership))),
     ]
 }
 
@@ -189,7 +190,7 @@ fn append_of(entries: Vec<Entry>) -> Envelope {
 fn command(term: u64, index: u64, bytes: &[u8]) -> Entry {
     Entry {
         id: EntryId::new(term, index),
-        payload: EntryPayload::Command(bytes.to_vec()),
+        payload: EntryPayload::Command(bytes.into()),
     }
 }
 

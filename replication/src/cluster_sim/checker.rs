@@ -273,7 +273,7 @@ mod tests {
     fn command(term: u64, index: u64, byte: u8) -> Entry {
         Entry {
             id: EntryId::new(term, index),
-            payload: EntryPayload::Command(vec![byte]),
+            payload: EntryPayload::Command(vec![byte].into()),
         }
     }
 

@@ -863,7 +863,7 @@ impl Cluster {
             let entry = node.live.get(next).expect("held: checked above");
             self.checker.on_commit(node.id, entry)?;
             if let EntryPayload::Membership(membership) = &entry.payload {
-                node.applied_membership = membership.clone();
+                node.applied_membership = (**membership).clone();
             }
             let value = node.state.apply(entry);
             if value.is_some_and(|value| value >= self.heal_value) {

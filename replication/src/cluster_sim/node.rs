@@ -6,7 +6,7 @@
 //! from it.
 
 use crate::config::Restored;
-use crate::types::{Entry, EntryId, EntryPayload, HardState, LogIndex, SnapshotMeta};
+use crate::types::{CommandBytes, Entry, EntryId, EntryPayload, HardState, LogIndex, SnapshotMeta};
 
 /// A log as the driver holds it: the entries after a snapshot's last one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,10 +156,10 @@ pub struct StateMachine {
 }
 
 /// A command: which register, and the value (unique per write).
-pub fn command_bytes(key: u8, value: u64) -> Vec<u8> {
+pub fn command_bytes(key: u8, value: u64) -> CommandBytes {
     let mut bytes = vec![key];
     bytes.extend_from_slice(&value.to_le_bytes());
-    bytes
+    bytes.into()
 }
 
 fn parse_command(bytes: &[u8]) -> Option<(usize, u64)> {
