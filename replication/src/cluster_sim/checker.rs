@@ -93,17 +93,31 @@ pub struct Checker {
     /// Every entry id any log has held: its payload's fingerprint and the
     /// term of the entry before it in that log.
     seen: FastMap<EntryId, (u64, Term)>,
-    /// Every committed index (at `index - 1`): the entry id and payload
-    /// fingerprint, `None` where no node has reported it (a snapshot can
-    /// skip a few).
-    committed: Vec<Option<(EntryId, u64)>>,
+    /// Every committed index (at `index - 1`), `None` where no node has
+    /// reported it (a snapshot can skip a few).
+    committed: Vec<Option<Committed>>,
     /// The highest index any node has reported committed.
     pub max_committed: LogIndex,
 }
 
+/// What is known of a committed index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Committed {
+    id: EntryId,
+    fingerprint: u64,
+    /// The lowest term a node was in when it reported the commit. A node
+    /// learns a commit from a leader of its own term, which committed it in
+    /// that term or learned it from an earlier one: so this is at least the
+    /// term the entry was committed in, and every leader of a later term
+    /// must hold the entry (leader completeness).
+    term: Term,
+}
+
 impl Checker {
     /// `node` acts as leader of `term` (it sent an append in it). On its
-    /// first act, its log must hold every committed entry.
+    /// first act, its log must hold every entry committed in an earlier term
+    /// (a leader of an old term can still win late, through slow votes, and
+    /// need not hold what later terms committed).
     pub fn on_leading(&mut self, node: NodeId, term: Term, log: &Log) -> Result<(), Violation> {
         match self.leaders.insert(term, node) {
             Some(other) if other != node => violation(
@@ -122,8 +136,15 @@ impl Checker {
             .enumerate()
             .skip(log.base.index.0 as usize);
         for (offset, fact) in known {
-            let Some((id, _)) = fact else { continue };
-            if log.id_at(LogIndex(offset as u64 + 1)) != Some(*id) {
+            let Some(Committed {
+                id,
+                term: committed_in,
+                ..
+            }) = fact
+            else {
+                continue;
+            };
+            if *committed_in < term && log.id_at(LogIndex(offset as u64 + 1)) != Some(*id) {
                 return violation(
                     "leader completeness",
                     format!(
@@ -167,28 +188,50 @@ impl Checker {
         Ok(())
     }
 
-    /// `node` committed `entry`.
-    pub fn on_commit(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
-        let fact = (entry.id, fingerprint(entry));
+    /// `node`, in `term`, committed `entry`.
+    pub fn on_commit(&mut self, node: NodeId, term: Term, entry: &Entry) -> Result<(), Violation> {
+        let fingerprint = fingerprint(entry);
         let offset = entry.id.index.0 as usize - 1;
         if self.committed.len() <= offset {
             self.committed.resize(offset + 1, None);
         }
         match &mut self.committed[offset] {
-            Some(known) if *known != fact => violation(
+            Some(known) if (known.id, known.fingerprint) != (entry.id, fingerprint) => violation(
                 "state machine safety",
                 format!(
                     "{node} committed {} where {} was committed before",
-                    entry.id, known.0
+                    entry.id, known.id
                 ),
             ),
-            Some(_) => Ok(()),
+            Some(known) => {
+                known.term = known.term.min(term);
+                Ok(())
+            }
             unknown => {
-                *unknown = Some(fact);
+                *unknown = Some(Committed {
+                    id: entry.id,
+                    fingerprint,
+                    term,
+                });
                 self.max_committed = self.max_committed.max(entry.id.index);
                 Ok(())
             }
         }
+    }
+
+    /// `node`, leading `term`, moved its commit index to `through`: a leader
+    /// commits only by counting replicas of an entry of its own term, the
+    /// earlier ones following (§3.6.2, Figure 3.7: an earlier term's entry on
+    /// a majority can still be overwritten). The loss itself needs a rare
+    /// chain of crashes and elections, so the rule is checked where it acts.
+    pub fn on_leader_commit(node: NodeId, term: Term, through: EntryId) -> Result<(), Violation> {
+        if through.term != term {
+            return violation(
+                "leader commit rule",
+                format!("{node}, leading term {term}, committed through {through} by counting"),
+            );
+        }
+        Ok(())
     }
 
     /// `node` installed a snapshot through `last`: it must be a committed entry.
@@ -214,7 +257,7 @@ impl Checker {
     ) -> Result<(), Violation> {
         if after.index < commit {
             return violation(
-                "cut above commit",
+                "no cut below commit",
                 format!("{node} cut after {after}, below its commit index {commit}"),
             );
         }
@@ -225,7 +268,7 @@ impl Checker {
         for entry in cut {
             if self.committed_at(entry.id.index) == Some(entry.id) {
                 return violation(
-                    "cut above commit",
+                    "no cut below commit",
                     format!(
                         "{node} cut after {after}, dropping committed entry {}",
                         entry.id
@@ -258,7 +301,7 @@ impl Checker {
     /// The committed entry id at `index`, if any node committed one.
     pub fn committed_at(&self, index: LogIndex) -> Option<EntryId> {
         let offset = usize::try_from(index.0.checked_sub(1)?).ok()?;
-        self.committed.get(offset)?.map(|(id, _)| id)
+        self.committed.get(offset)?.map(|known| known.id)
     }
 
     pub fn leaders_elected(&self) -> usize {
@@ -307,14 +350,28 @@ mod tests {
     #[test]
     fn a_second_commit_at_an_index_and_an_incomplete_leader_are_caught() {
         let mut checker = Checker::default();
-        assert!(checker.on_commit(NodeId(1), &command(1, 1, 7)).is_ok());
-        assert!(checker.on_commit(NodeId(2), &command(1, 1, 7)).is_ok());
-        let error = checker.on_commit(NodeId(3), &command(2, 1, 7)).unwrap_err();
+        assert!(checker
+            .on_commit(NodeId(1), Term(1), &command(1, 1, 7))
+            .is_ok());
+        assert!(checker
+            .on_commit(NodeId(2), Term(2), &command(1, 1, 7))
+            .is_ok());
+        let error = checker
+            .on_commit(NodeId(3), Term(2), &command(2, 1, 7))
+            .unwrap_err();
         assert_eq!(error.checker, "state machine safety");
         let error = checker
             .on_leading(NodeId(3), Term(3), &Log::default())
             .unwrap_err();
         assert_eq!(error.checker, "leader completeness");
+    }
+
+    #[test]
+    fn a_leader_committing_an_earlier_terms_entry_is_caught() {
+        let own = Checker::on_leader_commit(NodeId(1), Term(3), EntryId::new(3, 9));
+        assert!(own.is_ok());
+        let error = Checker::on_leader_commit(NodeId(1), Term(3), EntryId::new(2, 8)).unwrap_err();
+        assert_eq!(error.checker, "leader commit rule");
     }
 
     #[test]
@@ -328,7 +385,7 @@ mod tests {
         assert!(checker
             .on_cut(NodeId(1), EntryId::ZERO, commit, &log)
             .is_err());
-        assert!(checker.on_commit(NodeId(2), &entries[1]).is_ok());
+        assert!(checker.on_commit(NodeId(2), Term(1), &entries[1]).is_ok());
         let error = checker.on_cut(NodeId(1), after, commit, &log).unwrap_err();
         assert!(
             error.detail.contains("dropping committed entry 1.2"),

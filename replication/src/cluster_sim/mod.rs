@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::interface::{Input, MembershipChange, NotLeader, Output, Refusal};
 use crate::message::{Envelope, Message};
 use crate::types::{EntryId, EntryPayload, LogIndex, Membership, NodeId, ProposalId, ReadId};
-use crate::Group;
+use crate::{Group, Role};
 use checker::{Checker, Violation};
 use network::{Network, Partition, Weather};
 use node::{command_bytes, Disk, Log, PendingWrite, StateMachine};
@@ -849,6 +849,13 @@ impl Cluster {
         follow_ups: &mut Vec<Input>,
     ) -> Result<(), Violation> {
         let node = &mut self.nodes[index];
+        let leading = node
+            .core
+            .as_ref()
+            .filter(|core| core.role() == Role::Leader);
+        if let Some(core) = leading.filter(|_| through.index > node.commit()) {
+            Checker::on_leader_commit(node.id, core.term(), through)?;
+        }
         if node.live.id_at(through.index) != Some(through) && through.index > node.commit() {
             return Err(Violation {
                 checker: "driver contract",
@@ -858,10 +865,11 @@ impl Cluster {
                 ),
             });
         }
+        let term = node.core.as_ref().expect("a core committed").term();
         while node.state.applied.index < through.index {
             let next = LogIndex(node.state.applied.index.0 + 1);
             let entry = node.live.get(next).expect("held: checked above");
-            self.checker.on_commit(node.id, entry)?;
+            self.checker.on_commit(node.id, term, entry)?;
             if let EntryPayload::Membership(membership) = &entry.payload {
                 node.applied_membership = (**membership).clone();
             }
