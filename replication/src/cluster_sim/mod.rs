@@ -1,6 +1,7 @@
 //! The cluster simulator of pure cores: 3 or 5 [`Group`]s (plus a spare that
-//! joins as a learner) exchanging the codec's bytes through a seeded network
-//! that drops, duplicates, delays, reorders, corrupts and partitions; a driver
+//! joins as a learner) exchanging messages through a seeded network that
+//! drops, duplicates, delays, reorders, corrupts (through the codec, which
+//! must refuse them) and partitions; a driver
 //! per node that executes the outputs in order as the real one must; crashes
 //! that lose what no sync covered; a client workload of writes and
 //! linearizable reads; membership changes, leadership transfers and
@@ -25,7 +26,10 @@ use keel_wal::memory::SplitMix64;
 use crate::config::Config;
 use crate::interface::{Input, MembershipChange, NotLeader, Output, Refusal};
 use crate::message::{Envelope, Message};
-use crate::types::{EntryId, EntryPayload, LogIndex, Membership, NodeId, ProposalId, ReadId};
+use crate::types::{
+    Entry, EntryId, EntryPayload, HardState, LogIndex, Membership, NodeId, ProposalId, ReadId,
+    SnapshotMeta,
+};
 use crate::{Group, Role};
 use checker::{Checker, Violation};
 use network::{Network, Partition, Weather};
@@ -253,6 +257,35 @@ struct SimNode {
 }
 
 impl SimNode {
+    /// Node `index`, never started, whose disk holds only the snapshot at
+    /// `EntryId::ZERO` naming `membership` (the first voters, or no one for
+    /// the spare).
+    fn new(index: usize, membership: Membership, compact_every: u64) -> SimNode {
+        let disk = Disk {
+            snapshot: SnapshotMeta {
+                last: EntryId::ZERO,
+                membership: membership.clone(),
+            },
+            snapshot_data: StateMachine::default().snapshot(),
+            ..Disk::default()
+        };
+        SimNode {
+            id: NodeId(index as u64 + 1),
+            core: None,
+            incarnation: 0,
+            live: disk.log.clone(),
+            disk,
+            pending: Vec::new(),
+            held: Vec::new(),
+            sync_scheduled: false,
+            state: StateMachine::default(),
+            applied_membership: membership.clone(),
+            membership,
+            reads_waiting: Vec::new(),
+            compact_every,
+        }
+    }
+
     fn up(&self) -> bool {
         self.core.is_some()
     }
@@ -302,6 +335,36 @@ struct Client {
     script: Vec<MembershipChange>,
 }
 
+/// The seed's shortest and longest election timeouts.
+fn election_timeout_ms(rng: &mut SplitMix64) -> (u64, u64) {
+    let spread = SIM_ELECTION_TIMEOUT_MS_MIN_HIGH - SIM_ELECTION_TIMEOUT_MS_MIN_LOW;
+    let timeout_ms_min = SIM_ELECTION_TIMEOUT_MS_MIN_LOW + rng.below(spread + 1);
+    let choice = rng.below(SIM_ELECTION_TIMEOUT_SPREADS_MS.len() as u64) as usize;
+    (
+        timeout_ms_min,
+        timeout_ms_min + SIM_ELECTION_TIMEOUT_SPREADS_MS[choice],
+    )
+}
+
+impl Client {
+    /// In three seeds of four, the membership script: the spare (the node
+    /// after the `voters` first) joins as a learner, is promoted, then a
+    /// random first voter is removed.
+    fn new(rng: &mut SplitMix64, voters: usize) -> Client {
+        let mut client = Client::default();
+        if rng.below(4) != 0 {
+            let spare = NodeId(voters as u64 + 1);
+            let victim = NodeId(1 + rng.below(voters as u64));
+            client.script = vec![
+                MembershipChange::Remove(victim),
+                MembershipChange::Promote(spare),
+                MembershipChange::AddLearner(spare),
+            ];
+        }
+        client
+    }
+}
+
 impl Cluster {
     fn new(seed: u64, options: &Options) -> Cluster {
         let mut rng = SplitMix64::new(seed);
@@ -317,47 +380,13 @@ impl Cluster {
                 } else {
                     Membership::default()
                 };
-                let disk = Disk {
-                    snapshot: crate::types::SnapshotMeta {
-                        last: EntryId::ZERO,
-                        membership: membership.clone(),
-                    },
-                    snapshot_data: StateMachine::default().snapshot(),
-                    ..Disk::default()
-                };
-                SimNode {
-                    id: NodeId(index as u64 + 1),
-                    core: None,
-                    incarnation: 0,
-                    live: disk.log.clone(),
-                    disk,
-                    pending: Vec::new(),
-                    held: Vec::new(),
-                    sync_scheduled: false,
-                    state: StateMachine::default(),
-                    applied_membership: membership.clone(),
-                    membership,
-                    reads_waiting: Vec::new(),
-                    compact_every: COMPACT_ENTRIES_MIN
-                        + rng.below(COMPACT_ENTRIES_MAX - COMPACT_ENTRIES_MIN + 1),
-                }
+                let compact_every =
+                    COMPACT_ENTRIES_MIN + rng.below(COMPACT_ENTRIES_MAX - COMPACT_ENTRIES_MIN + 1);
+                SimNode::new(index, membership, compact_every)
             })
             .collect();
-        let timeout_ms_min = SIM_ELECTION_TIMEOUT_MS_MIN_LOW
-            + rng.below(SIM_ELECTION_TIMEOUT_MS_MIN_HIGH - SIM_ELECTION_TIMEOUT_MS_MIN_LOW + 1);
-        let spread_ms = SIM_ELECTION_TIMEOUT_SPREADS_MS
-            [rng.below(SIM_ELECTION_TIMEOUT_SPREADS_MS.len() as u64) as usize];
-        let election_timeout_ms = (timeout_ms_min, timeout_ms_min + spread_ms);
-        let mut client = Client::default();
-        if rng.below(4) != 0 {
-            let spare = NodeId(members as u64);
-            let victim = NodeId(1 + rng.below(options.voters as u64));
-            client.script = vec![
-                MembershipChange::Remove(victim),
-                MembershipChange::Promote(spare),
-                MembershipChange::AddLearner(spare),
-            ];
-        }
+        let election_timeout_ms = election_timeout_ms(&mut rng);
+        let client = Client::new(&mut rng, options.voters);
         let mut cluster = Cluster {
             seed,
             #[cfg(feature = "planted-bugs")]
@@ -700,27 +729,7 @@ impl Cluster {
             Output::Persist {
                 hard_state,
                 entries,
-            } => {
-                let node = &mut self.nodes[index];
-                self.checker
-                    .on_append(node.id, node.live.last(), &entries)?;
-                if !node.live.append(entries.clone()) {
-                    return Err(Violation {
-                        checker: "driver contract",
-                        detail: format!(
-                            "{} persisted entries from {:?} after {}",
-                            node.id,
-                            entries.first().map(|entry| entry.id),
-                            node.live.last()
-                        ),
-                    });
-                }
-                node.pending.push(PendingWrite::Persist {
-                    hard_state,
-                    entries,
-                });
-                self.schedule_sync(index);
-            }
+            } => self.persist(index, hard_state, entries)?,
             Output::Send(envelope) => self.send(index, envelope)?,
             Output::SendAfterDurable(envelope) => {
                 if self.nodes[index].pending.is_empty() {
@@ -745,28 +754,67 @@ impl Cluster {
                     self.redirect(not_leader);
                 }
             },
-            Output::InstallSnapshot { meta, data } => {
-                let node = &mut self.nodes[index];
-                self.checker.on_snapshot(node.id, meta.last)?;
-                node.state = StateMachine::restore(&data)
-                    .filter(|state| state.applied == meta.last)
-                    .ok_or_else(|| Violation {
-                        checker: "snapshot transfer",
-                        detail: format!(
-                            "{} received bytes that are not the snapshot through {}",
-                            node.id, meta.last
-                        ),
-                    })?;
-                node.applied_membership = meta.membership.clone();
-                node.live.compact(meta.last);
-                node.pending.push(PendingWrite::Install { meta, data });
-                self.stats.snapshots_installed += 1;
-                self.schedule_sync(index);
-                self.serve_reads(index)?;
-            }
+            Output::InstallSnapshot { meta, data } => self.install_snapshot(index, meta, data)?,
             Output::MembershipChanged(membership) => self.nodes[index].membership = membership,
         }
         Ok(())
+    }
+
+    /// Appends `entries` to node `index`'s live log; they (and the hard
+    /// state) become durable at the next sync.
+    fn persist(
+        &mut self,
+        index: usize,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+    ) -> Result<(), Violation> {
+        let node = &mut self.nodes[index];
+        self.checker
+            .on_append(node.id, node.live.last(), &entries)?;
+        if !node.live.append(entries.clone()) {
+            return Err(Violation {
+                checker: "driver contract",
+                detail: format!(
+                    "{} persisted entries from {:?} after {}",
+                    node.id,
+                    entries.first().map(|entry| entry.id),
+                    node.live.last()
+                ),
+            });
+        }
+        node.pending.push(PendingWrite::Persist {
+            hard_state,
+            entries,
+        });
+        self.schedule_sync(index);
+        Ok(())
+    }
+
+    /// Replaces node `index`'s state machine with a received snapshot; the
+    /// snapshot becomes durable at the next sync.
+    fn install_snapshot(
+        &mut self,
+        index: usize,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<(), Violation> {
+        let node = &mut self.nodes[index];
+        self.checker.on_snapshot(node.id, meta.last)?;
+        node.state = StateMachine::restore(&data)
+            .filter(|state| state.applied == meta.last)
+            .ok_or_else(|| Violation {
+                checker: "snapshot transfer",
+                detail: format!(
+                    "{} received bytes that are not the snapshot through {}",
+                    node.id, meta.last
+                ),
+            })?;
+        node.applied_membership = meta.membership.clone();
+        node.live.compact(meta.last);
+        node.pending.push(PendingWrite::Install { meta, data });
+        self.stats.snapshots_installed += 1;
+        self.schedule_sync(index);
+        self.serve_reads(index)
     }
 
     fn redirect(&mut self, not_leader: NotLeader) {
@@ -881,7 +929,7 @@ impl Cluster {
         self.serve_reads(index)?;
         let node = &mut self.nodes[index];
         if node.state.applied.index.0 >= node.disk.snapshot.last.index.0 + node.compact_every {
-            let meta = crate::types::SnapshotMeta {
+            let meta = SnapshotMeta {
                 last: node.state.applied,
                 membership: node.applied_membership.clone(),
             };
