@@ -335,6 +335,23 @@ impl Group {
         self.election_deadline_ms = Some(now_ms + self.config.election_timeout_ms_min + jitter);
     }
 
+    /// An append or snapshot from `from`, leader of this term: follow it
+    /// (a candidate of the same term steps down, §3.4) and count the contact.
+    /// Returns false for a leader, which drops it: two leaders in one term
+    /// happen only with a planted bug, which the simulator's checker reports.
+    pub(crate) fn follow(&mut self, now_ms: u64, from: NodeId, out: &mut Vec<Output>) -> bool {
+        if self.role == Role::Leader {
+            return false;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(now_ms, self.hard.term, Some(from), out);
+        }
+        self.leader = Some(from);
+        self.leader_contact_ms = now_ms;
+        self.reset_election_deadline(now_ms);
+        true
+    }
+
     /// Steps down to follower in `term` (adopting it if newer, durably),
     /// following `leader` if known. A leader's waiting reads fail.
     pub(crate) fn become_follower(
