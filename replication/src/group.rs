@@ -145,7 +145,7 @@ impl Group {
             Input::ChangeMembership { proposal, change } => {
                 self.change_membership(now_ms, proposal, change, out)
             }
-            Input::Compacted { meta, data } => self.log.compact(meta, data),
+            Input::Compacted { meta, data } => self.on_compacted(meta, data),
         }
     }
 
@@ -168,7 +168,7 @@ impl Group {
                         .min(transfer),
                 )
             }
-            None if self.is_voter(self.config.id) => Some(election_deadline_ms),
+            None if self.may_campaign() => Some(election_deadline_ms),
             None => None,
         }
     }
@@ -234,7 +234,7 @@ impl Group {
             .is_some_and(|deadline| now_ms >= deadline)
         {
             self.reset_election_deadline(now_ms);
-            if self.is_voter(self.config.id) {
+            if self.may_campaign() {
                 self.campaign_pre(now_ms, out);
             }
         }
@@ -285,6 +285,21 @@ impl Group {
         if self.log.set_durable(through) && self.role == Role::Leader {
             self.maybe_commit(now_ms, out);
         }
+    }
+
+    /// The driver's snapshot must name the membership in force at its last
+    /// entry (a later, uncommitted one could still be cut, and a follower
+    /// that installs the snapshot would then believe it).
+    fn on_compacted(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        if meta.last.index > self.log.snapshot().last.index {
+            let (_, membership) = self.membership_at(meta.last.index);
+            assert_eq!(
+                meta.membership, membership,
+                "a snapshot through {} names the membership in force there",
+                meta.last
+            );
+        }
+        self.log.compact(meta, data);
     }
 
     pub(crate) fn envelope(&self, to: NodeId, message: Message) -> Envelope {

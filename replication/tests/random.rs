@@ -132,7 +132,7 @@ fn run(seed: u64) {
                 let group = &cluster.nodes[&id].group;
                 let meta = keel_replication::SnapshotMeta {
                     last: group.commit(),
-                    membership: group.membership().clone(),
+                    membership: group.membership_at(group.commit().index).1,
                 };
                 if cluster.nodes[&id].up && meta.last.index > group.snapshot().last.index {
                     let data = meta.last.index.0.to_le_bytes().repeat(20);
