@@ -208,6 +208,12 @@ impl Group {
         self.log.last()
     }
 
+    /// The id of the entry at `index`, if the log holds it (the snapshot's
+    /// last entry included, compacted ones not).
+    pub fn id_at(&self, index: LogIndex) -> Option<EntryId> {
+        self.log.id_at(index)
+    }
+
     pub fn membership(&self) -> &Membership {
         &self.membership
     }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use common::Cluster;
 use keel_replication::{
-    Input, LogIndex, MembershipChange, NodeId, Output, ProposalId, ReadId, Role, Term,
+    EntryId, Group, Input, LogIndex, MembershipChange, NodeId, Output, ProposalId, ReadId, Role,
+    Term,
 };
 use keel_wal::memory::SplitMix64;
 
@@ -79,6 +80,8 @@ fn run(seed: u64) {
     // The smallest majority of any membership seen: a commit is durable on
     // at least that many nodes.
     let mut majority_min = cluster.ids().len() / 2 + 1;
+    // The newest entry any node reported committed so far.
+    let mut newest_commit = EntryId::ZERO;
     for _ in 0..STEPS_PER_SEED {
         match rng.below(40) {
             11 | 12 => {
@@ -193,9 +196,18 @@ fn run(seed: u64) {
             }
         }
         for id in cluster.leaders() {
-            let term = cluster.nodes[&id].group.term();
-            let first = *leaders_by_term.entry(term).or_insert(id);
+            let group = &cluster.nodes[&id].group;
+            let term = group.term();
+            let first = *leaders_by_term.entry(term).or_insert_with(|| {
+                check_leader_completeness(group, newest_commit, seed);
+                id
+            });
             assert_eq!(first, id, "seed {seed}: two leaders in term {term}");
+        }
+        for node in cluster.nodes.values() {
+            if let Some(&commit) = node.commits.last() {
+                newest_commit = newest_commit.max_by_index(commit);
+            }
         }
         for node in cluster.nodes.values() {
             majority_min = majority_min.min(node.group.membership().voters.len() / 2 + 1);
@@ -284,6 +296,33 @@ fn check_committed(cluster: &Cluster, majority: usize, seed: u64) {
             holders >= majority,
             "seed {seed}: {id} committed {through}, durable on only {holders} nodes"
         );
+    }
+}
+
+/// Leader completeness (§3.6): a leader elected after an entry committed
+/// holds it (or a snapshot past it).
+fn check_leader_completeness(leader: &Group, committed: EntryId, seed: u64) {
+    let held = leader.id_at(committed.index) == Some(committed)
+        || leader.snapshot().last.index > committed.index;
+    assert!(
+        held,
+        "seed {seed}: {} leads term {} without the committed {committed}",
+        leader.id(),
+        leader.term()
+    );
+}
+
+trait NewerByIndex {
+    fn max_by_index(self, other: EntryId) -> EntryId;
+}
+
+impl NewerByIndex for EntryId {
+    fn max_by_index(self, other: EntryId) -> EntryId {
+        if other.index > self.index {
+            other
+        } else {
+            self
+        }
     }
 }
 
