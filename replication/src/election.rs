@@ -303,7 +303,7 @@ impl Group {
         if self.role != Role::Follower || self.leader != Some(from) {
             return;
         }
-        if self.is_voter(self.config.id) {
+        if self.may_campaign() {
             self.campaign(now_ms, true, out);
         }
     }

@@ -145,7 +145,7 @@ impl Group {
             Input::ChangeMembership { proposal, change } => {
                 self.change_membership(now_ms, proposal, change, out)
             }
-            Input::Compacted { meta, data } => self.log.compact(meta, data),
+            Input::Compacted { meta, data } => self.on_compacted(meta, data),
         }
     }
 
@@ -168,7 +168,7 @@ impl Group {
                         .min(transfer),
                 )
             }
-            None if self.is_voter(self.config.id) => Some(election_deadline_ms),
+            None if self.may_campaign() => Some(election_deadline_ms),
             None => None,
         }
     }
@@ -208,6 +208,12 @@ impl Group {
         self.log.last()
     }
 
+    /// The id of the entry at `index`, if the log holds it (the snapshot's
+    /// last entry included, compacted ones not).
+    pub fn id_at(&self, index: LogIndex) -> Option<EntryId> {
+        self.log.id_at(index)
+    }
+
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
@@ -234,7 +240,7 @@ impl Group {
             .is_some_and(|deadline| now_ms >= deadline)
         {
             self.reset_election_deadline(now_ms);
-            if self.is_voter(self.config.id) {
+            if self.may_campaign() {
                 self.campaign_pre(now_ms, out);
             }
         }
@@ -287,6 +293,21 @@ impl Group {
         }
     }
 
+    /// The driver's snapshot must name the membership in force at its last
+    /// entry (a later, uncommitted one could still be cut, and a follower
+    /// that installs the snapshot would then believe it).
+    fn on_compacted(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        if meta.last.index > self.log.snapshot().last.index {
+            let (_, membership) = self.membership_at(meta.last.index);
+            assert_eq!(
+                meta.membership, membership,
+                "a snapshot through {} names the membership in force there",
+                meta.last
+            );
+        }
+        self.log.compact(meta, data);
+    }
+
     pub(crate) fn envelope(&self, to: NodeId, message: Message) -> Envelope {
         Envelope {
             from: self.config.id,
@@ -333,6 +354,23 @@ impl Group {
         let spread = self.config.election_timeout_ms_max - self.config.election_timeout_ms_min;
         let jitter = self.rng.below(spread + 1);
         self.election_deadline_ms = Some(now_ms + self.config.election_timeout_ms_min + jitter);
+    }
+
+    /// An append or snapshot from `from`, leader of this term: follow it
+    /// (a candidate of the same term steps down, §3.4) and count the contact.
+    /// Returns false for a leader, which drops it: two leaders in one term
+    /// happen only with a planted bug, which the simulator's checker reports.
+    pub(crate) fn follow(&mut self, now_ms: u64, from: NodeId, out: &mut Vec<Output>) -> bool {
+        if self.role == Role::Leader {
+            return false;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(now_ms, self.hard.term, Some(from), out);
+        }
+        self.leader = Some(from);
+        self.leader_contact_ms = now_ms;
+        self.reset_election_deadline(now_ms);
+        true
     }
 
     /// Steps down to follower in `term` (adopting it if newer, durably),

@@ -12,7 +12,7 @@ pub enum Input {
     /// The deadline from `next_deadline_ms` has passed (or any wake-up: a tick
     /// with nothing due does nothing).
     Tick,
-    /// Append a command (leader only; elsewhere resolved `NotLeader`).
+    /// Append a command (leader only; elsewhere resolved with a `Refusal`).
     Propose {
         proposal: ProposalId,
         command: CommandBytes,
@@ -22,8 +22,8 @@ pub enum Input {
     ProposeBatch {
         proposals: Vec<(ProposalId, CommandBytes)>,
     },
-    /// A linearizable read: answered `ReadReady` once the read index is known
-    /// to be current and applied (ReadIndex, §6.4).
+    /// A linearizable read: answered `ReadReady` with the index the state
+    /// machine must have applied before serving it (ReadIndex, §6.4).
     Read { read: ReadId },
     /// A message from a peer (untrusted: already decoded and checksummed).
     Receive(Envelope),
@@ -38,9 +38,10 @@ pub enum Input {
         change: MembershipChange,
     },
     /// The driver has a snapshot through `meta.last` (at or below the commit
-    /// index): entries up to it are dropped from the core's memory, and a
-    /// follower that needs them gets `data` in chunks instead (the core keeps
-    /// the newest snapshot's bytes: docs/REPLICATION.md, "Snapshots").
+    /// index; `meta.membership` the one in force there, `Group::membership_at`):
+    /// entries up to it are dropped from the core's memory, and a follower
+    /// that needs them gets `data` in chunks instead (the core keeps the
+    /// newest snapshot's bytes: docs/REPLICATION.md, "The driver contract").
     Compacted { meta: SnapshotMeta, data: Vec<u8> },
 }
 

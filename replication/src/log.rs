@@ -211,7 +211,12 @@ impl Log {
     }
 
     /// Forgets the entries through `meta.last` (committed, so in the log).
+    /// A snapshot no newer than the one held is ignored: the driver may
+    /// finish one after the core installed a newer one from the leader.
     pub fn compact(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        if meta.last.index <= self.snapshot.last.index {
+            return;
+        }
         assert!(
             meta.last.index <= self.commit,
             "only committed entries are compacted: {} > commit {}",
@@ -300,6 +305,17 @@ mod tests {
         assert_eq!(log.last(), EntryId::new(2, 4));
         assert_eq!(log.last_at_or_below(LogIndex(2), Term(1)), None);
         assert_eq!(log.slice(LogIndex(4), 0).len(), 1, "at least one entry");
+        let older = SnapshotMeta {
+            last: EntryId::new(1, 2),
+            membership: Default::default(),
+        };
+        log.compact(older, vec![1]);
+        assert_eq!(
+            log.snapshot().last,
+            EntryId::new(2, 3),
+            "an older snapshot is ignored"
+        );
+        assert_eq!(log.snapshot_data(), &[7]);
     }
 
     #[test]

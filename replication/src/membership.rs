@@ -30,6 +30,18 @@ impl Group {
         self.membership.voters.contains(&node)
     }
 
+    /// Whether this node starts elections: a voter does; so does a node that
+    /// its newest, still uncommitted configuration removed, since it may be
+    /// needed until that configuration commits (§4.1: it campaigns without
+    /// counting its own vote). A learner and a node whose removal committed
+    /// do not.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let own = self.config.id;
+        let removal_pending =
+            self.membership_index > self.log.commit() && !self.membership.learners.contains(&own);
+        self.is_voter(own) || removal_pending
+    }
+
     /// Whether `granted` holds a majority of the voters.
     pub(crate) fn has_quorum(&self, granted: &BTreeSet<NodeId>) -> bool {
         let count = self.membership.voters.intersection(granted).count();
@@ -44,16 +56,20 @@ impl Group {
 
     /// The newest membership in the log and the index of its entry.
     pub(crate) fn membership_from_log(&self) -> (LogIndex, Membership) {
-        let newest = self
-            .log
-            .entries()
-            .rev()
-            .find_map(|entry| match &entry.payload {
-                EntryPayload::Membership(membership) => {
-                    Some((entry.id.index, (**membership).clone()))
-                }
-                _ => None,
-            });
+        self.membership_at(self.log.last().index)
+    }
+
+    /// The membership in force at `index` (the newest at or below it) and the
+    /// index of its entry; `index` at or after the snapshot's last entry. A
+    /// driver names it in the `SnapshotMeta` of a snapshot through `index`.
+    pub fn membership_at(&self, index: LogIndex) -> (LogIndex, Membership) {
+        let mut entries = self.log.entries().rev();
+        let newest = entries.find_map(|entry| match &entry.payload {
+            EntryPayload::Membership(membership) if entry.id.index <= index => {
+                Some((entry.id.index, (**membership).clone()))
+            }
+            _ => None,
+        });
         newest.unwrap_or_else(|| {
             let snapshot = self.log.snapshot();
             (snapshot.last.index, snapshot.membership.clone())

@@ -179,18 +179,10 @@ impl Group {
         read_round: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.role == Role::Leader || !well_formed(prev, &entries) {
-            // Two leaders in one term: impossible unless a planted bug made
-            // it so (the simulator's checker reports it). A malformed append
-            // is a peer's bug: dropped, never a panic here.
+        // A malformed append is a peer's bug: dropped, never a panic here.
+        if !well_formed(prev, &entries) || !self.follow(now_ms, from, out) {
             return;
         }
-        if self.role != Role::Follower {
-            self.become_follower(now_ms, self.hard.term, Some(from), out);
-        }
-        self.leader = Some(from);
-        self.leader_contact_ms = now_ms;
-        self.reset_election_deadline(now_ms);
         let message_last = entries.last().map_or(prev, |entry| entry.id);
         let reply = |result| Message::AppendReply { result, read_round };
         // Entries at or below the snapshot are committed, so they match.

@@ -51,15 +51,9 @@ impl Group {
         done: bool,
         out: &mut Vec<Output>,
     ) {
-        if self.role == crate::Role::Leader {
-            return; // Two leaders in a term: only a planted bug does that.
+        if !self.follow(now_ms, from, out) {
+            return;
         }
-        if self.role != crate::Role::Follower {
-            self.become_follower(now_ms, self.hard.term, Some(from), out);
-        }
-        self.leader = Some(from);
-        self.leader_contact_ms = now_ms;
-        self.reset_election_deadline(now_ms);
         let last = meta.last;
         if last.index <= self.log.commit() {
             // Already holds all of it (committed entries match the leader's).

@@ -715,3 +715,37 @@ fn a_malformed_append_is_dropped_without_a_panic() {
     );
     assert_eq!(group.last(), id(1, 1), "nothing appended");
 }
+
+/// §4.1: a node that its newest configuration removed still campaigns while
+/// that configuration is uncommitted (it may be needed to commit it), without
+/// counting its own vote; a learner never campaigns.
+#[test]
+fn a_node_removed_by_an_uncommitted_configuration_still_campaigns() {
+    let config_entry = |voters: &[u64], learners: &[u64]| Entry {
+        id: id(1, 2),
+        payload: EntryPayload::Membership(Box::new(keel_replication::Membership {
+            voters: common::ids(voters),
+            learners: common::ids(learners),
+        })),
+    };
+    let restored = |entry| Restored {
+        hard_state: hard(1, None),
+        entries: vec![command(1, 1), entry],
+        ..common::bootstrap(&[1, 2, 3])
+    };
+    let mut removed = Group::new(
+        Config::test_min(N1, 1),
+        restored(config_entry(&[2, 3], &[])),
+    );
+    step(&mut removed, 0, Input::Tick);
+    let out = step(&mut removed, LATER_MS, Input::Tick);
+    let pre_vote = |to| Output::Send(envelope(N1, to, 2, Message::PreVote { last: id(1, 2) }));
+    assert_eq!(out, vec![pre_vote(N2), pre_vote(N3)]);
+    let mut learner = Group::new(
+        Config::test_min(N1, 1),
+        restored(config_entry(&[2, 3], &[1])),
+    );
+    step(&mut learner, 0, Input::Tick);
+    assert_eq!(learner.next_deadline_ms(), None);
+    assert_eq!(step(&mut learner, LATER_MS, Input::Tick), vec![]);
+}

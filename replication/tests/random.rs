@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use common::Cluster;
 use keel_replication::{
-    Input, LogIndex, MembershipChange, NodeId, Output, ProposalId, ReadId, Role, Term,
+    EntryId, Group, Input, LogIndex, MembershipChange, NodeId, Output, ProposalId, ReadId, Role,
+    Term,
 };
 use keel_wal::memory::SplitMix64;
 
@@ -79,6 +80,8 @@ fn run(seed: u64) {
     // The smallest majority of any membership seen: a commit is durable on
     // at least that many nodes.
     let mut majority_min = cluster.ids().len() / 2 + 1;
+    // The newest entry any node reported committed so far.
+    let mut newest_commit = EntryId::ZERO;
     for _ in 0..STEPS_PER_SEED {
         match rng.below(40) {
             11 | 12 => {
@@ -132,7 +135,7 @@ fn run(seed: u64) {
                 let group = &cluster.nodes[&id].group;
                 let meta = keel_replication::SnapshotMeta {
                     last: group.commit(),
-                    membership: group.membership().clone(),
+                    membership: group.membership_at(group.commit().index).1,
                 };
                 if cluster.nodes[&id].up && meta.last.index > group.snapshot().last.index {
                     let data = meta.last.index.0.to_le_bytes().repeat(20);
@@ -193,9 +196,18 @@ fn run(seed: u64) {
             }
         }
         for id in cluster.leaders() {
-            let term = cluster.nodes[&id].group.term();
-            let first = *leaders_by_term.entry(term).or_insert(id);
+            let group = &cluster.nodes[&id].group;
+            let term = group.term();
+            let first = *leaders_by_term.entry(term).or_insert_with(|| {
+                check_leader_completeness(group, newest_commit, seed);
+                id
+            });
             assert_eq!(first, id, "seed {seed}: two leaders in term {term}");
+        }
+        for node in cluster.nodes.values() {
+            if let Some(&commit) = node.commits.last() {
+                newest_commit = newest_commit.max_by_index(commit);
+            }
         }
         for node in cluster.nodes.values() {
             majority_min = majority_min.min(node.group.membership().voters.len() / 2 + 1);
@@ -242,25 +254,33 @@ fn run(seed: u64) {
         .all(|id| cluster.nodes[id].group.role() == Role::Leader));
 }
 
-/// Every committed entry is the same on every node that has it, and every
-/// node's newest commit is durable on a majority (a node may learn of a
-/// commit before its own copy is durable, and lose its copy in a crash).
+/// Every committed entry is the same on every node that holds it, and every
+/// commit any node reported is durable on a majority. (A node may learn of a
+/// commit before its own copy is durable and lose that copy in a crash: its
+/// disk then holds a stale entry below the commit it once reported, until a
+/// leader repairs it. So agreement is checked on the nodes up, against the
+/// commit index of their current life.)
 fn check_committed(cluster: &Cluster, majority: usize, seed: u64) {
     let mut committed: BTreeMap<u64, keel_replication::EntryId> = BTreeMap::new();
-    for (id, node) in &cluster.nodes {
-        let Some(through) = node.commits.last() else {
-            continue;
-        };
-        for entry in &node.disk.entries {
-            if entry.id.index > through.index {
-                break;
-            }
+    for (id, node) in cluster.nodes.iter().filter(|(_, node)| node.up) {
+        let commit = node.group.commit().index;
+        for entry in node
+            .disk
+            .entries
+            .iter()
+            .take_while(|e| e.id.index <= commit)
+        {
             let first = *committed.entry(entry.id.index.0).or_insert(entry.id);
             assert_eq!(
                 first, entry.id,
                 "seed {seed}: {id} committed a different entry"
             );
         }
+    }
+    for (id, node) in &cluster.nodes {
+        let Some(through) = node.commits.last() else {
+            continue;
+        };
         let holders = cluster
             .nodes
             .values()
@@ -276,6 +296,33 @@ fn check_committed(cluster: &Cluster, majority: usize, seed: u64) {
             holders >= majority,
             "seed {seed}: {id} committed {through}, durable on only {holders} nodes"
         );
+    }
+}
+
+/// Leader completeness (§3.6): a leader elected after an entry committed
+/// holds it (or a snapshot past it).
+fn check_leader_completeness(leader: &Group, committed: EntryId, seed: u64) {
+    let held = leader.id_at(committed.index) == Some(committed)
+        || leader.snapshot().last.index > committed.index;
+    assert!(
+        held,
+        "seed {seed}: {} leads term {} without the committed {committed}",
+        leader.id(),
+        leader.term()
+    );
+}
+
+trait NewerByIndex {
+    fn max_by_index(self, other: EntryId) -> EntryId;
+}
+
+impl NewerByIndex for EntryId {
+    fn max_by_index(self, other: EntryId) -> EntryId {
+        if other.index > self.index {
+            other
+        } else {
+            self
+        }
     }
 }
 
