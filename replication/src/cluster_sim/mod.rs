@@ -457,6 +457,7 @@ impl Cluster {
         let node = &mut self.nodes[index];
         let state = StateMachine::restore(&node.disk.snapshot_data)
             .expect("the driver's own snapshots restore");
+        node.disk.recover();
         node.core = Some(Group::new(config, node.disk.restored()));
         node.live = node.disk.log.clone();
         node.state = state;
@@ -934,7 +935,7 @@ impl Cluster {
                 membership: node.applied_membership.clone(),
             };
             let data = node.state.snapshot();
-            node.disk.take_snapshot(meta.clone(), data.clone());
+            node.disk.save_snapshot(meta.clone(), data.clone());
             node.live.compact(meta.last);
             follow_ups.push(Input::Compacted { meta, data });
         }

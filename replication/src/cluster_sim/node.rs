@@ -72,9 +72,29 @@ impl Log {
         }
         self.base = last;
     }
+
+    /// Drops the entries through `last` if the log holds `last`; otherwise
+    /// leaves the log as it is.
+    pub fn drop_through(&mut self, last: EntryId) {
+        if last.index > self.base.index && self.id_at(last.index) == Some(last) {
+            self.compact(last);
+        }
+    }
+
+    /// The entries after `last`, if the log holds `last` (Raft §7: a log
+    /// that does not hold a snapshot's last entry has nothing to add to it).
+    pub fn after(&self, last: EntryId) -> Vec<Entry> {
+        if self.id_at(last.index) != Some(last) {
+            return Vec::new();
+        }
+        let skip = (last.index.0 - self.base.index.0) as usize;
+        self.entries[skip..].to_vec()
+    }
 }
 
-/// What survives a crash: what syncs made durable.
+/// What survives a crash: what syncs made durable. The log is the WAL: the
+/// writes in the order they were asked for, whatever snapshots were taken
+/// meanwhile; a restart takes from it what follows the snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub hard_state: HardState,
@@ -116,16 +136,31 @@ impl Disk {
                     "durable writes apply in the order the live log took them"
                 );
             }
-            PendingWrite::Install { meta, data } => self.take_snapshot(meta, data),
+            PendingWrite::Install { meta, data } => {
+                // In the order of the writes: the log is the core's at the
+                // install, which keeps what follows `meta.last` if it holds it.
+                self.log.compact(meta.last);
+                self.snapshot = meta;
+                self.snapshot_data = data;
+            }
         }
     }
 
-    /// A snapshot through `meta.last` replaces the older one and the entries
-    /// it covers.
-    pub fn take_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
-        self.log.compact(meta.last);
+    /// The driver's own snapshot through `meta.last`, written whole at once
+    /// (a new file, synced and renamed) while writes may still be pending:
+    /// the WAL drops its prefix only if it already holds `meta.last`.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: Vec<u8>) {
+        self.log.drop_through(meta.last);
         self.snapshot = meta;
         self.snapshot_data = data;
+    }
+
+    /// Recovery at start-up: the WAL keeps only what follows the snapshot.
+    pub fn recover(&mut self) {
+        self.log = Log {
+            base: self.snapshot.last,
+            entries: self.log.after(self.snapshot.last),
+        };
     }
 
     /// What a restarted core starts from.
@@ -134,7 +169,7 @@ impl Disk {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
             snapshot_data: self.snapshot_data.clone(),
-            entries: self.log.entries.clone(),
+            entries: self.log.after(self.snapshot.last),
         }
     }
 }
@@ -243,6 +278,46 @@ mod tests {
         assert_eq!(log.get(LogIndex(2)), Some(&entry(1, 2)));
         log.compact(EntryId::new(9, 2));
         assert_eq!((log.base, log.entries.len()), (EntryId::new(9, 2), 0));
+    }
+
+    /// A regression (seed 25325): a deposed leader's WAL held a stale tail
+    /// when the driver snapshotted a later term's entries; the sync that
+    /// followed appended the stale writes still pending, in order, to a WAL
+    /// the snapshot had already emptied.
+    #[test]
+    fn a_snapshot_saved_while_writes_are_pending_leaves_the_wal_in_order() {
+        let mut disk = Disk::default();
+        disk.apply(PendingWrite::Persist {
+            hard_state: None,
+            entries: vec![entry(1, 1), entry(1, 2)],
+        });
+        let pending = [
+            PendingWrite::Persist {
+                hard_state: None,
+                entries: vec![entry(1, 3)],
+            },
+            PendingWrite::Cut(EntryId::new(1, 1)),
+            PendingWrite::Persist {
+                hard_state: None,
+                entries: vec![entry(2, 2), entry(2, 3)],
+            },
+        ];
+        let meta = SnapshotMeta {
+            last: EntryId::new(2, 2),
+            ..SnapshotMeta::default()
+        };
+        disk.save_snapshot(meta.clone(), Vec::new());
+        assert_eq!(
+            disk.restored().entries,
+            Vec::new(),
+            "nothing follows 2.2 yet"
+        );
+        for write in pending {
+            disk.apply(write);
+        }
+        assert_eq!(disk.restored().entries, vec![entry(2, 3)]);
+        disk.save_snapshot(meta, Vec::new());
+        assert_eq!(disk.log.base, EntryId::new(2, 2), "now the prefix goes");
     }
 
     #[test]
