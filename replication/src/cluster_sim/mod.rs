@@ -1025,19 +1025,3 @@ impl Cluster {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seed_replays_bit_for_bit() {
-        let options = Options::voters(3);
-        for seed in 1..=5 {
-            let first = run(seed, &options);
-            let second = run(seed, &options);
-            assert_eq!(first, second, "seed {seed}");
-        }
-        assert_ne!(run(1, &options).trace_hash, run(2, &options).trace_hash);
-    }
-}
