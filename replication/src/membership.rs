@@ -16,7 +16,12 @@
 //!   vote nor count for commit, so a blank node cannot stall commits; they are
 //!   promoted once caught up;
 //! - a leader that removes itself keeps leading, without counting itself,
-//!   until the change commits, then steps down (§4.2.2).
+//!   until the change commits, then steps down (§4.2.2);
+//! - a node that the newest, uncommitted configuration removed still
+//!   campaigns (its own vote not counted) until the removal commits: the
+//!   nodes with the newest logs may be exactly those (§4.1);
+//! - a snapshot names the membership in force at its last entry, never a
+//!   later, uncommitted one.
 
 use std::collections::BTreeSet;
 
