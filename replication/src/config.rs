@@ -87,6 +87,30 @@ impl Config {
         }
     }
 
+    /// Panics on settings the protocol cannot work with (programmer errors:
+    /// a configuration is code, not input).
+    pub fn check(&self) {
+        assert!(
+            self.election_timeout_ms_min > 0
+                && self.election_timeout_ms_min <= self.election_timeout_ms_max,
+            "election timeouts: 0 < min {} <= max {}",
+            self.election_timeout_ms_min,
+            self.election_timeout_ms_max
+        );
+        assert!(
+            self.heartbeat_interval_ms > 0
+                && self.heartbeat_interval_ms < self.election_timeout_ms_min,
+            "a heartbeat interval of {} ms must be shorter than the shortest election timeout, {} ms",
+            self.heartbeat_interval_ms,
+            self.election_timeout_ms_min
+        );
+        assert!(
+            self.inflight_bytes_max > 0 && self.snapshot_chunk_bytes > 0,
+            "flow control and snapshot chunks need room for something"
+        );
+        self.lease_ms();
+    }
+
     /// How long a leader may serve reads after the send time of a heartbeat
     /// round a majority acknowledged, by its own clock.
     ///
@@ -122,4 +146,27 @@ pub struct Restored {
     pub snapshot: SnapshotMeta,
     pub snapshot_data: Vec<u8>,
     pub entries: Vec<Entry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_presets_pass_the_check_and_leave_a_lease() {
+        for config in [Config::new(NodeId(1), 0), Config::test_min(NodeId(1), 0)] {
+            config.check();
+            assert!(config.lease_ms() < config.election_timeout_ms_min);
+            assert!(config.lease_ms() > 0);
+        }
+        assert_eq!(Config::new(NodeId(1), 0).lease_ms(), 900, "E (1 - 2 * 5%)");
+    }
+
+    #[test]
+    #[should_panic(expected = "must be shorter than the shortest election timeout")]
+    fn a_heartbeat_as_long_as_an_election_timeout_is_refused() {
+        let mut config = Config::test_min(NodeId(1), 0);
+        config.heartbeat_interval_ms = config.election_timeout_ms_min;
+        config.check();
+    }
 }

@@ -99,6 +99,7 @@ impl Group {
             snapshot_data,
             entries,
         } = restored;
+        config.check();
         let rng = SplitMix64::new(config.seed ^ config.id.0.rotate_left(32));
         let mut group = Group {
             rng,

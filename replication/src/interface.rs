@@ -107,6 +107,9 @@ pub enum Refusal {
     /// A membership change is still uncommitted, or this leader has not yet
     /// committed an entry of its term: one change at a time (§4.1).
     MembershipChangePending,
+    /// The learner to promote has not caught up with the commit index yet: a
+    /// voter that lags would stall commits (§4.2.1). Retry once it has.
+    LearnerBehind,
     /// The change does not apply to the membership in force (adding a member,
     /// promoting a non-learner, removing a stranger or the last voter).
     InvalidChange,

@@ -13,10 +13,15 @@
 //!   leader has committed an entry of its own term (the no-op): the fix Ongaro
 //!   posted to raft-dev in 2015 for a flaw in §4.1's single-server changes;
 //! - new nodes join as learners (§4.2.1), which receive the log but neither
-//!   vote nor count for commit, so a blank node cannot stall commits; they are
-//!   promoted once caught up;
+//!   vote nor count for commit, so a blank node cannot stall commits; a
+//!   learner is promoted only once it holds everything committed;
 //! - a leader that removes itself keeps leading, without counting itself,
-//!   until the change commits, then steps down (§4.2.2).
+//!   until the change commits, then steps down (§4.2.2);
+//! - a node that the newest, uncommitted configuration removed still
+//!   campaigns (its own vote not counted) until the removal commits: the
+//!   nodes with the newest logs may be exactly those (§4.1);
+//! - a snapshot names the membership in force at its last entry, never a
+//!   later, uncommitted one.
 
 use std::collections::BTreeSet;
 
@@ -154,6 +159,15 @@ impl Group {
         };
         if !valid {
             return Err(Refusal::InvalidChange);
+        }
+        if let MembershipChange::Promote(node) = change {
+            let matched = lead
+                .progress
+                .get(&node)
+                .map(|progress| progress.matched.index);
+            if matched.is_none_or(|matched| matched < commit) {
+                return Err(Refusal::LearnerBehind);
+            }
         }
         Ok(Entry {
             id: EntryId {

@@ -749,3 +749,49 @@ fn a_node_removed_by_an_uncommitted_configuration_still_campaigns() {
     assert_eq!(learner.next_deadline_ms(), None);
     assert_eq!(step(&mut learner, LATER_MS, Input::Tick), vec![]);
 }
+
+/// §4.2.1: a learner is promoted only once it holds everything committed.
+#[test]
+fn a_learner_that_lags_is_not_promoted() {
+    let mut group = settled_leader(Config::test_min(N1, 1));
+    let n4 = NodeId(4);
+    let change = |proposal, change| Input::ChangeMembership {
+        proposal: ProposalId(proposal),
+        change,
+    };
+    step(
+        &mut group,
+        LATER_MS,
+        change(1, MembershipChange::AddLearner(n4)),
+    );
+    step(&mut group, LATER_MS, Input::Durable { through: id(2, 2) });
+    step(&mut group, LATER_MS, receive(N2, N1, 2, ok(id(2, 2), 0)));
+    assert_eq!(group.commit(), id(2, 2), "n4 is a learner");
+    let refused = step(
+        &mut group,
+        LATER_MS,
+        change(2, MembershipChange::Promote(n4)),
+    );
+    assert_eq!(
+        refused,
+        vec![Output::Resolve {
+            proposal: ProposalId(2),
+            result: Err(Refusal::LearnerBehind)
+        }]
+    );
+    step(&mut group, LATER_MS, receive(n4, N1, 2, ok(id(2, 2), 0)));
+    let promoted = step(
+        &mut group,
+        LATER_MS,
+        change(3, MembershipChange::Promote(n4)),
+    );
+    assert!(matches!(
+        promoted[..],
+        [
+            Output::Persist { .. },
+            Output::MembershipChanged(_),
+            Output::Resolve { result: Ok(_), .. },
+            ..
+        ]
+    ));
+}

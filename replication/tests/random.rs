@@ -80,8 +80,10 @@ fn run(seed: u64) {
     // The smallest majority of any membership seen: a commit is durable on
     // at least that many nodes.
     let mut majority_min = cluster.ids().len() / 2 + 1;
-    // The newest entry any node reported committed so far.
-    let mut newest_commit = EntryId::ZERO;
+    // The newest entry reported committed by a node in each term: a leader of
+    // any later term must hold it. (A leader of an older term may still win
+    // late, with votes cast before that commit.)
+    let mut newest_commit_by_term: BTreeMap<Term, EntryId> = BTreeMap::new();
     for _ in 0..STEPS_PER_SEED {
         match rng.below(40) {
             11 | 12 => {
@@ -199,14 +201,19 @@ fn run(seed: u64) {
             let group = &cluster.nodes[&id].group;
             let term = group.term();
             let first = *leaders_by_term.entry(term).or_insert_with(|| {
-                check_leader_completeness(group, newest_commit, seed);
+                for committed in newest_commit_by_term.range(..term).map(|(_, id)| *id) {
+                    check_leader_completeness(group, committed, seed);
+                }
                 id
             });
             assert_eq!(first, id, "seed {seed}: two leaders in term {term}");
         }
-        for node in cluster.nodes.values() {
+        for node in cluster.nodes.values().filter(|node| node.up) {
             if let Some(&commit) = node.commits.last() {
-                newest_commit = newest_commit.max_by_index(commit);
+                let newest = newest_commit_by_term
+                    .entry(node.group.term())
+                    .or_insert(commit);
+                *newest = newest.max_by_index(commit);
             }
         }
         for node in cluster.nodes.values() {
@@ -299,8 +306,8 @@ fn check_committed(cluster: &Cluster, majority: usize, seed: u64) {
     }
 }
 
-/// Leader completeness (§3.6): a leader elected after an entry committed
-/// holds it (or a snapshot past it).
+/// Leader completeness (§3.6): a leader of a term after the one in which an
+/// entry was known committed holds it (or a snapshot past it).
 fn check_leader_completeness(leader: &Group, committed: EntryId, seed: u64) {
     let held = leader.id_at(committed.index) == Some(committed)
         || leader.snapshot().last.index > committed.index;
