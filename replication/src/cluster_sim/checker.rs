@@ -4,14 +4,19 @@
 //!   appends in a term);
 //! - log matching: two logs holding the same entry id hold the same payload
 //!   there and the same entry before it;
-//! - leader completeness: a node that starts leading holds every entry
-//!   committed before;
+//! - leader completeness: a node that starts leading a term holds every
+//!   entry committed in an earlier term;
+//! - the leader's commit rule: a leader commits by counting replicas of an
+//!   entry of its own term only (§3.6.2, Figure 3.7);
 //! - state machine safety: every node commits the same entry at each index,
 //!   and a committed entry is never lost (a later commit of another entry at
 //!   its index is this failure);
-//! - no cut at or below a node's commit index;
+//! - no cut below a node's commit index, nor of an entry committed anywhere;
 //! - linearizable reads: a read's index covers every write committed before
 //!   the read began.
+//!
+//! Progress after the heal is judged by the cluster itself
+//! (`Cluster::check_progress`).
 
 use std::collections::HashMap;
 use std::fmt;

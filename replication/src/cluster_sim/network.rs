@@ -39,7 +39,7 @@ pub struct Weather {
 
 impl Weather {
     /// Random weather for a chaotic period: up to 10% loss, 5% duplicates,
-    /// 5% slow messages, 1% corrupted.
+    /// 15% slow messages, 1% corrupted.
     pub fn random(rng: &mut SplitMix64) -> Weather {
         Weather {
             drop_per_mille: rng.below(101),
