@@ -87,6 +87,10 @@ pub const SIM_INFLIGHT_BYTES_MAX: u64 = 4_096;
 /// Mixed with the seed to choose lease reads, apart from the seed's random
 /// stream (so the choice leaves the rest of the seed as it was).
 const LEASE_SEED_SALT: u64 = 0x1ea5e;
+/// Mixed with the seed and a node's index to choose that node's clock rate.
+const CLOCK_SEED_SALT: u64 = 0xc10c;
+/// Parts per million: a clock rate of `PPM` keeps real time.
+const PPM: u64 = 1_000_000;
 /// Fewest and most applied entries between two snapshots of a node's state.
 pub const COMPACT_ENTRIES_MIN: u64 = 16;
 pub const COMPACT_ENTRIES_MAX: u64 = 128;
@@ -258,13 +262,17 @@ struct SimNode {
     /// Reads answered with an index not yet applied.
     reads_waiting: Vec<(ReadId, LogIndex)>,
     compact_every: u64,
+    /// How fast this node's clock runs, in parts per million of real time:
+    /// anywhere within the drift bound the cores assume
+    /// (`CLOCK_DRIFT_BOUND_PPM`), so leases meet the drift they must survive.
+    clock_rate_ppm: u64,
 }
 
 impl SimNode {
     /// Node `index`, never started, whose disk holds only the snapshot at
     /// `EntryId::ZERO` naming `membership` (the first voters, or no one for
     /// the spare).
-    fn new(index: usize, membership: Membership, compact_every: u64) -> SimNode {
+    fn new(index: usize, membership: Membership, compact_every: u64, seed: u64) -> SimNode {
         let disk = Disk {
             snapshot: SnapshotMeta {
                 last: EntryId::ZERO,
@@ -287,7 +295,18 @@ impl SimNode {
             membership,
             reads_waiting: Vec::new(),
             compact_every,
+            clock_rate_ppm: clock_rate_ppm(seed, index),
         }
+    }
+
+    /// This node's clock at simulated time `now_ms`.
+    fn local_ms(&self, now_ms: u64) -> u64 {
+        (u128::from(now_ms) * u128::from(self.clock_rate_ppm) / u128::from(PPM)) as u64
+    }
+
+    /// The first simulated time at which this node's clock reads `local_ms`.
+    fn global_ms(&self, local_ms: u64) -> u64 {
+        (u128::from(local_ms) * u128::from(PPM)).div_ceil(u128::from(self.clock_rate_ppm)) as u64
     }
 
     fn up(&self) -> bool {
@@ -343,6 +362,13 @@ struct Client {
     script: Vec<MembershipChange>,
 }
 
+/// Node `index`'s clock rate: real time give or take up to the drift bound,
+/// chosen apart from the seed's random stream.
+fn clock_rate_ppm(seed: u64, index: usize) -> u64 {
+    let bound = crate::config::CLOCK_DRIFT_BOUND_PPM;
+    PPM - bound + mix(seed, CLOCK_SEED_SALT ^ index as u64) % (2 * bound + 1)
+}
+
 /// The seed's shortest and longest election timeouts.
 fn election_timeout_ms(rng: &mut SplitMix64) -> (u64, u64) {
     let spread = SIM_ELECTION_TIMEOUT_MS_MIN_HIGH - SIM_ELECTION_TIMEOUT_MS_MIN_LOW;
@@ -390,7 +416,7 @@ impl Cluster {
                 };
                 let compact_every =
                     COMPACT_ENTRIES_MIN + rng.below(COMPACT_ENTRIES_MAX - COMPACT_ENTRIES_MIN + 1);
-                SimNode::new(index, membership, compact_every)
+                SimNode::new(index, membership, compact_every, seed)
             })
             .collect();
         let election_timeout_ms = election_timeout_ms(&mut rng);
@@ -511,7 +537,7 @@ impl Cluster {
             .enumerate()
             .filter_map(|(index, node)| {
                 let deadline = node.core.as_ref()?.next_deadline_ms()?;
-                Some((deadline.max(self.now_ms), index))
+                Some((node.global_ms(deadline).max(self.now_ms), index))
             })
             .min()
     }
@@ -698,7 +724,7 @@ impl Cluster {
     fn step(&mut self, index: usize, input: Input) -> Result<(), Violation> {
         let mut outputs = std::mem::take(&mut self.outputs);
         outputs.clear();
-        let now_ms = self.now_ms;
+        let now_ms = self.nodes[index].local_ms(self.now_ms);
         let Some(core) = self.nodes[index].core.as_mut() else {
             self.outputs = outputs;
             return Ok(());
