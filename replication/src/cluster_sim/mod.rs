@@ -326,8 +326,8 @@ struct Cluster {
     /// The groups' shortest and longest election timeouts.
     election_timeout_ms: (u64, u64),
     /// Whether the groups serve reads under leader leases (half the seeds):
-    /// the simulated clocks do not drift, so lease reads must be as
-    /// linearizable as ReadIndex ones.
+    /// clocks drift only within the bound the lease assumes, so lease reads
+    /// must be as linearizable as ReadIndex ones.
     lease_reads: bool,
     rng: SplitMix64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
