@@ -264,12 +264,18 @@ impl Log {
 /// committed snapshot superseded: uncommitted, and dropped.
 fn following<'a>(base: &EntryId, entries: &'a [Entry]) -> &'a [Entry] {
     let after = entries.partition_point(|entry| entry.id.index <= base.index);
-    let holds_base = entries[..after].last().map(|entry| entry.id);
     let rest = &entries[after..];
-    let chains = match (holds_base, rest.first()) {
-        (_, None) => true,
-        (Some(at_base), Some(_)) if at_base.index == base.index => at_base == *base,
-        (_, Some(first)) => first.id.index == base.index.next() && first.id.term >= base.term,
+    let Some(first) = rest.first() else {
+        return rest;
+    };
+    assert_eq!(
+        first.id.index,
+        base.index.next(),
+        "the restored log has a gap after the snapshot's {base}: the driver's WAL and snapshot disagree"
+    );
+    let chains = match entries[..after].last() {
+        Some(at_base) if at_base.id.index == base.index => at_base.id == *base,
+        _ => first.id.term >= base.term,
     };
     if chains {
         rest
@@ -376,6 +382,20 @@ mod tests {
         let kept = Log::new(snapshot(EntryId::new(2, 39)), Vec::new(), next);
         assert_eq!(kept.last(), EntryId::new(3, 41));
         assert_eq!(kept.durable(), LogIndex(41));
+    }
+
+    #[test]
+    #[should_panic(expected = "the restored log has a gap after the snapshot's 1.36")]
+    fn a_restored_log_with_a_gap_after_the_snapshot_panics() {
+        let snapshot = SnapshotMeta {
+            last: EntryId::new(1, 36),
+            membership: Default::default(),
+        };
+        let entries = vec![Entry {
+            id: EntryId::new(1, 66),
+            payload: EntryPayload::Noop,
+        }];
+        Log::new(snapshot, Vec::new(), entries);
     }
 
     #[test]
