@@ -138,8 +138,12 @@ impl Config {
 }
 
 /// What survived on disk: the hard state, the newest snapshot (its metadata
-/// and bytes) and the entries after it, all durable. A new cluster starts
-/// from a snapshot at `EntryId::ZERO` whose membership holds the first voters.
+/// and bytes) and the WAL's entries, all durable. A new cluster starts from a
+/// snapshot at `EntryId::ZERO` whose membership holds the first voters.
+/// Entries at or below the snapshot are skipped; the rest are kept only if
+/// they follow the snapshot (the WAL holds its last entry, or starts right
+/// after it with a term no older), else dropped as superseded (§5.1). So a
+/// driver that compacts its WAL keeps the entry at the snapshot's index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Restored {
     pub hard_state: HardState,

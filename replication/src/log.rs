@@ -38,16 +38,19 @@ pub(crate) struct Log {
 
 impl Log {
     /// A log restored from disk: everything in it is durable, and the snapshot
-    /// is committed.
+    /// is committed. The entries are what the WAL holds, which may reach back
+    /// before the snapshot, and may, after a crash, end in a suffix the
+    /// snapshot superseded (a snapshot can be durable before the cut that
+    /// removed that suffix is): see `following`.
     pub fn new(snapshot: SnapshotMeta, snapshot_data: Vec<u8>, entries: Vec<Entry>) -> Log {
         let mut log = Log {
             commit: snapshot.last.index,
             durable: snapshot.last.index,
+            entries: VecDeque::with_capacity(entries.len()),
             snapshot,
             snapshot_data,
-            entries: VecDeque::with_capacity(entries.len()),
         };
-        log.extend(&entries);
+        log.extend(following(&log.snapshot.last, &entries));
         log.durable = log.last().index;
         log
     }
@@ -254,6 +257,33 @@ impl Log {
     }
 }
 
+/// The entries that follow the snapshot's last entry `base`, as §5.1's rule
+/// for an installed snapshot has it: those at or below `base` are covered;
+/// the rest are kept only if the log holds `base` itself, or starts right
+/// after it with a term no older. Otherwise they belong to a history the
+/// committed snapshot superseded: uncommitted, and dropped.
+fn following<'a>(base: &EntryId, entries: &'a [Entry]) -> &'a [Entry] {
+    let after = entries.partition_point(|entry| entry.id.index <= base.index);
+    let rest = &entries[after..];
+    let Some(first) = rest.first() else {
+        return rest;
+    };
+    assert_eq!(
+        first.id.index,
+        base.index.next(),
+        "the restored log has a gap after the snapshot's {base}: the driver's WAL and snapshot disagree"
+    );
+    let chains = match entries[..after].last() {
+        Some(at_base) if at_base.id.index == base.index => at_base.id == *base,
+        _ => first.id.term >= base.term,
+    };
+    if chains {
+        rest
+    } else {
+        &[]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +346,56 @@ mod tests {
             "an older snapshot is ignored"
         );
         assert_eq!(log.snapshot_data(), &[7]);
+    }
+
+    #[test]
+    fn a_restored_suffix_the_snapshot_superseded_is_dropped() {
+        let entry = |term, index| Entry {
+            id: EntryId::new(term, index),
+            payload: EntryPayload::Noop,
+        };
+        let snapshot = |last| SnapshotMeta {
+            last,
+            membership: Default::default(),
+        };
+        let wal = vec![entry(1, 38), entry(1, 39), entry(1, 40)];
+        let stale = Log::new(snapshot(EntryId::new(2, 39)), Vec::new(), wal.clone());
+        assert_eq!(
+            stale.last(),
+            EntryId::new(2, 39),
+            "1.39 is not the snapshot's 2.39"
+        );
+        let held = Log::new(snapshot(EntryId::new(1, 39)), Vec::new(), wal);
+        assert_eq!(
+            held.last(),
+            EntryId::new(1, 40),
+            "the WAL holds 1.39: 1.40 follows"
+        );
+        let older_term = vec![entry(1, 40)];
+        let dropped = Log::new(snapshot(EntryId::new(2, 39)), Vec::new(), older_term);
+        assert_eq!(
+            dropped.last(),
+            EntryId::new(2, 39),
+            "term 1 cannot follow 2.39"
+        );
+        let next = vec![entry(2, 40), entry(3, 41)];
+        let kept = Log::new(snapshot(EntryId::new(2, 39)), Vec::new(), next);
+        assert_eq!(kept.last(), EntryId::new(3, 41));
+        assert_eq!(kept.durable(), LogIndex(41));
+    }
+
+    #[test]
+    #[should_panic(expected = "the restored log has a gap after the snapshot's 1.36")]
+    fn a_restored_log_with_a_gap_after_the_snapshot_panics() {
+        let snapshot = SnapshotMeta {
+            last: EntryId::new(1, 36),
+            membership: Default::default(),
+        };
+        let entries = vec![Entry {
+            id: EntryId::new(1, 66),
+            payload: EntryPayload::Noop,
+        }];
+        Log::new(snapshot, Vec::new(), entries);
     }
 
     #[test]

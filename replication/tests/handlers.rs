@@ -795,3 +795,24 @@ fn a_learner_that_lags_is_not_promoted() {
         ]
     ));
 }
+
+/// A leader that steps down fails the reads waiting for a round, naming the
+/// new leader.
+#[test]
+fn a_deposed_leader_fails_its_waiting_reads() {
+    let mut group = settled_leader(Config::test_min(N1, 1));
+    step(&mut group, LATER_MS, read(1));
+    let newer = append(id(2, 1), vec![], 1, 0);
+    let out = step(&mut group, LATER_MS, receive(N2, N1, 3, newer));
+    assert_eq!(
+        out[..2],
+        [
+            persist_hard(3, None),
+            Output::ReadReady {
+                read: ReadId(1),
+                result: Err(NotLeader { leader: Some(N2) })
+            }
+        ]
+    );
+    assert_eq!(group.role(), Role::Follower);
+}
