@@ -140,8 +140,13 @@ impl Disk {
                 // In the order of the writes: the log is the core's at the
                 // install, which keeps what follows `meta.last` if it holds it.
                 self.log.compact(meta.last);
-                self.snapshot = meta;
-                self.snapshot_data = data;
+                // The driver may have saved a newer snapshot of its own
+                // meanwhile (it applied further before this sync): an older
+                // one must not replace it (seed 26328 at 5 voters).
+                if meta.last.index > self.snapshot.last.index {
+                    self.snapshot = meta;
+                    self.snapshot_data = data;
+                }
             }
         }
     }
@@ -318,6 +323,31 @@ mod tests {
         assert_eq!(disk.restored().entries, vec![entry(2, 3)]);
         disk.save_snapshot(meta, Vec::new());
         assert_eq!(disk.log.base, EntryId::new(2, 2), "now the prefix goes");
+    }
+
+    /// A regression (seed 26328 at 5 voters): a received snapshot's install
+    /// was still pending when the driver saved a newer snapshot of its own;
+    /// the sync must not bring the older one back.
+    #[test]
+    fn a_pending_install_does_not_replace_a_newer_saved_snapshot() {
+        let mut disk = Disk::default();
+        let older = SnapshotMeta {
+            last: EntryId::new(1, 136),
+            ..SnapshotMeta::default()
+        };
+        let newer = SnapshotMeta {
+            last: EntryId::new(1, 165),
+            ..SnapshotMeta::default()
+        };
+        disk.save_snapshot(newer.clone(), vec![1]);
+        disk.apply(PendingWrite::Install {
+            meta: older,
+            data: vec![2],
+        });
+        assert_eq!(
+            (disk.snapshot.clone(), disk.snapshot_data.clone()),
+            (newer, vec![1])
+        );
     }
 
     #[test]
