@@ -71,6 +71,13 @@ impl Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
+fn bytes_fingerprint(bytes: &[u8]) -> u64 {
+    let mut hasher = FastHasher::default();
+    hasher.write_u64(bytes.len() as u64);
+    hasher.write(bytes);
+    hasher.finish()
+}
+
 /// A payload's fingerprint, to compare entries cheaply (the workload's
 /// commands are unique, so equal fingerprints mean equal entries but for a
 /// 2^-64 chance).
@@ -103,6 +110,10 @@ pub struct Checker {
     committed: Vec<Option<Committed>>,
     /// The highest index any node has reported committed.
     pub max_committed: LogIndex,
+    /// A fingerprint of the bytes of every snapshot a driver took, by its
+    /// last entry: what a follower installs must be one of them, byte for
+    /// byte (chunks reassembled in order, none lost or repeated).
+    snapshots_taken: FastMap<EntryId, u64>,
 }
 
 /// What is known of a committed index.
@@ -239,14 +250,26 @@ impl Checker {
         Ok(())
     }
 
-    /// `node` installed a snapshot through `last`: it must be a committed entry.
-    pub fn on_snapshot(&self, node: NodeId, last: EntryId) -> Result<(), Violation> {
-        match self.committed_at(last.index) {
-            Some(id) if id != last => violation(
+    /// A driver took a snapshot through `last` holding `data`.
+    pub fn on_snapshot_taken(&mut self, last: EntryId, data: &[u8]) {
+        self.snapshots_taken.insert(last, bytes_fingerprint(data));
+    }
+
+    /// `node` installed a snapshot through `last` holding `data`: it must end
+    /// at a committed entry and be the bytes a driver took there.
+    pub fn on_snapshot(&self, node: NodeId, last: EntryId, data: &[u8]) -> Result<(), Violation> {
+        if let Some(id) = self.committed_at(last.index).filter(|id| *id != last) {
+            return violation(
                 "state machine safety",
                 format!("{node} installed a snapshot through {last}, but {id} was committed"),
+            );
+        }
+        match self.snapshots_taken.get(&last) {
+            Some(taken) if *taken == bytes_fingerprint(data) => Ok(()),
+            _ => violation(
+                "snapshot transfer",
+                format!("{node} installed bytes through {last} that no driver's snapshot held"),
             ),
-            _ => Ok(()),
         }
     }
 
@@ -369,6 +392,18 @@ mod tests {
             .on_leading(NodeId(3), Term(3), &Log::default())
             .unwrap_err();
         assert_eq!(error.checker, "leader completeness");
+    }
+
+    #[test]
+    fn a_snapshot_installed_with_other_bytes_is_caught() {
+        let mut checker = Checker::default();
+        let last = EntryId::new(1, 4);
+        checker.on_snapshot_taken(last, &[1, 2, 3]);
+        assert!(checker.on_snapshot(NodeId(2), last, &[1, 2, 3]).is_ok());
+        let error = checker
+            .on_snapshot(NodeId(2), last, &[1, 3, 2])
+            .unwrap_err();
+        assert_eq!(error.checker, "snapshot transfer");
     }
 
     #[test]

@@ -836,7 +836,7 @@ impl Cluster {
         data: Vec<u8>,
     ) -> Result<(), Violation> {
         let node = &mut self.nodes[index];
-        self.checker.on_snapshot(node.id, meta.last)?;
+        self.checker.on_snapshot(node.id, meta.last, &data)?;
         node.state = StateMachine::restore(&data)
             .filter(|state| state.applied == meta.last)
             .ok_or_else(|| Violation {
@@ -971,6 +971,7 @@ impl Cluster {
                 membership: node.applied_membership.clone(),
             };
             let data = node.state.snapshot();
+            self.checker.on_snapshot_taken(meta.last, &data);
             node.disk.save_snapshot(meta.clone(), data.clone());
             node.live.compact(meta.last);
             follow_ups.push(Input::Compacted { meta, data });
