@@ -12,12 +12,14 @@ command -v redis-server || (apt-get update && apt-get install -y redis-server)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The planted bugs (compiled only with their feature) must lint clean too.
-cargo clippy -p keel-wal -p keel-engine --all-targets --locked --features planted-bugs -- -D warnings
+cargo clippy -p keel-wal -p keel-engine -p keel-replication --all-targets --locked --features planted-bugs -- -D warnings
 cargo test --workspace --locked
 # The black-box tests that cross cores (hops between cores, start-up, crash
 # recovery) again on two cores.
 KEEL_TEST_CORES=2 cargo test -p keel-tests --locked --test crash --test commands --test pipeline --test differential --test transactions
 cargo test -p keel-wal -p keel-engine --lib --locked --features planted-bugs planted
+# The consensus core's planted bugs, each shown caught (scenarios and soak).
+cargo test -p keel-replication --locked --features planted-bugs
 
 # The simulation build: --cfg madsim, in a target directory of its own.
 sim() { RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim "$@"; }

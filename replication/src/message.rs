@@ -45,7 +45,9 @@ pub enum Message {
     /// `Ok { matched }`: the follower's log matches the leader's through
     /// `matched` (durably, once sent: a reply to an append is sent only after
     /// the appended entries are durable). `Reject { hint }`: `prev` did not
-    /// match; `hint` is the follower's last entry id, to skip back faster (§5.3).
+    /// match; `hint` is the follower's last entry at or below `prev.index`
+    /// whose term is at most `prev.term`, so the leader skips a whole
+    /// conflicting term per round trip (§5.3's optimization).
     AppendReply {
         result: AppendResult,
         read_round: u64,

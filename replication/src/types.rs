@@ -46,6 +46,11 @@ impl fmt::Display for EntryId {
     }
 }
 
+/// A command's bytes, shared: an entry is held by the log, the `Persist` output
+/// and one message per follower at once, and copying it for each would cost
+/// more than the rest of the core together (an allocation each).
+pub type CommandBytes = std::sync::Arc<[u8]>;
+
 /// What an entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntryPayload {
@@ -53,10 +58,11 @@ pub enum EntryPayload {
     /// can commit entries of earlier terms (Raft §5.4.2, §6.4).
     Noop,
     /// An operation of the layer above, opaque to the core.
-    Command(Vec<u8>),
+    Command(CommandBytes),
     /// The group's membership from this entry on (takes effect when appended,
-    /// not when committed: Raft §4.1).
-    Membership(Membership),
+    /// not when committed: Raft §4.1). Boxed: it is rare, and unboxed it
+    /// would make every entry twice as large.
+    Membership(Box<Membership>),
 }
 
 /// One log entry as the core and its peers see it. On the wire it also carries a
