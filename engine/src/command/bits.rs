@@ -63,15 +63,7 @@ pub fn setbit(context: &Context<'_>) -> Result<Outcome, Reply> {
     } else {
         value[byte] &= !mask;
     }
-    let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
-    Outcome::write(
-        reply,
-        Operation::Set {
-            key: key.clone(),
-            value,
-            expire_at_unix_ms,
-        },
-    )
+    Outcome::overwrite(reply, key, value, current)
 }
 
 /// GETBIT key offset: 0 past the end or for an absent key.

@@ -114,6 +114,26 @@ impl Outcome {
             op: Some(op),
         })
     }
+
+    /// A write that gives `key` a new value and keeps the expiry of its
+    /// `current` item (none if it had none or did not exist): a blind Set, as
+    /// INCR, APPEND, SETRANGE and SETBIT log.
+    fn overwrite(
+        reply: Reply,
+        key: &[u8],
+        value: Vec<u8>,
+        current: Option<crate::keyspace::Item<'_>>,
+    ) -> Result<Outcome, Reply> {
+        let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
+        Outcome::write(
+            reply,
+            Operation::Set {
+                key: key.to_vec(),
+                value,
+                expire_at_unix_ms,
+            },
+        )
+    }
 }
 
 /// Redis 7's reply to a command it does not know, quoting the name and the

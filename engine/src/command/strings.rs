@@ -350,13 +350,12 @@ fn increment(context: &Context<'_>, by: i64) -> Result<Outcome, Reply> {
     let sum = value
         .checked_add(by)
         .ok_or_else(|| Reply::error(OVERFLOW))?;
-    let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
-    let op = Operation::Set {
-        key: key.clone(),
-        value: sum.to_string().into_bytes(),
-        expire_at_unix_ms,
-    };
-    Outcome::write(Reply::Integer(sum), op)
+    Outcome::overwrite(
+        Reply::Integer(sum),
+        key,
+        sum.to_string().into_bytes(),
+        current,
+    )
 }
 
 pub fn incrbyfloat(context: &Context<'_>) -> Result<Outcome, Reply> {
@@ -372,13 +371,7 @@ pub fn incrbyfloat(context: &Context<'_>) -> Result<Outcome, Reply> {
         return Err(Reply::error("ERR increment would produce NaN or Infinity"));
     }
     let text = format_f64(sum).into_bytes();
-    let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
-    let op = Operation::Set {
-        key: key.clone(),
-        value: text.clone(),
-        expire_at_unix_ms,
-    };
-    Outcome::write(Reply::Bulk(text), op)
+    Outcome::overwrite(Reply::Bulk(text.clone()), key, text, current)
 }
 
 pub fn append(context: &Context<'_>) -> Result<Outcome, Reply> {
@@ -393,15 +386,7 @@ pub fn append(context: &Context<'_>) -> Result<Outcome, Reply> {
         return Outcome::read(Reply::Integer(len as i64));
     }
     let value = [old, suffix.as_slice()].concat();
-    let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
-    Outcome::write(
-        Reply::Integer(len as i64),
-        Operation::Set {
-            key: key.clone(),
-            value,
-            expire_at_unix_ms,
-        },
-    )
+    Outcome::overwrite(Reply::Integer(len as i64), key, value, current)
 }
 
 pub fn strlen(context: &Context<'_>) -> Result<Outcome, Reply> {
@@ -462,15 +447,7 @@ pub fn setrange(context: &Context<'_>) -> Result<Outcome, Reply> {
     }
     value[offset..offset + patch.len()].copy_from_slice(patch);
     let reply = Reply::Integer(value.len() as i64);
-    let expire_at_unix_ms = current.and_then(|item| item.expire_at_unix_ms);
-    Outcome::write(
-        reply,
-        Operation::Set {
-            key: key.clone(),
-            value,
-            expire_at_unix_ms,
-        },
-    )
+    Outcome::overwrite(reply, key, value, current)
 }
 
 pub fn mget(context: &Context<'_>) -> Result<Outcome, Reply> {
