@@ -398,67 +398,62 @@ fn run_connection(
     stream: TcpStream,
 ) -> Rc<Connection> {
     let connection = links.attach(peer);
-    let fd = stream.as_raw_fd();
+    let end = ConnectionEnd {
+        links: Rc::clone(links),
+        peer,
+        connection: Rc::clone(&connection),
+        fd: stream.as_raw_fd(),
+    };
     let (reader, writer) = futures_lite::io::split(stream);
-    io.spawn(write_loop(
-        Rc::clone(links),
-        peer,
-        Rc::clone(&connection),
-        writer,
-        fd,
-    ));
-    io.spawn(read_loop(
-        Rc::clone(links),
-        peer,
-        Rc::clone(&connection),
-        reader,
-        fd,
-    ));
+    io.spawn(write_loop(end.clone(), writer));
+    io.spawn(read_loop(end, reader));
     connection
 }
 
-/// Shuts both directions of the connection's socket, which ends a read or a
-/// write pending on it in the other task.
-fn shut_down(fd: RawFd) {
-    // SAFETY: shutdown(2) reads and writes no memory of this process. The
-    // caller holds one half of the stream, which keeps the descriptor open,
-    // so `fd` still names this connection's socket and no other file.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
-}
-
-async fn write_loop(
+/// What the writer and the reader of one connection share.
+#[derive(Clone)]
+struct ConnectionEnd {
     links: Rc<Links>,
     peer: PeerId,
     connection: Rc<Connection>,
-    mut writer: WriteHalf<TcpStream>,
+    /// The socket's descriptor, open while either task holds its half.
     fd: RawFd,
-) {
-    while !connection.is_retired() {
-        let (batch, messages) = links.take_batch(peer);
+}
+
+impl ConnectionEnd {
+    /// Retires the connection and shuts both directions of its socket,
+    /// which ends a read or a write pending on it in the other task.
+    fn close(&self) {
+        self.links.retire(self.peer, &self.connection);
+        // SAFETY: shutdown(2) reads and writes no memory of this process.
+        // The caller holds one half of the stream, which keeps the
+        // descriptor open, so `fd` still names this connection's socket
+        // and no other file.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+async fn write_loop(end: ConnectionEnd, mut writer: WriteHalf<TcpStream>) {
+    let metrics = end.links.metrics();
+    while !end.connection.is_retired() {
+        let (batch, messages) = end.links.take_batch(end.peer);
         if messages == 0 {
-            connection.writer_wait().await;
+            end.connection.writer_wait().await;
             continue;
         }
         if let Err(error) = writer.write_all(&batch).await {
-            tracing::debug!(peer, %error, messages, "peer write failed; the batch is lost");
+            tracing::debug!(peer = end.peer, %error, messages, "peer write failed; the batch is lost");
             break;
         }
-        NodeMetrics::add(&links.metrics().peer_messages_sent, messages);
-        NodeMetrics::add(&links.metrics().peer_bytes_sent, batch.len() as u64);
+        NodeMetrics::add(&metrics.peer_messages_sent, messages);
+        NodeMetrics::add(&metrics.peer_bytes_sent, batch.len() as u64);
     }
-    links.retire(peer, &connection);
-    shut_down(fd);
+    end.close();
 }
 
-async fn read_loop(
-    links: Rc<Links>,
-    peer: PeerId,
-    connection: Rc<Connection>,
-    mut reader: ReadHalf<TcpStream>,
-    fd: RawFd,
-) {
+async fn read_loop(end: ConnectionEnd, mut reader: ReadHalf<TcpStream>) {
     let mut decoder = FrameDecoder::default();
     let mut buffer = vec![0u8; PEER_READ_BYTES];
     loop {
@@ -466,18 +461,17 @@ async fn read_loop(
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        if connection.is_retired() {
+        if end.connection.is_retired() {
             break;
         }
         decoder.push(&buffer[..read]);
-        if let Err(error) = deliver_all(&links, peer, &mut decoder) {
-            NodeMetrics::add(&links.metrics().peer_protocol_errors, 1);
-            tracing::warn!(peer, %error, "closing the peer connection: bad transport frame");
+        if let Err(error) = deliver_all(&end.links, end.peer, &mut decoder) {
+            NodeMetrics::add(&end.links.metrics().peer_protocol_errors, 1);
+            tracing::warn!(peer = end.peer, %error, "closing the peer connection: bad transport frame");
             break;
         }
     }
-    links.retire(peer, &connection);
-    shut_down(fd);
+    end.close();
 }
 
 /// What a reader refuses in a peer's stream.

@@ -42,10 +42,10 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     inputs
 }
 
-/// The N of an `ok-N-*` name.
-fn expected_requests(name: &str) -> Option<usize> {
-    let (count, _) = name.strip_prefix("ok-")?.split_once('-')?;
-    Some(count.parse().expect("ok-N- names carry a number"))
+/// The N of a `<prefix>N-*` name (`ok-N-*`, `frames-N-*`).
+fn counted(name: &str, prefix: &str) -> Option<usize> {
+    let (count, _) = name.strip_prefix(prefix)?.split_once('-')?;
+    Some(count.parse().expect("counted names carry a number"))
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn resp_request_corpus_replays() {
     );
     for (name, bytes) in &inputs {
         let (requests, failed) = resp_request(bytes);
-        if let Some(expected) = expected_requests(name) {
+        if let Some(expected) = counted(name, "ok-") {
             assert_eq!((requests, failed), (expected, false), "{name}");
         }
         if name.starts_with("err-") {
@@ -123,12 +123,6 @@ fn snapshot_load_corpus_replays() {
     }
 }
 
-/// The N of a `frames-N-*` name.
-fn expected_frames(name: &str) -> Option<usize> {
-    let (count, _) = name.strip_prefix("frames-")?.split_once('-')?;
-    Some(count.parse().expect("frames-N- names carry a number"))
-}
-
 #[test]
 fn peer_transport_corpus_replays() {
     let inputs = corpus("peer_transport");
@@ -146,7 +140,7 @@ fn peer_transport_corpus_replays() {
         if name.starts_with("bad-hello-") {
             assert!(!is_handshake, "{name}: accepted");
         }
-        if let Some(expected) = expected_frames(name) {
+        if let Some(expected) = counted(name, "frames-") {
             assert_eq!((frames, failed), (expected, false), "{name}");
         }
         if name.starts_with("err-") {
