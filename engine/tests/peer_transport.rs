@@ -388,7 +388,8 @@ fn handshakes_pass_with_one_password_and_refuse_each_mismatch_on_the_wire() {
 
 /// A peer that passes the handshake and then sends an oversize length, bad
 /// header bytes, or a message for a shard another core owns has its
-/// connection closed (counted), and the node goes on serving.
+/// connection closed (counted), and the node goes on serving; bytes that
+/// are not a handshake are closed before any frame.
 #[test]
 fn a_peer_sending_bad_frames_is_cut_off() {
     let port_1 = free_port_pair();
@@ -424,6 +425,20 @@ fn a_peer_sending_bad_frames_is_cut_off() {
             assert_eq!(errors, count as u64 + 1);
         }
         assert_eq!(NodeMetrics::get(&node_1.metrics.peer_messages_received), 0);
+        // Bytes that are no handshake at all: closed before any frame.
+        let mut stream = TcpStream::connect(loopback(port_1)).await.expect("connect");
+        futures_lite::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buffer = [0u8; 16];
+        let read = before_deadline(
+            io,
+            "the close",
+            futures_lite::AsyncReadExt::read(&mut stream, &mut buffer),
+        )
+        .await;
+        assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
+        assert_eq!(NodeMetrics::get(&node_1.metrics.peer_connections), 3);
     })
     .join()
     .expect("the script passed");
