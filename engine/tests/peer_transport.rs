@@ -328,47 +328,40 @@ fn handshakes_pass_with_one_password_and_refuse_each_mismatch_on_the_wire() {
                 "{reason:?}: dialer {dialed:?}"
             );
         };
-        let (d, a) = handshake_pair(
-            with_password(2, Some("pw")),
-            with_password(1, Some("other")),
-            (0, CORES),
-            1,
-        )
-        .await;
-        refused(d, a, Refusal::BadProof);
-        let (d, a) = handshake_pair(
-            with_password(2, Some("pw")),
-            with_password(1, None),
-            (0, CORES),
-            1,
-        )
-        .await;
-        refused(d, a, Refusal::PasswordMismatch);
-        let (d, a) = handshake_pair(
-            plan(2, &members, "other"),
-            plan(1, &members, "keel"),
-            (0, CORES),
-            1,
-        )
-        .await;
-        refused(d, a, Refusal::WrongCluster);
-        let (d, a) = handshake_pair(
-            plan(2, &members, "keel"),
-            plan(1, &members, "keel"),
-            (1, CORES),
-            1,
-        )
-        .await;
-        refused(d, a, Refusal::CoreMismatch);
         let shards_differ = PeerPlan {
             shards: SHARDS + 1,
             ..plan(2, &members, "keel")
         };
-        let (d, a) = handshake_pair(shards_differ, plan(1, &members, "keel"), (0, CORES), 1).await;
-        refused(d, a, Refusal::ShardMismatch);
         let outsider = plan(5, &[(1, 1000), (5, 5000)], "keel");
-        let (d, a) = handshake_pair(outsider, plan(1, &members, "keel"), (0, CORES), 1).await;
-        refused(d, a, Refusal::UnknownNode);
+        let keel = |me| plan(me, &members, "keel");
+        // (dialer, acceptor, the dialer's core, what both must report)
+        let cases = [
+            (
+                with_password(2, Some("pw")),
+                with_password(1, Some("other")),
+                0,
+                Refusal::BadProof,
+            ),
+            (
+                with_password(2, Some("pw")),
+                with_password(1, None),
+                0,
+                Refusal::PasswordMismatch,
+            ),
+            (
+                plan(2, &members, "other"),
+                keel(1),
+                0,
+                Refusal::WrongCluster,
+            ),
+            (keel(2), keel(1), 1, Refusal::CoreMismatch),
+            (shards_differ, keel(1), 0, Refusal::ShardMismatch),
+            (outsider, keel(1), 0, Refusal::UnknownNode),
+        ];
+        for (dialer, acceptor, core, reason) in cases {
+            let (d, a) = handshake_pair(dialer, acceptor, (core, CORES), 1).await;
+            refused(d, a, reason);
+        }
         let (d, a) = handshake_pair(
             plan(2, &members, "keel"),
             plan(1, &members, "keel"),
@@ -384,6 +377,21 @@ fn handshakes_pass_with_one_password_and_refuse_each_mismatch_on_the_wire() {
     })
     .join()
     .expect("the script passed");
+}
+
+/// Writes `bytes` on `stream` and waits for the node to close it.
+async fn send_and_expect_close(io: &GlommioIo, stream: &mut TcpStream, bytes: &[u8]) {
+    futures_lite::AsyncWriteExt::write_all(stream, bytes)
+        .await
+        .expect("write");
+    let mut buffer = [0u8; 16];
+    let read = before_deadline(
+        io,
+        "the close",
+        futures_lite::AsyncReadExt::read(stream, &mut buffer),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
 }
 
 /// A peer that passes the handshake and then sends an oversize length, bad
@@ -410,34 +418,14 @@ fn a_peer_sending_bad_frames_is_cut_off() {
             dial_handshake(&mut stream, &plan(2, &members, "keel"), (0, CORES), 1)
                 .await
                 .expect("the handshake passes");
-            futures_lite::AsyncWriteExt::write_all(&mut stream, bytes)
-                .await
-                .expect("write");
-            let mut buffer = [0u8; 16];
-            let read = before_deadline(
-                io,
-                "the close",
-                futures_lite::AsyncReadExt::read(&mut stream, &mut buffer),
-            )
-            .await;
-            assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
+            send_and_expect_close(io, &mut stream, bytes).await;
             let errors = NodeMetrics::get(&node_1.metrics.peer_protocol_errors);
             assert_eq!(errors, count as u64 + 1);
         }
         assert_eq!(NodeMetrics::get(&node_1.metrics.peer_messages_received), 0);
         // Bytes that are no handshake at all: closed before any frame.
         let mut stream = TcpStream::connect(loopback(port_1)).await.expect("connect");
-        futures_lite::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buffer = [0u8; 16];
-        let read = before_deadline(
-            io,
-            "the close",
-            futures_lite::AsyncReadExt::read(&mut stream, &mut buffer),
-        )
-        .await;
-        assert!(matches!(read, Ok(0) | Err(_)), "still open: {read:?}");
+        send_and_expect_close(io, &mut stream, b"GET / HTTP/1.1\r\n\r\n").await;
         assert_eq!(NodeMetrics::get(&node_1.metrics.peer_connections), 3);
     })
     .join()
