@@ -953,6 +953,7 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
         wal_segment_bytes: WAL_SEGMENT_BYTES,
         requirepass: None,
+        cluster: None,
     };
     let node = Arc::new(NodeShared::new(
         config,
