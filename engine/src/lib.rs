@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod operation;
 pub mod peer;
+pub mod readiness;
 pub mod resp;
 pub mod secret;
 pub mod serve;
