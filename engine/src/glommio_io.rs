@@ -14,7 +14,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::cross_core::CrossCore;
-use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
+use crate::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardReply, ShardRequest,
+};
 use crate::node::local::Signal;
 use crate::resp::Reply;
 
@@ -310,6 +312,15 @@ impl NodeIo for GlommioIo {
 
     async fn recv_hop(&self) -> Hop {
         self.inner.hops.recv(self.inner.core).await
+    }
+
+    /// A single node so far: the peer links are the `peer` work's (issue 13).
+    fn peer_send(&self, _to: PeerId, _shard: u32, _frame: Vec<u8>) -> Result<(), PeerSendError> {
+        Err(PeerSendError::UnknownPeer)
+    }
+
+    async fn peer_recv(&self) -> PeerMessage {
+        std::future::pending().await
     }
 }
 

@@ -18,7 +18,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use keel_engine::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
+use keel_engine::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardObserver,
+};
 use keel_engine::node::local::Signal;
 use keel_engine::node::shard_dir_name;
 use madsim::net::{TcpListener, TcpStream};
@@ -258,6 +260,15 @@ impl NodeIo for SimIo {
 
     async fn recv_hop(&self) -> Hop {
         self.node.inboxes[self.core].recv().await
+    }
+
+    /// A single node so far: the peer network comes next.
+    fn peer_send(&self, _to: PeerId, _shard: u32, _frame: Vec<u8>) -> Result<(), PeerSendError> {
+        Err(PeerSendError::UnknownPeer)
+    }
+
+    async fn peer_recv(&self) -> PeerMessage {
+        std::future::pending().await
     }
 }
 

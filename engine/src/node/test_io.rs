@@ -12,7 +12,9 @@ use futures_lite::future;
 use keel_wal::MemStorage;
 
 use crate::config::{FsyncPolicy, ServeConfig};
-use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
+use crate::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardObserver,
+};
 use crate::node::{recover_core, NodeShared, Recovered};
 
 /// One core over one in-memory disk: the clock stands at 0, sleeps end at
@@ -87,6 +89,13 @@ impl<C: Connection + 'static> NodeIo for MemIo<C> {
         panic!("one core sends no hops");
     }
     async fn recv_hop(&self) -> Hop {
+        future::pending().await
+    }
+    /// A single node: it has no peers.
+    fn peer_send(&self, _to: PeerId, _shard: u32, _frame: Vec<u8>) -> Result<(), PeerSendError> {
+        Err(PeerSendError::UnknownPeer)
+    }
+    async fn peer_recv(&self) -> PeerMessage {
         future::pending().await
     }
     fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
