@@ -14,12 +14,14 @@ pub mod client;
 pub mod disk;
 pub mod excuse;
 pub mod external;
+pub mod fault_schedule;
 pub mod history;
 #[cfg(madsim)]
 pub mod io;
 pub mod ledger;
 pub mod linearizability;
 pub mod models;
+pub mod network_faults;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
