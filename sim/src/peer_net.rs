@@ -26,12 +26,14 @@
 //! [`PEER_RECEIVE_TASKS_PER_CORE`]; messages sent in the same millisecond may
 //! leave or arrive in any order, as datagrams may.
 //!
-//! Bounded everywhere: a core queues at most [`PEER_SEND_QUEUE_MESSAGES`] to
-//! send (`peer_send` refuses more, as the seam asks: never wait), holds at
-//! most [`PEER_RECV_QUEUE_MESSAGES`] received (more are dropped, counted),
-//! and refuses frames over [`PEER_FRAME_BYTES_MAX`].
+//! Bounded everywhere, in messages and in frame bytes: a core queues at most
+//! [`PEER_SEND_QUEUE_MESSAGES`] and [`PEER_SEND_QUEUE_BYTES_MAX`] to send
+//! (`peer_send` refuses more, as the seam asks: never wait), holds at most
+//! [`PEER_RECV_QUEUE_MESSAGES`] and [`PEER_RECV_QUEUE_BYTES_MAX`] received
+//! (more are dropped, counted), and refuses frames over
+//! [`PEER_FRAME_BYTES_MAX`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -52,12 +54,16 @@ use crate::network_faults::{LinkFaults, Partition, Route};
 
 /// Core c of every node takes its peers' datagrams on this port plus c.
 pub const PEER_PORT_BASE: u16 = 7400;
-/// Messages one core may have waiting to leave; `peer_send` refuses more
-/// (`QueueFull`). Raft retries, so a refusal costs a round, not safety.
+/// Messages one core may have waiting to leave, and their frames' bytes;
+/// `peer_send` refuses more (`QueueFull`). Raft retries, so a refusal costs a
+/// round, not safety.
 pub const PEER_SEND_QUEUE_MESSAGES: usize = 256;
-/// Messages one core has received and not yet taken with `peer_recv`; more
-/// are dropped on arrival (counted in [`NetCounts::dropped_receive_full`]).
+pub const PEER_SEND_QUEUE_BYTES_MAX: usize = 8 << 20;
+/// Messages one core has received and not yet taken with `peer_recv`, and
+/// their frames' bytes; more are dropped on arrival (counted in
+/// [`NetCounts::dropped_receive_full`]).
 pub const PEER_RECV_QUEUE_MESSAGES: usize = 1_024;
+pub const PEER_RECV_QUEUE_BYTES_MAX: usize = 32 << 20;
 /// The largest frame one message may carry; `peer_send` refuses larger ones
 /// (`TooLarge`). A snapshot travels in chunks well below it.
 pub const PEER_FRAME_BYTES_MAX: usize = 1 << 20;
@@ -228,20 +234,43 @@ impl PeerNetwork {
     }
 }
 
-/// A queue of at most `capacity` items, which never makes a sender wait.
+/// Something a [`BoundedQueue`] holds, and the bytes it counts against it.
+trait QueueItem {
+    fn bytes(&self) -> usize;
+}
+
+impl QueueItem for PeerMessage {
+    fn bytes(&self) -> usize {
+        self.frame.len()
+    }
+}
+
+impl QueueItem for Datagram {
+    fn bytes(&self) -> usize {
+        self.message.bytes()
+    }
+}
+
+/// A queue of at most `messages` items and `bytes_max` bytes, which never
+/// makes a sender wait.
 #[derive(Debug)]
 struct BoundedQueue<T> {
     items: RefCell<VecDeque<T>>,
-    capacity: usize,
+    /// The bytes of the items queued.
+    bytes: Cell<usize>,
+    messages: usize,
+    bytes_max: usize,
     /// Takers waiting for an item; all are woken by each item (they are few).
     waiting: RefCell<Vec<Waker>>,
 }
 
-impl<T> BoundedQueue<T> {
-    fn new(capacity: usize) -> BoundedQueue<T> {
+impl<T: QueueItem> BoundedQueue<T> {
+    fn new(messages: usize, bytes_max: usize) -> BoundedQueue<T> {
         BoundedQueue {
-            items: RefCell::new(VecDeque::with_capacity(capacity)),
-            capacity,
+            items: RefCell::new(VecDeque::with_capacity(messages)),
+            bytes: Cell::new(0),
+            messages,
+            bytes_max,
             waiting: RefCell::default(),
         }
     }
@@ -249,10 +278,12 @@ impl<T> BoundedQueue<T> {
     /// Queues `item` unless the queue is full; whether it did.
     fn offer(&self, item: T) -> bool {
         let mut items = self.items.borrow_mut();
-        if items.len() == self.capacity {
+        let bytes = self.bytes.get() + item.bytes();
+        if items.len() == self.messages || bytes > self.bytes_max {
             return false;
         }
         items.push_back(item);
+        self.bytes.set(bytes);
         for taker in self.waiting.borrow_mut().drain(..) {
             taker.wake();
         }
@@ -262,7 +293,10 @@ impl<T> BoundedQueue<T> {
     /// The oldest item, waiting for one.
     async fn take(&self) -> T {
         poll_fn(|context| match self.items.borrow_mut().pop_front() {
-            Some(item) => Poll::Ready(item),
+            Some(item) => {
+                self.bytes.set(self.bytes.get() - item.bytes());
+                Poll::Ready(item)
+            }
             None => {
                 self.waiting.borrow_mut().push(context.waker().clone());
                 Poll::Pending
@@ -297,8 +331,14 @@ impl PeerLink {
             core,
             cores,
             network,
-            outbound: Rc::new(BoundedQueue::new(PEER_SEND_QUEUE_MESSAGES)),
-            inbound: Rc::new(BoundedQueue::new(PEER_RECV_QUEUE_MESSAGES)),
+            outbound: Rc::new(BoundedQueue::new(
+                PEER_SEND_QUEUE_MESSAGES,
+                PEER_SEND_QUEUE_BYTES_MAX,
+            )),
+            inbound: Rc::new(BoundedQueue::new(
+                PEER_RECV_QUEUE_MESSAGES,
+                PEER_RECV_QUEUE_BYTES_MAX,
+            )),
         };
         // Dropping madsim's join handles detaches the tasks.
         for _ in 0..PEER_SEND_TASKS_PER_CORE {

@@ -13,7 +13,9 @@ use keel_engine::node::io::{NodeIo, PeerId, PeerSendError};
 use keel_sim::fault_schedule::{Fault, FaultSchedule, ScheduleConfig, TimedFault};
 use keel_sim::io::SimIo;
 use keel_sim::network_faults::{LinkFaults, Partition};
-use keel_sim::peer_net::{self, NetCounts, PEER_FRAME_BYTES_MAX, PEER_SEND_QUEUE_MESSAGES};
+use keel_sim::peer_net::{
+    self, NetCounts, PEER_FRAME_BYTES_MAX, PEER_SEND_QUEUE_BYTES_MAX, PEER_SEND_QUEUE_MESSAGES,
+};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::TimeHandle;
@@ -312,6 +314,9 @@ fn peer_send_refuses_what_it_cannot_queue() {
     let queue_full = vec![Ok(()); PEER_SEND_QUEUE_MESSAGES - 1]
         .into_iter()
         .chain([Err(PeerSendError::QueueFull)]);
+    let bytes_full = vec![Ok(()); PEER_SEND_QUEUE_BYTES_MAX / PEER_FRAME_BYTES_MAX]
+        .into_iter()
+        .chain([Err(PeerSendError::QueueFull)]);
     let expected: Vec<Result<(), PeerSendError>> = [
         Err(PeerSendError::UnknownPeer),
         Err(PeerSendError::UnknownPeer),
@@ -321,21 +326,23 @@ fn peer_send_refuses_what_it_cannot_queue() {
     ]
     .into_iter()
     .chain(queue_full)
+    .chain(bytes_full)
     .collect();
     assert_eq!(refusals, expected);
 }
 
 /// What `peer_send` answers: a single node (bound without peers), an
 /// unknown member, itself, a frame one byte too large and the largest, then
-/// sends until the queue is full (nothing is sent meanwhile: no await).
+/// sends until a core's queue is full in messages, and another core's in
+/// bytes (nothing is sent meanwhile: no await).
 async fn refusals(report: Arc<Mutex<Vec<Result<(), PeerSendError>>>>) {
     let alone = SimIo::bind(SocketAddr::new(ip(1), 6379), 1)
         .await
         .expect("binds");
-    let member = SimIo::bind_member(SocketAddr::new(ip(1), 7379), 1, 1)
+    let cores = SimIo::bind_member(SocketAddr::new(ip(1), 7379), 2, 1)
         .await
-        .expect("binds")
-        .remove(0);
+        .expect("binds");
+    let (member, other_core) = (&cores[0], &cores[1]);
     let mut answers = vec![
         alone[0].peer_send(2, 0, vec![1]),
         member.peer_send(3, 0, vec![1]),
@@ -345,6 +352,10 @@ async fn refusals(report: Arc<Mutex<Vec<Result<(), PeerSendError>>>>) {
     ];
     for _ in 0..PEER_SEND_QUEUE_MESSAGES {
         answers.push(member.peer_send(2, 0, vec![1]));
+    }
+    // The other core's queue, which fills up by bytes first.
+    for _ in 0..=PEER_SEND_QUEUE_BYTES_MAX / PEER_FRAME_BYTES_MAX {
+        answers.push(other_core.peer_send(2, 1, vec![0; PEER_FRAME_BYTES_MAX]));
     }
     *report.lock().expect("lock") = answers;
 }
