@@ -58,15 +58,19 @@ pub const PEER_PORT_BASE: u16 = 7400;
 /// `peer_send` refuses more (`QueueFull`). Raft retries, so a refusal costs a
 /// round, not safety.
 pub const PEER_SEND_QUEUE_MESSAGES: usize = 256;
-pub const PEER_SEND_QUEUE_BYTES_MAX: usize = 8 << 20;
+pub const PEER_SEND_QUEUE_BYTES_MAX: usize = keel_engine::peer::links::PEER_QUEUE_BYTES_MAX;
 /// Messages one core has received and not yet taken with `peer_recv`, and
 /// their frames' bytes; more are dropped on arrival (counted in
 /// [`NetCounts::dropped_receive_full`]).
 pub const PEER_RECV_QUEUE_MESSAGES: usize = 1_024;
-pub const PEER_RECV_QUEUE_BYTES_MAX: usize = 32 << 20;
+pub const PEER_RECV_QUEUE_BYTES_MAX: usize = keel_engine::peer::links::PEER_INBOX_BYTES_MAX;
 /// The largest frame one message may carry; `peer_send` refuses larger ones
-/// (`TooLarge`). A snapshot travels in chunks well below it.
-pub const PEER_FRAME_BYTES_MAX: usize = 1 << 20;
+/// (`TooLarge`). The server's limit, so that the simulator refuses exactly
+/// what the server would. A snapshot travels in chunks well below it.
+pub const PEER_FRAME_BYTES_MAX: usize = keel_engine::peer::frame::PEER_FRAME_BYTES_MAX;
+// A frame of the largest size must fit an empty queue, or it could never be sent.
+const _: () = assert!(PEER_FRAME_BYTES_MAX <= PEER_SEND_QUEUE_BYTES_MAX);
+const _: () = assert!(PEER_FRAME_BYTES_MAX <= PEER_RECV_QUEUE_BYTES_MAX);
 /// Tasks of each core that send its queued messages, and that take its
 /// arriving datagrams: each moves one datagram per millisecond at most
 /// (module doc), so these bound a core's rates (messages a millisecond).
