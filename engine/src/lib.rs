@@ -21,4 +21,5 @@ pub mod secret;
 pub mod serve;
 pub mod slot;
 pub mod snapshot;
+pub mod topology;
 pub mod wal_cli;

@@ -14,6 +14,7 @@ use keel_wal::MemStorage;
 use crate::config::{FsyncPolicy, ServeConfig};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
 use crate::node::{recover_core, NodeShared, Recovered};
+use crate::topology::{Member, NodeName, Topology};
 
 /// One core over one in-memory disk: the clock stands at 0, sleeps end at
 /// once, no other core exists and nothing may be spawned (a test that needs
@@ -103,6 +104,8 @@ pub(crate) fn recover_one_shard<C: Connection + 'static>(
     let mut config = ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
     config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
     config.fsync = fsync;
-    let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0));
+    let myself = Member::alone(NodeName::of_ids(0, 0), config.bind, config.port);
+    let topology = Topology::single_node(myself, 1);
+    let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0, topology));
     future::block_on(recover_core(io, node)).expect("the disk recovers")
 }
