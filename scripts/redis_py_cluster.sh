@@ -20,14 +20,8 @@ keel_flags="--cores 2 --shards 4"
 # shellcheck source=../bench/lib.sh
 source "$repo/bench/lib.sh"
 
-# The system's Python, for which apt installs python3-redis.
-python=/usr/bin/python3
 install_tools
-if ! "$python" -c 'import redis.cluster' 2>/dev/null; then
-    log "installing python3-redis"
-    apt-get install -y python3-redis >/dev/null 2>&1 ||
-        { apt-get update >/dev/null && apt-get install -y python3-redis >/dev/null; }
-fi
+install_python_redis
 find_keel
 
 cat >"$work/check.py" <<'PY'

@@ -413,24 +413,15 @@ pub(crate) mod tests {
     /// led by member s + 1 in term 5 + s, every member a voter of every
     /// shard, as seen from member `myself`.
     pub(crate) fn three_nodes(myself: u64) -> Topology {
-        let shards = slot_ranges(3)
-            .into_iter()
-            .enumerate()
-            .map(|(shard, (first_slot, last_slot))| ShardPlacement {
-                shard: shard as u32,
-                first_slot,
-                last_slot,
-                leader: Some(MemberId(shard as u64 + 1)),
-                term: 5 + shard as u64,
-                voters: vec![MemberId(1), MemberId(2), MemberId(3)],
-                learners: Vec::new(),
-            })
-            .collect();
-        Topology::new(
-            MemberId(myself),
-            vec![member(1), member(2), member(3)],
-            shards,
-        )
+        let mut topology = Topology::single_node(member(1), 3);
+        let all = vec![MemberId(1), MemberId(2), MemberId(3)];
+        for shard in &mut topology.shards {
+            shard.leader = Some(MemberId(u64::from(shard.shard) + 1));
+            shard.term = 5 + u64::from(shard.shard);
+            shard.voters = all.clone();
+        }
+        let members = vec![member(1), member(2), member(3)];
+        Topology::new(MemberId(myself), members, topology.shards)
     }
 
     #[test]
