@@ -416,6 +416,74 @@ pub fn replication_section(topology: &Topology, progress: &[ShardProgress], out:
     out.push_str("\r\n");
 }
 
+/// A gauge per shard: its name, its help, its value from the shard's
+/// placement, its progress and this node's id.
+type ShardGauge = (
+    &'static str,
+    &'static str,
+    fn(&ShardPlacement, &ShardProgress, MemberId) -> u64,
+);
+/// A gauge per follower: its name, its help, its value.
+type FollowerGauge = (&'static str, &'static str, fn(&FollowerLag) -> u64);
+
+/// INFO replication's figures as Prometheus gauges, labelled by shard (and
+/// by follower name for the lag of a shard this node leads).
+pub fn replication_metrics(topology: &Topology, progress: &[ShardProgress], out: &mut String) {
+    let per_shard: [ShardGauge; 3] = [
+        (
+            "keel_shard_leader",
+            "Whether this node leads the shard (1) or not (0).",
+            |placement, _, myself| u64::from(placement.leader == Some(myself)),
+        ),
+        (
+            "keel_shard_term",
+            "The consensus term of the shard's leader, as this node knows it.",
+            |placement, _, _| placement.term,
+        ),
+        (
+            "keel_shard_commit_index",
+            "The highest entry of the shard known committed.",
+            |_, shard, _| shard.commit_index,
+        ),
+    ];
+    for (name, help, value) in per_shard {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for shard in progress {
+            let placement = &topology.shards[shard.shard as usize];
+            let value = value(placement, shard, topology.myself);
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {value}", shard.shard);
+        }
+    }
+    let per_follower: [FollowerGauge; 2] = [
+        (
+            "keel_follower_lag_entries",
+            "Entries a follower of a shard this node leads lacks.",
+            |follower| follower.lag_entries,
+        ),
+        (
+            "keel_follower_lag_bytes",
+            "Payload bytes of the entries a follower lacks.",
+            |follower| follower.lag_bytes,
+        ),
+    ];
+    for (name, help, value) in per_follower {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for shard in progress {
+            for follower in &shard.followers {
+                let node = topology
+                    .member(follower.member)
+                    .map_or_else(|| "-".to_owned(), |member| member.name.to_string());
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",node=\"{node}\"}} {}",
+                    shard.shard,
+                    value(follower)
+                );
+            }
+        }
+    }
+}
+
 /// INFO's cluster section. `cluster_enabled:1` because redis-py's
 /// RedisCluster refuses a node without it before it asks CLUSTER SLOTS
 /// (`redis-cli -c` reads nothing but `-MOVED`). INFO's `redis_mode` and
@@ -707,36 +775,64 @@ mod tests {
         assert!(text.starts_with("TRYAGAIN "), "{text}");
     }
 
-    #[test]
-    fn the_replication_section_shows_each_shard_and_follower() {
-        let topology = three_nodes(1);
-        let progress = [
+    /// Seen from member 1 of [`three_nodes`]: it leads shard 0 (entry 40
+    /// committed; member 2 has it all, member 3 lacks 3 entries of 120
+    /// bytes) and follows shard 1 (entry 12 committed).
+    fn progress() -> [ShardProgress; 2] {
+        let follower = |member, match_index, lag_entries, lag_bytes| FollowerLag {
+            member: MemberId(member),
+            match_index,
+            lag_entries,
+            lag_bytes,
+        };
+        [
             ShardProgress {
                 shard: 0,
                 commit_index: 40,
-                followers: vec![
-                    FollowerLag {
-                        member: MemberId(2),
-                        match_index: 40,
-                        lag_entries: 0,
-                        lag_bytes: 0,
-                    },
-                    FollowerLag {
-                        member: MemberId(3),
-                        match_index: 37,
-                        lag_entries: 3,
-                        lag_bytes: 120,
-                    },
-                ],
+                followers: vec![follower(2, 40, 0, 0), follower(3, 37, 3, 120)],
             },
             ShardProgress {
                 shard: 1,
                 commit_index: 12,
                 followers: Vec::new(),
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn the_replication_metrics_label_each_shard_and_follower() {
         let mut out = String::new();
-        replication_section(&topology, &progress, &mut out);
+        replication_metrics(&three_nodes(1), &progress(), &mut out);
+        let samples: Vec<&str> = out.lines().filter(|line| !line.starts_with('#')).collect();
+        let lag = |name: &str, node: &str, value: u64| {
+            format!("keel_follower_lag_{name}{{shard=\"0\",node=\"{node}\"}} {value}")
+        };
+        let lags = [
+            lag("entries", NAME_2, 0),
+            lag("entries", NAME_3, 3),
+            lag("bytes", NAME_2, 0),
+            lag("bytes", NAME_3, 120),
+        ];
+        let mut expected = vec![
+            "keel_shard_leader{shard=\"0\"} 1",
+            "keel_shard_leader{shard=\"1\"} 0",
+            "keel_shard_term{shard=\"0\"} 5",
+            "keel_shard_term{shard=\"1\"} 6",
+            "keel_shard_commit_index{shard=\"0\"} 40",
+            "keel_shard_commit_index{shard=\"1\"} 12",
+        ];
+        expected.extend(lags.iter().map(String::as_str));
+        assert_eq!(samples, expected);
+        assert!(
+            out.contains("# TYPE keel_follower_lag_bytes gauge\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_replication_section_shows_each_shard_and_follower() {
+        let mut out = String::new();
+        replication_section(&three_nodes(1), &progress(), &mut out);
         assert_eq!(
             out,
             format!(

@@ -27,6 +27,7 @@ use crate::keyspace::Keyspace;
 use crate::metrics::{Gauges, NodeMetrics};
 use crate::node::admin::ClientInfo;
 use crate::node::auth::ConnectionAuth;
+use crate::node::cluster::ShardProgress;
 use crate::node::core::{core_of_shard, Core};
 use crate::node::io::{Connection, Listener, NodeIo};
 use crate::node::shard::{Shard, ShardSettings};
@@ -455,7 +456,9 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
                     .max()
                     .unwrap_or(0),
             };
-            let body = scrape.node.metrics.render(&gauges);
+            let mut body = scrape.node.metrics.render(&gauges);
+            let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+            cluster::replication_metrics(&scrape.node.topology.get(), &progress, &mut body);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
