@@ -531,6 +531,20 @@ pub(crate) mod tests {
         assert_eq!(cell.get().shards.len(), 1);
     }
 
+    /// A node bound to every interface does not know which address its
+    /// clients use: it names none, as a Redis that has met no peer, and
+    /// cluster clients (redis-py) use the address they connected to.
+    #[test]
+    fn a_lone_member_names_its_bind_address_unless_it_is_unspecified() {
+        let name = NodeName::of_ids(1, 2);
+        let loopback = Member::alone(name, "127.0.0.1".parse().unwrap(), 6379);
+        assert_eq!(loopback.client_address(), "127.0.0.1:6379");
+        for any in ["0.0.0.0", "::"] {
+            let member = Member::alone(name, any.parse().unwrap(), 6379);
+            assert_eq!(member.client_address(), ":6379");
+        }
+    }
+
     #[test]
     #[should_panic(expected = "leader votes")]
     fn a_leader_outside_the_voters_is_refused() {
