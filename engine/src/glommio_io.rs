@@ -1,6 +1,7 @@
 //! The node's IO on glommio: one executor per core, io_uring sockets with
-//! SO_REUSEPORT (every core accepts), DMA files for the WAL, and bounded
-//! queues between cores for hops ([`crate::cross_core`]).
+//! SO_REUSEPORT (every core accepts), DMA files for the WAL, bounded
+//! queues between cores for hops ([`crate::cross_core`]), and the core's
+//! links to its peers ([`crate::glommio_peer`]).
 
 use std::cell::RefCell;
 use std::io;
@@ -14,8 +15,11 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::cross_core::CrossCore;
-use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
+use crate::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardReply, ShardRequest,
+};
 use crate::node::local::Signal;
+use crate::peer::links::Links;
 use crate::resp::Reply;
 
 /// Connections the kernel queues for a listening socket before `accept`
@@ -37,6 +41,8 @@ struct Inner {
     metrics: Option<Rc<Handoff>>,
     epoch: Instant,
     hops: CrossCore<Hop>,
+    /// This core's links to its peers; `None`: a single node.
+    peers: Option<Rc<Links>>,
 }
 
 impl std::fmt::Debug for GlommioIo {
@@ -52,6 +58,8 @@ impl std::fmt::Debug for GlommioIo {
 impl GlommioIo {
     /// Binds this core's listeners (SO_REUSEPORT: the kernel spreads
     /// connections over the cores). Must run on the core's executor.
+    /// `peers` are the core's links, which [`crate::glommio_peer::start`]
+    /// then connects.
     pub fn new(
         core: usize,
         cores: usize,
@@ -59,6 +67,7 @@ impl GlommioIo {
         clients: SocketAddr,
         metrics: Option<SocketAddr>,
         hops: CrossCore<Hop>,
+        peers: Option<Rc<Links>>,
     ) -> io::Result<GlommioIo> {
         let clients = accept_in_a_task(glommio_listener(listen_socket(clients)?));
         let metrics = match metrics {
@@ -76,6 +85,7 @@ impl GlommioIo {
                 metrics,
                 epoch: Instant::now(),
                 hops,
+                peers,
             }),
         })
     }
@@ -310,6 +320,20 @@ impl NodeIo for GlommioIo {
 
     async fn recv_hop(&self) -> Hop {
         self.inner.hops.recv(self.inner.core).await
+    }
+
+    fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError> {
+        match &self.inner.peers {
+            Some(links) => links.send(to, shard, frame),
+            None => Err(PeerSendError::UnknownPeer),
+        }
+    }
+
+    async fn peer_recv(&self) -> PeerMessage {
+        match &self.inner.peers {
+            Some(links) => links.recv().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! binary's commands. `main.rs` only hands the process arguments to [`cli`].
 
 pub mod cli;
+pub mod cluster_config;
 pub mod command;
 pub mod config;
 pub mod cross_core;
@@ -10,12 +11,14 @@ pub mod exit;
 pub mod fuzzing;
 pub mod glommio_disk;
 pub mod glommio_io;
+pub mod glommio_peer;
 pub mod identity;
 pub mod keyspace;
 pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod operation;
+pub mod peer;
 pub mod resp;
 pub mod secret;
 pub mod serve;

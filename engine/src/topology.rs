@@ -17,18 +17,18 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sha1::{Digest, Sha1};
+use sha2::{Digest, Sha256};
 
 use crate::identity::Identity;
 use crate::node::core::shard_of_slot;
 use crate::slot::SLOT_COUNT;
 
-/// Bytes of a [`NodeName`]: a SHA-1, whose 40 hex digits are what Redis
-/// Cluster's node ids look like.
+/// Bytes of a [`NodeName`]: 40 hex digits, what Redis Cluster's node ids
+/// look like.
 pub const NODE_NAME_BYTES: usize = 20;
 
 /// What the name hashes before the identity, so that a node name is never
-/// the SHA-1 of anything else Keel hashes.
+/// the hash of anything else Keel hashes.
 const NODE_NAME_DOMAIN: &[u8] = b"keel node name v1";
 
 /// A member's stable name, shown as 40 lowercase hex digits in CLUSTER
@@ -48,11 +48,14 @@ impl NodeName {
     /// The name of node `node_id` of cluster `cluster_id` (what a data
     /// directory's identity holds).
     pub fn of_ids(cluster_id: u128, node_id: u64) -> NodeName {
-        let mut hasher = Sha1::new();
+        let mut hasher = Sha256::new();
         hasher.update(NODE_NAME_DOMAIN);
         hasher.update(cluster_id.to_le_bytes());
         hasher.update(node_id.to_le_bytes());
-        NodeName(hasher.finalize().into())
+        let digest = hasher.finalize();
+        let mut name = [0; NODE_NAME_BYTES];
+        name.copy_from_slice(&digest[..NODE_NAME_BYTES]);
+        NodeName(name)
     }
 
     pub fn from_bytes(bytes: [u8; NODE_NAME_BYTES]) -> NodeName {

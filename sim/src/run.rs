@@ -954,6 +954,7 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
         wal_segment_bytes: WAL_SEGMENT_BYTES,
         requirepass: None,
+        cluster: None,
     };
     // Drawn in this order (the run's id, then the seed) so seeds replay
     // as before.
