@@ -25,4 +25,5 @@ pub mod secret;
 pub mod serve;
 pub mod slot;
 pub mod snapshot;
+pub mod topology;
 pub mod wal_cli;

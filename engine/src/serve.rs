@@ -17,6 +17,7 @@ use crate::identity::{self, Identity};
 use crate::node::io::Hop;
 use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
 use crate::peer::links::Links;
+use crate::topology::{Member, NodeName, Topology};
 
 /// How often the main thread looks for signals and finished cores.
 const MAIN_POLL_MS: u64 = 20;
@@ -219,12 +220,15 @@ pub fn run(args: &ServeArgs) -> Exit {
             return Exit::Io;
         }
     };
+    // Alone until the peers list names the other members.
+    let myself = Member::alone(NodeName::of_identity(&identity), config.bind, config.port);
     let node = Arc::new(NodeShared::new(
         config.clone(),
         identity.shard_count,
         format!("{:032x}", random_u128()),
         now_unix_ms(),
         identity.node_id,
+        Topology::single_node(myself, identity.shard_count),
     ));
     let hops = CrossCore::<Hop>::new(config.cores);
     let (events, inbox) = mpsc::channel();

@@ -20,6 +20,7 @@ use crate::node::io::{
 };
 use crate::node::local::Signal;
 use crate::node::{recover_core, NodeShared, Recovered};
+use crate::topology::{Member, NodeName, Topology};
 
 /// Messages waiting in one member's inbox before `peer_send` to it drops.
 pub(crate) const MEM_INBOX_MESSAGES_MAX: usize = 64;
@@ -190,7 +191,9 @@ pub(crate) fn recover_one_shard<C: Connection + 'static>(
     let mut config = ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
     config.wal_segment_bytes = keel_wal::SEGMENT_BYTES_MIN;
     config.fsync = fsync;
-    let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0));
+    let myself = Member::alone(NodeName::of_ids(0, 0), config.bind, config.port);
+    let topology = Topology::single_node(myself, 1);
+    let node = Arc::new(NodeShared::new(config, 1, String::new(), 0, 0, topology));
     future::block_on(recover_core(io, node)).expect("the disk recovers")
 }
 
