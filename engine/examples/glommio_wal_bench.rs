@@ -12,6 +12,9 @@
 //! - `std`: blocking O_DIRECT pwrite + fdatasync into a zero-filled file
 //!   (through `StdFile`, which for an aligned buffer is exactly those calls);
 //! - `glommio`: `DmaFile::write_at` + `fdatasync` into a zero-filled file;
+//! - `glommio O_DSYNC`: the same file opened `O_DSYNC`, `write_at` alone (a
+//!   write that is durable when it completes: a FUA write, or a write and a
+//!   flush, as the device allows), to weigh one round trip against two;
 //! - `WAL`: `Wal::append` x batch, then `Wal::sync`, over `GlommioStorage`
 //!   (a sync that rolls over zero-fills the new segment).
 
@@ -94,6 +97,14 @@ async fn run_std(dir: &Path, write_bytes: usize, seconds: f64) -> Run {
 }
 
 async fn run_glommio_raw(dir: &Path, write_bytes: usize, seconds: f64) -> Run {
+    run_glommio_raw_with(dir, write_bytes, seconds, false).await
+}
+
+async fn run_glommio_dsync(dir: &Path, write_bytes: usize, seconds: f64) -> Run {
+    run_glommio_raw_with(dir, write_bytes, seconds, true).await
+}
+
+async fn run_glommio_raw_with(dir: &Path, write_bytes: usize, seconds: f64, dsync: bool) -> Run {
     let storage = GlommioStorage::new(dir);
     let mut filled = storage.create("glommio.raw").await.expect("create");
     filled.preallocate(RAW_FILE_BYTES).await.expect("zero-fill");
@@ -101,6 +112,7 @@ async fn run_glommio_raw(dir: &Path, write_bytes: usize, seconds: f64) -> Run {
     drop(filled);
     let file: DmaFile = OpenOptions::new()
         .write(true)
+        .custom_flags(if dsync { libc::O_DSYNC } else { 0 })
         .dma_open(dir.join("glommio.raw"))
         .await
         .expect("open");
@@ -117,7 +129,9 @@ async fn run_glommio_raw(dir: &Path, write_bytes: usize, seconds: f64) -> Run {
             buffer.as_bytes_mut().fill(0xab);
             let written = file.write_at(buffer, at).await.expect("write");
             assert_eq!(written, write_bytes, "a short write");
-            file.fdatasync().await.expect("fdatasync");
+            if !dsync {
+                file.fdatasync().await.expect("fdatasync");
+            }
         }
     })
     .await;
@@ -216,6 +230,11 @@ fn main() {
                 "glommio DmaFile",
                 batch,
                 &mut run_glommio_raw(&path, bytes, seconds).await,
+            );
+            row(
+                "glommio DmaFile O_DSYNC, no fdatasync",
+                batch,
+                &mut run_glommio_dsync(&path, bytes, seconds).await,
             );
             let (mut wal, segments) = run_wal(&path, batch, seconds).await;
             let wal = row(
