@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod operation;
+pub mod overlay;
 pub mod resp;
 pub mod secret;
 pub mod serve;
