@@ -235,3 +235,95 @@ impl Overlay {
         self.flushed_by.map(|_| None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str) -> Operation {
+        Operation::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            expire_at_unix_ms: None,
+        }
+    }
+
+    fn value(view: View<'_>, key: &str) -> Option<Vec<u8>> {
+        view.get(key.as_bytes(), 0).map(|item| item.value.to_vec())
+    }
+
+    #[test]
+    fn a_key_leaves_the_overlay_when_its_last_writer_commits() {
+        let mut keyspace = Keyspace::new();
+        let mut overlay = Overlay::default();
+        let (first, second) = (EntryId::new(1, 1), EntryId::new(1, 2));
+        overlay.write(View::from(&keyspace), &set("k", "a"), first);
+        overlay.write(View::from(&keyspace), &set("k", "b"), second);
+        let observed = Cell::new(None);
+        assert_eq!(
+            value(View::new(&keyspace, &overlay, &observed), "k"),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(
+            observed.get(),
+            Some(second),
+            "the read waits for the newer write"
+        );
+        keyspace.apply(&set("k", "a"));
+        overlay.committed(first);
+        let observed = Cell::new(None);
+        assert_eq!(
+            value(View::new(&keyspace, &overlay, &observed), "k"),
+            Some(b"b".to_vec())
+        );
+        keyspace.apply(&set("k", "b"));
+        overlay.committed(second);
+        assert!(overlay.is_empty());
+        let observed = Cell::new(None);
+        assert_eq!(
+            value(View::new(&keyspace, &overlay, &observed), "k"),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(observed.get(), None, "committed state: nothing to wait for");
+    }
+
+    #[test]
+    fn a_flush_hides_the_key_space_and_an_expiry_reads_the_layer_below() {
+        let mut keyspace = Keyspace::new();
+        keyspace.apply(&set("old", "x"));
+        let mut overlay = Overlay::default();
+        let expire = Operation::Expire {
+            key: b"old".to_vec(),
+            at_unix_ms: 5,
+        };
+        overlay.write(View::from(&keyspace), &expire, EntryId::new(1, 1));
+        let observed = Cell::new(None);
+        let view = View::new(&keyspace, &overlay, &observed);
+        let record = view.record(b"old").expect("held");
+        assert_eq!(
+            (record.value, record.expire_at_unix_ms),
+            (&b"x"[..], Some(5))
+        );
+        assert_eq!(
+            view.get(b"old", 5),
+            None,
+            "gone from its expiry millisecond"
+        );
+        overlay.write(
+            View::from(&keyspace),
+            &Operation::FlushAll,
+            EntryId::new(1, 2),
+        );
+        overlay.write(View::from(&keyspace), &set("new", "y"), EntryId::new(1, 3));
+        let view = View::new(&keyspace, &overlay, &observed);
+        assert_eq!(value(view, "old"), None);
+        assert_eq!(value(view, "new"), Some(b"y".to_vec()));
+        overlay.clear();
+        let view = View::new(&keyspace, &overlay, &observed);
+        assert_eq!(
+            value(view, "old"),
+            Some(b"x".to_vec()),
+            "step-down drops it all"
+        );
+    }
+}

@@ -33,8 +33,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use keel_replication::{
-    Config, Entry, EntryId, EntryPayload, Envelope, Group, HardState, Input, LogIndex, Output,
-    ProposalId, Refusal, Restored, Role, Term,
+    CommandBytes, Config, Entry, EntryId, EntryPayload, Envelope, Group, HardState, Input,
+    LogIndex, Output, ProposalId, Refusal, Restored, Role, Term,
 };
 
 use crate::keyspace::Keyspace;
@@ -67,13 +67,44 @@ pub struct Outgoing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Unapplied {
     id: EntryId,
-    /// `None` for an entry that changes no key (a no-op).
-    op: Option<Operation>,
+    held: Held,
 }
 
-/// The driver's planted bugs, which only a multi-node simulation can catch
-/// (a group of one never sees a competing leader).
-#[cfg(feature = "planted-bugs")]
+/// An unapplied entry's operation as the driver holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Held {
+    /// An entry that changes no key (a no-op).
+    Nothing,
+    /// This leader's own proposal, as the command made it.
+    Decoded(Operation),
+    /// An entry restored from the WAL or received, decoded when applied:
+    /// the bytes are shared with the group's log, so holding many of them
+    /// (a restart's whole WAL tail) costs no allocation each.
+    Encoded(CommandBytes),
+}
+
+/// The operation in entry `id`'s bytes (checksummed in the WAL and on the
+/// wire: recovery decodes each once before serving, so a failure here means
+/// an incompatible leader).
+fn decode_entry(id: EntryId, bytes: &[u8]) -> Operation {
+    keel_wal::codec::decode(bytes).unwrap_or_else(|error| {
+        panic!("entry {id} does not decode ({error}): an incompatible leader")
+    })
+}
+
+impl Held {
+    fn into_operation(self, id: EntryId) -> Option<Operation> {
+        match self {
+            Held::Nothing => None,
+            Held::Decoded(op) => Some(op),
+            Held::Encoded(bytes) => Some(decode_entry(id, &bytes)),
+        }
+    }
+}
+
+/// The driver's planted bugs (switched on only with the `planted-bugs`
+/// feature), which only a multi-node simulation can catch: a group of one
+/// never sees a competing leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodePlant {
     /// Entries are applied to the key space as soon as they are appended.
@@ -137,26 +168,39 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// A driver for a group restarting from `restored`, whose key space
-    /// `keyspace` holds the snapshot (`restored.snapshot.last`), and whose
-    /// restored entries carry `ops` (one per entry, `None` for a no-op).
+    /// `keyspace` holds the snapshot (`restored.snapshot.last`).
     pub fn new(
         config: Config,
         restored: Restored,
-        ops: Vec<Option<Operation>>,
         keyspace: Keyspace,
         shard: u32,
         observer: Option<Rc<dyn ShardObserver>>,
     ) -> Driver {
-        assert_eq!(restored.entries.len(), ops.len(), "one operation per entry");
         let applied = restored.snapshot.last;
-        let ids: Vec<EntryId> = restored.entries.iter().map(|entry| entry.id).collect();
+        let held: Vec<Unapplied> = restored
+            .entries
+            .iter()
+            .map(|entry| Unapplied {
+                id: entry.id,
+                held: match &entry.payload {
+                    EntryPayload::Noop => Held::Nothing,
+                    EntryPayload::Command(bytes) => Held::Encoded(bytes.clone()),
+                    EntryPayload::Membership(_) => {
+                        panic!(
+                            "entry {}: membership entries are never logged by a group of one",
+                            entry.id
+                        )
+                    }
+                },
+            })
+            .collect();
         let group = Group::new(config, restored);
         // The core keeps only the entries that follow the snapshot (§5.1).
-        let unapplied = ids
+        let unapplied = held
             .into_iter()
-            .zip(ops)
-            .filter(|(id, _)| id.index > applied.index && group.id_at(id.index) == Some(*id))
-            .map(|(id, op)| Unapplied { id, op })
+            .filter(|entry| {
+                entry.id.index > applied.index && group.id_at(entry.id.index) == Some(entry.id)
+            })
             .collect();
         Driver {
             restored_last: group.last().index,
@@ -182,13 +226,11 @@ impl Driver {
         }
     }
 
+    /// Whether this driver runs with `plant` (never without the feature).
     #[allow(unused_variables)]
-    fn planted(&self, plant: &'static str) -> bool {
+    fn planted(&self, plant: NodePlant) -> bool {
         #[cfg(feature = "planted-bugs")]
-        return self.plant.is_some_and(|active| match active {
-            NodePlant::ApplyBeforeCommit => plant == "apply-before-commit",
-            NodePlant::ReplyOnIndexNotEntry => plant == "reply-on-index-not-entry",
-        });
+        return self.plant == Some(plant);
         #[cfg(not(feature = "planted-bugs"))]
         return false;
     }
@@ -293,7 +335,7 @@ impl Driver {
         if self.applied.index < id.index {
             return None;
         }
-        if self.planted("reply-on-index-not-entry") {
+        if self.planted(NodePlant::ReplyOnIndexNotEntry) {
             return Some(Ok(()));
         }
         let committed = self
@@ -371,41 +413,33 @@ impl Driver {
             return;
         }
         for entry in &entries {
-            let op = match &entry.payload {
-                EntryPayload::Noop => None,
-                EntryPayload::Command(bytes) => Some(self.operation_of(entry.id, bytes)),
+            let held = match &entry.payload {
+                EntryPayload::Noop => Held::Nothing,
+                EntryPayload::Command(bytes) => match self.proposed.take() {
+                    Some((proposed, op)) if proposed == entry.id => Held::Decoded(op),
+                    other => {
+                        self.proposed = other;
+                        Held::Encoded(bytes.clone())
+                    }
+                },
                 EntryPayload::Membership(_) => panic!(
                     "membership entry {}: membership changes come with the peer seam, not built yet",
                     entry.id
                 ),
             };
-            if let Some(op) = &op {
-                if self.group.role() == Role::Leader {
-                    let below = View::from(&self.keyspace);
-                    self.overlay.write(below, op, entry.id);
-                }
-                if self.planted("apply-before-commit") {
-                    self.keyspace.apply(op);
+            if let Held::Decoded(op) = &held {
+                assert_eq!(self.group.role(), Role::Leader, "only a leader proposes");
+                let below = View::from(&self.keyspace);
+                self.overlay.write(below, op, entry.id);
+            }
+            if self.planted(NodePlant::ApplyBeforeCommit) {
+                if let Some(op) = held.clone().into_operation(entry.id) {
+                    self.keyspace.apply(&op);
                 }
             }
-            self.unapplied.push_back(Unapplied { id: entry.id, op });
+            self.unapplied.push_back(Unapplied { id: entry.id, held });
         }
         self.writes.push(Write::Entries(entries));
-    }
-
-    /// The operation of entry `id`: the one being proposed, or decoded from
-    /// a leader's bytes (checksummed on the wire; one that does not decode
-    /// was written by an incompatible version).
-    fn operation_of(&mut self, id: EntryId, bytes: &[u8]) -> Operation {
-        match self.proposed.take() {
-            Some((proposed, op)) if proposed == id => op,
-            other => {
-                self.proposed = other;
-                keel_wal::codec::decode(bytes).unwrap_or_else(|error| {
-                    panic!("entry {id} does not decode ({error}): an incompatible leader")
-                })
-            }
-        }
     }
 
     /// Applies every unapplied entry through `through`, in index order.
@@ -418,14 +452,15 @@ impl Driver {
             if next.id.index > self.restored_last {
                 self.report_recovery();
             }
-            let Unapplied { id, op } = self.unapplied.pop_front().expect("a front entry");
+            let Unapplied { id, held } = self.unapplied.pop_front().expect("a front entry");
+            let op = held.into_operation(id);
             assert_eq!(
                 id.index.0,
                 self.applied.index.0 + 1,
                 "entries apply in index order, none skipped"
             );
             if let Some(op) = &op {
-                if !self.planted("apply-before-commit") {
+                if !self.planted(NodePlant::ApplyBeforeCommit) {
                     self.keyspace.apply(op);
                 }
             }
@@ -511,8 +546,13 @@ mod tests {
         }
     }
 
-    fn driver(voters: &[u64], entries: Vec<Entry>, ops: Vec<Option<Operation>>) -> Driver {
+    fn driver(voters: &[u64], entries: Vec<Entry>) -> Driver {
+        driver_with(voters, HardState::default(), entries)
+    }
+
+    fn driver_with(voters: &[u64], hard_state: HardState, entries: Vec<Entry>) -> Driver {
         let restored = Restored {
+            hard_state,
             snapshot: SnapshotMeta {
                 last: EntryId::ZERO,
                 membership: Membership {
@@ -526,7 +566,6 @@ mod tests {
         Driver::new(
             Config::new(NodeId(1), 0),
             restored,
-            ops,
             Keyspace::new(),
             0,
             None,
@@ -559,7 +598,7 @@ mod tests {
 
     #[test]
     fn a_group_of_one_elects_itself_at_its_first_tick_and_serves_once_its_noop_commits() {
-        let mut driver = driver(&[1], Vec::new(), Vec::new());
+        let mut driver = driver(&[1], Vec::new());
         driver.step(0, Input::Tick);
         assert_eq!(
             driver.group().role(),
@@ -593,7 +632,7 @@ mod tests {
 
     #[test]
     fn a_write_is_in_the_overlay_until_it_commits_then_in_the_key_space() {
-        let mut driver = driver(&[1], Vec::new(), Vec::new());
+        let mut driver = driver(&[1], Vec::new());
         driver.step(0, Input::Tick);
         driver.durable(0, EntryId::new(1, 1));
         driver.take_writes();
@@ -639,20 +678,11 @@ mod tests {
     fn restored_entries_are_applied_only_when_the_new_terms_noop_commits() {
         let op = set("k", "restored");
         let entries = vec![noop(1, 1), with_id(command(&op), 1, 2)];
-        let mut driver = driver(&[1], entries, vec![None, Some(op)]);
         let term_1 = HardState {
             term: Term(1),
             voted_for: Some(NodeId(1)),
         };
-        driver.group = Group::new(
-            Config::new(NodeId(1), 0),
-            Restored {
-                hard_state: term_1,
-                snapshot: driver.group.snapshot().clone(),
-                snapshot_data: Vec::new(),
-                entries: vec![noop(1, 1), with_id(command(&set("k", "restored")), 1, 2)],
-            },
-        );
+        let mut driver = driver_with(&[1], term_1, entries);
         driver.step(0, Input::Tick);
         assert_eq!(committed(&driver, "k"), None);
         assert_eq!(
@@ -679,15 +709,12 @@ mod tests {
     /// 3, elected in term 2 without it, replaces it at its index and
     /// commits there. Returns node 1's driver and its write's entry.
     fn a_write_replaced_by_a_competing_leader(
-        #[allow(unused_variables)] plant: Option<&str>,
+        #[allow(unused_variables)] plant: Option<NodePlant>,
     ) -> (Driver, EntryId) {
-        let mut driver = driver(&[1, 2, 3], Vec::new(), Vec::new());
+        let mut driver = driver(&[1, 2, 3], Vec::new());
         #[cfg(feature = "planted-bugs")]
         {
-            driver.plant = plant.map(|name| match name {
-                "apply-before-commit" => NodePlant::ApplyBeforeCommit,
-                _ => NodePlant::ReplyOnIndexNotEntry,
-            });
+            driver.plant = plant;
         }
         driver.step(0, Input::Tick);
         driver.step(5_000, Input::Tick);
@@ -772,7 +799,7 @@ mod tests {
         #[test]
         fn reply_on_index_not_entry_acknowledges_a_replaced_write() {
             let (driver, id) =
-                a_write_replaced_by_a_competing_leader(Some("reply-on-index-not-entry"));
+                a_write_replaced_by_a_competing_leader(Some(NodePlant::ReplyOnIndexNotEntry));
             assert_eq!(driver.outcome(id), Some(Ok(())), "the contract breaks");
         }
 
@@ -781,7 +808,7 @@ mod tests {
         #[test]
         fn apply_before_commit_shows_an_entry_that_may_never_commit() {
             for plant in [None, Some(NodePlant::ApplyBeforeCommit)] {
-                let mut driver = driver(&[1, 2, 3], Vec::new(), Vec::new());
+                let mut driver = driver(&[1, 2, 3], Vec::new());
                 driver.plant = plant;
                 driver.step(0, Input::Tick);
                 let append = Message::Append {

@@ -282,7 +282,7 @@ async fn recover_shard<I: NodeIo>(
     // At most one new key per entry; the log after a snapshot is bounded by
     // --snapshot-wal-bytes, and so is what this may over-reserve.
     keyspace.reserve(usize::try_from(last + 1 - from).unwrap_or(usize::MAX));
-    let (entries, ops) = restored_entries(&wal, id, LogIndex(from))?;
+    let entries = restored_entries(&wal, id, LogIndex(from))?;
     summary.frames_replayed = entries.len() as u64;
     let mut hard_state =
         hard_state::load(&storage).map_err(|source| NodeError::HardState { shard: id, source })?;
@@ -311,7 +311,7 @@ async fn recover_shard<I: NodeIo>(
         entries,
     };
     let config = Config::new(THIS_NODE, node.hash_seed ^ u64::from(id));
-    let driver = Driver::new(config, restored, ops, keyspace, id, observer.clone());
+    let driver = Driver::new(config, restored, keyspace, id, observer.clone());
     let config = &node.config;
     let settings = ShardSettings {
         limits: config.limits,
@@ -353,15 +353,15 @@ pub fn group_of_one() -> Membership {
     }
 }
 
-/// The WAL's entries from `from` on, for the group (with their terms; an
-/// empty payload is a no-op) and decoded for the key space.
+/// The WAL's entries from `from` on, for the group, with their terms (an
+/// empty payload is a no-op). Each command is decoded once here, so that
+/// one written by an incompatible version stops the start with its index.
 fn restored_entries<S: keel_wal::Storage>(
     wal: &Wal<S>,
     shard: u32,
     from: LogIndex,
-) -> Result<(Vec<Entry>, Vec<Option<Operation>>), NodeError> {
+) -> Result<Vec<Entry>, NodeError> {
     let mut entries = Vec::new();
-    let mut ops = Vec::new();
     wal.replay(from, |index, payload| {
         let term = wal.term_at(index).expect("a replayed entry has a term");
         let id = EntryId { term, index };
@@ -370,10 +370,9 @@ fn restored_entries<S: keel_wal::Storage>(
                 id,
                 payload: EntryPayload::Noop,
             });
-            ops.push(None);
             return Ok(());
         }
-        let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry {
+        codec::decode::<Operation>(payload).map_err(|error| NodeError::Entry {
             shard,
             index: index.0,
             reason: error.to_string(),
@@ -382,7 +381,6 @@ fn restored_entries<S: keel_wal::Storage>(
             id,
             payload: EntryPayload::Command(payload.into()),
         });
-        ops.push(Some(op));
         Ok::<(), NodeError>(())
     })
     .map_err(|error| match error {
@@ -391,7 +389,7 @@ fn restored_entries<S: keel_wal::Storage>(
         NodeError::Wal { source, .. } => NodeError::Wal { shard, source },
         other => other,
     })?;
-    Ok((entries, ops))
+    Ok(entries)
 }
 
 /// A recovered shard with the WAL and directory only its driver task touches.

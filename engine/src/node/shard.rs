@@ -1101,7 +1101,6 @@ mod tests {
         let driver = Driver::new(
             Config::new(THIS_NODE, 0),
             restored,
-            Vec::new(),
             keyspace,
             0,
             settings.observer.clone(),
