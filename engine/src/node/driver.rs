@@ -150,6 +150,9 @@ pub struct Driver {
     restored_last: LogIndex,
     /// Whether the observer has been told that state.
     recovery_reported: bool,
+    /// Entries logged before that (the new term's no-op): the observer
+    /// hears of them right after the state they follow.
+    logged_before_recovery: Vec<(LogIndex, Operation)>,
     #[cfg(feature = "planted-bugs")]
     pub plant: Option<NodePlant>,
 }
@@ -221,6 +224,7 @@ impl Driver {
             shard,
             observer,
             recovery_reported: false,
+            logged_before_recovery: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             plant: None,
         }
@@ -432,6 +436,7 @@ impl Driver {
                 let below = View::from(&self.keyspace);
                 self.overlay.write(below, op, entry.id);
             }
+            self.report_logged(entry.id, &held);
             if self.planted(NodePlant::ApplyBeforeCommit) {
                 if let Some(op) = held.clone().into_operation(entry.id) {
                     self.keyspace.apply(&op);
@@ -499,8 +504,28 @@ impl Driver {
             return;
         }
         self.recovery_reported = true;
+        let logged = std::mem::take(&mut self.logged_before_recovery);
         if let Some(observer) = &self.observer {
             observer.recovered(self.shard, self.applied.index.0, &self.keyspace);
+            for (index, op) in &logged {
+                observer.logged(self.shard, index.0, op);
+            }
+        }
+    }
+
+    /// Tells the observer that entry `id`, holding `held`, goes to the WAL.
+    fn report_logged(&mut self, id: EntryId, held: &Held) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let op = held
+            .clone()
+            .into_operation(id)
+            .unwrap_or(Operation::Batch { ops: Vec::new() });
+        if self.recovery_reported {
+            observer.logged(self.shard, id.index.0, &op);
+        } else {
+            self.logged_before_recovery.push((id.index, op));
         }
     }
 }

@@ -1048,6 +1048,7 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     enum Event {
         Recovered { last_index: u64, keys: usize },
+        Logged { index: u64, op: Operation },
         Applied { index: u64, op: Operation },
         Acknowledged { index: u64 },
     }
@@ -1063,6 +1064,12 @@ mod tests {
             self.events
                 .borrow_mut()
                 .push(Event::Recovered { last_index, keys });
+        }
+        fn logged(&self, _shard: u32, index: u64, op: &Operation) {
+            self.events.borrow_mut().push(Event::Logged {
+                index,
+                op: op.clone(),
+            });
         }
         fn applied(&self, _shard: u32, index: u64, op: &Operation) {
             self.events.borrow_mut().push(Event::Applied {
@@ -1186,6 +1193,11 @@ mod tests {
         );
         sync_once(&shard, &io, &mut wal);
         future::block_on(shard.acknowledged(Some(id))).expect("committed");
+        let set_k = Operation::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            expire_at_unix_ms: None,
+        };
         assert_eq!(
             *recorder.events.borrow(),
             vec![
@@ -1193,17 +1205,21 @@ mod tests {
                     last_index: 0,
                     keys: 0
                 },
-                Event::Applied {
+                Event::Logged {
                     index: 1,
                     op: Operation::Batch { ops: Vec::new() },
                 },
                 Event::Applied {
+                    index: 1,
+                    op: Operation::Batch { ops: Vec::new() },
+                },
+                Event::Logged {
                     index: 2,
-                    op: Operation::Set {
-                        key: b"k".to_vec(),
-                        value: b"v".to_vec(),
-                        expire_at_unix_ms: None,
-                    }
+                    op: set_k.clone(),
+                },
+                Event::Applied {
+                    index: 2,
+                    op: set_k,
                 },
                 Event::Acknowledged { index: 2 },
             ]
@@ -1250,6 +1266,10 @@ mod tests {
                 Event::Recovered {
                     last_index: 2,
                     keys: 1
+                },
+                Event::Logged {
+                    index: 3,
+                    op: Operation::Batch { ops: Vec::new() },
                 },
                 Event::Applied {
                     index: 3,
