@@ -35,6 +35,18 @@ install_tools() {
     fi
 }
 
+# Sets $python to the system's Python, with python3-redis installed by apt
+# when missing (a python3 earlier on PATH, from pyenv or a virtualenv, would
+# not see it).
+install_python_redis() {
+    python=/usr/bin/python3
+    if ! "$python" -c 'import redis.cluster' 2>/dev/null; then
+        log "installing python3-redis"
+        apt-get install -y python3-redis >/dev/null 2>&1 ||
+            { apt-get update >/dev/null && apt-get install -y python3-redis >/dev/null; }
+    fi
+}
+
 # Sets $keel: KEEL_BIN, or the release binary built in CARGO_TARGET_DIR.
 find_keel() {
     if [[ -n ${KEEL_BIN:-} ]]; then

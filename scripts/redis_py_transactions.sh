@@ -21,15 +21,8 @@ keel_flags="--cores 2 --shards 4"
 # shellcheck source=../bench/lib.sh
 source "$repo/bench/lib.sh"
 
-# The system's Python, for which apt installs python3-redis (a python3 earlier
-# on PATH, from pyenv or a virtualenv, would not see it).
-python=/usr/bin/python3
 install_tools
-if ! "$python" -c 'import redis' 2>/dev/null; then
-    log "installing python3-redis"
-    apt-get install -y python3-redis >/dev/null 2>&1 ||
-        { apt-get update >/dev/null && apt-get install -y python3-redis >/dev/null; }
-fi
+install_python_redis
 find_keel
 
 cat >"$work/check.py" <<'PY'

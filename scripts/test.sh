@@ -45,3 +45,7 @@ KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_suite.sh
 # redis-py's default transactional pipeline and WATCH helper, against Keel and
 # redis-server, outputs compared (issue 11).
 KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_py_transactions.sh
+
+# redis-py's cluster client against one node: CLUSTER SLOTS, hash tags,
+# -CROSSSLOT (issue 13).
+KEEL_BIN="${CARGO_TARGET_DIR:-target}/debug/keel" scripts/redis_py_cluster.sh

@@ -23,8 +23,10 @@ pub enum Command {
     /// Inspect, verify, dump and repair write-ahead logs offline (no server
     /// may be running on the directory).
     Wal(WalArgs),
-    /// Run the server: a single node serving the Redis protocol.
-    Serve(crate::config::ServeArgs),
+    /// Run the server: a node serving the Redis protocol (alone, or with
+    /// --peers a cluster member: cluster transport; replication not wired yet).
+    // Boxed: the flags are many times the size of the other variant.
+    Serve(Box<crate::config::ServeArgs>),
 }
 
 #[derive(Debug, Args)]

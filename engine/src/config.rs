@@ -9,6 +9,7 @@ use std::str::FromStr;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::cluster_config::{ClusterConfig, ClusterSettings};
 use crate::limits::Limits;
 use crate::secret::Secret;
 
@@ -141,6 +142,23 @@ pub struct ServeArgs {
     /// (a trusted network only) [default: yes].
     #[arg(long, value_name = "yes|no")]
     pub protected_mode: Option<ProtectedMode>,
+    /// This node's id in --peers (cluster transport; replication not wired
+    /// yet) [default: none, a single node].
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// Every member of the cluster, this node included, as
+    /// ID=HOST:PEER_PORT,ID=HOST:PEER_PORT,... (at most 7) [default: none,
+    /// a single node].
+    #[arg(long, value_name = "LIST")]
+    pub peers: Option<String>,
+    /// Port peers connect to; core c listens on PEER_PORT + c [default:
+    /// this node's port in --peers].
+    #[arg(long, value_name = "N")]
+    pub peer_port: Option<u16>,
+    /// Name peers must share: the handshake refuses a node of another
+    /// cluster [default: keel].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
 }
 
 /// The `--config` file: the flags' names, `_` for `-`.
@@ -161,6 +179,10 @@ struct FileConfig {
     wal_segment_bytes: Option<u64>,
     requirepass: Option<Secret>,
     protected_mode: Option<String>,
+    id: Option<u64>,
+    peers: Option<String>,
+    peer_port: Option<u16>,
+    cluster_name: Option<String>,
 }
 
 /// Settings in force.
@@ -182,6 +204,8 @@ pub struct ServeConfig {
     /// The password clients must give; `None`: every connection may run
     /// every command. Its `Debug` prints `<redacted>`.
     pub requirepass: Option<Secret>,
+    /// The cluster this node belongs to; `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A setting that cannot be used.
@@ -247,6 +271,15 @@ impl ServeConfig {
             (None, None) => ProtectedMode::default(),
         };
         let cores = args.cores.or(file.cores).unwrap_or(cores_available);
+        let port = args.port.or(file.port).unwrap_or(PORT_DEFAULT);
+        let metrics_port = args.metrics_port.or(file.metrics_port);
+        let cluster = ClusterSettings {
+            id: args.id.or(file.id),
+            peers: args.peers.clone().or(file.peers),
+            peer_port: args.peer_port.or(file.peer_port),
+            name: args.cluster_name.clone().or(file.cluster_name),
+        }
+        .resolve(cores, port, metrics_port)?;
         let defaults = Limits::default();
         let config = ServeConfig {
             dir: args
@@ -254,14 +287,14 @@ impl ServeConfig {
                 .clone()
                 .or(file.dir)
                 .unwrap_or_else(|| PathBuf::from(DIR_DEFAULT)),
-            port: args.port.or(file.port).unwrap_or(PORT_DEFAULT),
+            port,
             bind: args
                 .bind
                 .or(file.bind)
                 .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             cores,
             fsync,
-            metrics_port: args.metrics_port.or(file.metrics_port),
+            metrics_port,
             shards: args
                 .shards
                 .or(file.shards)
@@ -289,6 +322,7 @@ impl ServeConfig {
                 .or(file.wal_segment_bytes)
                 .unwrap_or(keel_wal::SEGMENT_BYTES_DEFAULT),
             requirepass: args.requirepass.clone().or(file.requirepass),
+            cluster,
         };
         config.validate(cores_available)?;
         check_exposure(config.bind, config.requirepass.is_some(), protected_mode)?;
@@ -605,6 +639,58 @@ mod tests {
         assert_eq!("no".parse(), Ok(ProtectedMode::No));
         assert_eq!("yes".parse(), Ok(ProtectedMode::Yes));
         assert!("NO".parse::<ProtectedMode>().is_err());
+    }
+
+    #[test]
+    fn the_cluster_comes_from_the_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(
+            &path,
+            "id = 2\npeers = \"1=127.0.0.1:7400,2=127.0.0.1:7500\"\ncluster_name = \"prod\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let cluster = ServeConfig::resolve(&from_file, 2)
+            .unwrap()
+            .cluster
+            .expect("a cluster");
+        assert_eq!((cluster.id, cluster.peer_port), (2, 7500));
+        assert_eq!(cluster.name, "prod");
+        let flag_wins = ServeArgs {
+            id: Some(1),
+            ..from_file
+        };
+        let cluster = ServeConfig::resolve(&flag_wins, 2)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((cluster.id, cluster.peer_port), (1, 7400));
+        assert_eq!(
+            ServeConfig::resolve(&ServeArgs::default(), 2)
+                .unwrap()
+                .cluster,
+            None
+        );
+        let clash = ServeArgs {
+            id: Some(1),
+            peers: Some("1=127.0.0.1:7379".into()),
+            ..ServeArgs::default()
+        };
+        let error = ServeConfig::resolve(&clash, 2).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    key: "peer_port",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 
     /// A password that starts with `-` is the flag's value: clap would

@@ -1,6 +1,6 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` that feed the engine's
 //! decoders bytes from outside (clients' requests; a damaged disk's log
-//! entries and snapshots; peers next), kept here so that a stable test replays
+//! entries and snapshots; peers' handshakes and transport frames), kept here so that a stable test replays
 //! the committed corpus (`engine/tests/corpus/`) through the very same code
 //! (see docs/FUZZING.md).
 //!
@@ -11,6 +11,8 @@ use keel_wal::{codec, run_ready, LogIndex, MemStorage, Storage, StorageFile};
 
 use crate::keyspace::Keyspace;
 use crate::operation::Operation;
+use crate::peer::frame::{encode_frame, FrameDecoder, FrameError};
+use crate::peer::handshake;
 use crate::resp::{ProtocolError, Request, RequestParser, HEADER_LINE_BYTES_MAX};
 use crate::snapshot::{self, SnapshotWriter};
 
@@ -213,4 +215,64 @@ fn load_checked(data: &[u8]) -> Option<u64> {
         "the rewritten snapshot's records"
     );
     Some(loaded.keys())
+}
+
+/// Longest read `peer_transport` cuts a stream into, by the first byte's low
+/// three bits.
+const FUZZ_PEER_READ_BYTES_MAX: [usize; 8] = [1, 2, 5, 11, 12, 13, 100, 70_000];
+
+/// A peer's stream cut into reads of `read_bytes`: the messages decoded (as
+/// shard and frame) and the error that ended it, if any.
+fn peer_frames(stream: &[u8], read_bytes: usize) -> (Vec<(u32, Vec<u8>)>, Option<FrameError>) {
+    let mut decoder = FrameDecoder::default();
+    let mut frames = Vec::new();
+    for read in stream.chunks(read_bytes) {
+        decoder.push(read);
+        loop {
+            match decoder.next_message(1) {
+                Ok(Some(message)) => frames.push((message.shard, message.frame)),
+                Ok(None) => break,
+                Err(error) => return (frames, Some(error)),
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// Arbitrary bytes (after a control byte) as what a peer sends: decoded as
+/// one handshake message, and as a stream of transport frames, whole and in
+/// reads whose size the control byte's low three bits pick. Asserts that a
+/// handshake message that decodes encodes back to the same bytes, that both
+/// readings of the stream give the same frames and the same error, and that
+/// the frames encode back to the stream's first bytes. Returns whether the
+/// bytes are a handshake message, how many frames decoded, and whether an
+/// error ended the stream.
+pub fn peer_transport(data: &[u8]) -> (bool, usize, bool) {
+    let Some((control, stream)) = data.split_first() else {
+        return (false, 0, false);
+    };
+    let hello = handshake::decode(stream);
+    if let Ok(message) = &hello {
+        assert_eq!(
+            handshake::encode(message),
+            stream,
+            "handshake decoding is canonical"
+        );
+    }
+    let whole = peer_frames(stream, stream.len().max(1));
+    let read_bytes = FUZZ_PEER_READ_BYTES_MAX[usize::from(control & 7)];
+    let pieces = peer_frames(stream, read_bytes);
+    assert_eq!(
+        whole, pieces,
+        "reads of {read_bytes} bytes change what the stream holds"
+    );
+    let mut encoded = Vec::new();
+    for (shard, frame) in &whole.0 {
+        encode_frame(*shard, frame, &mut encoded);
+    }
+    assert!(
+        stream.starts_with(&encoded),
+        "frames encode back to their bytes"
+    );
+    (hello.is_ok(), whole.0.len(), whole.1.is_some())
 }

@@ -1,21 +1,21 @@
-//! The node's IO on glommio: one executor per core, io_uring sockets with
-//! SO_REUSEPORT (every core accepts), DMA files for the WAL, and bounded
-//! queues between cores for hops ([`crate::cross_core`]).
+//! The node's IO on glommio: one executor per core, sockets with
+//! SO_REUSEPORT (every core accepts) polled through the core's epoll instance
+//! ([`crate::readiness`]), DMA files for the WAL, bounded queues between
+//! cores for hops ([`crate::cross_core`]), and the core's links to its peers
+//! ([`crate::glommio_peer`]).
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-
 use crate::cross_core::CrossCore;
-use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
-use crate::node::local::Signal;
+use crate::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardReply, ShardRequest,
+};
+use crate::peer::links::Links;
+use crate::readiness::{PolledListener, PolledStream, Poller};
 use crate::resp::Reply;
 
 /// Connections the kernel queues for a listening socket before `accept`
@@ -33,10 +33,13 @@ struct Inner {
     core: usize,
     cores: usize,
     data_dir: PathBuf,
-    clients: Rc<Handoff>,
-    metrics: Option<Rc<Handoff>>,
+    /// Accepted by one task at a time (the node loop's accept loop).
+    clients: PolledListener,
+    metrics: Option<PolledListener>,
     epoch: Instant,
     hops: CrossCore<Hop>,
+    /// This core's links to its peers; `None`: a single node.
+    peers: Option<Rc<Links>>,
 }
 
 impl std::fmt::Debug for GlommioIo {
@@ -52,6 +55,8 @@ impl std::fmt::Debug for GlommioIo {
 impl GlommioIo {
     /// Binds this core's listeners (SO_REUSEPORT: the kernel spreads
     /// connections over the cores). Must run on the core's executor.
+    /// `peers` are the core's links, which [`crate::glommio_peer::start`]
+    /// then connects.
     pub fn new(
         core: usize,
         cores: usize,
@@ -59,12 +64,12 @@ impl GlommioIo {
         clients: SocketAddr,
         metrics: Option<SocketAddr>,
         hops: CrossCore<Hop>,
+        peers: Option<Rc<Links>>,
     ) -> io::Result<GlommioIo> {
-        let clients = accept_in_a_task(glommio_listener(listen_socket(clients)?));
+        let poller = Poller::new()?;
+        let clients = poller.listener(listen_socket(clients)?)?;
         let metrics = match metrics {
-            Some(address) if core == 0 => {
-                Some(accept_in_a_task(glommio_listener(listen_socket(address)?)))
-            }
+            Some(address) if core == 0 => Some(poller.listener(listen_socket(address)?)?),
             _ => None,
         };
         Ok(GlommioIo {
@@ -76,6 +81,7 @@ impl GlommioIo {
                 metrics,
                 epoch: Instant::now(),
                 hops,
+                peers,
             }),
         })
     }
@@ -118,71 +124,6 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
     // Linux checks a bind against listening sockets only at listen() when
     // every socket on the port was bound with SO_REUSEADDR.
     socket.listen(1)
-}
-
-/// One accepted connection (or accept error) passed from a listener's task
-/// to `NodeIo::accept`.
-///
-/// glommio 0.9 adds a clone of the waker to a pending accept's source on
-/// every poll and drops none until it completes (`Source::collect_rw`), and
-/// a task's waker count is an `i16`: a pending accept polled 32,767 times
-/// panics ("Waker invariant broken": seen with 40,000 polls, as the test
-/// below makes of the handoff's accept, which survives them).
-/// The node loop polls `accept` in the task that also runs the stop watch
-/// (woken every `STOP_POLL_MS`) and the metrics listener, so every wake of
-/// that task cost one count; a release server aborted with that assertion,
-/// on a wake of that task, after 11 minutes under `restart_loop.sh`. Each
-/// listener therefore accepts in a task of its own, polled only when its
-/// accept makes progress.
-#[derive(Default)]
-struct Handoff {
-    accepted: RefCell<Option<io::Result<TcpStream>>>,
-    arrived: Signal,
-    taken: Signal,
-}
-
-impl Handoff {
-    /// Hands over one result, then waits until it is taken (one at a time:
-    /// the listener's backlog queues the rest, and `accept`'s caller paces
-    /// the retries after an error).
-    async fn put(&self, accepted: io::Result<TcpStream>) {
-        *self.accepted.borrow_mut() = Some(accepted);
-        self.arrived.raise();
-        while self.accepted.borrow().is_some() {
-            self.taken.wait().await;
-        }
-    }
-
-    async fn take(&self) -> io::Result<TcpStream> {
-        loop {
-            let accepted = self.accepted.borrow_mut().take();
-            if let Some(accepted) = accepted {
-                self.taken.raise();
-                return accepted;
-            }
-            self.arrived.wait().await;
-        }
-    }
-}
-
-/// Accepts on `listener` in a task of this executor (see [`Handoff`]).
-fn accept_in_a_task(listener: TcpListener) -> Rc<Handoff> {
-    let handoff = Rc::new(Handoff::default());
-    let sender = Rc::clone(&handoff);
-    glommio::spawn_local(async move {
-        loop {
-            let accepted = listener.accept().await.map_err(io::Error::from);
-            sender.put(accepted).await;
-        }
-    })
-    .detach();
-    handoff
-}
-
-fn glommio_listener(listener: std::net::TcpListener) -> TcpListener {
-    // SAFETY: the descriptor is a bound, listening TCP socket that this
-    // function owns (into_raw_fd gives up std's ownership).
-    unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
 }
 
 /// The payload bytes a hop carries, for the lanes' byte bound.
@@ -232,7 +173,7 @@ fn reply_bytes(reply: &Reply) -> usize {
 /// A client connection.
 #[derive(Debug)]
 pub struct GlommioConn {
-    stream: TcpStream,
+    stream: PolledStream,
     peer: String,
 }
 
@@ -281,15 +222,15 @@ impl NodeIo for GlommioIo {
     }
 
     async fn accept(&self, listener: Listener) -> io::Result<GlommioConn> {
-        let handoff = match listener {
+        let listener = match listener {
             Listener::Clients => &self.inner.clients,
             Listener::Metrics => match &self.inner.metrics {
-                Some(handoff) => handoff,
+                Some(listener) => listener,
                 None => return std::future::pending().await,
             },
         };
-        let stream = handoff.take().await?;
-        stream.set_nodelay(true).map_err(io::Error::from)?;
+        let stream = listener.accept().await?;
+        stream.set_nodelay(true)?;
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |address| address.to_string());
@@ -311,6 +252,20 @@ impl NodeIo for GlommioIo {
     async fn recv_hop(&self) -> Hop {
         self.inner.hops.recv(self.inner.core).await
     }
+
+    fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError> {
+        match &self.inner.peers {
+            Some(links) => links.send(to, shard, frame),
+            None => Err(PeerSendError::UnknownPeer),
+        }
+    }
+
+    async fn peer_recv(&self) -> PeerMessage {
+        match &self.inner.peers {
+            Some(links) => links.recv().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -324,18 +279,24 @@ mod tests {
     /// (an `i16`) can take.
     const ACCEPT_POLLS: usize = 40_000;
 
-    /// Polls `accept` [`ACCEPT_POLLS`] times with the task's own waker, as
-    /// the node loop's stop watch does over ~13 minutes; true if it stayed
-    /// pending without a panic. (Given glommio's own `listener.accept()`, it
-    /// panics, and the panic's cleanup aborts the test process.)
-    fn poll_pending_accept_many_times<F: Future>(
-        make: impl FnOnce(TcpListener) -> F + Send + 'static,
-    ) -> bool {
+    /// glommio 0.9's own `listener.accept()` adds a clone of the waker to the
+    /// pending accept's source on every poll and drops none until it
+    /// completes; a task's waker count is an `i16`, so a pending accept
+    /// polled 32,767 times panicked ("Waker invariant broken"): a release
+    /// server aborted so after 11 minutes under `restart_loop.sh`, since the
+    /// node loop polls `accept` in the task that also runs the stop watch.
+    /// The poller's accept keeps one waker: polled [`ACCEPT_POLLS`] times
+    /// with the task's own waker, it stays pending.
+    #[test]
+    fn a_pending_accept_can_be_polled_any_number_of_times() {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(move || async move {
+            .spawn(|| async {
                 let address = "127.0.0.1:0".parse().expect("an address");
-                let listener = glommio_listener(listen_socket(address).expect("listen"));
-                let mut accept = pin!(make(listener));
+                let poller = Poller::new().expect("a poller");
+                let listener = poller
+                    .listener(listen_socket(address).expect("listen"))
+                    .expect("register");
+                let mut accept = pin!(listener.accept());
                 poll_fn(|context| {
                     for _ in 0..ACCEPT_POLLS {
                         assert!(accept.as_mut().poll(context).is_pending());
@@ -346,14 +307,6 @@ mod tests {
             })
             .expect("an executor")
             .join()
-            .is_ok()
-    }
-
-    #[test]
-    fn an_accept_through_the_handoff_can_be_polled_any_number_of_times() {
-        let survived = poll_pending_accept_many_times(|listener| async move {
-            let _ = accept_in_a_task(listener).take().await;
-        });
-        assert!(survived, "the handoff's accept panicked");
+            .expect("the accept panicked");
     }
 }

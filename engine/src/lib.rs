@@ -2,6 +2,7 @@
 //! binary's commands. `main.rs` only hands the process arguments to [`cli`].
 
 pub mod cli;
+pub mod cluster_config;
 pub mod command;
 pub mod config;
 pub mod cross_core;
@@ -10,6 +11,7 @@ pub mod exit;
 pub mod fuzzing;
 pub mod glommio_disk;
 pub mod glommio_io;
+pub mod glommio_peer;
 pub mod identity;
 pub mod keyspace;
 pub mod limits;
@@ -17,9 +19,12 @@ pub mod metrics;
 pub mod node;
 pub mod operation;
 pub mod overlay;
+pub mod peer;
+pub mod readiness;
 pub mod resp;
 pub mod secret;
 pub mod serve;
 pub mod slot;
 pub mod snapshot;
+pub mod topology;
 pub mod wal_cli;

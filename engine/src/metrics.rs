@@ -90,6 +90,14 @@ pub struct NodeMetrics {
     pub batch_entries: Histogram,
     pub snapshots: AtomicU64,
     pub snapshot_pause_us: Histogram,
+    pub peer_messages_sent: AtomicU64,
+    pub peer_bytes_sent: AtomicU64,
+    pub peer_messages_received: AtomicU64,
+    pub peer_send_dropped: AtomicU64,
+    pub peer_receive_dropped: AtomicU64,
+    pub peer_connections: AtomicU64,
+    pub peer_handshake_refusals: AtomicU64,
+    pub peer_protocol_errors: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -108,6 +116,14 @@ impl Default for NodeMetrics {
             batch_entries: Histogram::new(&BATCH_BUCKETS_ENTRIES),
             snapshots: AtomicU64::new(0),
             snapshot_pause_us: Histogram::new(&SNAPSHOT_PAUSE_BUCKETS_US),
+            peer_messages_sent: AtomicU64::new(0),
+            peer_bytes_sent: AtomicU64::new(0),
+            peer_messages_received: AtomicU64::new(0),
+            peer_send_dropped: AtomicU64::new(0),
+            peer_receive_dropped: AtomicU64::new(0),
+            peer_connections: AtomicU64::new(0),
+            peer_handshake_refusals: AtomicU64::new(0),
+            peer_protocol_errors: AtomicU64::new(0),
         }
     }
 }
@@ -181,6 +197,46 @@ impl NodeMetrics {
                 "keel_snapshots_total",
                 "Snapshots written.",
                 &self.snapshots,
+            ),
+            (
+                "keel_peer_messages_sent_total",
+                "Replication messages written to peer connections.",
+                &self.peer_messages_sent,
+            ),
+            (
+                "keel_peer_bytes_sent_total",
+                "Bytes written to peer connections, transport headers included.",
+                &self.peer_bytes_sent,
+            ),
+            (
+                "keel_peer_messages_received_total",
+                "Replication messages received from peers and queued for the shards.",
+                &self.peer_messages_received,
+            ),
+            (
+                "keel_peer_send_dropped_total",
+                "Messages to peers dropped at the send queue (full, unknown peer, too large).",
+                &self.peer_send_dropped,
+            ),
+            (
+                "keel_peer_receive_dropped_total",
+                "Messages from peers dropped because the core's inbox was full.",
+                &self.peer_receive_dropped,
+            ),
+            (
+                "keel_peer_connections_total",
+                "Peer connections established (handshake passed).",
+                &self.peer_connections,
+            ),
+            (
+                "keel_peer_handshake_refusals_total",
+                "Peer handshakes refused, by either side (wrong cluster, node, shape, password).",
+                &self.peer_handshake_refusals,
+            ),
+            (
+                "keel_peer_protocol_errors_total",
+                "Peer connections closed for bytes that are not a transport frame.",
+                &self.peer_protocol_errors,
             ),
         ];
         for (name, help, counter) in counters {

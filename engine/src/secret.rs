@@ -2,8 +2,8 @@
 //! leak by accident and compared in constant time.
 //!
 //! Clients prove they know it with `AUTH` or `HELLO ... AUTH`; the peers of
-//! the replicated node will prove it in their handshake through the same
-//! [`Secret::verify`]. The type has no `Display`, no `Serialize` and a
+//! the replicated node prove it in their handshake by an HMAC keyed by it
+//! ([`Secret::mac`], [`Secret::verify_mac`]), so the bytes never leave this type. The type has no `Display`, no `Serialize` and a
 //! `Debug` that prints `<redacted>`, so no log line, error message or
 //! `{:?}` of a settings struct holding it can show the password. Its memory
 //! is not wiped on drop: the server holds it for its whole life, and a wipe
@@ -12,6 +12,9 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Longest password accepted, in bytes. Redis has no limit (it stores a
 /// SHA-256 of each password); this one bounds what the settings hold and the
@@ -73,6 +76,27 @@ impl Secret {
         difference |= u8::from(candidate.len() != self.bytes.len());
         // Keeps the optimiser from turning the loop into an early exit.
         std::hint::black_box(difference) == 0
+    }
+
+    /// HMAC-SHA256 keyed by the password over `parts`, one after another:
+    /// how a peer proves in its handshake that it knows the password
+    /// without sending it (`peer::handshake`).
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.keyed_mac(parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`Secret::mac`] of `parts`, compared in constant time.
+    pub fn verify_mac(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.keyed_mac(parts).verify_slice(tag).is_ok()
+    }
+
+    fn keyed_mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
+            .expect("HMAC takes a key of any length");
+        for part in parts {
+            mac.update(part);
+        }
+        mac
     }
 }
 
@@ -155,6 +179,20 @@ mod tests {
                 assert!(!secret.verify(&wrong), "byte {index} ^ {flip:#x}");
             }
         }
+    }
+
+    /// RFC 4231's test case 2: HMAC-SHA256 with the key "Jefe".
+    #[test]
+    fn mac_is_hmac_sha256_and_verify_mac_needs_the_same_key_and_parts() {
+        let secret = Secret::new("Jefe");
+        let tag = secret.mac(&[b"what do ya want ", b"for nothing?"]);
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(hex, expected);
+        assert!(secret.verify_mac(&[b"what do ya want for nothing?"], &tag));
+        assert!(!secret.verify_mac(&[b"what do ya want for nothing!"], &tag));
+        assert!(!Secret::new("jefe").verify_mac(&[b"what do ya want for nothing?"], &tag));
+        assert!(!secret.verify_mac(&[b"what do ya want for nothing?"], &tag[..31]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `keel serve`: settings, the data directory's identity, one glommio
 //! executor per core running the node loop, and signals.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,10 +11,13 @@ use crate::config::{ServeArgs, ServeConfig};
 use crate::cross_core::CrossCore;
 use crate::executor_thread::ExecutorThread;
 use crate::exit::Exit;
-use crate::glommio_io::{port_is_free, GlommioIo};
+use crate::glommio_io::{listen_socket, port_is_free, GlommioIo};
+use crate::glommio_peer::PeerPlan;
 use crate::identity::{self, Identity};
 use crate::node::io::Hop;
 use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
+use crate::peer::links::Links;
+use crate::topology::{Member, NodeName, Topology};
 
 /// How often the main thread looks for signals and finished cores.
 const MAIN_POLL_MS: u64 = 20;
@@ -102,7 +106,8 @@ fn wait_for_port(address: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-fn random_u128() -> u128 {
+/// 128 random bits from /dev/urandom (the clock and pid if it cannot be read).
+pub(crate) fn random_u128() -> u128 {
     let mut bytes = [0u8; 16];
     if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;
@@ -184,7 +189,20 @@ pub fn run(args: &ServeArgs) -> Exit {
         }
     };
     tracing::info!(dir = %config.dir.display(), "locked the data directory");
-    let ports = std::iter::once(config.port).chain(config.metrics_port);
+    let plan = match peer_plan(&config, identity.shard_count) {
+        Ok(plan) => plan,
+        Err(error) => {
+            tracing::error!(%error, "bad settings");
+            return Exit::Usage;
+        }
+    };
+    let peer_ports = config
+        .cluster
+        .iter()
+        .flat_map(|cluster| (0..config.cores).map(|core| cluster.peer_port + core as u16));
+    let ports = std::iter::once(config.port)
+        .chain(config.metrics_port)
+        .chain(peer_ports);
     for port in ports {
         if let Err(error) = wait_for_port(SocketAddr::new(config.bind, port)) {
             tracing::error!(port, bind = %config.bind, %error, "cannot listen");
@@ -202,24 +220,28 @@ pub fn run(args: &ServeArgs) -> Exit {
             return Exit::Io;
         }
     };
+    // Alone until the peers list names the other members.
+    let myself = Member::alone(NodeName::of_identity(&identity), config.bind, config.port);
     let node = Arc::new(NodeShared::new(
         config.clone(),
         identity.shard_count,
         format!("{:032x}", random_u128()),
         now_unix_ms(),
         identity.node_id,
+        Topology::single_node(myself, identity.shard_count),
     ));
     let hops = CrossCore::<Hop>::new(config.cores);
     let (events, inbox) = mpsc::channel();
     let mut threads = Vec::new();
     for core in 0..config.cores {
         let (shared, hops, events) = (Arc::clone(&node), hops.clone(), events.clone());
+        let plan = plan.clone();
         let clients = SocketAddr::new(config.bind, config.port);
         let metrics = config
             .metrics_port
             .map(|port| SocketAddr::new(config.bind, port));
         let spawned = ExecutorThread::spawn(core, move || async move {
-            let event = run_core(core, shared, hops, clients, metrics, &events).await;
+            let event = run_core(core, shared, hops, clients, metrics, plan, &events).await;
             let _ = events.send(event);
         });
         match spawned {
@@ -281,10 +303,15 @@ async fn run_core(
     hops: CrossCore<Hop>,
     clients: SocketAddr,
     metrics: Option<SocketAddr>,
+    plan: Option<PeerPlan>,
     events: &mpsc::Sender<CoreEvent>,
 ) -> CoreEvent {
     start_heartbeats();
     tracing::info!(core, "core started");
+    let peers = match plan.map(|plan| bind_peers(core, &node, plan)).transpose() {
+        Ok(peers) => peers,
+        Err(error) => return CoreEvent::Failed(error),
+    };
     let io = match GlommioIo::new(
         core,
         node.config.cores,
@@ -292,6 +319,7 @@ async fn run_core(
         clients,
         metrics,
         hops,
+        peers.as_ref().map(|(links, ..)| Rc::clone(links)),
     ) {
         Ok(io) => io,
         Err(source) => {
@@ -301,6 +329,11 @@ async fn run_core(
             })
         }
     };
+    let links = peers.map(|(links, plan, listener)| {
+        crate::glommio_peer::start(&io, Rc::clone(&links), Rc::new(plan), listener);
+        tracing::info!(core, "peer transport started");
+        links
+    });
     tracing::info!(core, "listeners bound");
     let recovered = match recover_core(io, Arc::clone(&node)).await {
         Ok(recovered) => recovered,
@@ -310,10 +343,78 @@ async fn run_core(
     #[cfg(feature = "fault-injection")]
     panic_if_asked(core);
     let _ = events.send(CoreEvent::Recovered(recovered.summaries.clone()));
-    match recovered.serve().await {
+    let served = recovered.serve().await;
+    // Peers see the node leave now rather than when the process exits.
+    if let Some(links) = links {
+        links.stop();
+    }
+    match served {
         Ok(()) => CoreEvent::Stopped,
         Err(error) => CoreEvent::Failed(error),
     }
+}
+
+/// The cluster's members with their addresses resolved, `None` for a single
+/// node. A host name is resolved once, here: a member that moves needs a
+/// restart of the others.
+fn peer_plan(config: &ServeConfig, shards: u32) -> Result<Option<PeerPlan>, String> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let mut members = Vec::new();
+    for member in &cluster.members {
+        let address = (member.host.as_str(), member.port)
+            .to_socket_addrs()
+            .map_err(|error| {
+                format!(
+                    "cannot resolve peer {} ({}): {error}",
+                    member.id,
+                    member.address()
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                format!(
+                    "peer {} ({}) resolves to no address",
+                    member.id,
+                    member.address()
+                )
+            })?;
+        members.push((member.id, address));
+    }
+    Ok(Some(PeerPlan {
+        me: cluster.id,
+        members,
+        cluster_name: cluster.name.clone(),
+        shards,
+        secret: config.requirepass.clone(),
+    }))
+}
+
+/// This core's peer listener (`peer_port + core`) and links.
+fn bind_peers(
+    core: usize,
+    node: &NodeShared,
+    plan: PeerPlan,
+) -> Result<(Rc<Links>, PeerPlan, std::net::TcpListener), NodeError> {
+    let cluster = node
+        .config
+        .cluster
+        .as_ref()
+        .expect("a plan comes from the cluster settings");
+    let address = SocketAddr::new(node.config.bind, cluster.peer_port + core as u16);
+    let listener = listen_socket(address).map_err(|source| NodeError::Listen {
+        address: address.to_string(),
+        source,
+    })?;
+    let links = Links::new(
+        core,
+        node.config.cores,
+        plan.shards,
+        plan.peers(),
+        Arc::clone(&node.metrics),
+    );
+    Ok((Rc::new(links), plan, listener))
 }
 
 /// The test fault `KEEL_FAULT_PANIC_CORE=<core>`: that core panics once

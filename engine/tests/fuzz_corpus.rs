@@ -10,13 +10,15 @@
 //! `examples/make_state_fuzz_corpus.rs`) are accepted (a `valid-keys-N-*`
 //! snapshot with N keys) and `bad-*` ones refused. The valid operations are
 //! also the log's format: an entry written by an older build must keep
-//! decoding. Other names (reproducers of crashes the fuzzer found) must only
+//! decoding. A `peer_transport` input named `hello-*` is a handshake message
+//! (`bad-hello-*` is not), `frames-N-*` holds N transport frames and no
+//! error, `err-*` ends in an error. Other names (reproducers of crashes the fuzzer found) must only
 //! not panic.
 
 use std::fs;
 use std::path::PathBuf;
 
-use keel_engine::fuzzing::{operation_decode, resp_request, snapshot_load};
+use keel_engine::fuzzing::{operation_decode, peer_transport, resp_request, snapshot_load};
 
 /// Every file in one corpus directory, as (name, bytes), sorted by name.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -40,10 +42,10 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     inputs
 }
 
-/// The N of an `ok-N-*` name.
-fn expected_requests(name: &str) -> Option<usize> {
-    let (count, _) = name.strip_prefix("ok-")?.split_once('-')?;
-    Some(count.parse().expect("ok-N- names carry a number"))
+/// The N of a `<prefix>N-*` name (`ok-N-*`, `frames-N-*`).
+fn counted(name: &str, prefix: &str) -> Option<usize> {
+    let (count, _) = name.strip_prefix(prefix)?.split_once('-')?;
+    Some(count.parse().expect("counted names carry a number"))
 }
 
 #[test]
@@ -59,7 +61,7 @@ fn resp_request_corpus_replays() {
     );
     for (name, bytes) in &inputs {
         let (requests, failed) = resp_request(bytes);
-        if let Some(expected) = expected_requests(name) {
+        if let Some(expected) = counted(name, "ok-") {
             assert_eq!((requests, failed), (expected, false), "{name}");
         }
         if name.starts_with("err-") {
@@ -117,6 +119,32 @@ fn snapshot_load_corpus_replays() {
         }
         if name.starts_with("bad-") {
             assert_eq!(keys, None, "{name}: a damaged snapshot loaded");
+        }
+    }
+}
+
+#[test]
+fn peer_transport_corpus_replays() {
+    let inputs = corpus("peer_transport");
+    for prefix in ["hello-", "bad-hello-", "frames-", "err-"] {
+        assert!(
+            inputs.iter().any(|(name, _)| name.starts_with(prefix)),
+            "the corpus holds {prefix}* inputs"
+        );
+    }
+    for (name, bytes) in &inputs {
+        let (is_handshake, frames, failed) = peer_transport(bytes);
+        if name.starts_with("hello-") {
+            assert!(is_handshake, "{name}: not a handshake message");
+        }
+        if name.starts_with("bad-hello-") {
+            assert!(!is_handshake, "{name}: accepted");
+        }
+        if let Some(expected) = counted(name, "frames-") {
+            assert_eq!((frames, failed), (expected, false), "{name}");
+        }
+        if name.starts_with("err-") {
+            assert!(failed, "{name}: no error");
         }
     }
 }

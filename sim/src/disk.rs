@@ -261,12 +261,7 @@ impl DiskState {
     /// Whether a fault of probability `rate` strikes now. A zero rate draws
     /// nothing, so a fault-free disk leaves the sequence untouched.
     fn strikes(&mut self, rate: f64) -> bool {
-        if rate == 0.0 {
-            return false;
-        }
-        // 53 random bits: the precision of an f64 in 0.0..1.0.
-        let draw = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        draw < rate
+        self.rng.chance(rate)
     }
 }
 

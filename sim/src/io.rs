@@ -18,7 +18,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use keel_engine::node::io::{Connection, Hop, Listener, NodeIo, ShardObserver};
+use keel_engine::node::io::{
+    Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardObserver,
+};
 use keel_engine::node::local::Signal;
 use keel_engine::node::shard_dir_name;
 use madsim::net::{TcpListener, TcpStream};
@@ -29,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::disk::{Latency, SimDir, SimDisk, Sleep};
 use crate::ledger::Ledger;
+use crate::peer_net::PeerLink;
 
 /// How long the simulated disk takes: about what this machine's SSD takes
 /// for a 4 KiB O_DIRECT write and an fdatasync (README: the disk).
@@ -106,6 +109,8 @@ struct SimNode {
     epoch: Instant,
     /// Each core's hops from the other cores, by core.
     inboxes: Vec<HopQueue>,
+    /// Each core's link to its peers, by core; none for a single node.
+    peers: Vec<PeerLink>,
 }
 
 /// The bounded queue of hops to one core, read only by that core.
@@ -159,13 +164,41 @@ impl SimIo {
     /// listen for clients on `address` and keep the node's data on the
     /// host's disk.
     pub async fn bind(address: std::net::SocketAddr, cores: usize) -> io::Result<Vec<SimIo>> {
+        SimIo::bind_with_peers(address, cores, Vec::new()).await
+    }
+
+    /// As [`SimIo::bind`], for member `me` of the cluster whose network
+    /// ([`crate::peer_net::install`]) the thread holds: each core also links
+    /// to the same core of every other member.
+    pub async fn bind_member(
+        address: std::net::SocketAddr,
+        cores: usize,
+        me: PeerId,
+    ) -> io::Result<Vec<SimIo>> {
+        let mut peers = Vec::with_capacity(cores);
+        for core in 0..cores {
+            peers.push(PeerLink::bind(me, core, cores).await?);
+        }
+        SimIo::bind_with_peers(address, cores, peers).await
+    }
+
+    async fn bind_with_peers(
+        address: std::net::SocketAddr,
+        cores: usize,
+        peers: Vec<PeerLink>,
+    ) -> io::Result<Vec<SimIo>> {
         assert!(cores > 0, "a node runs at least one core");
+        assert!(
+            peers.is_empty() || peers.len() == cores,
+            "every core links to its peers, or none does"
+        );
         let clients = TcpListener::bind(address).await?;
         let node = Rc::new(SimNode {
             host: host(madsim::plugin::node()),
             clients,
             epoch: TimeHandle::current().now_instant(),
             inboxes: (0..cores).map(|_| HopQueue::default()).collect(),
+            peers,
         });
         Ok((0..cores)
             .map(|core| SimIo {
@@ -258,6 +291,21 @@ impl NodeIo for SimIo {
 
     async fn recv_hop(&self) -> Hop {
         self.node.inboxes[self.core].recv().await
+    }
+
+    /// A single node (bound without peers) knows no peer.
+    fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError> {
+        match self.node.peers.get(self.core) {
+            Some(link) => link.send(to, shard, frame),
+            None => Err(PeerSendError::UnknownPeer),
+        }
+    }
+
+    async fn peer_recv(&self) -> PeerMessage {
+        match self.node.peers.get(self.core) {
+            Some(link) => link.recv().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

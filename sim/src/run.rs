@@ -31,6 +31,7 @@ use keel_engine::metrics::NodeMetrics;
 use keel_engine::node::io::NodeIo;
 use keel_engine::node::local::Signal;
 use keel_engine::node::{recover_core, NodeError, NodeShared, RecoverySummary};
+use keel_engine::topology::{Member, NodeName, Topology};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
@@ -953,13 +954,20 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
         wal_segment_bytes: WAL_SEGMENT_BYTES,
         requirepass: None,
+        cluster: None,
     };
+    // Drawn in this order (the run's id, then the seed) so seeds replay
+    // as before.
+    let run_id = format!("{:040x}", thread_rng().gen::<u128>());
+    let hash_seed = thread_rng().gen();
+    let myself = Member::alone(NodeName::of_ids(0, hash_seed), config.bind, config.port);
     let node = Arc::new(NodeShared::new(
         config,
         SHARDS,
-        format!("{:040x}", thread_rng().gen::<u128>()),
+        run_id,
         ios[0].now_unix_ms(),
-        thread_rng().gen(),
+        hash_seed,
+        Topology::single_node(myself, SHARDS),
     ));
     boots
         .metrics

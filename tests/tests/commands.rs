@@ -619,6 +619,8 @@ fn info_has_the_standard_sections() {
         "# Clients",
         "# Persistence",
         "# Stats",
+        "# Replication",
+        "# Cluster",
         "# Keyspace",
     ] {
         assert!(info.contains(section), "{section}: {info}");

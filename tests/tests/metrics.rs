@@ -43,4 +43,16 @@ fn metrics_are_prometheus_text_with_fsync_histogram_and_command_counters() {
         "{body}"
     );
     assert!(sample(body, "keel_writes_total") >= 10.0, "{body}");
+    // A single node leads its shards; what it logged is committed.
+    assert_eq!(
+        sample(body, "keel_shard_leader{shard=\"0\"}"),
+        1.0,
+        "{body}"
+    );
+    assert!(
+        sample(body, "keel_shard_commit_index{shard=\"0\"}")
+            + sample(body, "keel_shard_commit_index{shard=\"1\"}")
+            >= 10.0,
+        "{body}"
+    );
 }

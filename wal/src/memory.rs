@@ -88,6 +88,16 @@ impl SplitMix64 {
         assert!(bound > 0, "below(0) has no value to return");
         self.next_u64() % bound
     }
+
+    /// True with probability `rate` (0 never draws).
+    pub fn chance(&mut self, rate: f64) -> bool {
+        if rate == 0.0 {
+            return false;
+        }
+        // 53 random bits: the precision of an f64 in 0.0..1.0.
+        let draw = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        draw < rate
+    }
 }
 
 fn countdown(counter: &mut Option<u32>, what: &str) -> io::Result<()> {

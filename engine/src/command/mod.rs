@@ -22,7 +22,7 @@ mod bits;
 mod docs;
 mod generic;
 mod lcs;
-mod number;
+pub(crate) mod number;
 mod strings;
 mod table;
 
@@ -93,7 +93,9 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
-    fn is_write(&self) -> bool {
+    /// Whether the command changes keys (Redis's `write` flag): it runs on
+    /// the shard's leader.
+    pub fn is_write(&self) -> bool {
         self.flags.contains(&"write")
     }
 }

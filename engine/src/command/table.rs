@@ -54,6 +54,7 @@ const WRITE_DENYOOM_FAST: &[&str] = &["write", "denyoom", "fast"];
 const FAST: &[&str] = &["fast"];
 const LOADING_STALE: &[&str] = &["loading", "stale"];
 const LOADING_STALE_FAST: &[&str] = &["loading", "stale", "fast"];
+const NOSCRIPT: &[&str] = &["noscript"];
 const TRANSACTION_CONTROL: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 const TRANSACTION_EXEC: &[&str] = &["noscript", "loading", "stale", "skip_slowlog"];
 const ANY_CLIENT_STATE: &[&str] = &[
@@ -107,6 +108,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "append", arity: 3, keyed: true, keys: ONE_KEY, flags: WRITE_DENYOOM_FAST, acl_categories: STRING_WRITE_FAST,
         group: "string", since: "2.0.0", complexity: "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation.",
         summary: "Appends a string to the value of a key. Creates the key if it doesn't exist.", handler: Some(strings::append) },
+    CommandSpec { name: "asking", arity: 1, flags: FAST, acl_categories: CONNECTION_FAST, group: "cluster", since: "3.0.0",
+        summary: "Sent by cluster clients after an -ASK redirect", ..NODE },
     CommandSpec { name: "auth", arity: -2, flags: ANY_CLIENT_STATE, acl_categories: CONNECTION_FAST, group: "connection", since: "1.0.0",
         complexity: "O(N) where N is the number of passwords defined for the user",
         summary: "Authenticates the connection.", ..NODE },
@@ -118,6 +121,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Find first bit set or clear in a string", handler: Some(bits::bitpos) },
     CommandSpec { name: "client", arity: -2, acl_categories: SLOW, group: "connection", since: "2.4.0", complexity: "Depends on subcommand.",
         summary: "A container for client connection commands.", ..NODE },
+    CommandSpec { name: "cluster", arity: -2, acl_categories: SLOW, group: "cluster", since: "3.0.0", complexity: "Depends on subcommand.",
+        summary: "A container for cluster commands", ..NODE },
     CommandSpec { name: "command", arity: -1, flags: LOADING_STALE, acl_categories: CONNECTION_SLOW, group: "server", since: "2.8.13", complexity: "O(N) where N is the total number of Redis commands",
         summary: "Returns detailed information about all commands.", ..NODE },
     CommandSpec { name: "config", arity: -2, acl_categories: SLOW, group: "server", since: "2.0.0", complexity: "Depends on subcommand.",
@@ -215,6 +220,10 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Closes the connection.", ..NODE },
     CommandSpec { name: "randomkey", arity: 1, flags: READONLY, acl_categories: KEYSPACE_READ_SLOW, group: "generic", since: "1.0.0",
         summary: "Return a random key from the keyspace", ..NODE },
+    CommandSpec { name: "readonly", arity: 1, flags: LOADING_STALE_FAST, acl_categories: CONNECTION_FAST, group: "cluster", since: "3.0.0",
+        summary: "Enables read queries for a connection to a cluster replica node", ..NODE },
+    CommandSpec { name: "readwrite", arity: 1, flags: LOADING_STALE_FAST, acl_categories: CONNECTION_FAST, group: "cluster", since: "3.0.0",
+        summary: "Disables read queries for a connection to a cluster replica node", ..NODE },
     CommandSpec { name: "rename", arity: 3, keyed: true, keys: TWO_KEYS, flags: WRITE, acl_categories: KEYSPACE_WRITE_SLOW, group: "generic", since: "1.0.0", complexity: "O(1)",
         summary: "Renames a key and overwrites the destination.", handler: Some(generic::rename) },
     CommandSpec { name: "renamenx", arity: 3, keyed: true, keys: TWO_KEYS, flags: WRITE_FAST, acl_categories: KEYSPACE_WRITE_FAST, group: "generic", since: "1.0.0", complexity: "O(1)",
@@ -256,6 +265,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Asynchronously deletes one or more keys.", handler: Some(generic::del) },
     CommandSpec { name: "unwatch", arity: 1, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0",
         summary: "Forgets about watched keys of a transaction.", ..NODE },
+    CommandSpec { name: "wait", arity: 3, flags: NOSCRIPT, acl_categories: CONNECTION_SLOW, group: "generic", since: "3.0.0",
+        summary: "Wait for the synchronous replication of all the write commands sent in the context of the current connection", ..NODE },
     CommandSpec { name: "watch", arity: -2, keys: ALL_KEYS, flags: TRANSACTION_CONTROL, acl_categories: TRANSACTION_FAST, group: "transactions", since: "2.2.0", complexity: "O(1) for every key.",
         summary: "Monitors changes to keys to determine the execution of a transaction.", ..NODE },
 ];

@@ -8,6 +8,7 @@ use crate::command::{self, CommandSpec};
 use crate::config::{FsyncPolicy, ServeConfig};
 use crate::metrics::NodeMetrics;
 use crate::node::auth::{self, ConnectionAuth};
+use crate::node::cluster::{self, ShardProgress};
 use crate::node::shard::ShardStats;
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply};
@@ -30,17 +31,22 @@ pub struct ClientInfo {
     pub auth: ConnectionAuth,
     pub connected_unix_ms: u64,
     pub last_command_unix_ms: u64,
+    /// READONLY: the connection's reads may be served from this node's copy
+    /// of a shard it follows (stale); READWRITE clears it.
+    pub readonly: bool,
 }
 
 impl ClientInfo {
     fn line(&self, now_unix_ms: u64) -> String {
         format!(
-            "id={} addr={} laddr= fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr= fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.peer,
             self.name.as_deref().unwrap_or(""),
             now_unix_ms.saturating_sub(self.connected_unix_ms) / 1000,
             now_unix_ms.saturating_sub(self.last_command_unix_ms) / 1000,
+            // Redis's flags: `r` for a READONLY cluster client, else `N`.
+            if self.readonly { "r" } else { "N" },
             match self.protocol {
                 Protocol::Resp2 => 2,
                 Protocol::Resp3 => 3,
@@ -495,10 +501,12 @@ fn function_load(options: &[Vec<u8>], code: &[u8]) -> Reply {
     Reply::Error(format!("ERR Engine '{}' not found", text(engine)))
 }
 
-/// INFO [section ...]: server, clients, persistence, stats, keyspace.
+/// INFO [section ...]: server, clients, memory, persistence, stats,
+/// replication, cluster, keyspace.
 pub fn info(
     node: &NodeShared,
     shards: &[ShardStats],
+    progress: &[ShardProgress],
     sections: &[Vec<u8>],
     now_unix_ms: u64,
 ) -> Reply {
@@ -595,6 +603,12 @@ pub fn info(
             NodeMetrics::get(&metrics.auth_failures),
         );
     }
+    if wanted("replication") {
+        cluster::replication_section(&node.topology.get(), progress, &mut out);
+    }
+    if wanted("cluster") {
+        cluster::cluster_section(&mut out);
+    }
     if wanted("keyspace") {
         out.push_str("# Keyspace\r\n");
         let keys: u64 = shards.iter().map(|shard| shard.keys).sum();
@@ -614,6 +628,7 @@ pub fn info(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::{Member, NodeName, Topology};
 
     fn args(words: &[&str]) -> Vec<Vec<u8>> {
         words.iter().map(|word| word.as_bytes().to_vec()).collect()
@@ -627,7 +642,9 @@ mod tests {
     /// default settings.
     fn run(words: &[&str]) -> Reply {
         let config = ServeConfig::resolve(&Default::default(), 1).expect("the defaults are valid");
-        let node = NodeShared::new(config, 1, String::new(), 0, 0);
+        let myself = Member::alone(NodeName::of_ids(0, 0), config.bind, config.port);
+        let topology = Topology::single_node(myself, 1);
+        let node = NodeShared::new(config, 1, String::new(), 0, 0, topology);
         let mut client = ClientInfo {
             id: 1,
             peer: "test".into(),
@@ -637,6 +654,7 @@ mod tests {
             protocol: Protocol::Resp2,
             connected_unix_ms: 0,
             last_command_unix_ms: 0,
+            readonly: false,
             auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
         };
         let args = args(words);

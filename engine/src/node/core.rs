@@ -14,9 +14,13 @@
 //! - A transaction (see [`crate::node::transaction`]) is one request to one
 //!   shard at EXEC: its keyed commands run there as one unit and log one
 //!   entry; its keyless ones are answered here and put in their places.
+//! - A keyed command (and WATCH, and EXEC) runs only where the topology
+//!   routes it ([`crate::topology::Topology::route`]): on a shard this node
+//!   leads, or, for a read on a READONLY connection, one it holds.
+//!   Elsewhere it is answered `-MOVED` or `-TRYAGAIN` and touches no shard.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -27,13 +31,15 @@ use crate::command;
 use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::metrics::NodeMetrics;
 use crate::node::admin::{self, ClientInfo};
+use crate::node::cluster::{self, ClusterCommand, ShardProgress};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
 use crate::node::shard::{Shard, ShardStats};
 use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
-use crate::slot::SLOT_COUNT;
+use crate::slot::{key_slot, SLOT_COUNT};
+use crate::topology::{Access, Route, TopologyView};
 
 /// How long a core stops accepting after an accept failed. The usual
 /// causes (the process or the system is out of file descriptors, the kernel
@@ -41,6 +47,10 @@ use crate::slot::SLOT_COUNT;
 /// spin the core and flood the log; 100 ms keeps the log to ten lines a
 /// second and delays new connections by at most that once the cause clears.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
+/// Keys a shard's SCAN returns per page while CLUSTER COUNTKEYSINSLOT or
+/// GETKEYSINSLOT looks for a slot's keys: bounds each page's reply.
+pub const SLOT_SCAN_PAGE_KEYS: usize = 1024;
 
 /// The shard that owns hash slot `slot`: contiguous slot ranges, as Redis
 /// Cluster assigns them to nodes.
@@ -106,6 +116,8 @@ pub struct Core<I: NodeIo> {
     /// between nodes and runs while the simulator, whose seed and clock are
     /// its own, replays them; the key space itself never draws.
     random: RefCell<SplitMix64>,
+    /// This core's copy of the node's topology: where keyed commands run.
+    topology: RefCell<TopologyView>,
 }
 
 impl<I: NodeIo> Core<I> {
@@ -114,6 +126,7 @@ impl<I: NodeIo> Core<I> {
         let seed = node.hash_seed ^ node.started_unix_ms.rotate_left(32) ^ core as u64;
         Core {
             random: RefCell::new(SplitMix64::new(seed)),
+            topology: RefCell::new(TopologyView::new(&node.topology)),
             io,
             node,
             shards,
@@ -481,7 +494,7 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
-            return (self.keyed(spec, args).await, false);
+            return (self.keyed(spec, args, client.readonly).await, false);
         }
         let quit = spec.name == "quit";
         (
@@ -490,7 +503,12 @@ impl<I: NodeIo> Core<I> {
         )
     }
 
-    async fn keyed(&self, spec: &'static command::CommandSpec, args: Vec<Vec<u8>>) -> Pending {
+    async fn keyed(
+        &self,
+        spec: &'static command::CommandSpec,
+        args: Vec<Vec<u8>>,
+        readonly: bool,
+    ) -> Pending {
         let keys = command::key_indexes(spec, &args)
             .into_iter()
             .map(|index| args[index].as_slice());
@@ -501,8 +519,26 @@ impl<I: NodeIo> Core<I> {
             Ok(None) => return self.dispatch(0, ShardRequest::Command { args }).await,
             Err(error) => return Pending::Ready(error),
         };
-        let shard = shard_of_slot(slot, self.node.shard_count);
-        self.dispatch(shard, ShardRequest::Command { args }).await
+        let access = match (spec.is_write(), readonly) {
+            (true, _) => Access::Write,
+            (false, false) => Access::Read,
+            (false, true) => Access::StaleRead,
+        };
+        match self.route(slot, access) {
+            Ok(shard) => self.dispatch(shard, ShardRequest::Command { args }).await,
+            Err(redirect) => Pending::Ready(redirect),
+        }
+    }
+
+    /// The shard of this node that runs a command on `slot`, or the
+    /// `-MOVED` or `-TRYAGAIN` the topology answers instead.
+    fn route(&self, slot: u16, access: Access) -> Result<u32, Reply> {
+        let mut view = self.topology.borrow_mut();
+        match view.current(&self.node.topology).route(slot, access) {
+            Route::Local { shard } => Ok(shard),
+            Route::Moved { slot, address } => Err(cluster::moved(slot, &address)),
+            Route::TryAgain { slot } => Err(cluster::try_again(slot)),
+        }
     }
 
     /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (see [`crate::node::transaction`]).
@@ -526,9 +562,8 @@ impl<I: NodeIo> Core<I> {
                 self.unwatch(client.id, transaction).await;
                 Pending::Ready(Reply::ok())
             }
-            "watch" => match transaction.watch(&args[1..]) {
-                Ok(slot) => {
-                    let shard = shard_of_slot(slot, self.node.shard_count);
+            "watch" => match transaction.watch(&args[1..], |slot| self.route(slot, Access::Read)) {
+                Ok(shard) => {
                     let mut keys = args;
                     keys.remove(0);
                     let request = ShardRequest::Watch {
@@ -573,7 +608,12 @@ impl<I: NodeIo> Core<I> {
             Some(slot) if watching || !keyed.is_empty() => slot,
             _ => return Pending::Ready(merge_exec_replies(Reply::Array(Vec::new()), keyless)),
         };
-        let shard = shard_of_slot(slot, self.node.shard_count);
+        // A transaction runs on the leader: its WATCH checks and its reads
+        // must see every acknowledged write.
+        let shard = match self.route(slot, Access::Write) {
+            Ok(shard) => shard,
+            Err(redirect) => return Pending::Ready(redirect),
+        };
         let request = ShardRequest::Exec {
             client: client.id,
             commands: keyed,
@@ -628,10 +668,76 @@ impl<I: NodeIo> Core<I> {
             "flushdb" | "flushall" => self.flush_all(args).await,
             "info" => {
                 let stats = self.all_stats().await;
-                admin::info(&self.node, &stats, &args[1..], self.io.now_unix_ms())
+                let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+                let now = self.io.now_unix_ms();
+                admin::info(&self.node, &stats, &progress, &args[1..], now)
             }
+            "cluster" => self.cluster(args).await,
+            "readonly" | "readwrite" => {
+                client.readonly = spec.name == "readonly";
+                self.node.update_client(client);
+                Reply::ok()
+            }
+            // A slot never migrates between Keel's shards, so no -ASK
+            // redirect is ever sent for ASKING to follow.
+            "asking" => Reply::ok(),
+            "wait" => match cluster::check_wait(args) {
+                // A node without peers has no replica to wait for. The
+                // replicated node counts the followers whose log holds the
+                // connection's last write, waiting up to the timeout.
+                Ok(()) => Reply::Integer(0),
+                Err(error) => error,
+            },
             _ => admin::connection_command(&self.node, client, spec, args, self.io.now_unix_ms()),
         }
+    }
+
+    /// CLUSTER: answered from the topology, or by the slot's shard for the
+    /// subcommands that count keys.
+    async fn cluster(&self, args: &[Vec<u8>]) -> Reply {
+        let command = {
+            let mut view = self.topology.borrow_mut();
+            cluster::cluster_command(view.current(&self.node.topology), args)
+        };
+        match command {
+            ClusterCommand::Reply(reply) => reply,
+            ClusterCommand::CountKeysInSlot { slot } => {
+                Reply::Integer(self.keys_in_slot(slot, usize::MAX).await.len() as i64)
+            }
+            ClusterCommand::GetKeysInSlot { slot, count } => Reply::Array(
+                self.keys_in_slot(slot, count)
+                    .await
+                    .into_iter()
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Up to `count_max` keys of `slot`. Keel's key space has no index by
+    /// slot, so the slot's shard is scanned in pages of
+    /// [`SLOT_SCAN_PAGE_KEYS`]: time in the shard's keys, memory in the
+    /// slot's. SCAN may name a key twice; a set counts it once.
+    async fn keys_in_slot(&self, slot: u16, count_max: usize) -> Vec<Vec<u8>> {
+        let shard = shard_of_slot(slot, self.node.shard_count);
+        let mut found = HashSet::new();
+        let mut cursor = 0;
+        while found.len() < count_max {
+            let page = ShardRequest::Scan {
+                cursor,
+                count: SLOT_SCAN_PAGE_KEYS,
+                pattern: None,
+            };
+            let ShardReply::Scan { next, keys } = self.request(shard, page).await else {
+                break;
+            };
+            found.extend(keys.into_iter().filter(|key| key_slot(key) == slot));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.into_iter().take(count_max).collect()
     }
 
     /// RANDOMKEY: a shard drawn with odds proportional to the keys it holds
@@ -815,6 +921,8 @@ mod tests {
     use crate::config::FsyncPolicy;
     use crate::node::io::Connection;
     use crate::node::test_io::{recover_one_shard, MemIo};
+    use crate::topology::tests::member;
+    use crate::topology::{MemberId, ShardPlacement, Topology};
 
     /// A client that sends `input` and records each write it receives.
     struct ScriptedClient {
@@ -1036,6 +1144,69 @@ mod tests {
         ]));
         assert_eq!(writes.concat(), b"+OK\r\n+OK\r\n+OK\r\n");
         assert!(!watching);
+    }
+
+    /// Serves `input` on a node that is member 1 of three, whose only
+    /// shard `leader` leads (in term 3), and returns what it wrote.
+    fn serve_as_member_one(input: &[u8], leader: Option<u64>) -> String {
+        let recovered = recover_one_shard(MemIo::default(), FsyncPolicy::IntervalMs(1));
+        let shard = ShardPlacement {
+            shard: 0,
+            first_slot: 0,
+            last_slot: SLOT_COUNT - 1,
+            leader: leader.map(MemberId),
+            term: 3,
+            voters: vec![MemberId(1), MemberId(2), MemberId(3)],
+            learners: Vec::new(),
+        };
+        let members = vec![member(1), member(2), member(3)];
+        let topology = Topology::new(MemberId(1), members, vec![shard]);
+        recovered.core.node.topology.publish(topology);
+        let writes = Rc::default();
+        let client = ScriptedClient {
+            input: input.iter().copied().collect(),
+            writes: Rc::clone(&writes),
+        };
+        future::block_on(Rc::clone(&recovered.core).serve_client(client));
+        String::from_utf8(writes.take().concat()).unwrap()
+    }
+
+    /// A follower redirects writes and reads to the leader, serves reads
+    /// on a READONLY connection, and sends a transaction to the leader.
+    #[test]
+    fn a_follower_answers_moved_and_serves_readonly_reads() {
+        let input = script(&[
+            &[b"SET", b"foo", b"1"],
+            &[b"GET", b"foo"],
+            &[b"READONLY"],
+            &[b"GET", b"foo"],
+            &[b"SET", b"foo", b"1"],
+            &[b"READWRITE"],
+            &[b"GET", b"foo"],
+            &[b"WATCH", b"foo"],
+            &[b"MULTI"],
+            &[b"GET", b"foo"],
+            &[b"EXEC"],
+            &[b"CLUSTER", b"MYID"],
+        ]);
+        let moved = "-MOVED 12182 127.0.0.1:7002\r\n";
+        let expected = format!(
+            "{moved}{moved}+OK\r\n$-1\r\n{moved}+OK\r\n{moved}{moved}+OK\r\n+QUEUED\r\n{moved}$40\r\n{}\r\n",
+            "11".repeat(20)
+        );
+        assert_eq!(serve_as_member_one(&input, Some(2)), expected);
+        // Its own shard: everything runs here.
+        let input = script(&[&[b"SET", b"foo", b"1"], &[b"GET", b"foo"]]);
+        assert_eq!(serve_as_member_one(&input, Some(1)), "+OK\r\n$1\r\n1\r\n");
+    }
+
+    #[test]
+    fn a_shard_without_a_leader_answers_try_again() {
+        let input = script(&[&[b"GET", b"foo"], &[b"READONLY"], &[b"GET", b"foo"]]);
+        assert_eq!(
+            serve_as_member_one(&input, None),
+            "-TRYAGAIN the shard of slot 12182 has no leader yet (an election is under way)\r\n+OK\r\n$-1\r\n"
+        );
     }
 
     #[test]

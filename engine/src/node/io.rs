@@ -1,5 +1,5 @@
-//! The world as the node loop sees it: disk, clients, other cores, clock and
-//! timers. The server implements it with glommio ([`crate::glommio_io`]); the
+//! The world as the node loop sees it: disk, clients, other cores, peers,
+//! clock and timers. The server implements it with glommio ([`crate::glommio_io`]); the
 //! simulator with madsim. The node loop reads no clock, opens no socket and
 //! touches no file except through it.
 
@@ -92,6 +92,27 @@ pub enum Hop {
     },
 }
 
+/// A member of the cluster, as the consensus core numbers it.
+pub type PeerId = u64; // == keel_replication::NodeId's inner value
+
+/// One replication message between two nodes' copies of the same shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMessage {
+    pub from: PeerId,
+    pub shard: u32,
+    /// One `keel_replication::codec` frame, not yet decoded (the receiver
+    /// decodes it, which verifies its checksums).
+    pub frame: Vec<u8>,
+}
+
+/// Why `peer_send` queued nothing (the message is dropped; Raft retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerSendError {
+    UnknownPeer,
+    QueueFull,
+    TooLarge,
+}
+
 /// What a shard tells an observer: the simulator checks recovery against it; the
 /// server has none.
 pub trait ShardObserver: std::fmt::Debug {
@@ -133,6 +154,11 @@ pub trait NodeIo: Clone + 'static {
     async fn send_hop(&self, core: usize, hop: Hop);
     /// The next message from any other core.
     async fn recv_hop(&self) -> Hop;
+    /// Queues `frame` for shard `shard` on peer `to`, over this core's link to
+    /// it. Never waits: a full or broken link drops the message (counted).
+    fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError>;
+    /// The next message any peer sent to one of this core's shards.
+    async fn peer_recv(&self) -> PeerMessage;
     /// Who watches shard `shard` apply and acknowledge entries, if anyone.
     fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
         None

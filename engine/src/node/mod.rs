@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod core;
 pub mod driver;
 pub mod hard_state;
@@ -32,6 +33,7 @@ use crate::keyspace::Keyspace;
 use crate::metrics::{Gauges, NodeMetrics};
 use crate::node::admin::ClientInfo;
 use crate::node::auth::ConnectionAuth;
+use crate::node::cluster::ShardProgress;
 use crate::node::core::{core_of_shard, Core};
 use crate::node::driver::Driver;
 use crate::node::io::{Connection, Listener, NodeIo};
@@ -39,6 +41,7 @@ use crate::node::shard::{Shard, ShardFailure, ShardSettings};
 use crate::operation::Operation;
 use crate::resp::Protocol;
 use crate::snapshot;
+use crate::topology::{Topology, TopologyCell};
 
 /// How often each shard runs an active-expiry pass.
 pub const EXPIRE_PERIOD_MS: u64 = 100;
@@ -57,6 +60,8 @@ pub struct NodeShared {
     pub started_unix_ms: u64,
     /// Keys the key spaces' hash function (see [`Keyspace::with_hash_seed`]).
     pub hash_seed: u64,
+    /// The cluster's members and who leads each shard (a single node: itself).
+    pub topology: TopologyCell,
     clients: Mutex<BTreeMap<u64, ClientInfo>>,
     next_client_id: AtomicU64,
     stop: AtomicBool,
@@ -69,8 +74,15 @@ impl NodeShared {
         run_id: String,
         started_unix_ms: u64,
         hash_seed: u64,
+        topology: Topology,
     ) -> NodeShared {
+        assert_eq!(
+            topology.shards.len(),
+            shard_count as usize,
+            "the topology places every shard"
+        );
         NodeShared {
+            topology: TopologyCell::new(topology),
             config,
             shard_count,
             metrics: Arc::new(NodeMetrics::default()),
@@ -108,6 +120,7 @@ impl NodeShared {
             auth: ConnectionAuth::new(self.config.requirepass.as_ref()),
             connected_unix_ms: now_unix_ms,
             last_command_unix_ms: now_unix_ms,
+            readonly: false,
         };
         clients.insert(id, info.clone());
         Some(info)
@@ -540,7 +553,9 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
                     .max()
                     .unwrap_or(0),
             };
-            let body = scrape.node.metrics.render(&gauges);
+            let mut body = scrape.node.metrics.render(&gauges);
+            let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+            cluster::replication_metrics(&scrape.node.topology.get(), &progress, &mut body);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

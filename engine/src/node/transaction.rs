@@ -185,9 +185,14 @@ impl Transaction {
         }
     }
 
-    /// WATCH `keys`: `Ok(slot)` of the keys, to register on its shard, or
-    /// the error to answer.
-    pub fn watch(&mut self, keys: &[Vec<u8>]) -> Result<u16, Reply> {
+    /// WATCH `keys`: `Ok(shard)` where the keys' slot is to be registered
+    /// (`route` says which, or refuses with `-MOVED`), or the error to
+    /// answer.
+    pub fn watch(
+        &mut self,
+        keys: &[Vec<u8>],
+        route: impl FnOnce(u16) -> Result<u32, Reply>,
+    ) -> Result<u32, Reply> {
         if self.in_multi() {
             return Err(Reply::Error("ERR WATCH inside MULTI is not allowed".into()));
         }
@@ -201,8 +206,10 @@ impl Transaction {
                 "ERR a connection watches at most {WATCHED_KEYS_MAX} keys"
             )));
         }
+        // A WATCH sent elsewhere (-MOVED) leaves nothing watched here.
+        let shard = route(slot)?;
         self.watching = Some((slot, count + keys.len()));
-        Ok(slot)
+        Ok(shard)
     }
 
     /// Forgets the watched keys; returns their slot, whose shard must forget
@@ -268,6 +275,11 @@ fn one_slot_of(slots: impl IntoIterator<Item = u16>) -> Result<Option<u16>, Repl
 mod tests {
     use super::*;
 
+    /// A route that runs every slot here, on the shard of the slot's number.
+    fn local(slot: u16) -> Result<u32, Reply> {
+        Ok(u32::from(slot))
+    }
+
     fn args(words: &[&str]) -> Vec<Vec<u8>> {
         words.iter().map(|word| word.as_bytes().to_vec()).collect()
     }
@@ -322,10 +334,13 @@ mod tests {
     #[test]
     fn a_refused_command_aborts_exec_and_exec_unwatches() {
         let mut transaction = Transaction::default();
-        assert_eq!(transaction.watch(&args(&["k"])), Ok(key_slot(b"k")));
+        assert_eq!(
+            transaction.watch(&args(&["k"]), local),
+            Ok(u32::from(key_slot(b"k")))
+        );
         transaction.multi();
         assert_eq!(
-            transaction.watch(&args(&["k"])),
+            transaction.watch(&args(&["k"]), local),
             Err(error("ERR WATCH inside MULTI is not allowed"))
         );
         assert_eq!(
@@ -357,8 +372,14 @@ mod tests {
         queue(&mut transaction, &["SET", "a", "1"]);
         queue(&mut transaction, &["SET", "b", "1"]);
         assert_eq!(transaction.exec().0, Exec::Refuse(error(CROSSSLOT)));
-        assert_eq!(transaction.watch(&args(&["a"])), Ok(key_slot(b"a")));
-        assert_eq!(transaction.watch(&args(&["b"])), Err(error(CROSSSLOT)));
+        assert_eq!(
+            transaction.watch(&args(&["a"]), local),
+            Ok(u32::from(key_slot(b"a")))
+        );
+        assert_eq!(
+            transaction.watch(&args(&["b"]), local),
+            Err(error(CROSSSLOT))
+        );
         transaction.multi();
         queue(&mut transaction, &["GET", "b"]);
         assert_eq!(
@@ -370,7 +391,7 @@ mod tests {
     #[test]
     fn watching_alone_runs_on_the_watched_slot() {
         let mut transaction = Transaction::default();
-        transaction.watch(&args(&["a", "a"])).unwrap();
+        transaction.watch(&args(&["a", "a"]), local).unwrap();
         transaction.multi();
         let (exec, _) = transaction.exec();
         assert_eq!(
@@ -400,7 +421,16 @@ mod tests {
         ));
         assert!(matches!(transaction.exec().0, Exec::Refuse(_)));
         let keys = vec![b"k".to_vec(); WATCHED_KEYS_MAX];
-        assert!(transaction.watch(&keys).is_ok());
-        assert!(transaction.watch(&keys[..1]).is_err());
+        assert!(transaction.watch(&keys, local).is_ok());
+        assert!(transaction.watch(&keys[..1], local).is_err());
+    }
+
+    /// A WATCH the route sends elsewhere (`-MOVED`) watches nothing.
+    #[test]
+    fn a_watch_routed_elsewhere_leaves_nothing_watched() {
+        let mut transaction = Transaction::default();
+        let moved = |_| Err(Reply::Error("MOVED 1 elsewhere:1".into()));
+        assert!(transaction.watch(&args(&["k"]), moved).is_err());
+        assert_eq!(transaction.unwatch(), None);
     }
 }
