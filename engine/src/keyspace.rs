@@ -96,7 +96,7 @@ fn locate(hasher: &FixedState, key: &[u8]) -> Place {
     }
 }
 
-fn is_live(expire_at_unix_ms: Option<u64>, now_unix_ms: u64) -> bool {
+pub(crate) fn is_live(expire_at_unix_ms: Option<u64>, now_unix_ms: u64) -> bool {
     expire_at_unix_ms.is_none_or(|at| !has_expired(at, now_unix_ms))
 }
 

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod operation;
+pub mod overlay;
 pub mod peer;
 pub mod readiness;
 pub mod resp;

@@ -511,6 +511,7 @@ fn report_failure(error: &NodeError, node: &NodeShared) {
             NodeError::Wal { shard, .. }
             | NodeError::Snapshot { shard, .. }
             | NodeError::Entry { shard, .. }
+            | NodeError::HardState { shard, .. }
             | NodeError::Gap { shard, .. } => {
                 node.config.dir.join(crate::node::shard_dir_name(*shard))
             }

@@ -134,6 +134,12 @@ impl Group {
             // of a lease it may have helped grant before it crashed.
             self.leader_contact_ms = now_ms;
             self.reset_election_deadline(now_ms);
+            if self.is_sole_voter() {
+                // Nobody else can lead, hold a lease or need this node's
+                // vote: a group of one elects itself at its first tick
+                // instead of sitting out an election timeout at each start.
+                self.election_deadline_ms = Some(now_ms);
+            }
         }
         match input {
             Input::Tick => self.on_tick(now_ms, out),
@@ -172,6 +178,11 @@ impl Group {
             None if self.may_campaign() => Some(election_deadline_ms),
             None => None,
         }
+    }
+
+    /// Whether this node is the only voter of the membership in force.
+    fn is_sole_voter(&self) -> bool {
+        self.membership.voters.len() == 1 && self.membership.voters.contains(&self.config.id)
     }
 
     pub fn id(&self) -> NodeId {

@@ -816,3 +816,44 @@ fn a_deposed_leader_fails_its_waiting_reads() {
     );
     assert_eq!(group.role(), Role::Follower);
 }
+
+/// A sole voter has nobody to wait for: it campaigns at its first tick (so a
+/// restarted single node serves at once) and, with its own vote a majority,
+/// leads in that same step, its no-op appended.
+#[test]
+fn a_sole_voter_elects_itself_at_its_first_tick() {
+    let restored = Restored {
+        hard_state: HardState {
+            term: Term(4),
+            voted_for: Some(N1),
+        },
+        entries: vec![command(4, 1)],
+        ..common::bootstrap(&[1])
+    };
+    let mut group = Group::new(Config::new(N1, 1), restored);
+    let out = step(&mut group, 7, Input::Tick);
+    assert_eq!(
+        out,
+        vec![
+            Output::Persist {
+                hard_state: Some(HardState {
+                    term: Term(5),
+                    voted_for: Some(N1)
+                }),
+                entries: Vec::new(),
+            },
+            Output::Persist {
+                hard_state: None,
+                entries: vec![noop(5, 2)],
+            },
+        ]
+    );
+    assert_eq!(group.role(), Role::Leader);
+    let mut voters = group_with(Config::new(N1, 1), 4, None, &[4]);
+    assert_eq!(
+        voters.role(),
+        Role::Follower,
+        "one of three waits out its timeout"
+    );
+    assert!(step(&mut voters, 7, Input::Tick).is_empty());
+}

@@ -6,10 +6,12 @@
 //! - nothing acknowledged is lost: the recovered log reaches every index a
 //!   reply depended on ([`Violation::LostAcknowledged`]);
 //! - nothing appears from nowhere: the recovered log is no longer than what
-//!   was applied, and no shorter than what the last recovery held;
-//! - the recovered key space is exactly the state the node had when it
-//!   applied the recovered index: the last recovered state with the entries
-//!   applied after it replayed on top ([`Violation::StateDiffers`]).
+//!   was logged (handed to the WAL: an entry may survive a crash durable but
+//!   uncommitted, and the restart commits it), and no shorter than what the
+//!   last recovery held;
+//! - the recovered key space is exactly the last recovered state with the
+//!   entries logged after it replayed on top, through the recovered index
+//!   ([`Violation::StateDiffers`]); entries are applied in the order logged.
 //!
 //! The node reports through [`keel_engine::node::ShardObserver`]; the ledger
 //! never changes what the node does.
@@ -99,8 +101,11 @@ struct ShardRecord {
     /// The index and state of the last recovery, already checked.
     base_index: u64,
     base: Items,
-    /// Entries applied since, at `base_index + 1` on.
-    applied: Vec<Operation>,
+    /// Entries logged since, at `base_index + 1` on (those applied too, if
+    /// the node did not report them logged).
+    logged: Vec<Operation>,
+    /// How many of them were applied.
+    applied: u64,
     /// The highest index a released reply depended on, ever.
     acknowledged: u64,
 }
@@ -188,7 +193,7 @@ impl ShardObserver for Ledger {
             return;
         };
         *self.recoveries_checked.borrow_mut() += 1;
-        let most = record.base_index + record.applied.len() as u64;
+        let most = record.base_index + record.logged.len() as u64;
         if last_index < record.acknowledged {
             self.violation(Violation::LostAcknowledged {
                 shard,
@@ -205,7 +210,7 @@ impl ShardObserver for Ledger {
             });
         } else {
             let kept = (last_index - record.base_index) as usize;
-            let expected = replayed(&record.base, &record.applied[..kept]);
+            let expected = replayed(&record.base, &record.logged[..kept]);
             if expected != recovered {
                 self.violation(Violation::StateDiffers {
                     shard,
@@ -216,10 +221,32 @@ impl ShardObserver for Ledger {
         }
         record.base_index = last_index;
         record.base = recovered;
-        record.applied.clear();
+        record.logged.clear();
+        record.applied = 0;
         // What was acknowledged and lost is reported once; later boots are
         // checked against what they acknowledge themselves.
         record.acknowledged = record.acknowledged.min(last_index);
+    }
+
+    fn logged(&self, shard: u32, index: u64, op: &Operation) {
+        let mut shards = self.shards.borrow_mut();
+        let record = shards
+            .get_mut(&shard)
+            .expect("a shard logs entries only after it recovered");
+        let next = record.base_index + record.logged.len() as u64 + 1;
+        if index <= record.base_index || index > next {
+            self.violation(Violation::AppliedOutOfOrder {
+                shard,
+                index,
+                expected: next,
+            });
+            return;
+        }
+        // An entry logged again at an index replaces the one cut there.
+        record
+            .logged
+            .truncate((index - record.base_index - 1) as usize);
+        record.logged.push(op.clone());
     }
 
     fn applied(&self, shard: u32, index: u64, op: &Operation) {
@@ -227,7 +254,7 @@ impl ShardObserver for Ledger {
         let record = shards
             .get_mut(&shard)
             .expect("a shard applies entries only after it recovered");
-        let expected = record.base_index + record.applied.len() as u64 + 1;
+        let expected = record.base_index + record.applied + 1;
         if index != expected {
             self.violation(Violation::AppliedOutOfOrder {
                 shard,
@@ -235,7 +262,10 @@ impl ShardObserver for Ledger {
                 expected,
             });
         }
-        record.applied.push(op.clone());
+        record.applied += 1;
+        if record.logged.len() < record.applied as usize {
+            record.logged.push(op.clone());
+        }
         *self.entries_applied.borrow_mut() += 1;
     }
 
@@ -330,6 +360,23 @@ mod tests {
         assert!(matches!(
             ledger.violations()[..],
             [Violation::IndexOutOfRange { recovered: 4, .. }]
+        ));
+    }
+
+    /// An entry logged but never applied (the crash came between its
+    /// write and its commit) may be recovered: the restart commits it.
+    #[test]
+    fn a_logged_entry_never_applied_may_be_recovered_but_not_more() {
+        let (ledger, mut ops) = ledger_after_three_sets();
+        ledger.logged(0, 4, &set("c", "4"));
+        ops.push(set("c", "4"));
+        ledger.recovered(0, 4, &state(&ops));
+        assert_eq!(ledger.violations(), vec![]);
+        ops.push(set("d", "5"));
+        ledger.recovered(0, 5, &state(&ops));
+        assert!(matches!(
+            ledger.violations()[..],
+            [Violation::IndexOutOfRange { recovered: 5, .. }]
         ));
     }
 

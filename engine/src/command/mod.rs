@@ -26,9 +26,9 @@ pub(crate) mod number;
 mod strings;
 mod table;
 
-use crate::keyspace::Keyspace;
 use crate::limits::Limits;
 use crate::operation::Operation;
+use crate::overlay::View;
 use crate::resp::Reply;
 
 pub use docs::command_reply;
@@ -48,7 +48,9 @@ type Handler = fn(&Context<'_>) -> Result<Outcome, Reply>;
 /// What a command handler reads.
 #[derive(Debug)]
 struct Context<'a> {
-    keyspace: &'a Keyspace,
+    /// The key space as the command sees it: committed entries under the
+    /// leader's uncommitted ones (`crate::overlay`).
+    keyspace: View<'a>,
     /// The whole request, the command name first.
     args: &'a [Vec<u8>],
     now_unix_ms: u64,
@@ -227,11 +229,11 @@ pub fn key_indexes(spec: &CommandSpec, args: &[Vec<u8>]) -> Vec<usize> {
 
 /// Runs a keyed command (one whose spec is [`CommandSpec::keyed`]) whose
 /// arity the caller has checked.
-pub fn execute(
-    keyspace: &Keyspace,
-    args: &[Vec<u8>],
+pub fn execute<'a>(
+    keyspace: impl Into<View<'a>>,
+    args: &'a [Vec<u8>],
     now_unix_ms: u64,
-    limits: &Limits,
+    limits: &'a Limits,
 ) -> Outcome {
     let Some(spec) = args.first().and_then(|name| lookup(name)) else {
         return Outcome {
@@ -246,7 +248,7 @@ pub fn execute(
         );
     };
     let context = Context {
-        keyspace,
+        keyspace: keyspace.into(),
         args,
         now_unix_ms,
         limits,

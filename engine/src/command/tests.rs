@@ -1,6 +1,7 @@
 use super::table::COMMANDS;
 use super::test_support::*;
 use super::*;
+use crate::keyspace::Keyspace;
 use crate::resp::Protocol;
 
 fn spec(name: &str) -> &'static CommandSpec {

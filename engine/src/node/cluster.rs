@@ -350,13 +350,13 @@ pub struct ShardProgress {
 }
 
 impl ShardProgress {
-    /// A shard without peers: an entry commits when it is durable here (a
-    /// majority of one), and nobody follows. The replicated node's driver
-    /// fills these from its consensus group instead.
+    /// A shard without peers: its group of one commits an entry once it is
+    /// durable here, and nobody follows. With peers the driver fills the
+    /// followers' lag from its consensus group.
     pub fn alone(stats: &ShardStats) -> ShardProgress {
         ShardProgress {
             shard: stats.shard,
-            commit_index: stats.durable_index,
+            commit_index: stats.applied_index,
             followers: Vec::new(),
         }
     }

@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use keel_replication::EntryId;
 use keel_wal::memory::SplitMix64;
 
 use crate::command;
@@ -69,7 +70,7 @@ enum Pending {
     Local {
         shard: Rc<Shard>,
         reply: Reply,
-        wait_for: u64,
+        wait_for: Option<EntryId>,
     },
     Remote(Slot<ShardReply>),
     /// EXEC's reply: the shard's array for the keyed commands, into which
@@ -176,16 +177,24 @@ impl<I: NodeIo> Core<I> {
     }
 
     /// Runs `request` on a shard of this core as soon as the shard has room
-    /// for more unsynced entries; the result is released later.
+    /// for more unsynced entries and can serve (a new leader's no-op
+    /// committed); the result is released later.
     async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
-        if matches!(
-            request,
-            ShardRequest::Command { .. } | ShardRequest::Exec { .. }
-        ) {
-            shard.wait_for_room().await;
+        match request {
+            ShardRequest::Command { .. } | ShardRequest::Exec { .. } => {
+                shard.wait_for_room().await;
+                shard.wait_readable().await;
+            }
+            // A read of the whole key space reads committed state: it waits
+            // for every entry proposed before it.
+            ShardRequest::Count
+            | ShardRequest::RandomKey { .. }
+            | ShardRequest::Keys { .. }
+            | ShardRequest::Scan { .. } => shard.wait_settled().await,
+            ShardRequest::Watch { .. } | ShardRequest::FlushAll => shard.wait_readable().await,
+            ShardRequest::Unwatch { .. } | ShardRequest::Stats => {}
         }
         let now = self.io.now_unix_ms();
-        let last = shard.last_index();
         let (reply, wait_for) = match request {
             ShardRequest::Command { args } => {
                 let executed = shard.execute(&args, now);
@@ -203,13 +212,13 @@ impl<I: NodeIo> Core<I> {
                     wait_for: executed.wait_for,
                 };
             }
-            // WATCH answers once what it read (the keys' expiry) is durable.
+            // WATCH answers once what it read (the keys' expiry) committed.
             ShardRequest::Watch { client, keys } => {
-                shard.watch(client, &keys, now);
+                let wait_for = shard.watch(client, &keys, now);
                 return Pending::Local {
                     shard: Rc::clone(shard),
                     reply: Reply::ok(),
-                    wait_for: last,
+                    wait_for,
                 };
             }
             ShardRequest::Unwatch { client } => {
@@ -217,27 +226,27 @@ impl<I: NodeIo> Core<I> {
                 return Pending::Local {
                     shard: Rc::clone(shard),
                     reply: Reply::ok(),
-                    wait_for: 0,
+                    wait_for: None,
                 };
             }
-            ShardRequest::Count => (ShardReply::Count(shard.count()), last),
+            ShardRequest::Count => (ShardReply::Count(shard.count()), None),
             ShardRequest::RandomKey { pick } => {
-                (ShardReply::Key(shard.random_key(pick, now)), last)
+                (ShardReply::Key(shard.random_key(pick, now)), None)
             }
-            ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), last),
+            ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), None),
             ShardRequest::Scan {
                 cursor,
                 count,
                 pattern,
             } => {
                 let (next, keys) = shard.scan(cursor, count, pattern.as_deref(), now);
-                (ShardReply::Scan { next, keys }, last)
+                (ShardReply::Scan { next, keys }, None)
             }
             ShardRequest::FlushAll => match shard.flush_all() {
-                Ok(index) => (ShardReply::Reply(Reply::Simple("OK".into())), index),
-                Err(error) => (ShardReply::Reply(error), 0),
+                Ok(wait_for) => (ShardReply::Reply(Reply::Simple("OK".into())), wait_for),
+                Err(error) => (ShardReply::Reply(error), None),
             },
-            ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), 0),
+            ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None),
         };
         let slot = Slot::default();
         let waiter = slot.clone();
@@ -245,7 +254,7 @@ impl<I: NodeIo> Core<I> {
         self.io.spawn(async move {
             waiter.fill(match shard.acknowledged(wait_for).await {
                 Ok(()) => reply,
-                Err(reason) => ShardReply::Reply(not_durable(&reason)),
+                Err(error) => ShardReply::Reply(error),
             });
         });
         Pending::Remote(slot)
@@ -260,7 +269,7 @@ impl<I: NodeIo> Core<I> {
                 wait_for,
             } => Resolved::Reply(match shard.acknowledged(wait_for).await {
                 Ok(()) => reply,
-                Err(reason) => not_durable(&reason),
+                Err(error) => error,
             }),
             Pending::Remote(slot) => Resolved::Shard(slot.take().await),
             Pending::Exec { keyed, keyless } => {
@@ -899,12 +908,6 @@ fn merge_exec_replies(keyed: Reply, keyless: Vec<(usize, Reply)>) -> Reply {
         "every keyless reply has a position within the transaction"
     );
     Reply::Array(merged)
-}
-
-fn not_durable(reason: &str) -> Reply {
-    Reply::Error(format!(
-        "ERR the write may not be durable, the shard stopped: {reason}"
-    ))
 }
 
 #[cfg(test)]

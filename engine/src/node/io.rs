@@ -118,8 +118,14 @@ pub enum PeerSendError {
 pub trait ShardObserver: std::fmt::Debug {
     /// The shard recovered to `last_index` with this key space (before serving).
     fn recovered(&self, shard: u32, last_index: u64, keyspace: &Keyspace);
+    /// Entry `index`, holding `op`, was handed to the WAL (every entry, in
+    /// log order, a no-op as the empty batch). It is not applied yet: a
+    /// crash may keep it durable though it never committed, and the
+    /// restart then commits it.
+    fn logged(&self, shard: u32, index: u64, op: &Operation);
     /// `op` was applied at `index` (every applied entry, in index order: client
-    /// writes, active-expiry deletes, FLUSHALL).
+    /// writes, active-expiry deletes, FLUSHALL; a no-op as the empty batch),
+    /// at its commit.
     fn applied(&self, shard: u32, index: u64, op: &Operation);
     /// A reply depending on entries up to `index` is being released to a client
     /// (called where `Shard::acknowledged` returns Ok, i.e. after the wait).

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod core;
+pub mod driver;
+pub mod hard_state;
 pub mod io;
 pub mod local;
 pub mod shard;
@@ -19,6 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_replication::{
+    Config, Entry, EntryId, EntryPayload, HardState, Membership, NodeId, Restored,
+    SnapshotMeta as ReplicationSnapshotMeta, Term,
+};
 use keel_wal::frame::FRAME_PAYLOAD_BYTES_MAX;
 use keel_wal::{codec, LogIndex, Wal, WalError, WalOptions};
 
@@ -29,8 +35,9 @@ use crate::node::admin::ClientInfo;
 use crate::node::auth::ConnectionAuth;
 use crate::node::cluster::ShardProgress;
 use crate::node::core::{core_of_shard, Core};
+use crate::node::driver::Driver;
 use crate::node::io::{Connection, Listener, NodeIo};
-use crate::node::shard::{Shard, ShardSettings};
+use crate::node::shard::{Shard, ShardFailure, ShardSettings};
 use crate::operation::Operation;
 use crate::resp::Protocol;
 use crate::snapshot;
@@ -160,6 +167,11 @@ pub enum NodeError {
     },
     #[error("shard {shard}: {source}")]
     Wal { shard: u32, source: WalError },
+    #[error("shard {shard}: {source}")]
+    HardState {
+        shard: u32,
+        source: hard_state::HardStateError,
+    },
     #[error("shard {shard}: log entry {index} does not decode ({reason}); the log was written by an incompatible version or is damaged")]
     Entry {
         shard: u32,
@@ -176,12 +188,27 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// Why shard `shard`'s driver task stopped, as the node's error.
+    fn of_shard(shard: u32, failure: ShardFailure) -> NodeError {
+        match failure {
+            ShardFailure::Wal(source) => NodeError::Wal { shard, source },
+            ShardFailure::HardState(source) => NodeError::HardState { shard, source },
+        }
+    }
+
     /// Whether the data on disk is damaged (rather than unreachable).
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
             NodeError::Snapshot { .. }
                 | NodeError::Entry { .. }
+                | NodeError::HardState {
+                    source: hard_state::HardStateError::Checksum { .. }
+                        | hard_state::HardStateError::Magic { .. }
+                        | hard_state::HardStateError::Length { .. }
+                        | hard_state::HardStateError::Malformed { .. },
+                    ..
+                }
                 | NodeError::Gap { .. }
                 | NodeError::Wal {
                     source: WalError::Recovery(_),
@@ -232,10 +259,12 @@ async fn recover_shard<I: NodeIo>(
         shard: id,
         ..RecoverySummary::default()
     };
+    let mut snapshot_term = Term(0);
     if let Some(loaded) = snapshot::load_newest(&storage)
         .map_err(|source| NodeError::Snapshot { shard: id, source })?
     {
         summary.snapshot_index = loaded.meta().last_index.0;
+        snapshot_term = loaded.meta().last_term;
         keyspace.reserve(usize::try_from(loaded.keys()).unwrap_or(usize::MAX));
         for (key, value, expire) in loaded.items() {
             keyspace.insert_loaded(key, value, expire);
@@ -266,28 +295,36 @@ async fn recover_shard<I: NodeIo>(
     // At most one new key per entry; the log after a snapshot is bounded by
     // --snapshot-wal-bytes, and so is what this may over-reserve.
     keyspace.reserve(usize::try_from(last + 1 - from).unwrap_or(usize::MAX));
-    wal.replay(LogIndex(from), |index, payload| {
-        let op: Operation = codec::decode(payload).map_err(|error| NodeError::Entry {
-            shard: id,
-            index: index.0,
-            reason: error.to_string(),
-        })?;
-        keyspace.apply(&op);
-        summary.frames_replayed += 1;
-        Ok::<(), NodeError>(())
-    })
-    .map_err(|error| match error {
-        // The replay's own WAL errors come through `From`, which cannot know
-        // the shard.
-        NodeError::Wal { source, .. } => NodeError::Wal { shard: id, source },
-        other => other,
-    })?;
-    let observer = io.shard_observer(id);
-    if let Some(observer) = &observer {
-        observer.recovered(id, last, &keyspace);
+    let entries = restored_entries(&wal, id, LogIndex(from))?;
+    summary.frames_replayed = entries.len() as u64;
+    let mut hard_state =
+        hard_state::load(&storage).map_err(|source| NodeError::HardState { shard: id, source })?;
+    // A data directory written before the hard-state file existed holds
+    // entries of term 1 and no record: the term is at least its log's
+    // (raising a term without a vote is always safe).
+    let log_term = entries.last().map_or(snapshot_term, |entry| entry.id.term);
+    if hard_state.term < log_term {
+        hard_state = HardState {
+            term: log_term,
+            voted_for: None,
+        };
     }
+    let observer = io.shard_observer(id);
     summary.last_index = last;
-    summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
+    let restored = Restored {
+        hard_state,
+        snapshot: ReplicationSnapshotMeta {
+            last: EntryId {
+                term: snapshot_term,
+                index: LogIndex(summary.snapshot_index),
+            },
+            membership: group_of_one(),
+        },
+        snapshot_data: Vec::new(),
+        entries,
+    };
+    let config = Config::new(THIS_NODE, node.hash_seed ^ u64::from(id));
+    let driver = Driver::new(config, restored, keyspace, id, observer.clone());
     let config = &node.config;
     let settings = ShardSettings {
         limits: config.limits,
@@ -299,7 +336,16 @@ async fn recover_shard<I: NodeIo>(
         metrics: Arc::clone(&node.metrics),
         observer,
     };
-    let shard = Shard::new(id, keyspace, last, summary.snapshot_index, settings);
+    let shard = Shard::new(id, driver, last, summary.snapshot_index, settings);
+    // A sole voter elects itself at its first tick: its new term and no-op
+    // are written now, and the entries restored commit with them.
+    shard.tick(io.monotonic_us() / 1_000);
+    let mut wal = wal;
+    shard
+        .commit_start(io, &mut wal, &storage)
+        .await
+        .map_err(|failure| NodeError::of_shard(id, failure))?;
+    summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
     let committer = Committer {
         shard: Rc::new(shard),
         wal,
@@ -308,7 +354,58 @@ async fn recover_shard<I: NodeIo>(
     Ok((committer, summary))
 }
 
-/// A recovered shard with the WAL and directory only its committer touches.
+/// This node's id in its groups: the only voter of each, until the peer
+/// seam names the members.
+pub const THIS_NODE: NodeId = NodeId(1);
+
+/// The membership of a group of one.
+pub fn group_of_one() -> Membership {
+    Membership {
+        voters: [THIS_NODE].into(),
+        learners: Default::default(),
+    }
+}
+
+/// The WAL's entries from `from` on, for the group, with their terms (an
+/// empty payload is a no-op). Each command is decoded once here, so that
+/// one written by an incompatible version stops the start with its index.
+fn restored_entries<S: keel_wal::Storage>(
+    wal: &Wal<S>,
+    shard: u32,
+    from: LogIndex,
+) -> Result<Vec<Entry>, NodeError> {
+    let mut entries = Vec::new();
+    wal.replay(from, |index, payload| {
+        let term = wal.term_at(index).expect("a replayed entry has a term");
+        let id = EntryId { term, index };
+        if payload.is_empty() {
+            entries.push(Entry {
+                id,
+                payload: EntryPayload::Noop,
+            });
+            return Ok(());
+        }
+        codec::decode::<Operation>(payload).map_err(|error| NodeError::Entry {
+            shard,
+            index: index.0,
+            reason: error.to_string(),
+        })?;
+        entries.push(Entry {
+            id,
+            payload: EntryPayload::Command(payload.into()),
+        });
+        Ok::<(), NodeError>(())
+    })
+    .map_err(|error| match error {
+        // The replay's own WAL errors come through `From`, which cannot know
+        // the shard.
+        NodeError::Wal { source, .. } => NodeError::Wal { shard, source },
+        other => other,
+    })?;
+    Ok(entries)
+}
+
+/// A recovered shard with the WAL and directory only its driver task touches.
 struct Committer<I: NodeIo> {
     shard: Rc<Shard>,
     wal: Wal<I::Storage>,
@@ -383,9 +480,9 @@ impl<I: NodeIo> Recovered<I> {
             let (io_expire, shard_expire) = (io.clone(), Rc::clone(&shard));
             io.spawn(async move {
                 let id = shard.id;
-                if let Err(source) = Rc::clone(&shard).run_committer(io_task, wal, storage).await {
-                    tracing::error!(shard = id, error = %source, "WAL failed: this shard acknowledges nothing more; stopping the node");
-                    failure.borrow_mut().get_or_insert(NodeError::Wal { shard: id, source });
+                if let Err(source) = Rc::clone(&shard).run_driver(io_task, wal, storage).await {
+                    tracing::error!(shard = id, error = %source, "the shard's disk failed: it acknowledges nothing more; stopping the node");
+                    failure.borrow_mut().get_or_insert(NodeError::of_shard(id, source));
                 }
                 done.set(done.get() + 1);
             });

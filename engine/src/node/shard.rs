@@ -1,38 +1,47 @@
-//! One shard: its key space, the log entries on their way to its WAL, and the
-//! group-commit task that makes them durable.
+//! One shard: its driver (consensus group, key space, overlay), and the task
+//! that carries out the driver's writes: group commit to the WAL, the
+//! hard-state file, ticks, snapshots and WAL compaction.
 //!
 //! # Invariants
-//! - An operation is applied to the key space when it is given its log index,
-//!   in index order, so the key space always equals the replay of entries
-//!   `1..next_index`.
-//! - A reply is released only when every entry applied before it was
-//!   executed is durable (`--fsync always`): a client never sees a state that
-//!   a crash could take back. Reads wait too, for the writes they may observe.
-//! - Only the committer task touches the [`Wal`]; it hands it entries in index
-//!   order, and the WAL's index must agree with the one given at apply time.
-//! - After an IO failure of the WAL the shard acknowledges nothing more.
+//! - The key space holds committed entries only, applied in index order;
+//!   commands run against it under the leader's overlay of uncommitted
+//!   entries (`crate::overlay`), and only once the leader's no-op committed.
+//! - A write's reply is released only when its own entry (term and index)
+//!   has committed; if another entry committed at its index, or the group
+//!   refused it, the client gets `-TRYAGAIN`. A read waits for the commit of
+//!   the newest uncommitted entry it read.
+//! - With `--fsync always` an entry commits only after the fdatasync that
+//!   covers it (the group's `Durable` comes after `sync`); so nothing is
+//!   acknowledged before it is durable. With `--fsync interval-ms` the
+//!   driver reports entries durable as soon as they are queued for the WAL,
+//!   and the fsync follows within the interval (the documented weaker
+//!   contract: a power loss may take the last interval's acknowledged writes).
+//! - Only the driver task touches the [`Wal`] and the hard-state file; it
+//!   executes the group's writes in the order asked, the hard state before
+//!   the entries of the same `Persist`.
+//! - After an IO failure the shard acknowledges nothing more.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use keel_wal::{codec, LogIndex, Term, Wal, WalError};
+use keel_replication::{EntryId, Input, Membership, NotLeader, Refusal, SnapshotMeta};
+use keel_wal::{codec, Wal, WalError};
 
 use crate::command::{self, Outcome};
 use crate::config::FsyncPolicy;
-use crate::keyspace::Keyspace;
 use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
+use crate::node::driver::{Driver, NotReady, Outgoing, Write};
+use crate::node::hard_state::{self, HardStateError};
 use crate::node::io::{NodeIo, ShardObserver};
 use crate::node::local::{Signal, Watermark};
 use crate::node::watch::Watches;
 use crate::operation::{Change, Operation, SingleOp};
+use crate::overlay::Overlay;
 use crate::resp::Reply;
 use crate::snapshot;
 
-/// The term of every entry while Keel runs as a single node.
-pub const SINGLE_NODE_TERM: Term = Term(1);
 /// Most expired keys one active-expiry pass removes from a shard.
 pub const EXPIRE_KEYS_PER_PASS_MAX: usize = 200;
 /// Most active-expiry passes per wake-up (so at most 10,000 keys per
@@ -40,22 +49,26 @@ pub const EXPIRE_KEYS_PER_PASS_MAX: usize = 200;
 /// wake-ups, and between passes other tasks run, so expiry never holds the
 /// core for long. Keys past their time are invisible to reads meanwhile.
 pub const EXPIRE_PASSES_PER_WAKE_MAX: usize = 50;
-/// Entries applied but not yet durable that a shard holds before commands
+/// Entries proposed but not yet durable that a shard holds before commands
 /// wait for a sync: with `--fsync interval-ms` nothing else stops writers
 /// from running ahead of the disk, and every such entry is held in memory.
 pub const UNSYNCED_ENTRIES_MAX: u64 = 64 * 1024;
-/// Bytes of encoded entries applied but not yet durable that a shard holds
+/// Bytes of encoded entries proposed but not yet durable that a shard holds
 /// before commands wait for a sync (the memory those entries take). One
 /// entry may pass it: the limit is checked before a command runs.
 pub const UNSYNCED_BYTES_MAX: u64 = 256 << 20;
+/// The longest the driver task sleeps without a tick (the group's own
+/// deadlines are usually sooner: a leader's heartbeat).
+pub const TICK_INTERVAL_MS_MAX: u64 = 100;
 
-/// A command executed on the shard: its reply, to be released once the log
-/// holds everything it depends on.
+/// A command executed on the shard: its reply, to be released once the
+/// entry it depends on has committed.
 #[derive(Debug)]
 pub struct Executed {
     pub reply: Reply,
-    /// The last entry the reply depends on.
-    pub wait_for: u64,
+    /// The entry the reply depends on: the command's own, or the newest
+    /// uncommitted one it read; `None` if it read committed state only.
+    pub wait_for: Option<EntryId>,
 }
 
 /// Figures about one shard, for INFO and metrics.
@@ -67,6 +80,8 @@ pub struct ShardStats {
     pub data_bytes: u64,
     pub last_index: u64,
     pub durable_index: u64,
+    pub applied_index: u64,
+    pub term: u64,
     pub snapshot_index: u64,
     pub snapshot_unix_ms: Option<u64>,
     pub snapshot_bytes: u64,
@@ -83,47 +98,42 @@ struct SnapshotState {
     pause_us_last: u64,
     wal_bytes_since: u64,
     in_progress: bool,
-    /// A snapshot that is durable now: the WAL before it may go.
-    compact_below: Option<u64>,
+    /// A snapshot that is durable now: the WAL before it may go, and the
+    /// group may drop the entries it covers.
+    compacted: Option<EntryId>,
+}
+
+/// Why a shard's driver task stopped: the shard acknowledges nothing more.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardFailure {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    HardState(#[from] HardStateError),
 }
 
 /// One shard of the key space.
 #[derive(Debug)]
 pub struct Shard {
     pub id: u32,
-    keyspace: RefCell<Keyspace>,
-    /// Encoded operations applied but not yet handed to the WAL.
-    queue: RefCell<Vec<Vec<u8>>>,
-    /// Bytes of the entries applied but not yet durable (queued or in the
-    /// batch being synced).
+    driver: RefCell<Driver>,
+    /// Bytes of the entries proposed but not yet durable.
     unsynced_bytes: Cell<u64>,
-    next_index: Cell<u64>,
+    /// The last entry the WAL made durable.
     durable: Watermark,
-    wake_committer: Signal,
+    /// The last entry applied to the key space: replies wait on it.
+    applied: Watermark,
+    /// Messages that may leave only after the next sync.
+    awaiting_sync: RefCell<Vec<Outgoing>>,
+    /// The monotonic time of the shard's last wake-up, for the group's steps
+    /// made inside commands (a proposal starts no timer).
+    clock_ms: Cell<u64>,
+    wake_driver: Signal,
     settings: ShardSettings,
     snapshot: RefCell<SnapshotState>,
     stopping: Cell<bool>,
     /// The keys connections WATCH (in memory only: see [`crate::node::watch`]).
     watches: RefCell<Watches>,
-}
-
-/// Hands `payloads` to the WAL as entries `first..`; returns their bytes.
-fn append_entries<S: keel_wal::Storage>(
-    wal: &mut Wal<S>,
-    first: u64,
-    payloads: &[Vec<u8>],
-) -> Result<u64, WalError> {
-    let mut bytes = 0;
-    for (offset, payload) in (0..).zip(payloads) {
-        let index = wal.append(SINGLE_NODE_TERM, payload)?;
-        assert_eq!(
-            index.0,
-            first + offset,
-            "the WAL numbers entries as the shard did"
-        );
-        bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
-    }
-    Ok(bytes)
 }
 
 /// Entries at the end of a batch of `len` that its sync leaves out: none,
@@ -142,11 +152,42 @@ fn held_back_entries(_len: usize) -> usize {
     0
 }
 
+/// Whether replies may go before the fsync: the weaker contract of
+/// `--fsync interval-ms`, or the planted bug `ack-before-fsync`.
+fn durable_before_sync(fsync: FsyncPolicy) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    if keel_wal::planted::active(keel_wal::planted::Plant::AckBeforeFsync) {
+        return true;
+    }
+    matches!(fsync, FsyncPolicy::IntervalMs(_))
+}
+
 /// A write that cannot go into the log.
 fn too_large(len: usize, limit: usize) -> Reply {
     Reply::Error(format!(
         "ERR write of {len} bytes exceeds the log's entry limit of {limit} bytes"
     ))
+}
+
+/// `-TRYAGAIN`: the shard cannot take the command now; a retry may succeed
+/// (here or, once the cluster routes, at the leader it names).
+fn try_again(shard: u32, why: &str) -> Reply {
+    Reply::Error(format!("TRYAGAIN shard {shard}: {why}"))
+}
+
+fn not_leader_text(leader: Option<keel_replication::NodeId>) -> String {
+    match leader {
+        Some(leader) => format!("not the leader ({leader} leads)"),
+        None => "no leader yet (an election is running)".to_owned(),
+    }
+}
+
+fn refusal_text(refusal: Refusal) -> String {
+    match refusal {
+        Refusal::NotLeader(NotLeader { leader }) => not_leader_text(leader),
+        Refusal::Transferring { to } => format!("leadership is moving to {to}"),
+        other => format!("refused: {other:?}"),
+    }
 }
 
 /// A transaction's writes as one log entry: `None` without writes, the one
@@ -166,59 +207,6 @@ fn one_entry(mut writes: Vec<Operation>) -> Option<Operation> {
     Some(Operation::Batch { ops })
 }
 
-/// What a transaction's writes replaced, to put back if its entry cannot be
-/// logged: each key's record (value and expiry) before its first write.
-#[derive(Debug, Default)]
-struct Undo {
-    /// Each key's record, or `None` if it was absent.
-    before: HashMap<Vec<u8>, Option<SavedRecord>>,
-}
-
-/// A key's value and its expiry time (Unix ms), as held.
-type SavedRecord = (Vec<u8>, Option<u64>);
-
-impl Undo {
-    /// Remembers the keys `op` is about to write, unless already remembered.
-    fn save(&mut self, keyspace: &Keyspace, op: &Operation) {
-        for change in op.changes() {
-            match change {
-                Change::Set { key, .. } | Change::Expire { key, .. } | Change::Persist { key } => {
-                    self.remember(keyspace, key);
-                }
-                Change::Delete { keys } => {
-                    for key in keys {
-                        self.remember(keyspace, key);
-                    }
-                }
-                Change::FlushAll => panic!("a transaction never flushes: FLUSHALL is not queued"),
-            }
-        }
-    }
-
-    fn remember(&mut self, keyspace: &Keyspace, key: &[u8]) {
-        if !self.before.contains_key(key) {
-            let record = keyspace
-                .record(key)
-                .map(|item| (item.value.to_vec(), item.expire_at_unix_ms));
-            self.before.insert(key.to_vec(), record);
-        }
-    }
-
-    /// Puts back every remembered key as it was.
-    fn restore(self, keyspace: &mut Keyspace) {
-        for (key, record) in self.before {
-            keyspace.apply(&match record {
-                Some((value, expire_at_unix_ms)) => Operation::Set {
-                    key,
-                    value,
-                    expire_at_unix_ms,
-                },
-                None => Operation::Delete { keys: vec![key] },
-            });
-        }
-    }
-}
-
 /// What a shard is told at start: its limits and policies.
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
@@ -228,7 +216,7 @@ pub struct ShardSettings {
     pub fsync: FsyncPolicy,
     /// WAL bytes since the last snapshot that start the next.
     pub snapshot_wal_bytes: u64,
-    /// Entries applied but not durable before commands wait
+    /// Entries proposed but not durable before commands wait
     /// ([`UNSYNCED_ENTRIES_MAX`] unless a test shrinks it).
     pub unsynced_entries_max: u64,
     /// Their bytes ([`UNSYNCED_BYTES_MAX`] unless a test shrinks it).
@@ -239,23 +227,25 @@ pub struct ShardSettings {
 }
 
 impl Shard {
-    /// A shard whose key space holds the log up to `last_index`, all durable,
-    /// from a snapshot taken at `snapshot_index` plus the log after it.
+    /// A shard around `driver`, whose WAL is durable through `durable_index`
+    /// and whose newest snapshot is at `snapshot_index`.
     pub fn new(
         id: u32,
-        keyspace: Keyspace,
-        last_index: u64,
+        driver: Driver,
+        durable_index: u64,
         snapshot_index: u64,
         settings: ShardSettings,
     ) -> Shard {
+        let applied = driver.applied().index.0;
         Shard {
             id,
-            keyspace: RefCell::new(keyspace),
-            queue: RefCell::new(Vec::new()),
+            driver: RefCell::new(driver),
             unsynced_bytes: Cell::new(0),
-            next_index: Cell::new(last_index + 1),
-            durable: Watermark::new(last_index),
-            wake_committer: Signal::default(),
+            durable: Watermark::new(durable_index),
+            applied: Watermark::new(applied),
+            awaiting_sync: RefCell::default(),
+            clock_ms: Cell::new(0),
+            wake_driver: Signal::default(),
             settings,
             snapshot: RefCell::new(SnapshotState {
                 index: snapshot_index,
@@ -266,57 +256,115 @@ impl Shard {
         }
     }
 
-    /// The last entry applied (durable or not).
+    /// The last entry in the log (durable, committed or not).
     pub fn last_index(&self) -> u64 {
-        self.next_index.get() - 1
+        self.driver.borrow().group().last().index.0
+    }
+
+    /// Why the shard takes no command now, as a reply; `None` if it does.
+    fn refusal(&self) -> Option<Reply> {
+        if let Some(reason) = self.durable.failure() {
+            return Some(Reply::Error(format!(
+                "ERR shard {} stopped: {reason}",
+                self.id
+            )));
+        }
+        match self.driver.borrow().readable() {
+            Ok(()) => None,
+            Err(NotReady::NotLeader(leader)) => Some(try_again(self.id, &not_leader_text(leader))),
+            Err(NotReady::Catching { noop }) => Some(try_again(
+                self.id,
+                &format!("a new leader is committing its first entry {noop}"),
+            )),
+        }
+    }
+
+    fn refused(reply: Reply) -> Executed {
+        Executed {
+            reply,
+            wait_for: None,
+        }
     }
 
     /// Runs a keyed command whose keys all live in this shard.
     pub fn execute(&self, args: &[Vec<u8>], now_unix_ms: u64) -> Executed {
-        if let Some(reason) = self.durable.failure() {
-            return self.refused(&reason);
+        if let Some(reply) = self.refusal() {
+            return Shard::refused(reply);
         }
-        let Outcome { reply, op } = command::execute(
-            &self.keyspace.borrow(),
-            args,
-            now_unix_ms,
-            &self.settings.limits,
-        );
-        match op {
-            None => Executed {
-                reply,
-                wait_for: self.last_index(),
-            },
-            Some(op) => match self.append(&op) {
-                Ok(index) => Executed {
-                    reply,
-                    wait_for: index,
-                },
-                Err(error) => Executed {
-                    reply: error,
-                    wait_for: self.last_index(),
-                },
-            },
-        }
-    }
-
-    fn refused(&self, reason: &str) -> Executed {
-        Executed {
-            reply: Reply::Error(format!("ERR shard {} stopped: {reason}", self.id)),
-            wait_for: 0,
-        }
-    }
-
-    /// Gives `op` the next log index, applies it and queues it for the WAL.
-    fn append(&self, op: &Operation) -> Result<u64, Reply> {
-        let payload = self.encode(op)?;
-        let flushed = if op.changes().any(|change| change == Change::FlushAll) {
-            self.watches.borrow().held_keys(&self.keyspace.borrow())
-        } else {
-            Vec::new()
+        let observed = Cell::new(None);
+        let Outcome { reply, op } = {
+            let driver = self.driver.borrow();
+            command::execute(
+                driver.view(&observed),
+                args,
+                now_unix_ms,
+                &self.settings.limits,
+            )
         };
-        self.keyspace.borrow_mut().apply(op);
-        Ok(self.log_applied(op, payload, &flushed))
+        let Some(op) = op else {
+            return Executed {
+                reply,
+                wait_for: observed.get(),
+            };
+        };
+        match self.propose(op) {
+            Ok(id) => Executed {
+                reply,
+                wait_for: Some(id),
+            },
+            Err(error) => Executed {
+                reply: error,
+                wait_for: observed.get(),
+            },
+        }
+    }
+
+    /// Proposes `op` to the group: its entry joins the overlay (and the
+    /// WATCH registry notes its keys) at once, and the key space at commit.
+    fn propose(&self, op: Operation) -> Result<EntryId, Reply> {
+        let payload = self.encode(&op)?;
+        let bytes = payload.len() as u64;
+        // The registry learns of the write only if someone watches: cloning
+        // every operation would cost every write a copy.
+        let watched = (!self.watches.borrow().is_empty()).then(|| op.clone());
+        let nothing_observed = Cell::new(None);
+        let flushed = match &watched {
+            Some(op) if op.changes().any(|change| change == Change::FlushAll) => {
+                let driver = self.driver.borrow();
+                self.watches
+                    .borrow()
+                    .held_keys(driver.view(&nothing_observed))
+            }
+            _ => Vec::new(),
+        };
+        let now_ms = self.clock_ms.get();
+        let id = self
+            .driver
+            .borrow_mut()
+            .propose(now_ms, op, payload)
+            .map_err(|refusal| try_again(self.id, &refusal_text(refusal)))?;
+        if let Some(op) = watched {
+            let driver = self.driver.borrow();
+            self.watches
+                .borrow_mut()
+                .note_applied(&op, driver.view(&nothing_observed), &flushed);
+        }
+        self.unsynced_bytes.set(self.unsynced_bytes.get() + bytes);
+        self.report_queued_durable(now_ms);
+        self.after_step();
+        self.wake_driver.raise();
+        Ok(id)
+    }
+
+    /// Under the weaker contract (`durable_before_sync`), tells the group
+    /// that every write queued so far is durable: they commit at once, and
+    /// the fsync follows within the interval.
+    fn report_queued_durable(&self, now_ms: u64) {
+        let mut driver = self.driver.borrow_mut();
+        if durable_before_sync(self.settings.fsync) && driver.has_writes() {
+            let last = driver.group().last();
+            driver.durable(now_ms, last);
+        }
     }
 
     /// The entry's payload, if the log takes it.
@@ -329,30 +377,41 @@ impl Shard {
         Ok(payload)
     }
 
-    /// Gives `op`, already applied to the key space, the next log index and
-    /// queues its `payload` for the WAL; `flushed` are the watched keys it
-    /// removed if it is a FLUSHALL.
-    fn log_applied(&self, op: &Operation, payload: Vec<u8>, flushed: &[Vec<u8>]) -> u64 {
-        let index = self.next_index.get();
-        self.next_index.set(index + 1);
-        self.watches
-            .borrow_mut()
-            .note_applied(op, &self.keyspace.borrow(), flushed);
-        if let Some(observer) = &self.settings.observer {
-            observer.applied(self.id, index, op);
+    /// What every step of the driver is followed by: replies learn of what
+    /// was applied, messages leave (or wait for the next sync).
+    fn after_step(&self) {
+        let (applied, outbox) = {
+            let mut driver = self.driver.borrow_mut();
+            (driver.applied().index.0, driver.take_outbox())
+        };
+        self.applied.advance(applied);
+        for message in outbox {
+            if message.after_durable {
+                self.awaiting_sync.borrow_mut().push(message);
+            } else {
+                self.send_to_peer(message);
+            }
         }
-        self.unsynced_bytes
-            .set(self.unsynced_bytes.get() + payload.len() as u64);
-        self.queue.borrow_mut().push(payload);
-        self.wake_committer.raise();
-        index
     }
 
-    /// WATCH: connection `client` watches `keys`, all of this shard.
-    pub fn watch(&self, client: u64, keys: &[Vec<u8>], now_unix_ms: u64) {
+    /// Hands a message to the peer transport. A group of one has no peer to
+    /// address, so none can arise; the peer seam routes them here.
+    fn send_to_peer(&self, message: Outgoing) {
+        panic!(
+            "shard {}: a message for {} in a group of one (no peer transport yet): {message:?}",
+            self.id, message.envelope.to
+        );
+    }
+
+    /// WATCH: connection `client` watches `keys`, all of this shard; returns
+    /// the newest uncommitted entry it read.
+    pub fn watch(&self, client: u64, keys: &[Vec<u8>], now_unix_ms: u64) -> Option<EntryId> {
+        let observed = Cell::new(None);
+        let driver = self.driver.borrow();
         self.watches
             .borrow_mut()
-            .watch(client, keys, &self.keyspace.borrow(), now_unix_ms);
+            .watch(client, keys, driver.view(&observed), now_unix_ms);
+        observed.get()
     }
 
     /// Whether any connection watches a key of this shard.
@@ -364,68 +423,81 @@ impl Shard {
     /// Connection `client` forgets its watched keys (UNWATCH, DISCARD, the
     /// connection's end).
     pub fn unwatch(&self, client: u64, now_unix_ms: u64) {
+        let observed = Cell::new(None);
+        let driver = self.driver.borrow();
         self.watches
             .borrow_mut()
-            .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+            .unwatch(client, driver.view(&observed), now_unix_ms);
     }
 
     /// EXEC of a transaction whose keyed `commands` all name keys of this
     /// shard: nothing runs (a null reply) if a key `client` watches changed;
     /// otherwise the commands run one after the other, with nothing else in
-    /// between, each seeing the writes of those before, and their writes
-    /// become one log entry (the one write, or a [`Operation::Batch`] of
-    /// them all), so a crash keeps all or none. If that entry is too large
-    /// for the log, every write is undone and EXEC answers the error.
+    /// between, each seeing the writes of those before (in a scratch overlay
+    /// of the transaction's own), and their writes become one log entry
+    /// (the one write, or a [`Operation::Batch`] of them all), so a crash
+    /// keeps all or none. If that entry is too large for the log, nothing
+    /// was written and EXEC answers the error.
     pub fn exec(&self, client: u64, commands: &[Vec<Vec<u8>>], now_unix_ms: u64) -> Executed {
-        if let Some(reason) = self.durable.failure() {
-            return self.refused(&reason);
+        if let Some(reply) = self.refusal() {
+            return Shard::refused(reply);
         }
-        let changed =
+        let observed = Cell::new(None);
+        let changed = {
+            let driver = self.driver.borrow();
             self.watches
                 .borrow_mut()
-                .unwatch(client, &self.keyspace.borrow(), now_unix_ms);
+                .unwatch(client, driver.view(&observed), now_unix_ms)
+        };
         if changed {
             return Executed {
                 reply: Reply::NullArray,
-                wait_for: self.last_index(),
+                wait_for: observed.get(),
             };
         }
-        let mut undo = Undo::default();
+        let (replies, writes) = self.run_transaction(commands, now_unix_ms, &observed);
+        let Some(entry) = one_entry(writes) else {
+            return Executed {
+                reply: Reply::Array(replies),
+                wait_for: observed.get(),
+            };
+        };
+        match self.propose(entry) {
+            Ok(id) => Executed {
+                reply: Reply::Array(replies),
+                wait_for: Some(id),
+            },
+            Err(error) => Executed {
+                reply: error,
+                wait_for: observed.get(),
+            },
+        }
+    }
+
+    /// Runs a transaction's commands in order over a scratch overlay:
+    /// their replies and writes.
+    fn run_transaction(
+        &self,
+        commands: &[Vec<Vec<u8>>],
+        now_unix_ms: u64,
+        observed: &Cell<Option<EntryId>>,
+    ) -> (Vec<Reply>, Vec<Operation>) {
+        let driver = self.driver.borrow();
+        let mut scratch = Overlay::default();
         let mut writes = Vec::new();
         let mut replies = Vec::with_capacity(commands.len());
-        for args in commands {
-            let Outcome { reply, op } = command::execute(
-                &self.keyspace.borrow(),
-                args,
-                now_unix_ms,
-                &self.settings.limits,
-            );
+        for (position, args) in (1..).zip(commands) {
+            let view = driver.view(observed).with_scratch(&scratch);
+            let Outcome { reply, op } =
+                command::execute(view, args, now_unix_ms, &self.settings.limits);
             if let Some(op) = op {
-                undo.save(&self.keyspace.borrow(), &op);
-                self.keyspace.borrow_mut().apply(&op);
+                // Scratch ids only order the transaction's own writes.
+                scratch.write(driver.view(observed), &op, EntryId::new(0, position));
                 writes.push(op);
             }
             replies.push(reply);
         }
-        let Some(entry) = one_entry(writes) else {
-            return Executed {
-                reply: Reply::Array(replies),
-                wait_for: self.last_index(),
-            };
-        };
-        match self.encode(&entry) {
-            Ok(payload) => Executed {
-                reply: Reply::Array(replies),
-                wait_for: self.log_applied(&entry, payload, &[]),
-            },
-            Err(error) => {
-                undo.restore(&mut self.keyspace.borrow_mut());
-                Executed {
-                    reply: error,
-                    wait_for: self.last_index(),
-                }
-            }
-        }
+        (replies, writes)
     }
 
     /// Whether the entries not yet durable are at a limit.
@@ -446,34 +518,85 @@ impl Shard {
         }
     }
 
-    /// Waits until a reply that depends on entry `index` may be released.
-    pub async fn acknowledged(&self, index: u64) -> Result<(), String> {
-        let result = match self.settings.fsync {
-            #[cfg(feature = "planted-bugs")]
-            FsyncPolicy::Always
-                if keel_wal::planted::active(keel_wal::planted::Plant::AckBeforeFsync) =>
-            {
-                Ok(())
+    /// Waits while this node leads but its no-op has not committed (a
+    /// command then would miss entries of earlier terms not yet applied).
+    /// Returns at once otherwise: a command then runs, or is refused.
+    pub async fn wait_readable(&self) {
+        loop {
+            let readable = self.driver.borrow().readable();
+            let Err(NotReady::Catching { noop }) = readable else {
+                return;
+            };
+            if self.applied.wait_for(noop.index.0).await.is_err() {
+                return;
             }
-            FsyncPolicy::Always => self.durable.wait_for(index).await,
-            FsyncPolicy::IntervalMs(_) => self.durable.failure().map_or(Ok(()), Err),
+        }
+    }
+
+    /// Waits until every entry proposed so far is applied, so that a read
+    /// of the whole key space (DBSIZE, KEYS, SCAN, RANDOMKEY) sees them.
+    pub async fn wait_settled(&self) {
+        self.wait_readable().await;
+        loop {
+            let Some(last) = self.driver.borrow().overlay_last() else {
+                return;
+            };
+            if self.applied.wait_for(last.index.0).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until a reply that depends on entry `wait_for` may be
+    /// released: the entry itself committed. Fails with `-TRYAGAIN` if
+    /// another entry committed at its index, and with an error if the shard
+    /// stopped.
+    pub async fn acknowledged(&self, wait_for: Option<EntryId>) -> Result<(), Reply> {
+        let stopped = |reason: String| {
+            Reply::Error(format!(
+                "ERR the write may not be durable, the shard stopped: {reason}"
+            ))
         };
-        if let (Ok(()), Some(observer)) = (&result, &self.settings.observer) {
+        let index = match wait_for {
+            None => {
+                if let Some(reason) = self.durable.failure() {
+                    return Err(stopped(reason));
+                }
+                self.applied.get()
+            }
+            Some(id) => {
+                self.applied.wait_for(id.index.0).await.map_err(stopped)?;
+                let outcome = self.driver.borrow().outcome(id);
+                match outcome.expect("the entry's index is applied") {
+                    Ok(()) => id.index.0,
+                    Err(superseded) => {
+                        return Err(try_again(
+                            self.id,
+                            &format!("entry {} was superseded at its index (term {:?} committed there); it may not have taken effect", superseded.entry, superseded.committed.map(|term| term.0)),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(observer) = &self.settings.observer {
             observer.acknowledged(self.id, index);
         }
-        result
+        Ok(())
     }
 
     pub fn count(&self) -> u64 {
-        self.keyspace.borrow().len() as u64
+        self.driver.borrow().keyspace().len() as u64
     }
 
     pub fn random_key(&self, pick: u64, now_unix_ms: u64) -> Option<Vec<u8>> {
-        self.keyspace.borrow().random_key(pick, now_unix_ms)
+        self.driver
+            .borrow()
+            .keyspace()
+            .random_key(pick, now_unix_ms)
     }
 
     pub fn keys(&self, pattern: &[u8], now_unix_ms: u64) -> Vec<Vec<u8>> {
-        self.keyspace.borrow().keys(pattern, now_unix_ms)
+        self.driver.borrow().keyspace().keys(pattern, now_unix_ms)
     }
 
     pub fn scan(
@@ -483,35 +606,48 @@ impl Shard {
         pattern: Option<&[u8]>,
         now_unix_ms: u64,
     ) -> (u64, Vec<Vec<u8>>) {
-        self.keyspace
+        self.driver
             .borrow()
+            .keyspace()
             .scan(cursor, count, pattern, now_unix_ms)
     }
 
     /// Removes every key through the log; returns the entry to wait for.
-    pub fn flush_all(&self) -> Result<u64, Reply> {
-        if let Some(reason) = self.durable.failure() {
-            return Err(self.refused(&reason).reply);
+    pub fn flush_all(&self) -> Result<Option<EntryId>, Reply> {
+        if let Some(reply) = self.refusal() {
+            return Err(reply);
         }
-        if self.keyspace.borrow().is_empty() {
-            return Ok(self.last_index());
+        let empty = {
+            let driver = self.driver.borrow();
+            driver.keyspace().is_empty() && driver.overlay_last().is_none()
+        };
+        if empty {
+            return Ok(None);
         }
-        self.append(&Operation::FlushAll)
+        self.propose(Operation::FlushAll).map(Some)
     }
 
-    /// One active-expiry pass: deletes, through the log, keys whose time has
-    /// come, so that replicas and replays remove them at the same point.
+    /// One active-expiry pass (the leader's only: its deletes are proposals,
+    /// so that replicas and replays remove the keys at the same point).
     /// Returns how many were removed.
     fn expire_pass(&self, now_unix_ms: u64) -> usize {
-        if self.durable.failure().is_some() {
+        if self.refusal().is_some() {
             return 0;
         }
-        let keys = self
-            .keyspace
-            .borrow()
-            .expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX);
+        let keys: Vec<Vec<u8>> = {
+            let driver = self.driver.borrow();
+            let observed = Cell::new(None);
+            let view = driver.view(&observed);
+            // A key the overlay rewrote is the overlay's to decide.
+            driver
+                .keyspace()
+                .expired_keys(now_unix_ms, EXPIRE_KEYS_PER_PASS_MAX)
+                .into_iter()
+                .filter(|key| view.record(key).is_some() && view.get(key, now_unix_ms).is_none())
+                .collect()
+        };
         let removed = keys.len();
-        if removed > 0 && self.append(&Operation::Delete { keys }).is_ok() {
+        if removed > 0 && self.propose(Operation::Delete { keys }).is_ok() {
             NodeMetrics::add(&self.settings.metrics.expired_keys, removed as u64);
             return removed;
         }
@@ -538,15 +674,18 @@ impl Shard {
     }
 
     pub fn stats(&self) -> ShardStats {
-        let keyspace = self.keyspace.borrow();
+        let driver = self.driver.borrow();
+        let keyspace = driver.keyspace();
         let snapshot = self.snapshot.borrow();
         ShardStats {
             shard: self.id,
             keys: keyspace.len() as u64,
             expires: keyspace.expires_len() as u64,
             data_bytes: keyspace.data_bytes() as u64,
-            last_index: self.last_index(),
+            last_index: driver.group().last().index.0,
             durable_index: self.durable.get(),
+            applied_index: driver.applied().index.0,
+            term: driver.group().term().0,
             snapshot_index: snapshot.index,
             snapshot_unix_ms: snapshot.unix_ms,
             snapshot_bytes: snapshot.bytes,
@@ -556,41 +695,61 @@ impl Shard {
         }
     }
 
-    /// Asks the committer to sync what is queued and stop.
+    /// Asks the driver task to sync what is queued and stop.
     pub fn stop(&self) {
         self.stopping.set(true);
-        self.wake_committer.raise();
+        self.wake_driver.raise();
     }
 
-    /// The group-commit loop: hands queued entries to the WAL and syncs them,
-    /// one write and one fdatasync for everything queued meanwhile. Returns
-    /// when stopped, or with the WAL's error, after which the shard refuses
-    /// everything (the kernel may have dropped the pages: no retry).
-    pub async fn run_committer<I: NodeIo>(
+    /// Ticks the group at `now_ms` (the node's monotonic clock): an
+    /// election, a heartbeat, whatever is due.
+    pub fn tick(&self, now_ms: u64) {
+        self.step_at(now_ms, Input::Tick);
+    }
+
+    fn step<I: NodeIo>(&self, io: &I, input: Input) {
+        self.step_at(io.monotonic_us() / 1_000, input);
+    }
+
+    fn step_at(&self, now_ms: u64, input: Input) {
+        self.clock_ms.set(now_ms);
+        self.driver.borrow_mut().step(now_ms, input);
+        self.report_queued_durable(now_ms);
+        self.after_step();
+    }
+
+    /// The driver task: ticks the group at its deadlines and carries out
+    /// its writes, one WAL write and one fdatasync for everything queued
+    /// meanwhile (group commit). Returns when stopped, or with the error
+    /// after which the shard refuses everything (the kernel may have
+    /// dropped the pages: no retry).
+    pub async fn run_driver<I: NodeIo>(
         self: Rc<Shard>,
         io: I,
         mut wal: Wal<I::Storage>,
         storage: I::Storage,
-    ) -> Result<(), WalError> {
-        let result = self.commit_loop(&io, &mut wal, &storage).await;
+    ) -> Result<(), ShardFailure> {
+        let result = self.drive(&io, &mut wal, &storage).await;
         if let Err(error) = &result {
             self.durable.fail(error.to_string());
+            self.applied.fail(error.to_string());
         }
         result
     }
 
-    async fn commit_loop<I: NodeIo>(
+    async fn drive<I: NodeIo>(
         self: &Rc<Shard>,
         io: &I,
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
-    ) -> Result<(), WalError> {
+    ) -> Result<(), ShardFailure> {
         loop {
-            if self.queue.borrow().is_empty() {
+            self.step(io, Input::Tick);
+            if !self.driver.borrow().has_writes() {
                 if self.stopping.get() {
                     return Ok(());
                 }
-                self.wake_committer.wait().await;
+                self.sleep_until_due(io).await;
                 continue;
             }
             if let FsyncPolicy::IntervalMs(ms) = self.settings.fsync {
@@ -599,40 +758,103 @@ impl Shard {
             // Let every task that is ready (other connections' commands) run
             // first, so that they join this batch rather than the next.
             futures_lite::future::yield_now().await;
-            let batch = std::mem::take(&mut *self.queue.borrow_mut());
-            let batch_bytes: u64 = batch.iter().map(|payload| payload.len() as u64).sum();
-            let first = self.next_index.get() - batch.len() as u64;
-            let (synced, held_back) = batch.split_at(batch.len() - held_back_entries(batch.len()));
-            let mut bytes = append_entries(wal, first, synced)?;
-            let started = io.monotonic_us();
-            let durable = wal.sync().await?;
-            // Only the planted bug holds entries back: they reach the WAL now
-            // and its next sync, but the watermark covers them at once.
-            bytes += append_entries(wal, first + synced.len() as u64, held_back)?;
-            let durable = if held_back.is_empty() {
-                durable
-            } else {
-                LogIndex(first + batch.len() as u64 - 1)
-            };
-            self.settings
-                .metrics
-                .fsync_us
-                .observe(io.monotonic_us().saturating_sub(started));
+            let bytes = self.write_batch(io, wal, storage).await?;
+            self.after_commit(io, wal, storage, bytes).await?;
+        }
+    }
+
+    /// Sleeps until woken (new writes, a stop) or the group's next deadline.
+    async fn sleep_until_due<I: NodeIo>(&self, io: &I) {
+        let now_ms = io.monotonic_us() / 1_000;
+        let due_ms = self
+            .driver
+            .borrow()
+            .group()
+            .next_deadline_ms()
+            .unwrap_or(u64::MAX)
+            .min(now_ms + TICK_INTERVAL_MS_MAX);
+        let pause = std::time::Duration::from_millis(due_ms.saturating_sub(now_ms));
+        futures_lite::future::or(self.wake_driver.wait(), io.sleep(pause)).await;
+        // A sleep that ends at once (a clock standing still in tests) must
+        // not starve the other tasks.
+        futures_lite::future::yield_now().await;
+    }
+
+    /// Writes what the first tick queued (a new term and its no-op) and
+    /// commits it, before the node serves: the restored entries are then
+    /// applied, and every shard is ready when the node says it is.
+    pub async fn commit_start<I: NodeIo>(
+        &self,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+    ) -> Result<(), ShardFailure> {
+        self.write_batch(io, wal, storage).await?;
+        assert_eq!(
+            self.driver.borrow().readable(),
+            Ok(()),
+            "a group of one serves once its no-op is durable"
+        );
+        Ok(())
+    }
+
+    /// Carries out the writes queued so far, syncs them, and tells the group
+    /// (and the messages waiting for that sync). Returns the WAL bytes
+    /// written.
+    async fn write_batch<I: NodeIo>(
+        &self,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+    ) -> Result<u64, ShardFailure> {
+        let writes = self.driver.borrow_mut().take_writes();
+        let waiting = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
+        let mut entries = Vec::new();
+        for write in writes {
+            match write {
+                Write::HardState(hard) => hard_state::store(storage, hard).await?,
+                Write::Cut { after } => {
+                    let floor = self.driver.borrow().group().commit().index;
+                    wal.cut_after(after.index, floor).await?;
+                }
+                Write::Entries(batch) => entries.extend(batch),
+            }
+        }
+        let (synced, held_back) =
+            entries.split_at(entries.len() - held_back_entries(entries.len()));
+        let mut bytes = append_entries(wal, synced)?;
+        let started = io.monotonic_us();
+        let durable = wal.sync().await?;
+        // Only the planted bug holds entries back: they reach the WAL now
+        // and its next sync, but the group hears they are durable at once.
+        bytes += append_entries(wal, held_back)?;
+        self.settings
+            .metrics
+            .fsync_us
+            .observe(io.monotonic_us().saturating_sub(started));
+        if !entries.is_empty() {
             self.settings
                 .metrics
                 .batch_entries
-                .observe(batch.len() as u64);
-            NodeMetrics::add(&self.settings.metrics.writes, batch.len() as u64);
-            NodeMetrics::add(&self.settings.metrics.wal_bytes, bytes);
-            assert!(
-                durable.0 <= self.last_index(),
-                "the WAL holds no entry the shard did not give an index"
-            );
-            self.unsynced_bytes
-                .set(self.unsynced_bytes.get() - batch_bytes);
-            self.durable.advance(durable.0);
-            self.after_commit(io, wal, storage, bytes).await?;
+                .observe(entries.len() as u64);
         }
+        NodeMetrics::add(&self.settings.metrics.writes, entries.len() as u64);
+        NodeMetrics::add(&self.settings.metrics.wal_bytes, bytes);
+        let payload_bytes: u64 = entries.iter().map(payload_len).sum();
+        self.unsynced_bytes
+            .set(self.unsynced_bytes.get().saturating_sub(payload_bytes));
+        self.durable.advance(durable.0.max(self.durable.get()));
+        if let Some(last) = entries.last() {
+            self.clock_ms.set(io.monotonic_us() / 1_000);
+            self.driver
+                .borrow_mut()
+                .durable(self.clock_ms.get(), last.id);
+        }
+        self.after_step();
+        for message in waiting {
+            self.send_to_peer(message);
+        }
+        Ok(bytes)
     }
 
     /// Snapshot and compaction bookkeeping between group commits.
@@ -642,16 +864,28 @@ impl Shard {
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
         bytes: u64,
-    ) -> Result<(), WalError> {
-        let (start, compact) = {
+    ) -> Result<(), ShardFailure> {
+        let (start, compacted) = {
             let mut state = self.snapshot.borrow_mut();
             state.wal_bytes_since += bytes;
             let start =
                 !state.in_progress && state.wal_bytes_since >= self.settings.snapshot_wal_bytes;
-            (start, state.compact_below.take())
+            (start, state.compacted.take())
         };
-        if let Some(below) = compact {
-            wal.remove_below(LogIndex(below)).await?;
+        if let Some(last) = compacted {
+            wal.remove_below(last.index.next()).await?;
+            let membership = self.membership_at(last);
+            let meta = SnapshotMeta { last, membership };
+            // The group sends a lagging follower the snapshot's bytes; with
+            // no follower in a group of one it holds none (the peer seam
+            // streams them from the file instead of from memory).
+            self.step(
+                io,
+                Input::Compacted {
+                    meta,
+                    data: Vec::new(),
+                },
+            );
         }
         if start {
             self.start_snapshot(io, storage.clone());
@@ -659,9 +893,13 @@ impl Shard {
         Ok(())
     }
 
-    /// Starts a snapshot in the background; the commit loop goes on.
+    fn membership_at(&self, last: EntryId) -> Membership {
+        self.driver.borrow().group().membership_at(last.index).1
+    }
+
+    /// Starts a snapshot in the background; the driver task goes on.
     fn start_snapshot<I: NodeIo>(self: &Rc<Shard>, io: &I, storage: I::Storage) {
-        let start_index = self.last_index();
+        let start = self.driver.borrow().applied();
         {
             let mut state = self.snapshot.borrow_mut();
             state.in_progress = true;
@@ -670,50 +908,52 @@ impl Shard {
         let (shard, io) = (Rc::clone(self), io.clone());
         let now = io.now_unix_ms();
         io.clone().spawn(async move {
-            let result = shard.write_snapshot(&io, storage, start_index).await;
+            let result = shard.write_snapshot(&io, storage, start).await;
             let mut state = shard.snapshot.borrow_mut();
             state.in_progress = false;
             match result {
                 Ok((written, pause_us)) => {
-                    tracing::info!(shard = shard.id, index = start_index, keys = written.keys, bytes = written.bytes, pause_us_max = pause_us, file = %written.file, "snapshot written");
+                    tracing::info!(shard = shard.id, index = start.index.0, keys = written.keys, bytes = written.bytes, pause_us_max = pause_us, file = %written.file, "snapshot written");
                     NodeMetrics::add(&shard.settings.metrics.snapshots, 1);
-                    state.index = start_index;
+                    state.index = start.index.0;
                     state.unix_ms = Some(now);
                     state.bytes = written.bytes;
                     state.pause_us_last = pause_us;
-                    state.compact_below = Some(start_index + 1);
+                    state.compacted = Some(start);
                 }
-                Err(reason) => tracing::error!(shard = shard.id, index = start_index, %reason, "snapshot failed; the WAL is kept"),
+                Err(reason) => tracing::error!(shard = shard.id, index = start.index.0, %reason, "snapshot failed; the WAL is kept"),
             }
         });
     }
 
-    /// Writes a fuzzy snapshot tagged `start_index`: one key-space partition
-    /// at a time, letting commands run between partitions, so the pause is
-    /// one partition's encoding, not the shard's. Writes applied meanwhile
-    /// may or may not be in it; since every operation is a blind write
-    /// (see [`crate::operation`]), replaying the log from `start_index + 1`
-    /// over it gives the exact state. Returns what was written and the
-    /// longest pause.
+    /// Writes a fuzzy snapshot of the committed key space tagged `start`
+    /// (the last entry applied): one key-space partition at a time, letting
+    /// commands run between partitions, so the pause is one partition's
+    /// encoding, not the shard's. Entries applied meanwhile may or may not
+    /// be in it; since every operation is a blind write (see
+    /// [`crate::operation`]), replaying the log from `start.index + 1` over
+    /// it gives the exact state. Returns what was written and the longest
+    /// pause.
     async fn write_snapshot<I: NodeIo>(
         &self,
         io: &I,
         storage: I::Storage,
-        start_index: u64,
+        start: EntryId,
     ) -> Result<(snapshot::Written, u64), String> {
         let meta = snapshot::SnapshotMeta {
             shard: self.id,
-            last_index: LogIndex(start_index),
-            last_term: SINGLE_NODE_TERM,
+            last_index: start.index,
+            last_term: start.term,
         };
         let mut writer = snapshot::SnapshotWriter::create(storage, meta)
             .await
             .map_err(|error| error.to_string())?;
-        let partitions = self.keyspace.borrow().partition_count();
+        let partitions = self.driver.borrow().keyspace().partition_count();
         let mut pause_us_max = 0;
         for partition in 0..partitions {
             let started = io.monotonic_us();
-            for (key, value, expire_at_unix_ms) in self.keyspace.borrow().partition_items(partition)
+            for (key, value, expire_at_unix_ms) in
+                self.driver.borrow().keyspace().partition_items(partition)
             {
                 writer.push(key, value, expire_at_unix_ms);
             }
@@ -726,11 +966,48 @@ impl Shard {
             futures_lite::future::yield_now().await;
         }
         // The snapshot may reflect entries applied up to now: they must be
-        // durable before the snapshot can stand in for the log before it.
-        self.durable.wait_for(self.last_index()).await?;
+        // durable here before the snapshot can stand in for the log before
+        // it (with `--fsync interval-ms` they were committed before their
+        // fsync).
+        let applied = self.driver.borrow().applied().index.0;
+        self.durable.wait_for(applied).await?;
         let written = writer.finish().await.map_err(|error| error.to_string())?;
         Ok((written, pause_us_max))
     }
+}
+
+/// Bytes of an entry's payload (a no-op has none).
+fn payload_len(entry: &keel_replication::Entry) -> u64 {
+    match &entry.payload {
+        keel_replication::EntryPayload::Command(bytes) => bytes.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Hands `entries` to the WAL, each as a frame of its own term: a command's
+/// payload is its encoded operation, a no-op's payload is empty (no
+/// operation encodes to nothing). Returns their bytes.
+fn append_entries<S: keel_wal::Storage>(
+    wal: &mut Wal<S>,
+    entries: &[keel_replication::Entry],
+) -> Result<u64, WalError> {
+    let mut bytes = 0;
+    for entry in entries {
+        let payload: &[u8] = match &entry.payload {
+            keel_replication::EntryPayload::Command(bytes) => bytes,
+            keel_replication::EntryPayload::Noop => &[],
+            keel_replication::EntryPayload::Membership(_) => {
+                panic!("membership entries are not logged in a group of one")
+            }
+        };
+        let index = wal.append(entry.id.term, payload)?;
+        assert_eq!(
+            index, entry.id.index,
+            "the WAL numbers entries as the group did"
+        );
+        bytes += keel_wal::frame::frame_bytes(payload.len()) as u64;
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -744,9 +1021,12 @@ mod tests {
 
     use super::*;
     use crate::config::FsyncPolicy;
+    use crate::keyspace::Keyspace;
     use crate::node::io::Connection;
     use crate::node::test_io::{recover_one_shard, MemIo};
-    use crate::node::Committer;
+    use crate::node::{group_of_one, Committer, THIS_NODE};
+    use keel_replication::{Config, Restored};
+    use keel_wal::{LogIndex, MemStorage};
 
     /// No connection is ever accepted in these tests.
     enum NoConnection {}
@@ -768,6 +1048,7 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     enum Event {
         Recovered { last_index: u64, keys: usize },
+        Logged { index: u64, op: Operation },
         Applied { index: u64, op: Operation },
         Acknowledged { index: u64 },
     }
@@ -783,6 +1064,12 @@ mod tests {
             self.events
                 .borrow_mut()
                 .push(Event::Recovered { last_index, keys });
+        }
+        fn logged(&self, _shard: u32, index: u64, op: &Operation) {
+            self.events.borrow_mut().push(Event::Logged {
+                index,
+                op: op.clone(),
+            });
         }
         fn applied(&self, _shard: u32, index: u64, op: &Operation) {
             self.events.borrow_mut().push(Event::Applied {
@@ -808,54 +1095,109 @@ mod tests {
         }
     }
 
-    fn set(shard: &Shard, key: &str) -> u64 {
+    /// A shard of a group of one, fresh or over `keyspace`, whose no-op
+    /// committed, with no WAL: `commit_all` stands in for the driver task.
+    fn ready_shard(keyspace: Keyspace, settings: ShardSettings) -> Shard {
+        let restored = Restored {
+            snapshot: keel_replication::SnapshotMeta {
+                last: EntryId::ZERO,
+                membership: group_of_one(),
+            },
+            ..Restored::default()
+        };
+        let driver = Driver::new(
+            Config::new(THIS_NODE, 0),
+            restored,
+            keyspace,
+            0,
+            settings.observer.clone(),
+        );
+        let shard = Shard::new(0, driver, 0, 0, settings);
+        shard.tick(0);
+        commit_all(&shard);
+        assert_eq!(shard.refusal(), None, "the leader's no-op committed");
+        shard
+    }
+
+    /// Takes every queued write as if synced, and reports it durable.
+    fn commit_all(shard: &Shard) {
+        {
+            let mut driver = shard.driver.borrow_mut();
+            let last = driver.group().last();
+            driver.take_writes();
+            driver.durable(0, last);
+        }
+        shard.after_step();
+    }
+
+    /// One turn of the driver task: the queued writes into the WAL, synced.
+    fn sync_once(shard: &Shard, io: &TestIo, wal: &mut Wal<MemStorage>) {
+        future::block_on(shard.write_batch(io, wal, &io.disk)).expect("the batch is written");
+    }
+
+    fn set(shard: &Shard, key: &str) -> EntryId {
         let args = [b"SET".to_vec(), key.as_bytes().to_vec(), b"v".to_vec()];
-        shard.execute(&args, 0).wait_for
+        let executed = shard.execute(&args, 0);
+        assert_eq!(executed.reply, Reply::ok());
+        executed.wait_for.expect("a write waits for its entry")
+    }
+
+    /// A recovered shard of one core over `io`'s disk with its WAL, its
+    /// no-op synced and committed.
+    fn recovered_shard(io: &TestIo, fsync: FsyncPolicy) -> (Rc<Shard>, Wal<MemStorage>) {
+        let recovered = recover_one_shard(io.clone(), fsync);
+        let Committer { shard, mut wal, .. } =
+            recovered.committers.into_iter().next().expect("one shard");
+        sync_once(&shard, io, &mut wal);
+        assert_eq!(shard.refusal(), None, "the leader's no-op committed");
+        (shard, wal)
     }
 
     /// Four SETs in one group commit, acknowledged, then a power loss:
     /// returns whether the acknowledgement came and the last entry recovered.
-    fn commit_four_and_crash() -> (Result<(), String>, LogIndex) {
+    fn commit_four_and_crash() -> (Result<(), Reply>, LogIndex) {
         let io = TestIo::default();
-        let wal = keel_wal::run_ready(Wal::open(io.disk.clone(), WalOptions::test_min()))
-            .expect("a fresh WAL opens")
-            .0;
-        let shard = Rc::new(Shard::new(0, Keyspace::new(), 0, 0, settings(None)));
-        let indexes: Vec<u64> = (1..=4).map(|key| set(&shard, &key.to_string())).collect();
-        assert_eq!(indexes, [1, 2, 3, 4]);
-        let committer = async {
-            let result = Rc::clone(&shard)
-                .run_committer(io.clone(), wal, io.disk.clone())
-                .await;
-            panic!("the committer stopped unasked: {result:?}");
-        };
-        let client = async {
-            let acknowledged = shard.acknowledged(4).await;
-            io.disk.crash(1);
-            let recovered = Wal::open(io.disk.clone(), WalOptions::test_min())
-                .await
-                .expect("the WAL reopens after a power loss");
-            (acknowledged, recovered.0.last_index())
-        };
-        future::block_on(future::or(client, committer))
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::Always);
+        let ids: Vec<EntryId> = (1..=4).map(|key| set(&shard, &key.to_string())).collect();
+        assert_eq!(
+            ids.iter().map(|id| id.index.0).collect::<Vec<_>>(),
+            [2, 3, 4, 5],
+            "after the no-op"
+        );
+        assert!(future::block_on(future::poll_once(shard.acknowledged(Some(ids[3])))).is_none());
+        sync_once(&shard, &io, &mut wal);
+        let acknowledged = future::block_on(shard.acknowledged(Some(ids[3])));
+        io.disk.crash(1);
+        let recovered = future::block_on(Wal::open(io.disk.clone(), WalOptions::test_min()))
+            .expect("the WAL reopens after a power loss");
+        (acknowledged, recovered.0.last_index())
     }
 
     #[test]
     fn a_group_commit_is_acknowledged_once_synced_and_survives_power_loss() {
-        assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(4)));
+        assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(5)));
     }
 
     #[test]
-    fn the_observer_sees_recovery_applies_and_acknowledgements() {
+    fn the_observer_sees_recovery_applies_at_commit_and_acknowledgements() {
         let recorder = Rc::new(Recorder::default());
         let io = TestIo::watched(Rc::clone(&recorder) as Rc<dyn ShardObserver>);
-        let recovered = recover_one_shard(io, FsyncPolicy::Always);
-        let shard = Rc::clone(&recovered.committers[0].shard);
-        let index = set(&shard, "k");
-        // Nothing syncs here (no committer runs), so only a read of nothing
-        // may be acknowledged.
-        assert!(future::block_on(future::poll_once(shard.acknowledged(index))).is_none());
-        future::block_on(shard.acknowledged(0)).expect("index 0 is always durable");
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::Always);
+        let id = set(&shard, "k");
+        assert!(future::block_on(future::poll_once(shard.acknowledged(Some(id)))).is_none());
+        assert_eq!(get(&shard, "k"), bulk("v"), "the overlay shows the write");
+        assert_eq!(
+            shard.count(),
+            0,
+            "the key space holds committed entries only"
+        );
+        sync_once(&shard, &io, &mut wal);
+        future::block_on(shard.acknowledged(Some(id))).expect("committed");
+        let set_k = Operation::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            expire_at_unix_ms: None,
+        };
         assert_eq!(
             *recorder.events.borrow(),
             vec![
@@ -863,35 +1205,99 @@ mod tests {
                     last_index: 0,
                     keys: 0
                 },
+                Event::Logged {
+                    index: 1,
+                    op: Operation::Batch { ops: Vec::new() },
+                },
                 Event::Applied {
                     index: 1,
-                    op: Operation::Set {
-                        key: b"k".to_vec(),
-                        value: b"v".to_vec(),
-                        expire_at_unix_ms: None,
-                    }
+                    op: Operation::Batch { ops: Vec::new() },
                 },
-                Event::Acknowledged { index: 0 },
+                Event::Logged {
+                    index: 2,
+                    op: set_k.clone(),
+                },
+                Event::Applied {
+                    index: 2,
+                    op: set_k,
+                },
+                Event::Acknowledged { index: 2 },
             ]
         );
     }
 
+    /// Entries a crash left in the WAL, never known committed, are applied
+    /// when the restarted group of one commits them with its new term's
+    /// no-op, which recovery writes before the node serves (the driver's
+    /// tests show that nothing applies them before).
+    #[test]
+    fn a_restart_commits_the_uncommitted_tail_under_a_new_term_before_serving() {
+        let recorder = Rc::new(Recorder::default());
+        let io = TestIo::watched(Rc::clone(&recorder) as Rc<dyn ShardObserver>);
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::Always);
+        let id = set(&shard, "k");
+        // The entry is durable, but the crash comes before its commit.
+        let writes = shard.driver.borrow_mut().take_writes();
+        let [Write::Entries(entries)] = &writes[..] else {
+            panic!("one batch of entries: {writes:?}");
+        };
+        append_entries(&mut wal, entries).expect("appended");
+        future::block_on(wal.sync()).expect("synced");
+        assert_eq!(shard.count(), 0, "never committed before the crash");
+        io.disk.crash(0);
+        recorder.events.borrow_mut().clear();
+        let recovered = recover_one_shard(io.clone(), FsyncPolicy::Always);
+        let shard = Rc::clone(&recovered.committers[0].shard);
+        assert_eq!(shard.refusal(), None, "the node serves once recovered");
+        assert_eq!(
+            shard.driver.borrow().applied(),
+            EntryId::new(2, 3),
+            "term 2's no-op"
+        );
+        assert_eq!(get(&shard, "k"), bulk("v"));
+        assert_eq!(
+            shard.driver.borrow().outcome(id),
+            Some(Ok(())),
+            "1.2 committed"
+        );
+        assert_eq!(
+            *recorder.events.borrow(),
+            vec![
+                Event::Recovered {
+                    last_index: 2,
+                    keys: 1
+                },
+                Event::Logged {
+                    index: 3,
+                    op: Operation::Batch { ops: Vec::new() },
+                },
+                Event::Applied {
+                    index: 3,
+                    op: Operation::Batch { ops: Vec::new() },
+                },
+            ]
+        );
+        assert_eq!(
+            hard_state::load(&io.disk).expect("loads").term.0,
+            2,
+            "the new term is durable"
+        );
+    }
+
     /// Issue 9: with `--fsync interval-ms` replies wait for no sync, so
-    /// writers could apply entries without bound while the disk lagged.
+    /// writers could propose entries without bound while the disk lagged.
     #[test]
     fn writers_wait_for_a_sync_once_unsynced_entries_reach_a_limit() {
         // (entries limit, bytes limit, writes that fill it): each SET's
         // entry takes a little over 100 bytes.
         for (entries_max, bytes_max, fill) in [(4, u64::MAX, 4), (u64::MAX, 300, 3)] {
             let io = TestIo::default();
-            let wal = keel_wal::run_ready(Wal::open(io.disk.clone(), WalOptions::test_min()))
-                .expect("a fresh WAL opens")
-                .0;
-            let mut settings = settings(None);
-            settings.fsync = FsyncPolicy::IntervalMs(1);
+            let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::IntervalMs(1));
+            let shard = Rc::into_inner(shard).expect("the only handle");
+            let mut settings = shard.settings.clone();
             settings.unsynced_entries_max = entries_max;
             settings.unsynced_bytes_max = bytes_max;
-            let shard = Rc::new(Shard::new(0, Keyspace::new(), 0, 0, settings));
+            let shard = Shard { settings, ..shard };
             let value = vec![b'v'; 100];
             for key in 0..fill {
                 assert!(
@@ -899,27 +1305,30 @@ mod tests {
                     "room before write {key}"
                 );
                 let args = [b"SET".to_vec(), key.to_string().into_bytes(), value.clone()];
-                assert_eq!(shard.execute(&args, 0).reply, Reply::ok());
+                let executed = shard.execute(&args, 0);
+                assert_eq!(executed.reply, Reply::ok());
+                future::block_on(future::poll_once(shard.acknowledged(executed.wait_for)))
+                    .expect("interval-ms: committed before its sync")
+                    .expect("acknowledged");
             }
             assert!(
                 future::block_on(future::poll_once(shard.wait_for_room())).is_none(),
                 "{fill} unsynced writes fill the limits ({entries_max} entries, {bytes_max} bytes)"
             );
-            let committer = async {
-                let result = Rc::clone(&shard)
-                    .run_committer(io.clone(), wal, io.disk.clone())
-                    .await;
-                panic!("the committer stopped unasked: {result:?}");
-            };
-            future::block_on(future::or(shard.wait_for_room(), committer));
-            // Room came from a sync of every write, none dropped.
-            assert_eq!(shard.stats().durable_index, fill);
+            sync_once(&shard, &io, &mut wal);
+            assert!(future::block_on(future::poll_once(shard.wait_for_room())).is_some());
+            assert_eq!(
+                shard.stats().durable_index,
+                fill + 1,
+                "the no-op and every write"
+            );
             assert_eq!(shard.count(), fill);
         }
     }
 
-    /// Issue 9: the expiry task looped until a pass found fewer keys than a
-    /// pass may take, never yielding, so a large backlog held the core.
+    /// Issue 9: the expiry task looped until a pass found fewer keys than
+    /// a pass may take, never yielding, so a large backlog held the core.
+    /// Each pass proposes its deletes and the next waits for their commit.
     #[test]
     fn active_expiry_yields_between_passes_and_stops_after_its_share() {
         let backlog = (EXPIRE_PASSES_PER_WAKE_MAX + 1) * EXPIRE_KEYS_PER_PASS_MAX + 5;
@@ -927,7 +1336,7 @@ mod tests {
         for key in 0..backlog {
             keyspace.insert_loaded(key.to_string().as_bytes(), b"v", Some(0));
         }
-        let shard = Shard::new(0, keyspace, 0, 0, settings(None));
+        let shard = ready_shard(keyspace, settings(None));
         let io = TestIo::default();
         let mut wake = std::pin::pin!(shard.expire_due(&io));
         let mut polls = 0;
@@ -936,6 +1345,7 @@ mod tests {
             if let Some(removed) = future::block_on(future::poll_once(wake.as_mut())) {
                 break removed;
             }
+            commit_all(&shard);
             assert_eq!(
                 shard.count() as usize,
                 backlog - polls * EXPIRE_KEYS_PER_PASS_MAX,
@@ -947,7 +1357,16 @@ mod tests {
             removed,
             EXPIRE_PASSES_PER_WAKE_MAX * EXPIRE_KEYS_PER_PASS_MAX
         );
-        assert_eq!(future::block_on(shard.expire_due(&io)), backlog - removed);
+        commit_all(&shard);
+        let mut rest = std::pin::pin!(shard.expire_due(&io));
+        let removed_rest = loop {
+            if let Some(removed) = future::block_on(future::poll_once(rest.as_mut())) {
+                break removed;
+            }
+            commit_all(&shard);
+        };
+        assert_eq!(removed_rest, backlog - removed);
+        commit_all(&shard);
         assert_eq!(shard.count(), 0);
     }
 
@@ -968,7 +1387,7 @@ mod tests {
     #[test]
     fn exec_runs_the_commands_in_order_and_logs_their_writes_as_one_entry() {
         let recorder = Rc::new(Recorder::default());
-        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(Some(recorder.clone())));
+        let shard = ready_shard(Keyspace::new(), settings(Some(recorder.clone())));
         set(&shard, "{t}old");
         let commands = [
             words(&["SET", "{t}a", "1"]),
@@ -988,7 +1407,12 @@ mod tests {
                 Reply::Error("ERR value is not an integer or out of range".into()),
             ])
         );
-        assert_eq!(executed.wait_for, 2, "one entry after the SET's");
+        assert_eq!(
+            executed.wait_for,
+            Some(EntryId::new(1, 3)),
+            "one entry after the no-op's and the SET's"
+        );
+        commit_all(&shard);
         let set_op = |key: &str, value: &str| SingleOp::Set {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
@@ -997,7 +1421,7 @@ mod tests {
         assert_eq!(
             recorder.events.borrow().last(),
             Some(&Event::Applied {
-                index: 2,
+                index: 3,
                 op: Operation::Batch {
                     ops: vec![
                         set_op("{t}a", "1"),
@@ -1012,16 +1436,16 @@ mod tests {
         );
         let reads = shard.exec(7, &[words(&["GET", "{t}new"])], 0);
         assert_eq!(reads.reply, Reply::Array(vec![bulk("v")]));
-        assert_eq!(shard.last_index(), 2, "a transaction of reads logs nothing");
+        assert_eq!(shard.last_index(), 3, "a transaction of reads logs nothing");
     }
 
-    /// The transaction's entry is over the log's limit: every write it made
-    /// is undone (values and expiry) and EXEC answers the error alone.
+    /// The transaction's entry is over the log's limit: none of its writes
+    /// takes effect (values and expiry) and EXEC answers the error alone.
     #[test]
-    fn exec_whose_entry_is_too_large_undoes_every_write() {
+    fn exec_whose_entry_is_too_large_writes_nothing() {
         let mut settings = settings(None);
         settings.payload_bytes_max = 300;
-        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings);
+        let shard = ready_shard(Keyspace::new(), settings);
         let args = words(&["SET", "{t}a", "old", "PX", "5000"]);
         assert_eq!(shard.execute(&args, 1_000).reply, Reply::ok());
         let value = "v".repeat(200);
@@ -1034,16 +1458,18 @@ mod tests {
             panic!("EXEC succeeded: {:?}", executed.reply);
         };
         assert!(error.starts_with("ERR write of "), "{error}");
-        assert_eq!(shard.last_index(), 1, "nothing logged");
+        assert_eq!(shard.last_index(), 2, "nothing logged after the SET");
+        commit_all(&shard);
         assert_eq!(
             shard
-                .keyspace
+                .driver
                 .borrow()
+                .keyspace()
                 .record(b"{t}a")
                 .map(|item| (item.value.to_vec(), item.expire_at_unix_ms)),
             Some((b"old".to_vec(), Some(6_000)))
         );
-        assert_eq!(shard.keyspace.borrow().record(b"{t}b"), None);
+        assert_eq!(shard.driver.borrow().keyspace().record(b"{t}b"), None);
         assert_eq!(shard.count(), 1);
     }
 
@@ -1051,14 +1477,14 @@ mod tests {
     /// nothing; EXEC unwatched, so its next one runs.
     #[test]
     fn exec_after_a_watched_key_changed_answers_null_and_writes_nothing() {
-        let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+        let shard = ready_shard(Keyspace::new(), settings(None));
         shard.watch(1, &words(&["k"]), 0);
         shard.watch(2, &words(&["other"]), 0);
         set(&shard, "k");
         let commands = [words(&["SET", "k", "mine"])];
         assert_eq!(shard.exec(1, &commands, 0).reply, Reply::NullArray);
         assert_eq!(get(&shard, "k"), bulk("v"));
-        assert_eq!(shard.last_index(), 1);
+        assert_eq!(shard.last_index(), 2);
         assert_eq!(
             shard.exec(2, &commands, 0).reply,
             Reply::Array(vec![Reply::ok()])
@@ -1078,46 +1504,34 @@ mod tests {
         let keys = ["{t}a", "{t}b", "{t}c", "{t}d"];
         let value = "x".repeat(700);
         let io = TestIo::default();
-        let recovered = recover_one_shard(io.clone(), FsyncPolicy::Always);
-        let Committer {
-            shard,
-            wal,
-            storage,
-        } = recovered.committers.into_iter().next().expect("one shard");
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::Always);
         let commands = [
             words(&["SET", keys[0], &value]),
             words(&["MSET", keys[1], &value, keys[2], &value]),
             words(&["APPEND", keys[3], &value]),
         ];
-        // A first write makes the WAL create its segment, so that the
+        // The no-op's write made the WAL create its segment, so that the
         // transaction's is an append to it.
-        set(&shard, "{t}first");
-        let client = async {
-            shard
-                .acknowledged(1)
-                .await
-                .expect("the first write is durable");
-            if !synced {
-                io.disk.fail_next_sync();
-            }
-            assert_eq!(shard.exec(1, &commands, 0).wait_for, 2);
-            shard.acknowledged(2).await
-        };
-        let committer = async {
-            let result = Rc::clone(&shard)
-                .run_committer(io.clone(), wal, storage)
-                .await;
-            Err(format!("the committer stopped: {result:?}"))
-        };
-        let acknowledged = future::block_on(future::or(client, committer));
+        if !synced {
+            io.disk.fail_next_sync();
+        }
+        let id = shard.exec(1, &commands, 0).wait_for;
+        assert_eq!(id, Some(EntryId::new(1, 2)));
+        let written = future::block_on(shard.write_batch(&io, &mut wal, &io.disk));
+        assert_eq!(written.is_ok(), synced, "{written:?}");
+        if !synced {
+            shard.durable.fail("the sync failed".into());
+            shard.applied.fail("the sync failed".into());
+        }
+        let acknowledged = future::block_on(shard.acknowledged(id));
         assert_eq!(acknowledged.is_ok(), synced, "{acknowledged:?}");
         io.disk.crash_with(seed, mode);
-        let again = recover_one_shard(io, FsyncPolicy::Always);
-        let shard = &again.committers[0].shard;
-        let values = keys.iter().map(|key| get(shard, key)).collect();
+        let (shard, _wal) = recovered_shard(&io, FsyncPolicy::Always);
+        let values = keys.iter().map(|key| get(&shard, key)).collect();
+        // The no-op, the transaction or not, the new no-op.
         assert_eq!(
             shard.last_index(),
-            shard.count() / 4 + 1,
+            shard.count() / 4 + 2,
             "one entry or none"
         );
         values
@@ -1148,7 +1562,9 @@ mod tests {
 
     /// Every key held, with value and expiry, sorted: a key space's state.
     fn state(shard: &Shard) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {
-        let keyspace = shard.keyspace.borrow();
+        commit_all(shard);
+        let driver = shard.driver.borrow();
+        let keyspace = driver.keyspace();
         let mut items: Vec<_> = keyspace
             .items()
             .map(|(key, value, expiry)| (key.to_vec(), value.to_vec(), expiry))
@@ -1188,8 +1604,8 @@ mod tests {
             commands in proptest::collection::vec(any_command(), 0..12),
         ) {
             let (one_by_one, transaction) = (
-                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
-                Shard::new(0, Keyspace::new(), 0, 0, settings(None)),
+                ready_shard(Keyspace::new(), settings(None)),
+                ready_shard(Keyspace::new(), settings(None)),
             );
             for args in &before {
                 one_by_one.execute(args, 1_000);
@@ -1212,7 +1628,7 @@ mod tests {
             before in proptest::collection::vec(any_command(), 0..6),
             commands in proptest::collection::vec(any_command(), 1..12),
         ) {
-            let unlimited = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
+            let unlimited = ready_shard(Keyspace::new(), settings(None));
             for args in &before {
                 unlimited.execute(args, 1_000);
             }
@@ -1223,10 +1639,10 @@ mod tests {
             }
             let mut limited = settings(None);
             limited.payload_bytes_max = 4;
-            let shard = Shard::new(0, keyspace, 0, 0, limited);
+            let shard = ready_shard(keyspace, limited);
             let reply = shard.exec(1, &commands, 1_000).reply;
             proptest::prop_assert_eq!(state(&shard), state_before);
-            proptest::prop_assert_eq!(shard.last_index(), 0);
+            proptest::prop_assert_eq!(shard.last_index(), 1, "the no-op alone");
             // The same EXEC where the log takes it: it fails here exactly
             // when it writes there.
             let last = unlimited.last_index();
@@ -1260,21 +1676,23 @@ mod tests {
 
         #[test]
         fn ack_before_fsync_releases_a_reply_nothing_made_durable() {
-            let shard = Shard::new(0, Keyspace::new(), 0, 0, settings(None));
-            let index = set(&shard, "k");
-            assert!(future::block_on(future::poll_once(shard.acknowledged(index))).is_none());
+            let io = TestIo::default();
+            let (shard, _wal) = recovered_shard(&io, FsyncPolicy::Always);
+            let id = set(&shard, "k");
+            assert!(future::block_on(future::poll_once(shard.acknowledged(Some(id)))).is_none());
             let _planted = Planted::on(Plant::AckBeforeFsync);
+            let id = set(&shard, "k2");
             assert_eq!(
-                future::block_on(future::poll_once(shard.acknowledged(index))),
+                future::block_on(future::poll_once(shard.acknowledged(Some(id)))),
                 Some(Ok(()))
             );
-            assert_eq!(shard.stats().durable_index, 0);
+            assert_eq!(shard.stats().durable_index, 1, "the no-op alone is durable");
         }
 
         #[test]
         fn lose_batch_tail_acknowledges_entries_a_power_loss_takes() {
             let _planted = Planted::on(Plant::LoseBatchTail);
-            assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(2)));
+            assert_eq!(commit_four_and_crash(), (Ok(()), LogIndex(3)));
         }
     }
 }

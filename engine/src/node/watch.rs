@@ -20,8 +20,8 @@
 
 use std::collections::HashMap;
 
-use crate::keyspace::Keyspace;
 use crate::operation::{Change, Operation};
+use crate::overlay::View;
 
 /// The keys watched on one shard, by key and by connection.
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ struct WatchedKey {
 }
 
 /// Whether `key` is held but past its expiry time.
-fn is_expired(keyspace: &Keyspace, key: &[u8], now_unix_ms: u64) -> bool {
+fn is_expired(keyspace: View<'_>, key: &[u8], now_unix_ms: u64) -> bool {
     keyspace.record(key).is_some() && keyspace.get(key, now_unix_ms).is_none()
 }
 
@@ -58,7 +58,7 @@ impl Watches {
 
     /// Connection `client` watches `keys` (again: a key it watches already
     /// keeps its first registration, as in Redis).
-    pub fn watch(&mut self, client: u64, keys: &[Vec<u8>], keyspace: &Keyspace, now_unix_ms: u64) {
+    pub fn watch(&mut self, client: u64, keys: &[Vec<u8>], keyspace: View<'_>, now_unix_ms: u64) {
         let watch = self.by_client.entry(client).or_default();
         for key in keys {
             if watch.keys.iter().any(|watched| watched.key == *key) {
@@ -74,7 +74,7 @@ impl Watches {
 
     /// Forgets what `client` watches; returns whether it watched anything
     /// that changed (see the module doc), as EXEC must know.
-    pub fn unwatch(&mut self, client: u64, keyspace: &Keyspace, now_unix_ms: u64) -> bool {
+    pub fn unwatch(&mut self, client: u64, keyspace: View<'_>, now_unix_ms: u64) -> bool {
         let Some(watch) = self.by_client.remove(&client) else {
             return false;
         };
@@ -96,7 +96,7 @@ impl Watches {
 
     /// The watched keys `keyspace` holds: what a FLUSHALL about to be
     /// applied changes.
-    pub fn held_keys(&self, keyspace: &Keyspace) -> Vec<Vec<u8>> {
+    pub fn held_keys(&self, keyspace: View<'_>) -> Vec<Vec<u8>> {
         self.by_key
             .keys()
             .filter(|key| keyspace.record(key).is_some())
@@ -104,9 +104,10 @@ impl Watches {
             .collect()
     }
 
-    /// Notes the keys `op`, just applied to `keyspace`, wrote; `flushed` are
+    /// Notes the keys `op`, just written to `keyspace` (the overlay, for a
+    /// proposal), wrote; `flushed` are
     /// the watched keys held before, if `op` flushed the key space.
-    pub fn note_applied(&mut self, op: &Operation, keyspace: &Keyspace, flushed: &[Vec<u8>]) {
+    pub fn note_applied(&mut self, op: &Operation, keyspace: View<'_>, flushed: &[Vec<u8>]) {
         if self.is_empty() {
             return;
         }
@@ -159,6 +160,7 @@ impl Watches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyspace::Keyspace;
 
     fn set(key: &[u8], expire_at_unix_ms: Option<u64>) -> Operation {
         Operation::Set {
@@ -176,20 +178,23 @@ mod tests {
 
     /// Applies `op` and notes it, as the shard does.
     fn write(watches: &mut Watches, keyspace: &mut Keyspace, op: &Operation) {
-        let flushed = watches.held_keys(keyspace);
+        let flushed = watches.held_keys(View::from(&*keyspace));
         keyspace.apply(op);
-        watches.note_applied(op, keyspace, &flushed);
+        watches.note_applied(op, View::from(&*keyspace), &flushed);
     }
 
     #[test]
     fn a_write_to_a_watched_key_is_a_change_for_its_watchers_only() {
         let mut keyspace = Keyspace::new();
         let mut watches = Watches::default();
-        watches.watch(1, &[b"a".to_vec()], &keyspace, 0);
-        watches.watch(2, &[b"b".to_vec()], &keyspace, 0);
+        watches.watch(1, &[b"a".to_vec()], View::from(&keyspace), 0);
+        watches.watch(2, &[b"b".to_vec()], View::from(&keyspace), 0);
         write(&mut watches, &mut keyspace, &set(b"a", None));
-        assert!(watches.unwatch(1, &keyspace, 0), "a was written");
-        assert!(!watches.unwatch(2, &keyspace, 0), "b was not");
+        assert!(
+            watches.unwatch(1, View::from(&keyspace), 0),
+            "a was written"
+        );
+        assert!(!watches.unwatch(2, View::from(&keyspace), 0), "b was not");
         assert!(watches.is_empty());
         assert!(watches.by_key.is_empty(), "nothing left indexed");
     }
@@ -198,11 +203,11 @@ mod tests {
     fn unwatching_forgets_the_keys_and_an_unknown_client_saw_no_change() {
         let mut keyspace = Keyspace::new();
         let mut watches = Watches::default();
-        watches.watch(1, &[b"a".to_vec(), b"a".to_vec()], &keyspace, 0);
+        watches.watch(1, &[b"a".to_vec(), b"a".to_vec()], View::from(&keyspace), 0);
         assert_eq!(watches.by_key[&b"a".to_vec()], vec![1], "watched once");
-        assert!(!watches.unwatch(1, &keyspace, 0));
+        assert!(!watches.unwatch(1, View::from(&keyspace), 0));
         write(&mut watches, &mut keyspace, &set(b"a", None));
-        assert!(!watches.unwatch(1, &keyspace, 0));
+        assert!(!watches.unwatch(1, View::from(&keyspace), 0));
     }
 
     #[test]
@@ -210,11 +215,11 @@ mod tests {
         let mut keyspace = Keyspace::new();
         keyspace.apply(&set(b"held", None));
         let mut watches = Watches::default();
-        watches.watch(1, &[b"held".to_vec()], &keyspace, 0);
-        watches.watch(2, &[b"absent".to_vec()], &keyspace, 0);
+        watches.watch(1, &[b"held".to_vec()], View::from(&keyspace), 0);
+        watches.watch(2, &[b"absent".to_vec()], View::from(&keyspace), 0);
         write(&mut watches, &mut keyspace, &Operation::FlushAll);
-        assert!(watches.unwatch(1, &keyspace, 0));
-        assert!(!watches.unwatch(2, &keyspace, 0));
+        assert!(watches.unwatch(1, View::from(&keyspace), 0));
+        assert!(!watches.unwatch(2, View::from(&keyspace), 0));
     }
 
     #[test]
@@ -223,18 +228,24 @@ mod tests {
         keyspace.apply(&set(b"later", Some(100)));
         keyspace.apply(&set(b"stale", Some(10)));
         let mut watches = Watches::default();
-        watches.watch(1, &[b"later".to_vec()], &keyspace, 50);
-        assert!(watches.unwatch(1, &keyspace, 100), "expired since WATCH");
-        watches.watch(2, &[b"stale".to_vec()], &keyspace, 50);
+        watches.watch(1, &[b"later".to_vec()], View::from(&keyspace), 50);
+        assert!(
+            watches.unwatch(1, View::from(&keyspace), 100),
+            "expired since WATCH"
+        );
+        watches.watch(2, &[b"stale".to_vec()], View::from(&keyspace), 50);
         write(&mut watches, &mut keyspace, &delete(b"stale"));
         assert!(
-            !watches.unwatch(2, &keyspace, 50),
+            !watches.unwatch(2, View::from(&keyspace), 50),
             "an expired key's deletion"
         );
         keyspace.apply(&set(b"stale", Some(10)));
-        watches.watch(3, &[b"stale".to_vec()], &keyspace, 50);
+        watches.watch(3, &[b"stale".to_vec()], View::from(&keyspace), 50);
         write(&mut watches, &mut keyspace, &delete(b"stale"));
         write(&mut watches, &mut keyspace, &set(b"stale", None));
-        assert!(watches.unwatch(3, &keyspace, 50), "written after it went");
+        assert!(
+            watches.unwatch(3, View::from(&keyspace), 50),
+            "written after it went"
+        );
     }
 }
