@@ -20,10 +20,14 @@ fn a_torn_last_batch_loses_only_that_batch() {
 #[test]
 fn an_unacknowledged_batch_that_reached_the_disk_may_survive() {
     Scenario::new(2)
-        .write_keys(0..=98)
-        .write_unsynced(99..=99)
+        // Key 98's entry lands inside an existing segment. With 16 KiB segments
+        // every second one-entry batch opens a new segment, whose file keeps a
+        // temporary name until that sync completes, so such a batch never
+        // survives (key 99 since each shard's log starts with a no-op).
+        .write_keys(0..=97)
+        .write_unsynced(98..=98)
         .crash(CrashMode::Keep)
-        .expect_keys(0..=99)
+        .expect_keys(0..=98)
         .run();
 }
 
