@@ -38,7 +38,7 @@ pub fn run(
     for index in (first..=last).map(LogIndex) {
         let entry = log.entry(index).expect("the index lies in the log");
         let payload = payload(&log, &segments, index, entry);
-        let operation = codec::decode::<Operation>(payload);
+        let operation = decode_entry(payload);
         if json {
             let line = json_line(&dir.display().to_string(), index, entry, payload, operation);
             writeln!(out, "{line}")?;
@@ -47,6 +47,16 @@ pub fn run(
         }
     }
     Ok(Exit::Success)
+}
+
+/// An entry's operation; `None` for the empty payload of a consensus no-op
+/// (the first entry of every term a shard's group leads: see
+/// `node::restored_entries`).
+fn decode_entry(payload: &[u8]) -> Result<Option<Operation>, codec::CodecError> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    codec::decode::<Operation>(payload).map(Some)
 }
 
 /// The payload of entry `index`, read from its mapped segment.
@@ -70,7 +80,7 @@ fn text_line(
     index: LogIndex,
     entry: &EntryPosition,
     payload: &[u8],
-    operation: Result<Operation, codec::CodecError>,
+    operation: Result<Option<Operation>, codec::CodecError>,
 ) -> String {
     let mut line = format!(
         "index={index} term={} kind={} bytes={} ",
@@ -79,7 +89,8 @@ fn text_line(
         entry.payload_len
     );
     match operation {
-        Ok(operation) => write!(line, "{operation}"),
+        Ok(Some(operation)) => write!(line, "{operation}"),
+        Ok(None) => write!(line, "noop"),
         Err(error) => write!(line, "undecoded hex={} ({error})", hex_prefix(payload)),
     }
     .expect("writing to a String cannot fail");
@@ -112,13 +123,14 @@ fn json_line(
     index: LogIndex,
     entry: &EntryPosition,
     payload: &[u8],
-    operation: Result<Operation, codec::CodecError>,
+    operation: Result<Option<Operation>, codec::CodecError>,
 ) -> String {
     let (op, undecoded) = match operation {
-        Ok(operation) => (
+        Ok(Some(operation)) => (
             Some(operation_json(operation.name(), operation.fields())),
             None,
         ),
+        Ok(None) => (Some(operation_json("noop", Vec::new())), None),
         Err(error) => {
             let hex = hex_prefix(payload);
             let error = error.to_string();
@@ -198,5 +210,23 @@ mod tests {
             ],
         });
         assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn a_no_op_entry_shows_as_noop_and_a_bad_payload_as_undecoded() {
+        let entry = EntryPosition {
+            term: keel_wal::Term(2),
+            offset: 0,
+            payload_len: 0,
+            crc: 0,
+        };
+        let line = text_line(LogIndex(7), &entry, &[], decode_entry(&[]));
+        assert_eq!(line, "index=7 term=2 kind=entry bytes=0 noop");
+        let json = json_line("d", LogIndex(7), &entry, &[], decode_entry(&[]));
+        assert!(json.contains(r#""op":{"type":"noop"}"#), "{json}");
+        assert!(
+            decode_entry(&[0xff]).is_err(),
+            "one stray byte is no operation"
+        );
     }
 }
