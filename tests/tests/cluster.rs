@@ -77,8 +77,9 @@ fn cluster_slots_names_this_node_for_every_slot() {
     let nodes = text(&raw.command(&[b"CLUSTER", b"NODES"]).unwrap());
     assert_eq!(
         nodes,
+        // Epoch 1: a fresh node's group of one elected itself in term 1.
         format!(
-            "{myid} 127.0.0.1:{}@0 myself,master - 0 0 0 connected 0-16383\n",
+            "{myid} 127.0.0.1:{}@0 myself,master - 0 0 1 connected 0-16383\n",
             server.port()
         )
     );
@@ -194,7 +195,7 @@ fn readonly_wait_and_the_replication_section_of_a_single_node() {
     );
     let info = text(&raw.command(&[b"INFO", b"replication"]).unwrap());
     assert!(
-        info.starts_with("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nshards_led:4\r\nshard0:role=leader,term=0,commit_index="),
+        info.starts_with("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nshards_led:4\r\nshard0:role=leader,term=1,commit_index="),
         "{info}"
     );
     let info = text(&raw.command(&[b"INFO", b"cluster"]).unwrap());

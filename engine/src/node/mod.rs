@@ -345,6 +345,11 @@ async fn recover_shard<I: NodeIo>(
         .commit_start(io, &mut wal, &storage)
         .await
         .map_err(|failure| NodeError::of_shard(id, failure))?;
+    // The topology starts every shard at term 0; its group has just elected
+    // itself, so INFO and CLUSTER NODES/INFO show the real term (epoch).
+    let term = shard.stats().term;
+    node.topology
+        .update(|topology| topology.shards[id as usize].term = term);
     summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
     let committer = Committer {
         shard: Rc::new(shard),
