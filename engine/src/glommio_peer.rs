@@ -94,7 +94,7 @@ impl PeerPlan {
             core: u16::try_from(core).expect("cores fit 16 bits"),
             cores: u16::try_from(cores).expect("cores fit 16 bits"),
             shards: self.shards,
-            nonce: crate::serve::random_u128().to_le_bytes(),
+            nonce: crate::entropy::random_u128().to_le_bytes(),
             password: self.secret.is_some(),
             cluster_name: self.cluster_name.clone(),
         }

@@ -6,6 +6,7 @@ pub mod cluster_config;
 pub mod command;
 pub mod config;
 pub mod cross_core;
+pub mod entropy;
 pub mod executor_thread;
 pub mod exit;
 pub mod fuzzing;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ServeArgs, ServeConfig};
 use crate::cross_core::CrossCore;
+use crate::entropy;
 use crate::executor_thread::ExecutorThread;
 use crate::exit::Exit;
 use crate::glommio_io::{listen_socket, port_is_free, GlommioIo};
@@ -106,21 +107,6 @@ fn wait_for_port(address: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// 128 random bits from /dev/urandom (the clock and pid if it cannot be read).
-pub(crate) fn random_u128() -> u128 {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if file.read_exact(&mut bytes).is_ok() {
-            return u128::from_le_bytes(bytes);
-        }
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_nanos() ^ u128::from(std::process::id()) << 64
-}
-
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,8 +137,8 @@ pub fn run(args: &ServeArgs) -> Exit {
     warn_if_others_can_read_the_password(args, &config);
     let started = Instant::now();
     let fresh = Identity::fresh(
-        random_u128(),
-        random_u128() as u64,
+        entropy::random_u128(),
+        entropy::random_u128() as u64,
         config.shards,
         now_unix_ms(),
     );
@@ -225,7 +211,7 @@ pub fn run(args: &ServeArgs) -> Exit {
     let node = Arc::new(NodeShared::new(
         config.clone(),
         identity.shard_count,
-        format!("{:032x}", random_u128()),
+        format!("{:032x}", entropy::random_u128()),
         now_unix_ms(),
         identity.node_id,
         Topology::single_node(myself, identity.shard_count),
