@@ -16,10 +16,25 @@
 #   KEEL_ARGS         extra `keel serve` flags, e.g. "--cores 1" [none]
 #   CARGO_TARGET_DIR  where cargo builds keel                  [target]
 #   KEEL_BIN          a keel binary to measure instead of building one
-# Usage: bench/compare.sh [-n REQUESTS]
+#
+# With --cluster it measures replication instead: the same redis-benchmark
+# runs (SET and GET, -P 1) against a three-node cluster of scripts/cluster.sh
+# (every write committed on two of three nodes, each fdatasynced), beside
+# single-node Keel with the same flags per node and redis-server with
+# `appendfsync always`; each Keel also in redis-benchmark's --cluster mode.
+# The table goes between `<!-- cluster:begin -->` and `<!-- cluster:end -->`.
+# Its settings: KEEL_CLUSTER_CORES [1] and KEEL_CLUSTER_SHARDS [3], the
+# --cores and --shards of every node and of the single node, and
+# KEEL_CLUSTER_BASE_PORT [7000] (scripts/cluster.sh's ports).
+# Usage: bench/compare.sh [--cluster] [-n REQUESTS]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cluster_mode=false
+if [[ ${1:-} == --cluster ]]; then
+    cluster_mode=true
+    shift
+fi
 
 requests=${COMPARE_REQUESTS:-200000}
 keys=${COMPARE_KEYS:-1000000}
@@ -45,10 +60,12 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # Appends one CSV row per test to $work/bench.csv:
 # server,pipeline,test,rps,p50_ms,p99_ms
+# Further arguments go to redis-benchmark (--cluster).
 benchmark() {
     local name=$1 port=$2 pipeline=$3
+    shift 3
     redis-benchmark -p "$port" -q -c "$clients" -d "$value_bytes" -t set,get -n "$requests" \
-        -P "$pipeline" --csv >"$work/raw.csv"
+        -P "$pipeline" --csv "$@" >"$work/raw.csv"
     python3 - "$name" "$pipeline" "$work/raw.csv" >>"$work/bench.csv" <<'PY'
 import csv, sys
 name, pipeline, path = sys.argv[1:]
@@ -114,6 +131,13 @@ restart_measure() {
 }
 
 install_tools redis-benchmark=redis-tools
+if $cluster_mode; then
+    find_keel
+    echo "server,pipeline,test,rps,p50_ms,p99_ms" >"$work/bench.csv"
+    # shellcheck source=bench/cluster_compare.sh
+    source "$repo/bench/cluster_compare.sh"
+    exit
+fi
 if ! python3 -c 'import matplotlib' 2>/dev/null; then
     log "installing matplotlib"
     python3 -m pip install --quiet matplotlib
