@@ -65,7 +65,7 @@ benchmark() {
     local name=$1 port=$2 pipeline=$3
     shift 3
     redis-benchmark -p "$port" -q -c "$clients" -d "$value_bytes" -t set,get -n "$requests" \
-        -P "$pipeline" --csv "$@" >"$work/raw.csv"
+        -P "$pipeline" --csv "$@" >"$work/raw.csv" || return
     python3 - "$name" "$pipeline" "$work/raw.csv" >>"$work/bench.csv" <<'PY'
 import csv, sys
 name, pipeline, path = sys.argv[1:]
