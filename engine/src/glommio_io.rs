@@ -140,6 +140,7 @@ fn hop_bytes(hop: &Hop) -> usize {
             | ShardRequest::RandomKey { .. }
             | ShardRequest::FlushAll
             | ShardRequest::Stats
+            | ShardRequest::Replicas { .. }
             | ShardRequest::Unwatch { .. } => 0,
         },
         Hop::Reply { reply, .. } => match reply {
@@ -148,7 +149,7 @@ fn hop_bytes(hop: &Hop) -> usize {
                 keys.iter().map(Vec::len).sum()
             }
             ShardReply::Key(key) => key.as_ref().map_or(0, Vec::len),
-            ShardReply::Count(_) | ShardReply::Stats(_) => 0,
+            ShardReply::Count(_) | ShardReply::Stats(_) | ShardReply::Replicas { .. } => 0,
         },
     }
 }

@@ -34,6 +34,9 @@ pub struct ClientInfo {
     /// READONLY: the connection's reads may be served from this node's copy
     /// of a shard it follows (stale); READWRITE clears it.
     pub readonly: bool,
+    /// The shards the connection sent writes to (WAIT counts the followers
+    /// holding them); at most the node's shard count.
+    pub written: std::collections::BTreeSet<u32>,
 }
 
 impl ClientInfo {
@@ -655,6 +658,7 @@ mod tests {
             connected_unix_ms: 0,
             last_command_unix_ms: 0,
             readonly: false,
+            written: Default::default(),
             auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
         };
         let args = args(words);

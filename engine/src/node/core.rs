@@ -49,6 +49,9 @@ use crate::topology::{Access, Route, TopologyView};
 /// second and delays new connections by at most that once the cause clears.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 
+/// How often WAIT asks the shards how many followers hold its writes.
+pub const WAIT_POLL_MS: u64 = 5;
+
 /// Keys a shard's SCAN returns per page while CLUSTER COUNTKEYSINSLOT or
 /// GETKEYSINSLOT looks for a slot's keys: bounds each page's reply.
 pub const SLOT_SCAN_PAGE_KEYS: usize = 1024;
@@ -202,7 +205,7 @@ impl<I: NodeIo> Core<I> {
             | ShardRequest::Keys { .. }
             | ShardRequest::Scan { .. } => shard.wait_settled().await,
             ShardRequest::Watch { .. } | ShardRequest::FlushAll => shard.wait_readable().await,
-            ShardRequest::Unwatch { .. } | ShardRequest::Stats => {}
+            ShardRequest::Unwatch { .. } | ShardRequest::Stats | ShardRequest::Replicas { .. } => {}
         }
         let now = self.io.now_unix_ms();
         let local = |executed: Executed| Pending::Local {
@@ -263,6 +266,11 @@ impl<I: NodeIo> Core<I> {
                 Err(error) => (ShardReply::Reply(error), None, false),
             },
             ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None, false),
+            ShardRequest::Replicas { through } => {
+                let through = through.unwrap_or_else(|| shard.commit());
+                let count = shard.replicas_holding(through);
+                (ShardReply::Replicas { through, count }, None, false)
+            }
         };
         let slot = Slot::default();
         let waiter = slot.clone();
@@ -511,6 +519,9 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
+            if spec.is_write() {
+                self.note_write(client, &args, spec);
+            }
             return (self.keyed(spec, args, client.readonly).await, false);
         }
         let quit = spec.name == "quit";
@@ -518,6 +529,52 @@ impl<I: NodeIo> Core<I> {
             Pending::Ready(self.node_command(client, spec, &args).await),
             quit,
         )
+    }
+
+    /// Remembers which shard a write of `client` goes to, for WAIT.
+    fn note_write(&self, client: &mut ClientInfo, args: &[Vec<u8>], spec: &command::CommandSpec) {
+        let keys = command::key_indexes(spec, args)
+            .into_iter()
+            .map(|index| args[index].as_slice());
+        if let Ok(Some(slot)) = transaction::one_slot(keys) {
+            client
+                .written
+                .insert(shard_of_slot(slot, self.node.shard_count));
+        }
+    }
+
+    /// WAIT numreplicas timeout: polls every shard the connection wrote to
+    /// until that many followers of each hold its log through the commit
+    /// index it had when WAIT began (which covers the connection's
+    /// acknowledged writes), or the timeout (0: none) passes; the fewest.
+    /// A connection that wrote nothing has every follower of every shard.
+    async fn wait_replicas(&self, client: &ClientInfo, wanted: u64, timeout_ms: u64) -> Reply {
+        let started_us = self.io.monotonic_us();
+        let mut through: Vec<(u32, Option<EntryId>)> =
+            client.written.iter().map(|shard| (*shard, None)).collect();
+        if through.is_empty() {
+            let members = self.node.topology.get().members.len();
+            return Reply::Integer(members.saturating_sub(1) as i64);
+        }
+        loop {
+            let mut fewest = usize::MAX;
+            for (shard, at) in &mut through {
+                if let ShardReply::Replicas { through, count } = self
+                    .request(*shard, ShardRequest::Replicas { through: *at })
+                    .await
+                {
+                    *at = Some(through);
+                    fewest = fewest.min(count);
+                }
+            }
+            let waited_ms = self.io.monotonic_us().saturating_sub(started_us) / 1_000;
+            if fewest as u64 >= wanted || (timeout_ms > 0 && waited_ms >= timeout_ms) {
+                return Reply::Integer(fewest as i64);
+            }
+            self.io
+                .sleep(std::time::Duration::from_millis(WAIT_POLL_MS))
+                .await;
+        }
     }
 
     async fn keyed(
@@ -641,6 +698,7 @@ impl<I: NodeIo> Core<I> {
             Ok(shard) => shard,
             Err(redirect) => return Pending::Ready(redirect),
         };
+        client.written.insert(shard);
         let request = ShardRequest::Exec {
             client: client.id,
             commands: keyed,
@@ -695,7 +753,7 @@ impl<I: NodeIo> Core<I> {
             "flushdb" | "flushall" => self.flush_all(args).await,
             "info" => {
                 let stats = self.all_stats().await;
-                let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+                let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::of).collect();
                 let now = self.io.now_unix_ms();
                 admin::info(&self.node, &stats, &progress, &args[1..], now)
             }
@@ -709,10 +767,7 @@ impl<I: NodeIo> Core<I> {
             // redirect is ever sent for ASKING to follow.
             "asking" => Reply::ok(),
             "wait" => match cluster::check_wait(args) {
-                // A node without peers has no replica to wait for. The
-                // replicated node counts the followers whose log holds the
-                // connection's last write, waiting up to the timeout.
-                Ok(()) => Reply::Integer(0),
+                Ok((wanted, timeout_ms)) => self.wait_replicas(client, wanted, timeout_ms).await,
                 Err(error) => error,
             },
             _ => admin::connection_command(&self.node, client, spec, args, self.io.now_unix_ms()),
