@@ -69,7 +69,10 @@ benchmark() {
     python3 - "$name" "$pipeline" "$work/raw.csv" >>"$work/bench.csv" <<'PY'
 import csv, sys
 name, pipeline, path = sys.argv[1:]
-rows = list(csv.DictReader(open(path)))
+# In --cluster mode redis-benchmark first prints the masters it found.
+lines = open(path).read().splitlines()
+header = next((i for i, line in enumerate(lines) if line.startswith('"test"')), 0)
+rows = list(csv.DictReader(lines[header:]))
 for column in ("test", "rps", "p50_latency_ms", "p99_latency_ms"):
     if rows and column not in rows[0]:
         sys.exit(f"redis-benchmark CSV has no {column} column: {list(rows[0])}")

@@ -94,11 +94,19 @@ running_pid() {
     fi
 }
 
+# Whether process $1 runs (a zombie, an exited child not yet reaped, does not).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]
+}
+
 ping_ok() { [[ $(redis-cli -p "$(client_port "$1")" ping 2>/dev/null) == PONG ]]; }
 
+# Starts node N unless it runs; sets $started_pid (empty if it ran).
 start_node() {
     local node=$1 dir
     dir=$(node_dir "$node")
+    started_pid=
     if [[ -n $(running_pid "$node") ]]; then
         log "node $node already runs"
         return
@@ -109,13 +117,16 @@ start_node() {
         --metrics-port "$(metrics_port "$node")" --cores "$cores" --shards "$shards" \
         --id "$node" --peers "$(peers)" ${KEEL_ARGS:-} \
         </dev/null >>"$dir/keel.log" 2>&1 &
-    echo $! >"$(pid_file "$node")"
+    started_pid=$!
+    echo "$started_pid" >"$(pid_file "$node")"
 }
 
+# wait_ping N PID: polls node N, started as PID (whose command line may not
+# say keel yet: the shell forks before it execs), until it answers PING.
 wait_ping() {
-    local node=$1 deadline=$((SECONDS + ready_deadline_s))
+    local node=$1 pid=$2 deadline=$((SECONDS + ready_deadline_s))
     until ping_ok "$node"; do
-        if [[ -z $(running_pid "$node") ]]; then
+        if ! alive "$pid"; then
             log "node $node exited; the end of $(node_dir "$node")/keel.log:"
             tail -20 "$(node_dir "$node")/keel.log" >&2
             return 1
@@ -198,8 +209,12 @@ case $command in
     start)
         install_tools
         find_keel
-        for node in "${nodes[@]}"; do start_node "$node"; done
-        for node in "${nodes[@]}"; do wait_ping "$node"; done
+        started=()
+        for node in "${nodes[@]}"; do
+            start_node "$node"
+            started+=("${started_pid:-$(running_pid "$node")}")
+        done
+        for node in "${nodes[@]}"; do wait_ping "$node" "${started[node - 1]}"; done
         wait_leaders 1
         status
         log "ready: redis-cli -c -p $(client_port 1)"
@@ -221,7 +236,7 @@ case $command in
         find_keel
         [[ -z $(running_pid "$2") ]] || kill_node "$2"
         start_node "$2"
-        wait_ping "$2"
+        wait_ping "$2" "$started_pid"
         status
         ;;
     *)
