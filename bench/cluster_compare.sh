@@ -58,10 +58,10 @@ if ! benchmark cluster-cluster-mode "$node1_port" 1 --cluster; then
 fi
 "$repo/scripts/cluster.sh" stop
 
-python3 - "$work/bench.csv" "$doc" "$requests" "$clients" "$value_bytes" \
-    "$cluster_cores" "$cluster_shards" "${KEEL_ARGS:-}" <<'PY'
-import csv, datetime, os, re, sys
-path, doc, requests, clients, value_bytes, cores, shards, keel_args = sys.argv[1:]
+python3 - "$work/bench.csv" "$requests" "$clients" "$value_bytes" \
+    "$cluster_cores" "$cluster_shards" "${KEEL_ARGS:-}" <<'PY' >"$work/table.md"
+import csv, datetime, os, sys
+path, requests, clients, value_bytes, cores, shards, keel_args = sys.argv[1:]
 by = {(row["server"], row["test"]): row for row in csv.DictReader(open(path))}
 
 def rps(server, test):
@@ -98,15 +98,7 @@ for test in ("SET", "GET"):
             f"| {test} | {mode} | {cell(server, test)} | {cell('keel', test)} | {cell('redis-always', test)} "
             f"| {ratio(server, test, 'keel')} | {ratio(server, test, 'redis-always')} |"
         )
-table = "\n".join(lines)
-print(table)
-begin, end = "<!-- cluster:begin -->", "<!-- cluster:end -->"
-text = open(doc).read()
-section = f"{begin}\n{table}\n{end}"
-if begin in text and end in text:
-    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + f"\n\n## A three-node cluster against one node\n\n{section}\n"
-open(doc, "w").write(text)
+print("\n".join(lines))
 PY
+python3 "$repo/bench/doc_section.py" "$doc" cluster "A three-node cluster against one node" <"$work/table.md"
 log "wrote $doc"

@@ -174,9 +174,9 @@ for name in keel redis-always; do
     rm -rf "${work:?}/$name"
 done
 
-python3 - "$work" "$doc" "$png" "$requests" "$clients" "$value_bytes" "${KEEL_ARGS:-}" <<'PY'
-import csv, datetime, os, re, sys
-work, doc, png, requests, clients, value_bytes, keel_args = sys.argv[1:]
+python3 - "$work" "$png" "$requests" "$clients" "$value_bytes" "${KEEL_ARGS:-}" <<'PY'
+import csv, datetime, os, sys
+work, png, requests, clients, value_bytes, keel_args = sys.argv[1:]
 bench = list(csv.DictReader(open(os.path.join(work, "bench.csv"))))
 restart = list(csv.DictReader(open(os.path.join(work, "restart.csv"))))
 by = {(row["server"], row["pipeline"], row["test"]): row for row in bench}
@@ -219,17 +219,7 @@ for test, pipeline in cases:
 lines += ["", "| server | keys | start to first PING, ms | RSS, MiB |", "|---|---|---|---|"]
 for row in restart:
     lines.append(f"| {row['server']} | {row['keys']} | {row['ready_ms']} | {int(row['rss_kib']) / 1024:.0f} |")
-table = "\n".join(lines)
-print(table)
-
-begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
-text = open(doc).read() if os.path.exists(doc) else ""
-section = f"{begin}\n{table}\n{end}"
-if begin in text and end in text:
-    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + f"\n\n## Keel against Redis\n\n{section}\n"
-open(doc, "w").write(text)
+open(os.path.join(work, "table.md"), "w").write("\n".join(lines))
 
 import matplotlib
 matplotlib.use("Agg")
@@ -247,4 +237,5 @@ axes.legend()
 figure.tight_layout()
 figure.savefig(png, dpi=110)
 PY
+python3 "$repo/bench/doc_section.py" "$doc" compare "Keel against Redis" <"$work/table.md"
 log "wrote $doc and $png"

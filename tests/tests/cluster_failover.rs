@@ -261,6 +261,19 @@ fn missing_on(port: u16, acks: &[Ack]) -> Vec<String> {
 /// and a failover is timed.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Stops the load and asserts that every acknowledged write reads back
+/// through the leaders and from every running member's own copy; returns
+/// the acknowledged writes.
+fn stop_and_read_back(load: Load, cluster: &LocalCluster) -> Vec<Ack> {
+    let acks = load.stop();
+    eprintln!("{} writes acknowledged", acks.len());
+    assert_readable_through_leaders(cluster, &acks);
+    for id in cluster.running() {
+        assert_caught_up(cluster, id, &acks);
+    }
+    acks
+}
+
 /// Starts the cluster once no other test of this file runs one; the guard
 /// is held until the test ends.
 fn start_cluster() -> (MutexGuard<'static, ()>, LocalCluster) {
@@ -294,12 +307,7 @@ fn a_killed_leader_is_replaced_in_time_and_no_acknowledged_write_is_lost() {
         failover.as_millis()
     );
     load.wait_for_progress(killed + failover);
-    let acks = load.stop();
-    eprintln!("{} writes acknowledged", acks.len());
-    assert_readable_through_leaders(&cluster, &acks);
-    for id in cluster.running() {
-        assert_caught_up(&cluster, id, &acks);
-    }
+    let acks = stop_and_read_back(load, &cluster);
     cluster.node_mut(leader).restart();
     assert_caught_up(&cluster, leader, &acks);
     assert!(
@@ -401,12 +409,7 @@ fn a_paused_leader_serves_no_stale_read_and_no_acknowledged_write_is_lost() {
     }
 
     load.wait_for_progress(paused + PAUSE);
-    let acks = load.stop();
-    eprintln!("{} writes acknowledged", acks.len());
-    assert_readable_through_leaders(&cluster, &acks);
-    for id in cluster.running() {
-        assert_caught_up(&cluster, id, &acks);
-    }
+    stop_and_read_back(load, &cluster);
 }
 
 /// Keys shown in a failure message.
