@@ -12,12 +12,14 @@
 #
 # Usage: scripts/cluster.sh start | stop | status | kill N | restart N
 #   start      starts every node that is not running, waits until each
-#              answers PING and every shard has a leader
+#              answers PING, every shard has a leader and leadership is
+#              balanced (each node leads its share of the shards)
 #   stop       SIGTERM to every node (a clean stop), waits for the exits
 #   status     each node up or down, and which shards it leads
 #   kill N     SIGKILL node N (a crash)
 #   restart N  stops node N if it runs (SIGKILL), starts it on the same
-#              ports and data directory
+#              ports and data directory; with all three up, waits for
+#              leadership to be balanced again
 #
 # Settings (environment):
 #   KEEL_CLUSTER_DIR     where the nodes' directories go   [./keel-cluster]
@@ -38,6 +40,9 @@ nodes=(1 2 3)
 # How long a node may take to answer PING, and the cluster to elect a
 # leader for every shard.
 ready_deadline_s=60
+# How long leadership must stay put before the cluster counts as settled:
+# above the nodes' longest election timeout (800 ms).
+settle_s=1
 # How long a node may take to exit after SIGTERM.
 stop_deadline_s=30
 
@@ -151,6 +156,50 @@ wait_leaders() {
     done
 }
 
+# How many shards node N says it leads (0 if it does not answer).
+led_count() {
+    redis-cli -p "$(client_port "$1")" info replication 2>/dev/null |
+        grep -c '^shard[0-9]*:role=leader' || true
+}
+
+# Every node's claims to lead, with their terms.
+leadership() {
+    local node
+    for node in "${nodes[@]}"; do
+        echo "node $node: $(led_shards "$node")"
+    done
+}
+
+# Whether leadership is balanced: every shard led by exactly one node (no
+# deposed leader still claiming one) and no node leading more than its share.
+balanced() {
+    local share=$(((shards + ${#nodes[@]} - 1) / ${#nodes[@]}))
+    local node count total=0 most=0
+    for node in "${nodes[@]}"; do
+        count=$(led_count "$node")
+        total=$((total + count))
+        ((count > most)) && most=$count
+    done
+    ((total == shards && most <= share))
+}
+
+# Polls until leadership is balanced and the same over $settle_s (longer
+# than an election timeout): the nodes hand each shard to its preferred
+# member a few seconds after an election chose another, a slow start may
+# set off an election, and meanwhile a client meets -TRYAGAIN.
+wait_balanced() {
+    local deadline=$((SECONDS + ready_deadline_s)) before
+    while :; do
+        before=$(leadership)
+        sleep "$settle_s"
+        balanced && [[ $(leadership) == "$before" ]] && return
+        if ((SECONDS > deadline)); then
+            log "leadership not balanced within ${ready_deadline_s}s"
+            return 1
+        fi
+    done
+}
+
 # The shards node N says it leads, from INFO replication (`shardS:role=leader`).
 led_shards() {
     redis-cli -p "$(client_port "$1")" info replication 2>/dev/null |
@@ -216,6 +265,7 @@ case $command in
         done
         for node in "${nodes[@]}"; do wait_ping "$node" "${started[node - 1]}"; done
         wait_leaders 1
+        wait_balanced
         status
         log "ready: redis-cli -c -p $(client_port 1)"
         ;;
@@ -237,6 +287,11 @@ case $command in
         [[ -z $(running_pid "$2") ]] || kill_node "$2"
         start_node "$2"
         wait_ping "$2" "$started_pid"
+        all_running=true
+        for node in "${nodes[@]}"; do
+            [[ -n $(running_pid "$node") ]] || all_running=false
+        done
+        if $all_running; then wait_balanced; fi
         status
         ;;
     *)
