@@ -34,6 +34,10 @@ pub struct ClientInfo {
     /// READONLY: the connection's reads may be served from this node's copy
     /// of a shard it follows (stale); READWRITE clears it.
     pub readonly: bool,
+    /// Whether the connection spoke Redis Cluster (CLUSTER, READONLY,
+    /// READWRITE, ASKING): a command for a shard another member leads is
+    /// then answered `-MOVED`, which it follows, rather than forwarded.
+    pub cluster_aware: bool,
     /// The shards the connection sent writes to (WAIT counts the followers
     /// holding them); at most the node's shard count.
     pub written: std::collections::BTreeSet<u32>,
@@ -659,6 +663,7 @@ mod tests {
             last_command_unix_ms: 0,
             readonly: false,
             written: Default::default(),
+            cluster_aware: false,
             auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
         };
         let args = args(words);

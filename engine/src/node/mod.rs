@@ -124,6 +124,7 @@ impl NodeShared {
             last_command_unix_ms: now_unix_ms,
             readonly: false,
             written: Default::default(),
+            cluster_aware: false,
         };
         clients.insert(id, info.clone());
         Some(info)
@@ -577,6 +578,8 @@ impl<I: NodeIo> Recovered<I> {
         }
         io.spawn(Rc::clone(&core).serve_hops());
         io.spawn(peers::receive(Rc::clone(&core)));
+        io.spawn(Rc::clone(&core).serve_forwards());
+        io.spawn(Rc::clone(&core).expire_forwards());
         let accepting = Rc::clone(&core).accept_clients();
         let metrics = serve_metrics(Rc::clone(&core));
         let watch = async {
