@@ -563,7 +563,7 @@ pub fn info(
     if wanted("persistence") {
         let lag: u64 = shards
             .iter()
-            .map(|shard| shard.last_index - shard.durable_index)
+            .map(|shard| shard.last_index.saturating_sub(shard.durable_index))
             .sum();
         let oldest = shards
             .iter()
@@ -587,7 +587,7 @@ pub fn info(
             failed.as_deref().unwrap_or("no"),
             NodeMetrics::get(&metrics.snapshots),
             now_unix_ms.saturating_sub(oldest) / 1000,
-            shards.iter().map(|shard| shard.last_index - shard.snapshot_index).sum::<u64>(),
+            shards.iter().map(|shard| shard.last_index.saturating_sub(shard.snapshot_index)).sum::<u64>(),
         );
         for shard in shards {
             let _ = write!(

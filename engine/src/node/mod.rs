@@ -630,7 +630,7 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
             let gauges = Gauges {
                 connected_clients: scrape.node.clients().len() as u64,
                 keys: stats.iter().map(|shard| shard.keys).sum(),
-                durability_lag_entries: stats.iter().map(|shard| shard.last_index - shard.durable_index).sum(),
+                durability_lag_entries: stats.iter().map(|shard| shard.last_index.saturating_sub(shard.durable_index)).sum(),
                 snapshot_age_seconds: stats
                     .iter()
                     .map(|shard| now.saturating_sub(shard.snapshot_unix_ms.unwrap_or(scrape.node.started_unix_ms)) / 1000)
