@@ -67,6 +67,15 @@ pub enum ShardRequest {
     },
     /// Figures for INFO and metrics.
     Stats,
+    /// A keyed command for `slot` whose shard (on this core) another member
+    /// leads, from a connection that does not follow `-MOVED`: forwarded
+    /// to the leader over this core's peer link (run here if this node
+    /// leads it by now).
+    Forward {
+        slot: u16,
+        access: crate::topology::Access,
+        args: Vec<Vec<u8>>,
+    },
     /// WAIT: how many followers hold the log through `through` (the
     /// shard's commit index now, if `None`).
     Replicas { through: Option<EntryId> },

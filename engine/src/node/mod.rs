@@ -124,6 +124,7 @@ impl NodeShared {
             last_command_unix_ms: now_unix_ms,
             readonly: false,
             written: Default::default(),
+            cluster_aware: false,
         };
         clients.insert(id, info.clone());
         Some(info)
@@ -577,6 +578,8 @@ impl<I: NodeIo> Recovered<I> {
         }
         io.spawn(Rc::clone(&core).serve_hops());
         io.spawn(peers::receive(Rc::clone(&core)));
+        io.spawn(Rc::clone(&core).serve_forwards());
+        io.spawn(Rc::clone(&core).expire_forwards());
         let accepting = Rc::clone(&core).accept_clients();
         let metrics = serve_metrics(Rc::clone(&core));
         let watch = async {
@@ -627,7 +630,7 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
             let gauges = Gauges {
                 connected_clients: scrape.node.clients().len() as u64,
                 keys: stats.iter().map(|shard| shard.keys).sum(),
-                durability_lag_entries: stats.iter().map(|shard| shard.last_index - shard.durable_index).sum(),
+                durability_lag_entries: stats.iter().map(|shard| shard.last_index.saturating_sub(shard.durable_index)).sum(),
                 snapshot_age_seconds: stats
                     .iter()
                     .map(|shard| now.saturating_sub(shard.snapshot_unix_ms.unwrap_or(scrape.node.started_unix_ms)) / 1000)

@@ -646,7 +646,8 @@ impl Shard {
 
     /// Whether the entries not yet durable are at a limit.
     fn unsynced_full(&self) -> bool {
-        self.last_index() - self.durable.get() >= self.settings.unsynced_entries_max
+        // A cut can put the log's end below what was durable before it.
+        self.last_index().saturating_sub(self.durable.get()) >= self.settings.unsynced_entries_max
             || self.unsynced_bytes.get() >= self.settings.unsynced_bytes_max
     }
 
