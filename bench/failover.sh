@@ -2,8 +2,9 @@
 # Failover time of a local three-node cluster (scripts/cluster.sh): KILLS
 # times, SIGKILL the leader of shard 0 while a writer SETs keys of shard 0,
 # and time from the kill to the first write shard 0 acknowledges (the
-# writer follows -MOVED, retries -TRYAGAIN and refused connections every
-# few ms). The killed node is restarted, and the cluster is whole again
+# writer is a cluster client: READWRITE first, so that it gets -MOVED, not
+# forwarding; it follows -MOVED and retries -TRYAGAIN and refused
+# connections every few ms). The killed node is restarted, and the cluster is whole again
 # (every member up, every shard led), between kills. Prints each time,
 # then the median and the worst.
 #
@@ -49,29 +50,41 @@ ATTEMPT_TIMEOUT_S, RETRY_PAUSE_S = 1.0, 0.005
 DEADLINE_S = 60
 
 
-def command(port, *args):
-    """One command on a fresh connection: a bulk reply's body, else the reply's line."""
+def command(port, *args, cluster_aware=False):
+    """One command on a fresh connection: a bulk reply's body, else the reply's
+    line. A cluster-aware connection (READWRITE first) gets -MOVED where a
+    plain one would have its command forwarded to the leader."""
+    requests = [(b"READWRITE",)] if cluster_aware else []
+    requests.append(args)
     with socket.create_connection(("127.0.0.1", port), timeout=ATTEMPT_TIMEOUT_S) as connection:
-        connection.sendall(b"".join([b"*%d\r\n" % len(args)] + [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]))
-        reply = b""
+        connection.sendall(b"".join(
+            b"".join([b"*%d\r\n" % len(request)] + [b"$%d\r\n%s\r\n" % (len(a), a) for a in request])
+            for request in requests
+        ))
+        buffer = b""
 
-        def receive():
-            nonlocal reply
-            data = connection.recv(1 << 16)
-            if not data:
-                raise ConnectionError("closed")
-            reply += data
+        def line():
+            nonlocal buffer
+            while b"\r\n" not in buffer:
+                data = connection.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("closed")
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n")
+            return head
 
-        while b"\r\n" not in reply:
-            receive()
-        head, _, rest = reply.partition(b"\r\n")
+        if cluster_aware and line() != b"+OK":
+            raise ConnectionError("READWRITE refused")
+        head = line()
         if not head.startswith(b"$") or head == b"$-1":
             return head.decode()
         body_bytes = int(head[1:])
-        while len(rest) < body_bytes + 2:
-            receive()
-            rest = reply.partition(b"\r\n")[2]
-        return rest[:body_bytes].decode()
+        while len(buffer) < body_bytes + 2:
+            data = connection.recv(1 << 16)
+            if not data:
+                raise ConnectionError("closed")
+            buffer += data
+        return buffer[:body_bytes].decode()
 
 
 def shard0_leader():
@@ -121,7 +134,7 @@ def set_until_acknowledged(key, preferred):
     started = time.monotonic()
     while time.monotonic() - started < DEADLINE_S:
         try:
-            reply = command(port, b"SET", key.encode(), b"v")
+            reply = command(port, b"SET", key.encode(), b"v", cluster_aware=True)
         except OSError:
             reply = "refused"
         if reply.startswith("+OK"):

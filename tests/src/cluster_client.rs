@@ -1,5 +1,7 @@
 //! A small cluster-aware RESP client for failover tests: it sends a command
-//! for a given hash slot to the node it believes leads that slot, follows
+//! for a given hash slot to the node it believes leads that slot (each
+//! connection starts with READWRITE, which marks it as a cluster client's:
+//! Keel then answers `-MOVED` instead of forwarding to the leader), follows
 //! `-MOVED`, waits and retries on `-TRYAGAIN`, a refused or closed
 //! connection or a reply that does not come in time, and gives up at a
 //! deadline. It reports when the answering attempt was sent, so a test can
@@ -158,7 +160,16 @@ impl ClusterClient {
     fn connection(&mut self, port: u16) -> io::Result<&mut RawConnection> {
         match self.connections.entry(port) {
             Entry::Occupied(entry) => Ok(entry.into_mut()),
-            Entry::Vacant(entry) => Ok(entry.insert(RawConnection::connect(port)?)),
+            Entry::Vacant(entry) => {
+                let mut connection = RawConnection::connect(port)?;
+                connection
+                    .stream
+                    .set_read_timeout(Some(self.attempt_timeout))?;
+                match connection.command(&[b"READWRITE"])? {
+                    Resp::Simple(ok) if ok == "OK" => Ok(entry.insert(connection)),
+                    other => Err(io::Error::other(format!("READWRITE answered {other:?}"))),
+                }
+            }
         }
     }
 }
