@@ -16,10 +16,25 @@
 #   KEEL_ARGS         extra `keel serve` flags, e.g. "--cores 1" [none]
 #   CARGO_TARGET_DIR  where cargo builds keel                  [target]
 #   KEEL_BIN          a keel binary to measure instead of building one
-# Usage: bench/compare.sh [-n REQUESTS]
+#
+# With --cluster it measures replication instead: the same redis-benchmark
+# runs (SET and GET, -P 1) against a three-node cluster of scripts/cluster.sh
+# (every write committed on two of three nodes, each fdatasynced), beside
+# single-node Keel with the same flags per node and redis-server with
+# `appendfsync always`; each Keel also in redis-benchmark's --cluster mode.
+# The table goes between `<!-- cluster:begin -->` and `<!-- cluster:end -->`.
+# Its settings: KEEL_CLUSTER_CORES [1] and KEEL_CLUSTER_SHARDS [3], the
+# --cores and --shards of every node and of the single node, and
+# KEEL_CLUSTER_BASE_PORT [7000] (scripts/cluster.sh's ports).
+# Usage: bench/compare.sh [--cluster] [-n REQUESTS]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cluster_mode=false
+if [[ ${1:-} == --cluster ]]; then
+    cluster_mode=true
+    shift
+fi
 
 requests=${COMPARE_REQUESTS:-200000}
 keys=${COMPARE_KEYS:-1000000}
@@ -45,14 +60,19 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # Appends one CSV row per test to $work/bench.csv:
 # server,pipeline,test,rps,p50_ms,p99_ms
+# Further arguments go to redis-benchmark (--cluster).
 benchmark() {
     local name=$1 port=$2 pipeline=$3
+    shift 3
     redis-benchmark -p "$port" -q -c "$clients" -d "$value_bytes" -t set,get -n "$requests" \
-        -P "$pipeline" --csv >"$work/raw.csv"
+        -P "$pipeline" --csv "$@" >"$work/raw.csv" || return
     python3 - "$name" "$pipeline" "$work/raw.csv" >>"$work/bench.csv" <<'PY'
 import csv, sys
 name, pipeline, path = sys.argv[1:]
-rows = list(csv.DictReader(open(path)))
+# In --cluster mode redis-benchmark first prints the masters it found.
+lines = open(path).read().splitlines()
+header = next((i for i, line in enumerate(lines) if line.startswith('"test"')), 0)
+rows = list(csv.DictReader(lines[header:]))
 for column in ("test", "rps", "p50_latency_ms", "p99_latency_ms"):
     if rows and column not in rows[0]:
         sys.exit(f"redis-benchmark CSV has no {column} column: {list(rows[0])}")
@@ -114,6 +134,13 @@ restart_measure() {
 }
 
 install_tools redis-benchmark=redis-tools
+if $cluster_mode; then
+    find_keel
+    echo "server,pipeline,test,rps,p50_ms,p99_ms" >"$work/bench.csv"
+    # shellcheck source=bench/cluster_compare.sh
+    source "$repo/bench/cluster_compare.sh"
+    exit
+fi
 if ! python3 -c 'import matplotlib' 2>/dev/null; then
     log "installing matplotlib"
     python3 -m pip install --quiet matplotlib
@@ -147,9 +174,9 @@ for name in keel redis-always; do
     rm -rf "${work:?}/$name"
 done
 
-python3 - "$work" "$doc" "$png" "$requests" "$clients" "$value_bytes" "${KEEL_ARGS:-}" <<'PY'
-import csv, datetime, os, re, sys
-work, doc, png, requests, clients, value_bytes, keel_args = sys.argv[1:]
+python3 - "$work" "$png" "$requests" "$clients" "$value_bytes" "${KEEL_ARGS:-}" <<'PY'
+import csv, datetime, os, sys
+work, png, requests, clients, value_bytes, keel_args = sys.argv[1:]
 bench = list(csv.DictReader(open(os.path.join(work, "bench.csv"))))
 restart = list(csv.DictReader(open(os.path.join(work, "restart.csv"))))
 by = {(row["server"], row["pipeline"], row["test"]): row for row in bench}
@@ -192,17 +219,7 @@ for test, pipeline in cases:
 lines += ["", "| server | keys | start to first PING, ms | RSS, MiB |", "|---|---|---|---|"]
 for row in restart:
     lines.append(f"| {row['server']} | {row['keys']} | {row['ready_ms']} | {int(row['rss_kib']) / 1024:.0f} |")
-table = "\n".join(lines)
-print(table)
-
-begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
-text = open(doc).read() if os.path.exists(doc) else ""
-section = f"{begin}\n{table}\n{end}"
-if begin in text and end in text:
-    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + f"\n\n## Keel against Redis\n\n{section}\n"
-open(doc, "w").write(text)
+open(os.path.join(work, "table.md"), "w").write("\n".join(lines))
 
 import matplotlib
 matplotlib.use("Agg")
@@ -220,4 +237,5 @@ axes.legend()
 figure.tight_layout()
 figure.savefig(png, dpi=110)
 PY
+python3 "$repo/bench/doc_section.py" "$doc" compare "Keel against Redis" <"$work/table.md"
 log "wrote $doc and $png"

@@ -17,6 +17,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Makes the exit also stop the cluster that scripts/cluster.sh runs in
+# $KEEL_CLUSTER_DIR (its nodes are not children of this shell).
+stop_cluster_on_exit() {
+    trap '"$repo/scripts/cluster.sh" stop || true; cleanup' EXIT
+}
+
 log() { echo "$bench_name: $*" >&2; }
 
 # install_tools [COMMAND=PACKAGE ...]: redis-server and redis-cli, and any

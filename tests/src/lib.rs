@@ -19,6 +19,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod cluster_client;
+
 /// How long a server may take from spawn to answering PING.
 pub const READY_DEADLINE_MS: u64 = 30_000;
 /// How often readiness is polled.
@@ -307,6 +310,26 @@ impl Server {
         std::fs::read_to_string(self.stderr_path(self.starts)).unwrap_or_default()
     }
 
+    /// Whether the process was started and not yet killed or reaped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends `signal` to the running process (SIGSTOP and SIGCONT pause
+    /// and resume it).
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pids fit pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "signal {signal} could not be sent: {}",
+            io::Error::last_os_error()
+        );
+    }
+
     /// SIGKILL, and reap the process.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -317,16 +340,7 @@ impl Server {
 
     /// SIGTERM, then wait (with a deadline) for the exit.
     pub fn terminate(&mut self) -> Exited {
-        let child = self.child.as_ref().expect("the server is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pids fit pid_t");
-        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(
-            sent,
-            0,
-            "SIGTERM could not be sent: {}",
-            io::Error::last_os_error()
-        );
+        self.signal(libc::SIGTERM);
         self.wait_exit()
     }
 

@@ -4,9 +4,9 @@
 //! refuse a node of another cluster, and refuse bad cluster settings at
 //! start. Every wait polls with a deadline.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use keel_tests::cluster::free_peer_ports;
 use keel_tests::{metric_sample, wait_a_moment, Server, ServerOptions};
 
 /// Cores per node: each pair of nodes has one connection per core.
@@ -16,21 +16,6 @@ const CORES: usize = 2;
 const LINK_DEADLINE: Duration = Duration::from_secs(20);
 /// `keel serve`'s exit code for bad settings (EX_USAGE).
 const EXIT_USAGE: i32 = 64;
-
-/// A port P with P + 1 .. P + CORES - 1 free too (core c listens on P + c).
-fn free_peer_ports() -> u16 {
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = first.local_addr().expect("an address").port();
-        let rest_free = (1..CORES as u16).all(|offset| {
-            port.checked_add(offset)
-                .is_some_and(|next| TcpListener::bind(("127.0.0.1", next)).is_ok())
-        });
-        if rest_free {
-            return port;
-        }
-    }
-}
 
 fn node(id: u64, peers: &str, cluster_name: &str) -> ServerOptions {
     ServerOptions {
@@ -74,7 +59,7 @@ fn wait_for_metric(server: &Server, name: &str, at_least: f64) {
 
 #[test]
 fn two_nodes_link_every_core_and_relink_after_a_sigkill() {
-    let (port_1, port_2) = (free_peer_ports(), free_peer_ports());
+    let (port_1, port_2) = (free_peer_ports(CORES), free_peer_ports(CORES));
     let peers = format!("1=127.0.0.1:{port_1},2=127.0.0.1:{port_2}");
     let mut node_1 = Server::start(node(1, &peers, "keel"));
     let node_2 = Server::start(node(2, &peers, "keel"));
@@ -92,7 +77,7 @@ fn two_nodes_link_every_core_and_relink_after_a_sigkill() {
 
 #[test]
 fn a_node_of_another_cluster_is_refused_by_both_sides() {
-    let (port_1, port_3) = (free_peer_ports(), free_peer_ports());
+    let (port_1, port_3) = (free_peer_ports(CORES), free_peer_ports(CORES));
     let peers = format!("1=127.0.0.1:{port_1},3=127.0.0.1:{port_3}");
     let node_1 = Server::start(node(1, &peers, "keel"));
     let stranger = Server::start(node(3, &peers, "elsewhere"));
@@ -109,7 +94,7 @@ fn a_node_of_another_cluster_is_refused_by_both_sides() {
 
 #[test]
 fn bad_cluster_settings_are_refused_at_start_with_the_reason() {
-    let port = free_peer_ports();
+    let port = free_peer_ports(CORES);
     let cases = [
         (
             vec!["--id", "3", "--peers", "1=127.0.0.1:7400,2=127.0.0.1:7401"],

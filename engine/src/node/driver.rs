@@ -57,6 +57,12 @@ pub enum Write {
     Entries(Vec<Entry>),
     Cut {
         after: EntryId,
+        /// The index applied when the group decided the cut: the WAL
+        /// refuses to cut below it. Taken then, not when the cut is carried
+        /// out: the same step may commit entries that follow the cut (a
+        /// deposed leader's conflicting tail replaced by the new leader's
+        /// entries and commit index), and those are written after it.
+        floor: LogIndex,
     },
     /// A snapshot from the leader, verified, that the key space now holds.
     Snapshot(Box<snapshot::Loaded<Vec<u8>>>),
@@ -75,7 +81,16 @@ impl PartialEq for Write {
         match (self, other) {
             (Write::HardState(a), Write::HardState(b)) => a == b,
             (Write::Entries(a), Write::Entries(b)) => a == b,
-            (Write::Cut { after: a }, Write::Cut { after: b }) => a == b,
+            (
+                Write::Cut {
+                    after: a,
+                    floor: floor_a,
+                },
+                Write::Cut {
+                    after: b,
+                    floor: floor_b,
+                },
+            ) => a == b && floor_a == floor_b,
             (Write::Snapshot(a), Write::Snapshot(b)) => {
                 a.meta() == b.meta() && a.bytes() == b.bytes()
             }
@@ -392,7 +407,10 @@ impl Driver {
                         "a leader never cuts its own log: its overlay is dropped on step-down"
                     );
                     self.unapplied.retain(|entry| entry.id.index <= after.index);
-                    self.writes.push(Write::Cut { after });
+                    self.writes.push(Write::Cut {
+                        after,
+                        floor: self.applied.index,
+                    });
                 }
                 Output::Persist {
                     hard_state,
@@ -839,7 +857,8 @@ mod tests {
                     voted_for: None
                 }),
                 Write::Cut {
-                    after: EntryId::ZERO
+                    after: EntryId::ZERO,
+                    floor: LogIndex(0),
                 },
                 Write::Entries(vec![noop(2, 1), theirs]),
             ]

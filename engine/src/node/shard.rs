@@ -1115,10 +1115,7 @@ impl Shard {
         for (position, write) in writes.into_iter().enumerate() {
             match write {
                 Write::HardState(hard) => hard_state::store(storage, hard).await?,
-                Write::Cut { after } => {
-                    let floor = self.driver.borrow().group().commit().index;
-                    wal.cut_after(after.index, floor).await?;
-                }
+                Write::Cut { after, floor } => wal.cut_after(after.index, floor).await?,
                 Write::Snapshot(snapshot) => self.install(io, wal, storage, &snapshot).await?,
                 Write::Entries(batch) => {
                     let keep = if position == last_write {
