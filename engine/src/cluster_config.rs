@@ -6,8 +6,11 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::ConfigError;
 use crate::peer::handshake::{valid_cluster_name, CLUSTER_NAME_BYTES_MAX};
+use crate::topology::{Member as TopologyMember, MemberId, Topology};
 
 /// Most members a cluster may list. Raft groups of more than 7 gain no
 /// availability worth their extra messages and fsyncs per write.
@@ -50,6 +53,45 @@ pub struct ClusterConfig {
     pub peer_port: u16,
     pub name: String,
 }
+
+impl ClusterConfig {
+    /// The cluster before any election: every member as the settings list
+    /// it, this node serving clients on `client_port`, the others' client
+    /// ports learned from their handshakes (0 until then).
+    pub fn topology(&self, client_port: u16, shards: u32) -> Topology {
+        let members = self
+            .members
+            .iter()
+            .map(|member| {
+                let port = if member.id == self.id { client_port } else { 0 };
+                TopologyMember::of_cluster(
+                    &self.name,
+                    member.id,
+                    member.host.clone(),
+                    port,
+                    member.port,
+                )
+            })
+            .collect();
+        Topology::cluster(MemberId(self.id), members, shards)
+    }
+
+    /// What keys every member's key spaces: the same on every member, so
+    /// that a SCAN cursor one leader gave stays good at the next. Derived
+    /// from the cluster's name, which every member's settings share (so it
+    /// is no secret: a client that knows the name can aim keys at one
+    /// bucket chain, as it could at Redis's fixed hash before 2.4's seed).
+    pub fn hash_seed(&self) -> u64 {
+        let digest = Sha256::new()
+            .chain_update(HASH_SEED_DOMAIN)
+            .chain_update(self.name.as_bytes())
+            .finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// What the key-space hash seed hashes before the cluster's name.
+const HASH_SEED_DOMAIN: &[u8] = b"keel key-space hash seed v1";
 
 /// The cluster settings as given, before they are checked together.
 #[derive(Clone, Debug, Default)]

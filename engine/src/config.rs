@@ -280,6 +280,15 @@ impl ServeConfig {
             name: args.cluster_name.clone().or(file.cluster_name),
         }
         .resolve(cores, port, metrics_port)?;
+        if let (Some(_), FsyncPolicy::IntervalMs(_)) = (&cluster, fsync) {
+            // A majority must hold a write durably before it is acknowledged:
+            // a member that acknowledges before its fsync could let a power
+            // loss of a majority take an acknowledged write.
+            return Err(ConfigError::Invalid {
+                key: "fsync",
+                reason: "interval-ms is a single-node option: a cluster member acknowledges only what is on its disk (use `always` with --peers)".into(),
+            });
+        }
         let defaults = Limits::default();
         let config = ServeConfig {
             dir: args

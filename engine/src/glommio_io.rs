@@ -130,7 +130,7 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
 fn hop_bytes(hop: &Hop) -> usize {
     match hop {
         Hop::Request { request, .. } => match request {
-            ShardRequest::Command { args } | ShardRequest::Watch { keys: args, .. } => {
+            ShardRequest::Command { args, .. } | ShardRequest::Watch { keys: args, .. } => {
                 args.iter().map(Vec::len).sum()
             }
             ShardRequest::Exec { commands, .. } => commands.iter().flatten().map(Vec::len).sum(),

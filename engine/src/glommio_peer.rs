@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::io::{ReadHalf, WriteHalf};
@@ -31,6 +32,7 @@ use crate::peer::handshake::{
 };
 use crate::peer::links::{Connection, Links};
 use crate::secret::Secret;
+use crate::topology::{MemberId, TopologyCell};
 
 /// Longest a dial or an accepted connection may take to finish the
 /// handshake (connect included) before it is dropped.
@@ -58,6 +60,11 @@ pub struct PeerPlan {
     pub shards: u32,
     /// The cluster's password, if set: the handshake proves it.
     pub secret: Option<Secret>,
+    /// This node's client port, which its hello tells the peers.
+    pub client_port: u16,
+    /// Where the peers' client ports go as their hellos tell them (`None`:
+    /// nowhere, as in the transport's own tests).
+    pub topology: Option<Arc<TopologyCell>>,
 }
 
 impl PeerPlan {
@@ -97,6 +104,21 @@ impl PeerPlan {
             nonce: crate::entropy::random_u128().to_le_bytes(),
             password: self.secret.is_some(),
             cluster_name: self.cluster_name.clone(),
+            client_port: self.client_port,
+        }
+    }
+
+    /// Peer `peer` said (in its hello) that it serves clients on `port`.
+    fn learned(&self, peer: PeerId, port: u16) {
+        if let Some(topology) = &self.topology {
+            let member = MemberId(peer);
+            let known = topology
+                .get()
+                .member(member)
+                .is_some_and(|m| m.client_port == port && m.connected);
+            if !known {
+                topology.update(|topology| topology.set_client_port(member, port));
+            }
         }
     }
 }
@@ -174,12 +196,13 @@ async fn dial_loop(io: GlommioIo, links: Rc<Links>, plan: Rc<PeerPlan>, peer: Pe
         let dialled = within_deadline(&io, async {
             let mut stream = TcpStream::connect(address).await.map_err(io::Error::from)?;
             stream.set_nodelay(true).map_err(io::Error::from)?;
-            dial_handshake(&mut stream, &plan, core, peer).await?;
-            Ok(stream)
+            let client_port = dial_handshake(&mut stream, &plan, core, peer).await?;
+            Ok((stream, client_port))
         })
         .await;
         match dialled {
-            Ok(stream) => {
+            Ok((stream, client_port)) => {
+                plan.learned(peer, client_port);
                 tracing::info!(peer, core = core.0, %address, "peer connected");
                 (failures, backoff_ms) = (0, RECONNECT_BACKOFF_MS_MIN);
                 let connection = run_connection(&io, &links, peer, stream);
@@ -266,7 +289,8 @@ async fn accept_one(
     })
     .await;
     match accepted {
-        Ok(peer) => {
+        Ok((peer, client_port)) => {
+            plan.learned(peer, client_port);
             tracing::info!(peer, core = io.core().0, %address, "peer connected");
             run_connection(io, links, peer, stream);
             Ok(())
@@ -310,13 +334,14 @@ fn expected<'a>(
     }
 }
 
-/// The dialler's side (module doc of [`crate::peer::handshake`]).
+/// The dialler's side (module doc of [`crate::peer::handshake`]); the
+/// peer's client port once it passed.
 pub async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     plan: &PeerPlan,
     core: (usize, usize),
     peer: PeerId,
-) -> Result<(), PeerError> {
+) -> Result<u16, PeerError> {
     let mine = handshake::encode(&Message::Hello(plan.hello(peer, core)));
     stream.write_all(&mine).await?;
     let (hello, theirs) = match read_message(stream).await? {
@@ -329,7 +354,7 @@ pub async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .check(&hello)
         .map_err(PeerError::Refused)?;
     let Some(secret) = &plan.secret else {
-        return Ok(());
+        return Ok(hello.client_port);
     };
     let tag = handshake::proof(secret, Side::Dialer, &mine, &theirs);
     stream
@@ -339,7 +364,7 @@ pub async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         (Message::Proof(tag), _)
             if handshake::verify_proof(secret, Side::Acceptor, &mine, &theirs, &tag) =>
         {
-            Ok(())
+            Ok(hello.client_port)
         }
         (Message::Proof(_), _) => Err(PeerError::Refused(Refusal::BadProof)),
         (Message::Refuse(reason), _) => Err(PeerError::RefusedBy(reason)),
@@ -347,12 +372,12 @@ pub async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The acceptor's side; the peer's id once it passed.
+/// The acceptor's side; the peer's id and client port once it passed.
 pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     plan: &PeerPlan,
     core: (usize, usize),
-) -> Result<PeerId, PeerError> {
+) -> Result<(PeerId, u16), PeerError> {
     let refuse = |reason: Refusal| handshake::encode(&Message::Refuse(reason));
     let (hello, theirs) = match read_message(stream).await {
         Ok((Message::Hello(hello), bytes)) => (hello, bytes),
@@ -371,7 +396,7 @@ pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let mine = handshake::encode(&Message::Hello(plan.hello(hello.from, core)));
     stream.write_all(&mine).await?;
     let Some(secret) = &plan.secret else {
-        return Ok(hello.from);
+        return Ok((hello.from, hello.client_port));
     };
     match read_message(stream).await? {
         (Message::Proof(tag), _)
@@ -386,7 +411,7 @@ pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(&handshake::encode(&Message::Proof(tag)))
         .await?;
-    Ok(hello.from)
+    Ok((hello.from, hello.client_port))
 }
 
 /// Makes `stream` the link's current connection and starts its writer and

@@ -141,8 +141,18 @@ impl Keyspace {
     /// bit for bit, while keys cannot be chosen to collide without knowing
     /// the node's seed.
     pub fn with_hash_seed(seed: u64) -> Keyspace {
+        Keyspace::with_hasher(FixedState::with_seed(seed))
+    }
+
+    /// An empty key space hashing as this one does (a replica's, before it
+    /// loads a snapshot from its leader).
+    pub fn empty_like(&self) -> Keyspace {
+        Keyspace::with_hasher(self.hasher)
+    }
+
+    fn with_hasher(hasher: FixedState) -> Keyspace {
         Keyspace {
-            hasher: FixedState::with_seed(seed),
+            hasher,
             partitions: (0..PARTITIONS).map(|_| Partition::default()).collect(),
             expiry_order: BTreeSet::new(),
             len: 0,

@@ -206,22 +206,36 @@ pub fn run(args: &ServeArgs) -> Exit {
             return Exit::Io;
         }
     };
-    // Alone until the peers list names the other members.
-    let myself = Member::alone(NodeName::of_identity(&identity), config.bind, config.port);
+    let (topology, hash_seed) = match &config.cluster {
+        None => (
+            Topology::single_node(
+                Member::alone(NodeName::of_identity(&identity), config.bind, config.port),
+                identity.shard_count,
+            ),
+            identity.node_id,
+        ),
+        Some(cluster) => (
+            cluster.topology(config.port, identity.shard_count),
+            cluster.hash_seed(),
+        ),
+    };
     let node = Arc::new(NodeShared::new(
         config.clone(),
         identity.shard_count,
         format!("{:032x}", entropy::random_u128()),
         now_unix_ms(),
-        identity.node_id,
-        Topology::single_node(myself, identity.shard_count),
+        hash_seed,
+        topology,
     ));
     let hops = CrossCore::<Hop>::new(config.cores);
     let (events, inbox) = mpsc::channel();
     let mut threads = Vec::new();
     for core in 0..config.cores {
         let (shared, hops, events) = (Arc::clone(&node), hops.clone(), events.clone());
-        let plan = plan.clone();
+        let plan = plan.clone().map(|plan| PeerPlan {
+            topology: Some(Arc::clone(&node.topology)),
+            ..plan
+        });
         let clients = SocketAddr::new(config.bind, config.port);
         let metrics = config
             .metrics_port
@@ -374,6 +388,8 @@ fn peer_plan(config: &ServeConfig, shards: u32) -> Result<Option<PeerPlan>, Stri
         cluster_name: cluster.name.clone(),
         shards,
         secret: config.requirepass.clone(),
+        client_port: config.port,
+        topology: None,
     }))
 }
 

@@ -145,6 +145,8 @@ pub enum Damage {
     RecordOverrun,
     #[error("the trailer counts {in_trailer} records, the chunks hold {found}")]
     RecordCount { in_trailer: u64, found: u64 },
+    #[error("the snapshot is shard {found}'s, not shard {expected}'s")]
+    Shard { expected: u32, found: u32 },
 }
 
 /// A failed snapshot operation.
@@ -479,6 +481,12 @@ impl<M: Deref<Target = [u8]>> Loaded<M> {
         self.keys
     }
 
+    /// The whole file: what a leader sends a replica that needs the
+    /// snapshot ([`install`] on its side checks every byte again).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// Every record as (key, value, expire_at_unix_ms), borrowed from the map.
     pub fn items(&self) -> impl Iterator<Item = Item<'_>> + '_ {
         Records {
@@ -524,6 +532,82 @@ pub fn load_newest<S: Storage>(storage: &S) -> Result<Option<Loaded<S::Map>>, Sn
         keys: verified.keys,
         data_bytes: verified.data_bytes,
     }))
+}
+
+/// Checks `bytes`, a whole snapshot file from a peer, as [`load_newest`]
+/// checks a file (every byte), and that it is shard `shard`'s through
+/// `last_index`: the snapshot over the bytes, to load a key space from and
+/// to [`store`].
+pub fn from_peer(
+    bytes: Vec<u8>,
+    shard: u32,
+    last_index: LogIndex,
+) -> Result<Loaded<Vec<u8>>, SnapshotError> {
+    let file = format!("a peer's {}", snapshot_name(last_index));
+    let verified = match verify(&bytes, last_index.0) {
+        Ok(verified) if verified.meta.shard == shard => verified,
+        Ok(verified) => {
+            return Err(SnapshotError::Corrupt {
+                file,
+                offset: 8,
+                reason: Damage::Shard {
+                    expected: shard,
+                    found: verified.meta.shard,
+                },
+            })
+        }
+        Err((offset, reason)) => {
+            return Err(SnapshotError::Corrupt {
+                file,
+                offset: offset as u64,
+                reason,
+            })
+        }
+    };
+    Ok(Loaded {
+        file,
+        meta: verified.meta,
+        keys: verified.keys,
+        data_bytes: verified.data_bytes,
+        map: bytes,
+    })
+}
+
+/// Makes a peer's snapshot ([`from_peer`]) this shard's newest durable one,
+/// as [`SnapshotWriter::finish`] does its own (a `.tmp` file synced,
+/// renamed, the directory synced), and removes the older ones.
+pub async fn store<S: Storage>(
+    storage: &S,
+    snapshot: &Loaded<Vec<u8>>,
+) -> Result<(), SnapshotError> {
+    let name = snapshot_name(snapshot.meta.last_index);
+    let tmp_name = format!("{name}.tmp");
+    match storage.remove(&tmp_name).await {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            return Err(io_error("remove the stale", storage, &tmp_name)(error))
+        }
+        _ => {}
+    }
+    let mut file = storage
+        .create(&tmp_name)
+        .await
+        .map_err(io_error("create", storage, &tmp_name))?;
+    file.write_at(snapshot.bytes(), 0)
+        .await
+        .map_err(io_error("write", storage, &tmp_name))?;
+    file.sync()
+        .await
+        .map_err(io_error("sync", storage, &tmp_name))?;
+    drop(file);
+    storage
+        .rename(&tmp_name, &name)
+        .await
+        .map_err(io_error("rename", storage, &tmp_name))?;
+    storage
+        .sync_dir()
+        .await
+        .map_err(io_error("sync the directory of", storage, &name))?;
+    remove_older(storage, snapshot.meta.last_index).await
 }
 
 /// Rewrites the checksums of a would-be snapshot file so that they hold, as far
@@ -847,6 +931,46 @@ mod tests {
             (vec![0, 1, 2, 255], Vec::new(), Some(1_700_000_000_000)),
             (Vec::new(), b"empty key".to_vec(), Some(0)),
         ]
+    }
+
+    /// A replica installs a leader's snapshot bytes: damaged bytes or
+    /// another shard's are refused; good ones become its newest snapshot,
+    /// and older ones go.
+    #[test]
+    fn a_peers_snapshot_is_verified_then_stored_as_the_newest() {
+        let leader = MemStorage::new();
+        let items = binary_items(300, 100);
+        write_items(leader.clone(), 90, &items);
+        let bytes = load_newest(&leader).unwrap().unwrap().bytes().to_vec();
+        let replica = MemStorage::new();
+        write_items(replica.clone(), 40, &small_items());
+        let mut damaged = bytes.clone();
+        damaged[HEADER_BLOCK_BYTES + 20] ^= 1;
+        for (bad, index, shard) in [
+            (damaged, 90, 3),
+            (bytes.clone(), 91, 3),
+            (bytes.clone(), 90, 4),
+        ] {
+            let refused = from_peer(bad, shard, LogIndex(index));
+            assert!(
+                matches!(&refused, Err(error) if error.is_corruption()),
+                "{refused:?}"
+            );
+        }
+        let installed = from_peer(bytes, 3, LogIndex(90)).expect("verifies");
+        assert_eq!(loaded_items(&replica), (meta(40), small_items()));
+        run_ready(store(&replica, &installed)).expect("stores");
+        let from_bytes: Vec<Owned> = installed
+            .items()
+            .map(|(key, value, expire)| (key.to_vec(), value.to_vec(), expire))
+            .collect();
+        assert_eq!(from_bytes, items);
+        assert_eq!(loaded_items(&replica), (meta(90), items));
+        assert_eq!(
+            replica.list().unwrap().len(),
+            1,
+            "the older snapshot is gone"
+        );
     }
 
     #[test]

@@ -58,6 +58,21 @@ impl NodeName {
         NodeName(name)
     }
 
+    /// The name of member `id` of the cluster called `cluster_name`: every
+    /// member derives the same name for it from the shared settings.
+    pub fn of_member(cluster_name: &str, id: u64) -> NodeName {
+        let mut hasher = Sha256::new();
+        hasher.update(NODE_NAME_DOMAIN);
+        hasher.update(b"member");
+        hasher.update((cluster_name.len() as u64).to_le_bytes());
+        hasher.update(cluster_name.as_bytes());
+        hasher.update(id.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut name = [0; NODE_NAME_BYTES];
+        name.copy_from_slice(&digest[..NODE_NAME_BYTES]);
+        NodeName(name)
+    }
+
     pub fn from_bytes(bytes: [u8; NODE_NAME_BYTES]) -> NodeName {
         NodeName(bytes)
     }
@@ -111,6 +126,26 @@ impl Member {
             client_port,
             peer_port: 0,
             connected: true,
+        }
+    }
+
+    /// Member `id` of cluster `cluster_name`, whose peers reach it at
+    /// `host:peer_port`; `client_port` 0 until it tells its peers (the
+    /// handshake carries it).
+    pub fn of_cluster(
+        cluster_name: &str,
+        id: u64,
+        host: String,
+        client_port: u16,
+        peer_port: u16,
+    ) -> Member {
+        Member {
+            id: MemberId(id),
+            name: NodeName::of_member(cluster_name, id),
+            host,
+            client_port,
+            peer_port,
+            connected: false,
         }
     }
 
@@ -252,6 +287,48 @@ impl Topology {
         Topology::new(id, vec![myself], shards)
     }
 
+    /// A cluster of `members` before any election: each votes in every
+    /// shard, none leads yet.
+    pub fn cluster(myself: MemberId, mut members: Vec<Member>, shard_count: u32) -> Topology {
+        members.sort_by_key(|member| member.id);
+        for member in &mut members {
+            member.connected |= member.id == myself;
+        }
+        let voters: Vec<MemberId> = members.iter().map(|member| member.id).collect();
+        let shards = slot_ranges(shard_count)
+            .into_iter()
+            .enumerate()
+            .map(|(shard, (first_slot, last_slot))| ShardPlacement {
+                shard: shard as u32,
+                first_slot,
+                last_slot,
+                leader: None,
+                term: 0,
+                voters: voters.clone(),
+                learners: Vec::new(),
+            })
+            .collect();
+        Topology::new(myself, members, shards)
+    }
+
+    /// What this node learned of shard `shard`: `leader` leads it in
+    /// `term` (`None`: an election). An older term never replaces a newer.
+    pub fn set_leader(&mut self, shard: u32, leader: Option<MemberId>, term: u64) {
+        let placement = &mut self.shards[shard as usize];
+        if term >= placement.term {
+            placement.term = term;
+            placement.leader = leader;
+        }
+    }
+
+    /// Member `member` serves clients on `client_port` (its handshake said).
+    pub fn set_client_port(&mut self, member: MemberId, client_port: u16) {
+        if let Ok(index) = self.members.binary_search_by_key(&member, |m| m.id) {
+            self.members[index].client_port = client_port;
+            self.members[index].connected = true;
+        }
+    }
+
     pub fn member(&self, id: MemberId) -> Option<&Member> {
         self.members
             .binary_search_by_key(&id, |member| member.id)
@@ -282,7 +359,12 @@ impl Topology {
         if access == Access::StaleRead && shard.holds(self.myself) {
             return local;
         }
-        match shard.leader.and_then(|leader| self.member(leader)) {
+        // A leader whose client port no handshake told yet cannot be named.
+        match shard
+            .leader
+            .and_then(|leader| self.member(leader))
+            .filter(|leader| leader.client_port != 0)
+        {
             Some(leader) => Route::Moved {
                 slot,
                 address: leader.client_address(),

@@ -105,6 +105,8 @@ fn plan(me: PeerId, members: &[(PeerId, u16)], cluster_name: &str) -> PeerPlan {
         cluster_name: cluster_name.into(),
         shards: SHARDS,
         secret: None,
+        client_port: 7000 + me as u16,
+        topology: None,
     }
 }
 
@@ -271,7 +273,7 @@ async fn handshake_pair(
     acceptor: PeerPlan,
     dialer_core: (usize, usize),
     dialled: PeerId,
-) -> (Result<(), PeerError>, Result<PeerId, PeerError>) {
+) -> (Result<u16, PeerError>, Result<(PeerId, u16), PeerError>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
     let address = listener.local_addr().expect("an address");
     future::zip(
@@ -302,8 +304,9 @@ fn handshakes_pass_with_one_password_and_refuse_each_mismatch_on_the_wire() {
             1,
         )
         .await;
-        assert!(dialed.is_ok(), "{dialed:?}");
-        assert_eq!(accepted.expect("accepted"), 2);
+        // Each side learns the other's client port from its hello.
+        assert_eq!(dialed.expect("dialed"), 7001);
+        assert_eq!(accepted.expect("accepted"), (2, 7002));
         let (dialed, accepted) = handshake_pair(
             with_password(2, None),
             with_password(1, None),
@@ -316,8 +319,8 @@ fn handshakes_pass_with_one_password_and_refuse_each_mismatch_on_the_wire() {
             "{dialed:?} {accepted:?}"
         );
 
-        let refused = |dialed: Result<(), PeerError>,
-                       accepted: Result<PeerId, PeerError>,
+        let refused = |dialed: Result<u16, PeerError>,
+                       accepted: Result<(PeerId, u16), PeerError>,
                        reason: Refusal| {
             assert!(
                 matches!(accepted, Err(PeerError::Refused(r)) if r == reason),

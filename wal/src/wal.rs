@@ -816,6 +816,56 @@ impl<S: Storage> Wal<S> {
         Ok(block)
     }
 
+    /// Starts the log over after `base` (of term `base_term`): every segment
+    /// is removed and a new one, named after the entry that follows `base`,
+    /// begins with a cut frame that names the base, as a repaired segment's
+    /// does; the next [`append`](Wal::append) gets index `base + 1`. For a
+    /// replica that installed a snapshot through `base` which its log does
+    /// not reach, or leaves behind: what the log held is superseded.
+    ///
+    /// Durable when this returns. A crash between the removals and the new
+    /// segment leaves a log ending below `base` (or none): the caller, whose
+    /// snapshot through `base` is durable first, restarts it again.
+    pub async fn restart_after(&mut self, base: LogIndex, base_term: Term) -> Result<(), WalError> {
+        self.check_poison()?;
+        let result = self.restart_synced(base, base_term).await;
+        self.poison_on_io(result)
+    }
+
+    async fn restart_synced(&mut self, base: LogIndex, base_term: Term) -> Result<(), WalError> {
+        self.sync().await?;
+        self.tail = None;
+        // Newest first: a crash part way leaves a prefix of the log, which
+        // recovery reads as a log that ends early.
+        while let Some(last) = self.log.segments.last() {
+            let name = segment_name(last.first_index);
+            self.storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &self.storage, &name))?;
+            self.log.segments.pop();
+        }
+        self.storage
+            .sync_dir()
+            .await
+            .map_err(io_error("sync", &self.storage, ""))?;
+        self.log = LogMap {
+            base_index: base,
+            base_term,
+            base_crc: 0,
+            last_crc: 0,
+            ..LogMap::default()
+        };
+        let offset = self.place_frame(base.next(), CutRecord::ENCODED_BYTES);
+        let record = CutRecord {
+            abandoned_from: offset_u32(offset),
+        };
+        self.encode_pending(FrameKind::Cut, base, base_term, &record.encode());
+        self.durable_index = base;
+        self.sync().await?;
+        Ok(())
+    }
+
     /// Removes whole segments whose entries all lie below `index` (never the
     /// last segment), and returns how many. For compaction after a snapshot.
     pub async fn remove_below(&mut self, index: LogIndex) -> Result<usize, WalError> {

@@ -529,3 +529,31 @@ fn a_repair_that_fills_an_empty_segment_leaves_a_log_that_reopens() {
     assert_eq!(report.repaired, None);
     assert_entries(&wal, 12);
 }
+
+/// A replica that installed a snapshot past its log starts the log over
+/// after the snapshot's entry: both behind the old log's end and ahead of
+/// it, with the base's term kept, and it survives a reopen and a crash.
+#[test]
+fn restart_after_starts_the_log_over_at_any_base() {
+    for (base, before) in [(200u64, 40u64), (10, 40), (40, 40)] {
+        let disk = MemStorage::new();
+        let (mut wal, _) = open(&disk).unwrap();
+        write_batches(&mut wal, &[before / 2, before - before / 2]);
+        run_ready(wal.restart_after(LogIndex(base), Term(3))).unwrap();
+        assert_eq!(wal.first_index(), LogIndex(base + 1), "base {base}");
+        assert_eq!(wal.last_index(), LogIndex(base));
+        assert_eq!(wal.durable_index(), LogIndex(base));
+        assert_eq!(wal.term_at(LogIndex(base)), Some(Term(3)));
+        for _ in 0..5 {
+            let index = wal.last_index().next().0;
+            wal.append(Term(3), &payload(index)).unwrap();
+        }
+        run_ready(wal.sync()).unwrap();
+        drop(wal);
+        disk.crash(base);
+        let (wal, report) = open(&disk).unwrap();
+        assert_eq!(report.first_index, LogIndex(base + 1), "base {base}");
+        assert_eq!(wal.term_at(LogIndex(base)), Some(Term(3)));
+        assert_entries(&wal, base + 5);
+    }
+}

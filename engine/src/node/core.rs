@@ -34,7 +34,8 @@ use crate::node::admin::{self, ClientInfo};
 use crate::node::cluster::{self, ClusterCommand, ShardProgress};
 use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
 use crate::node::local::Slot;
-use crate::node::shard::{Shard, ShardStats};
+use crate::node::planted::{self, NodePlant};
+use crate::node::shard::{Executed, Shard, ShardStats};
 use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
@@ -71,6 +72,9 @@ enum Pending {
         shard: Rc<Shard>,
         reply: Reply,
         wait_for: Option<EntryId>,
+        /// Whether the reply rests on a read this node's leadership must be
+        /// confirmed for (`Executed::confirm`).
+        confirm: bool,
     },
     Remote(Slot<ShardReply>),
     /// EXEC's reply: the shard's array for the keyed commands, into which
@@ -139,6 +143,11 @@ impl<I: NodeIo> Core<I> {
         self.shards.values()
     }
 
+    /// Shard `id`, if this core holds it.
+    pub fn shard(&self, id: u32) -> Option<&Rc<Shard>> {
+        self.shards.get(&id)
+    }
+
     /// Asks the shard's core (maybe this one) to run `request`.
     async fn dispatch(&self, shard: u32, request: ShardRequest) -> Pending {
         if let Some(local) = self.shards.get(&shard) {
@@ -181,6 +190,7 @@ impl<I: NodeIo> Core<I> {
     /// committed); the result is released later.
     async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
         match request {
+            ShardRequest::Command { stale: true, .. } => {}
             ShardRequest::Command { .. } | ShardRequest::Exec { .. } => {
                 shard.wait_for_room().await;
                 shard.wait_readable().await;
@@ -195,64 +205,70 @@ impl<I: NodeIo> Core<I> {
             ShardRequest::Unwatch { .. } | ShardRequest::Stats => {}
         }
         let now = self.io.now_unix_ms();
-        let (reply, wait_for) = match request {
-            ShardRequest::Command { args } => {
-                let executed = shard.execute(&args, now);
-                return Pending::Local {
-                    shard: Rc::clone(shard),
-                    reply: executed.reply,
-                    wait_for: executed.wait_for,
-                };
+        let local = |executed: Executed| Pending::Local {
+            shard: Rc::clone(shard),
+            reply: executed.reply,
+            wait_for: executed.wait_for,
+            confirm: executed.confirm,
+        };
+        // A read of the whole key space is confirmed like a keyed read.
+        let (reply, wait_for, confirm) = match request {
+            ShardRequest::Command { args, stale: true } => {
+                return local(shard.execute_stale(&args, now))
+            }
+            ShardRequest::Command { args, stale: false } => {
+                return local(shard.execute(&args, now))
             }
             ShardRequest::Exec { client, commands } => {
-                let executed = shard.exec(client, &commands, now);
-                return Pending::Local {
-                    shard: Rc::clone(shard),
-                    reply: executed.reply,
-                    wait_for: executed.wait_for,
-                };
+                return local(shard.exec(client, &commands, now))
             }
-            // WATCH answers once what it read (the keys' expiry) committed.
+            // WATCH answers once what it read (the keys' expiry) committed;
+            // EXEC, on the leader, checks the keys again.
             ShardRequest::Watch { client, keys } => {
-                let wait_for = shard.watch(client, &keys, now);
-                return Pending::Local {
-                    shard: Rc::clone(shard),
+                return local(Executed {
                     reply: Reply::ok(),
-                    wait_for,
-                };
+                    wait_for: shard.watch(client, &keys, now),
+                    confirm: false,
+                })
             }
             ShardRequest::Unwatch { client } => {
                 shard.unwatch(client, now);
-                return Pending::Local {
-                    shard: Rc::clone(shard),
+                return local(Executed {
                     reply: Reply::ok(),
                     wait_for: None,
-                };
+                    confirm: false,
+                });
             }
-            ShardRequest::Count => (ShardReply::Count(shard.count()), None),
+            ShardRequest::Count => (ShardReply::Count(shard.count()), None, true),
             ShardRequest::RandomKey { pick } => {
-                (ShardReply::Key(shard.random_key(pick, now)), None)
+                (ShardReply::Key(shard.random_key(pick, now)), None, true)
             }
-            ShardRequest::Keys { pattern } => (ShardReply::Keys(shard.keys(&pattern, now)), None),
+            ShardRequest::Keys { pattern } => {
+                (ShardReply::Keys(shard.keys(&pattern, now)), None, true)
+            }
             ShardRequest::Scan {
                 cursor,
                 count,
                 pattern,
             } => {
                 let (next, keys) = shard.scan(cursor, count, pattern.as_deref(), now);
-                (ShardReply::Scan { next, keys }, None)
+                (ShardReply::Scan { next, keys }, None, true)
             }
             ShardRequest::FlushAll => match shard.flush_all() {
-                Ok(wait_for) => (ShardReply::Reply(Reply::Simple("OK".into())), wait_for),
-                Err(error) => (ShardReply::Reply(error), None),
+                Ok(wait_for) => (
+                    ShardReply::Reply(Reply::Simple("OK".into())),
+                    wait_for,
+                    wait_for.is_none(),
+                ),
+                Err(error) => (ShardReply::Reply(error), None, false),
             },
-            ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None),
+            ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None, false),
         };
         let slot = Slot::default();
         let waiter = slot.clone();
         let shard = Rc::clone(shard);
         self.io.spawn(async move {
-            waiter.fill(match shard.acknowledged(wait_for).await {
+            waiter.fill(match shard.acknowledged(wait_for, confirm).await {
                 Ok(()) => reply,
                 Err(error) => ShardReply::Reply(error),
             });
@@ -267,7 +283,8 @@ impl<I: NodeIo> Core<I> {
                 shard,
                 reply,
                 wait_for,
-            } => Resolved::Reply(match shard.acknowledged(wait_for).await {
+                confirm,
+            } => Resolved::Reply(match shard.acknowledged(wait_for, confirm).await {
                 Ok(()) => reply,
                 Err(error) => error,
             }),
@@ -516,16 +533,26 @@ impl<I: NodeIo> Core<I> {
             Ok(Some(slot)) => slot,
             // A keyed command given no key (OBJECT HELP, or a subcommand short
             // of its key) reads nothing: the first shard answers it.
-            Ok(None) => return self.dispatch(0, ShardRequest::Command { args }).await,
+            Ok(None) => {
+                let request = ShardRequest::Command { args, stale: true };
+                return self.dispatch(0, request).await;
+            }
             Err(error) => return Pending::Ready(error),
         };
         let access = match (spec.is_write(), readonly) {
             (true, _) => Access::Write,
+            (false, false) if planted::active(NodePlant::FollowerServesLinearizableRead) => {
+                Access::StaleRead
+            }
             (false, false) => Access::Read,
             (false, true) => Access::StaleRead,
         };
+        let stale = access == Access::StaleRead;
         match self.route(slot, access) {
-            Ok(shard) => self.dispatch(shard, ShardRequest::Command { args }).await,
+            Ok(shard) => {
+                self.dispatch(shard, ShardRequest::Command { args, stale })
+                    .await
+            }
             Err(redirect) => Pending::Ready(redirect),
         }
     }

@@ -34,13 +34,15 @@ use std::rc::Rc;
 
 use keel_replication::{
     CommandBytes, Config, Entry, EntryId, EntryPayload, Envelope, Group, HardState, Input,
-    LogIndex, Output, ProposalId, Refusal, Restored, Role, Term,
+    LogIndex, NotLeader, Output, ProposalId, ReadId, Refusal, Restored, Role, Term,
 };
 
 use crate::keyspace::Keyspace;
 use crate::node::io::ShardObserver;
+use crate::node::planted::NodePlant;
 use crate::operation::Operation;
 use crate::overlay::{Overlay, View};
+use crate::snapshot;
 
 /// How many changes of term among committed entries the driver remembers to
 /// tell a reply whether its own entry committed (one per election). A reply
@@ -49,11 +51,15 @@ pub const COMMITTED_TERMS_MAX: usize = 4_096;
 
 /// A write the group asked for that the WAL (or the hard-state file) has not
 /// taken yet, in the order asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Write {
     HardState(HardState),
     Entries(Vec<Entry>),
-    Cut { after: EntryId },
+    Cut {
+        after: EntryId,
+    },
+    /// A snapshot from the leader, verified, that the key space now holds.
+    Snapshot(Box<snapshot::Loaded<Vec<u8>>>),
 }
 
 /// A message for a peer, and whether it must wait for the next sync.
@@ -61,6 +67,21 @@ pub enum Write {
 pub struct Outgoing {
     pub envelope: Envelope,
     pub after_durable: bool,
+}
+
+/// Writes are equal when they write the same bytes (tests compare them).
+impl PartialEq for Write {
+    fn eq(&self, other: &Write) -> bool {
+        match (self, other) {
+            (Write::HardState(a), Write::HardState(b)) => a == b,
+            (Write::Entries(a), Write::Entries(b)) => a == b,
+            (Write::Cut { after: a }, Write::Cut { after: b }) => a == b,
+            (Write::Snapshot(a), Write::Snapshot(b)) => {
+                a.meta() == b.meta() && a.bytes() == b.bytes()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// An entry in the log, not yet applied to the key space.
@@ -102,17 +123,6 @@ impl Held {
     }
 }
 
-/// The driver's planted bugs (switched on only with the `planted-bugs`
-/// feature), which only a multi-node simulation can catch: a group of one
-/// never sees a competing leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodePlant {
-    /// Entries are applied to the key space as soon as they are appended.
-    ApplyBeforeCommit,
-    /// A reply is released when its index commits, whatever entry is there.
-    ReplyOnIndexNotEntry,
-}
-
 /// Why a command cannot run on this shard now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotReady {
@@ -130,6 +140,8 @@ pub struct Driver {
     unapplied: VecDeque<Unapplied>,
     writes: Vec<Write>,
     outbox: Vec<Outgoing>,
+    /// Reads the group answered since the last call of `take_ready_reads`.
+    ready_reads: Vec<(ReadId, Result<LogIndex, NotLeader>)>,
     /// The last entry applied to the key space.
     applied: EntryId,
     /// This node's no-op, while it leads: commands wait for its commit.
@@ -213,6 +225,7 @@ impl Driver {
             unapplied,
             writes: Vec::new(),
             outbox: Vec::new(),
+            ready_reads: Vec::new(),
             applied,
             leading_since: None,
             committed_terms: VecDeque::new(),
@@ -226,7 +239,7 @@ impl Driver {
             recovery_reported: false,
             logged_before_recovery: Vec::new(),
             #[cfg(feature = "planted-bugs")]
-            plant: None,
+            plant: crate::node::planted::node(),
         }
     }
 
@@ -333,6 +346,18 @@ impl Driver {
         std::mem::take(&mut self.outbox)
     }
 
+    /// The reads the group answered since the last call, in order.
+    pub fn take_ready_reads(&mut self) -> Vec<(ReadId, Result<LogIndex, NotLeader>)> {
+        std::mem::take(&mut self.ready_reads)
+    }
+
+    /// Whether another node could lead this group: its reads must then be
+    /// confirmed by a round (a sole voter needs none).
+    pub fn has_peers(&self) -> bool {
+        let membership = self.group.membership();
+        membership.voters.len() + membership.learners.len() > 1
+    }
+
     /// Whether the reply waiting for entry `id` may go: `None` while its
     /// index is not applied, then whether `id` itself committed there.
     pub fn outcome(&self, id: EntryId) -> Option<Result<(), Superseded>> {
@@ -383,18 +408,70 @@ impl Driver {
                 }),
                 Output::Commit { through } => self.apply_through(through),
                 Output::Resolve { proposal, result } => self.on_resolve(proposal, result),
-                Output::ReadReady { read, .. } => {
-                    panic!("read {read:?} was never asked: reads need no round in a group of one")
-                }
-                Output::InstallSnapshot { meta, .. } => panic!(
-                    "a snapshot through {} came from a peer: installing one is part of the peer seam, not built yet",
-                    meta.last
-                ),
+                Output::ReadReady { read, result } => self.ready_reads.push((read, result)),
+                Output::InstallSnapshot { meta, data } => self.on_install(meta.last, data),
                 // Routing and metrics follow the membership; a group of one
                 // has nothing to route.
                 Output::MembershipChanged(_) => {}
             }
         }
+    }
+
+    /// The leader's snapshot through `last` replaces the key space (applied
+    /// through `last` now), and goes to the disk before anything that
+    /// follows it. A snapshot that does not verify came from an incompatible
+    /// or damaged leader past the wire's checksums: the node stops.
+    fn on_install(&mut self, last: EntryId, data: Vec<u8>) {
+        assert!(
+            self.overlay.is_empty() && self.group.role() != Role::Leader,
+            "only a follower installs a snapshot"
+        );
+        let snapshot = snapshot::from_peer(data, self.shard, last.index).unwrap_or_else(|error| {
+            panic!(
+                "shard {}: the leader's snapshot through {last} does not verify: {error}",
+                self.shard
+            )
+        });
+        assert_eq!(
+            snapshot.meta().last_term,
+            last.term,
+            "the snapshot's file names the entry the group installs"
+        );
+        self.report_recovery();
+        let mut keyspace = self.keyspace.empty_like();
+        keyspace.reserve(usize::try_from(snapshot.keys()).unwrap_or(usize::MAX));
+        for (key, value, expire) in snapshot.items() {
+            keyspace.insert_loaded(key, value, expire);
+        }
+        self.keyspace = keyspace;
+        let group = &self.group;
+        self.unapplied.retain(|entry| {
+            entry.id.index > last.index && group.id_at(entry.id.index) == Some(entry.id)
+        });
+        // Which terms the skipped entries had is not known: a reply waiting
+        // on one of them fails safe (`outcome`), as for a forgotten term.
+        self.note_committed_term(self.applied.index.next(), Term(0));
+        self.note_committed_term(last.index, last.term);
+        self.applied = last;
+        if let Some(observer) = &self.observer {
+            observer.installed(self.shard, last.index.0, &self.keyspace);
+        }
+        self.writes.push(Write::Snapshot(Box::new(snapshot)));
+    }
+
+    /// Entries from `first` on committed in `term` (until the next run).
+    fn note_committed_term(&mut self, first: LogIndex, term: Term) {
+        if self
+            .committed_terms
+            .back()
+            .is_some_and(|(_, last)| *last == term)
+        {
+            return;
+        }
+        if self.committed_terms.len() == COMMITTED_TERMS_MAX {
+            self.committed_terms.pop_front();
+        }
+        self.committed_terms.push_back((first, term));
     }
 
     fn on_resolve(&mut self, proposal: ProposalId, result: Result<EntryId, Refusal>) {
@@ -471,16 +548,7 @@ impl Driver {
             }
             self.overlay.committed(id);
             self.applied = id;
-            if self
-                .committed_terms
-                .back()
-                .is_none_or(|(_, term)| *term != id.term)
-            {
-                if self.committed_terms.len() == COMMITTED_TERMS_MAX {
-                    self.committed_terms.pop_front();
-                }
-                self.committed_terms.push_back((id.index, id.term));
-            }
+            self.note_committed_term(id.index, id.term);
             self.report_applied(id, op.as_ref());
         }
         if self.applied.index >= self.restored_last {

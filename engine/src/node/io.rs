@@ -36,8 +36,9 @@ pub trait Connection {
 /// What one core asks another: work on a shard the other core owns.
 #[derive(Debug)]
 pub enum ShardRequest {
-    /// A keyed command; all its keys live in the shard.
-    Command { args: Vec<Vec<u8>> },
+    /// A keyed command; all its keys live in the shard. `stale`: a read on
+    /// a `READONLY` connection, served from this node's committed state.
+    Command { args: Vec<Vec<u8>>, stale: bool },
     /// The number of live keys.
     Count,
     /// Every live key matching the pattern.
@@ -130,6 +131,21 @@ pub trait ShardObserver: std::fmt::Debug {
     /// A reply depending on entries up to `index` is being released to a client
     /// (called where `Shard::acknowledged` returns Ok, i.e. after the wait).
     fn acknowledged(&self, shard: u32, index: u64);
+    /// This node became the leader of `shard` in `term` (once per term).
+    fn elected(&self, _shard: u32, _term: u64) {}
+    /// The shard installed its leader's snapshot through `last_index`: the
+    /// key space holds it, applied through there (the entries before it are
+    /// not applied one by one). Durable only with the writes that follow.
+    fn installed(&self, _shard: u32, _last_index: u64, _keyspace: &Keyspace) {}
+}
+
+/// What a shard reaches beyond its core: its peers' copies of it, and the
+/// node's topology (who leads it).
+pub trait ShardOutside: std::fmt::Debug {
+    /// [`NodeIo::peer_send`].
+    fn send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError>;
+    /// This node now knows `leader` (None: an election) leads `shard` in `term`.
+    fn leader(&self, shard: u32, leader: Option<PeerId>, term: u64);
 }
 
 /// Disk, network, clock and timers for one core's node loop.

@@ -9,6 +9,8 @@ pub mod driver;
 pub mod hard_state;
 pub mod io;
 pub mod local;
+pub mod peers;
+pub mod planted;
 pub mod shard;
 #[cfg(test)]
 mod test_io;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_replication::{
-    Config, Entry, EntryId, EntryPayload, HardState, Membership, NodeId, Restored,
+    Entry, EntryId, EntryPayload, HardState, Membership, NodeId, Restored,
     SnapshotMeta as ReplicationSnapshotMeta, Term,
 };
 use keel_wal::frame::FRAME_PAYLOAD_BYTES_MAX;
@@ -61,7 +63,7 @@ pub struct NodeShared {
     /// Keys the key spaces' hash function (see [`Keyspace::with_hash_seed`]).
     pub hash_seed: u64,
     /// The cluster's members and who leads each shard (a single node: itself).
-    pub topology: TopologyCell,
+    pub topology: Arc<TopologyCell>,
     clients: Mutex<BTreeMap<u64, ClientInfo>>,
     next_client_id: AtomicU64,
     stop: AtomicBool,
@@ -82,7 +84,7 @@ impl NodeShared {
             "the topology places every shard"
         );
         NodeShared {
-            topology: TopologyCell::new(topology),
+            topology: Arc::new(TopologyCell::new(topology)),
             config,
             shard_count,
             metrics: Arc::new(NodeMetrics::default()),
@@ -193,6 +195,7 @@ impl NodeError {
         match failure {
             ShardFailure::Wal(source) => NodeError::Wal { shard, source },
             ShardFailure::HardState(source) => NodeError::HardState { shard, source },
+            ShardFailure::Snapshot(source) => NodeError::Snapshot { shard, source },
         }
     }
 
@@ -260,11 +263,16 @@ async fn recover_shard<I: NodeIo>(
         ..RecoverySummary::default()
     };
     let mut snapshot_term = Term(0);
+    // A follower that needs this snapshot gets its bytes from the group.
+    let mut snapshot_data = Vec::new();
     if let Some(loaded) = snapshot::load_newest(&storage)
         .map_err(|source| NodeError::Snapshot { shard: id, source })?
     {
         summary.snapshot_index = loaded.meta().last_index.0;
         snapshot_term = loaded.meta().last_term;
+        if node.config.cluster.is_some() {
+            snapshot_data = loaded.bytes().to_vec();
+        }
         keyspace.reserve(usize::try_from(loaded.keys()).unwrap_or(usize::MAX));
         for (key, value, expire) in loaded.items() {
             keyspace.insert_loaded(key, value, expire);
@@ -281,6 +289,20 @@ async fn recover_shard<I: NodeIo>(
             shard = id, file = %torn.file, offset = torn.offset, cut_bytes = torn.cut_bytes, last_index = torn.last_index.0, cause = %torn.cause,
             "torn tail cut: the last write never completed (it was never acknowledged)"
         );
+    }
+    let mut wal = wal;
+    let snapshot_last = LogIndex(summary.snapshot_index);
+    if node.config.cluster.is_some()
+        && summary.snapshot_index > 0
+        && wal.term_at(snapshot_last) != Some(snapshot_term)
+    {
+        // A crash inside the install of a leader's snapshot (durable first)
+        // left the log it supersedes: it starts over after the snapshot,
+        // as the install would have made it.
+        tracing::warn!(shard = id, index = summary.snapshot_index, "the log does not hold the installed snapshot's last entry; starting it over after the snapshot");
+        wal.restart_after(snapshot_last, snapshot_term)
+            .await
+            .map_err(|source| NodeError::Wal { shard: id, source })?;
     }
     let (first, last) = (wal.first_index().0, wal.last_index().0);
     let from = summary.snapshot_index + 1;
@@ -318,38 +340,52 @@ async fn recover_shard<I: NodeIo>(
                 term: snapshot_term,
                 index: LogIndex(summary.snapshot_index),
             },
-            membership: group_of_one(),
+            membership: membership(&node.config),
         },
-        snapshot_data: Vec::new(),
+        snapshot_data,
         entries,
     };
-    let config = Config::new(THIS_NODE, node.hash_seed ^ u64::from(id));
+    let clustered = node.config.cluster.is_some();
+    let config = peers::group_config(
+        this_node(&node.config),
+        node.hash_seed ^ u64::from(id),
+        clustered,
+    );
     let driver = Driver::new(config, restored, keyspace, id, observer.clone());
     let config = &node.config;
+    // A cluster's entries travel in peer frames too.
+    let payload_bytes_max = if clustered {
+        options.payload_bytes_max.min(CLUSTER_ENTRY_BYTES_MAX)
+    } else {
+        options.payload_bytes_max
+    };
+    let outside = Rc::new(peers::NodeOutside {
+        io: io.clone(),
+        topology: Arc::clone(&node.topology),
+    });
     let settings = ShardSettings {
         limits: config.limits,
-        payload_bytes_max: options.payload_bytes_max as usize,
+        payload_bytes_max: payload_bytes_max as usize,
         fsync: config.fsync,
         snapshot_wal_bytes: config.snapshot_wal_bytes,
         unsynced_entries_max: shard::UNSYNCED_ENTRIES_MAX,
         unsynced_bytes_max: shard::UNSYNCED_BYTES_MAX,
         metrics: Arc::clone(&node.metrics),
         observer,
+        outside: Some(outside),
     };
     let shard = Shard::new(id, driver, last, summary.snapshot_index, settings);
-    // A sole voter elects itself at its first tick: its new term and no-op
-    // are written now, and the entries restored commit with them.
-    shard.tick(io.monotonic_us() / 1_000);
-    let mut wal = wal;
-    shard
-        .commit_start(io, &mut wal, &storage)
-        .await
-        .map_err(|failure| NodeError::of_shard(id, failure))?;
-    // The topology starts every shard at term 0; its group has just elected
-    // itself, so INFO and CLUSTER NODES/INFO show the real term (epoch).
-    let term = shard.stats().term;
-    node.topology
-        .update(|topology| topology.shards[id as usize].term = term);
+    if !clustered {
+        // A sole voter elects itself at its first tick: its new term and
+        // no-op are written now, and the entries restored commit with them.
+        shard.tick(io.monotonic_us() / 1_000);
+        shard
+            .commit_start(io, &mut wal, &storage)
+            .await
+            .map_err(|failure| NodeError::of_shard(id, failure))?;
+    }
+    // A cluster's shards elect their leaders once the node serves: the
+    // peers' messages are taken only then.
     summary.seconds = io.monotonic_us().saturating_sub(started) as f64 / 1e6;
     let committer = Committer {
         shard: Rc::new(shard),
@@ -359,15 +395,44 @@ async fn recover_shard<I: NodeIo>(
     Ok((committer, summary))
 }
 
-/// This node's id in its groups: the only voter of each, until the peer
-/// seam names the members.
+/// A single node's id in its groups, each of which it is the only voter of.
 pub const THIS_NODE: NodeId = NodeId(1);
+
+/// Largest encoded write a cluster's log takes: it must fit a peer frame
+/// with the append around it (the envelope and entry headers take far less
+/// than the margin).
+pub const CLUSTER_ENTRY_BYTES_MAX: u32 =
+    (crate::peer::frame::PEER_FRAME_BYTES_MAX - (1 << 20)) as u32;
 
 /// The membership of a group of one.
 pub fn group_of_one() -> Membership {
     Membership {
         voters: [THIS_NODE].into(),
         learners: Default::default(),
+    }
+}
+
+/// This node's id in its groups: its cluster id, or [`THIS_NODE`] alone.
+pub fn this_node(config: &ServeConfig) -> NodeId {
+    config
+        .cluster
+        .as_ref()
+        .map_or(THIS_NODE, |cluster| NodeId(cluster.id))
+}
+
+/// Every group's members: the cluster's, each a voter (the settings list
+/// every member; no membership change is logged), or this node alone.
+pub fn membership(config: &ServeConfig) -> Membership {
+    match &config.cluster {
+        None => group_of_one(),
+        Some(cluster) => Membership {
+            voters: cluster
+                .members
+                .iter()
+                .map(|member| NodeId(member.id))
+                .collect(),
+            learners: Default::default(),
+        },
     }
 }
 
@@ -501,6 +566,7 @@ impl<I: NodeIo> Recovered<I> {
             });
         }
         io.spawn(Rc::clone(&core).serve_hops());
+        io.spawn(peers::receive(Rc::clone(&core)));
         let accepting = Rc::clone(&core).accept_clients();
         let metrics = serve_metrics(Rc::clone(&core));
         let watch = async {

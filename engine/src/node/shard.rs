@@ -25,7 +25,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use keel_replication::{EntryId, Input, Membership, NotLeader, Refusal, SnapshotMeta};
+use keel_replication::{
+    EntryId, Envelope, Input, LogIndex, Membership, NodeId, NotLeader, ReadId, Refusal, Role,
+    SnapshotMeta,
+};
 use keel_wal::{codec, Wal, WalError};
 
 use crate::command::{self, Outcome};
@@ -34,11 +37,11 @@ use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
 use crate::node::driver::{Driver, NotReady, Outgoing, Write};
 use crate::node::hard_state::{self, HardStateError};
-use crate::node::io::{NodeIo, ShardObserver};
-use crate::node::local::{Signal, Watermark};
+use crate::node::io::{NodeIo, ShardObserver, ShardOutside};
+use crate::node::local::{Signal, Slot, Watermark};
 use crate::node::watch::Watches;
 use crate::operation::{Change, Operation, SingleOp};
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, View};
 use crate::resp::Reply;
 use crate::snapshot;
 
@@ -69,6 +72,10 @@ pub struct Executed {
     /// The entry the reply depends on: the command's own, or the newest
     /// uncommitted one it read; `None` if it read committed state only.
     pub wait_for: Option<EntryId>,
+    /// Whether the reply rests on a read that this node's leadership must
+    /// be confirmed for ([`Shard::acknowledged`]): every reply but a write's
+    /// (whose own commit proves it).
+    pub confirm: bool,
 }
 
 /// Figures about one shard, for INFO and metrics.
@@ -110,6 +117,8 @@ pub enum ShardFailure {
     Wal(#[from] WalError),
     #[error(transparent)]
     HardState(#[from] HardStateError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
 }
 
 /// One shard of the key space.
@@ -125,6 +134,14 @@ pub struct Shard {
     applied: Watermark,
     /// Messages that may leave only after the next sync.
     awaiting_sync: RefCell<Vec<Outgoing>>,
+    /// Whether the driver task is writing a batch (taken from the driver,
+    /// not yet durable): a message that must wait for durability waits.
+    syncing: Cell<bool>,
+    /// The reads waiting for the group to confirm this node's leadership.
+    reads: RefCell<std::collections::HashMap<ReadId, Slot<Result<LogIndex, NotLeader>>>>,
+    next_read: Cell<u64>,
+    /// The leader, term and role last told to the topology and observer.
+    published: Cell<(Option<NodeId>, u64, bool)>,
     /// The monotonic time of the shard's last wake-up, for the group's steps
     /// made inside commands (a proposal starts no timer).
     clock_ms: Cell<u64>,
@@ -224,6 +241,8 @@ pub struct ShardSettings {
     pub metrics: Arc<NodeMetrics>,
     /// The simulator's witness of what the shard applies and acknowledges.
     pub observer: Option<Rc<dyn ShardObserver>>,
+    /// The peers and the topology (`None` in tests of a lone shard).
+    pub outside: Option<Rc<dyn ShardOutside>>,
 }
 
 impl Shard {
@@ -244,6 +263,10 @@ impl Shard {
             durable: Watermark::new(durable_index),
             applied: Watermark::new(applied),
             awaiting_sync: RefCell::default(),
+            syncing: Cell::new(false),
+            reads: RefCell::default(),
+            next_read: Cell::new(1),
+            published: Cell::new((None, 0, false)),
             clock_ms: Cell::new(0),
             wake_driver: Signal::default(),
             settings,
@@ -283,6 +306,7 @@ impl Shard {
         Executed {
             reply,
             wait_for: None,
+            confirm: false,
         }
     }
 
@@ -305,17 +329,52 @@ impl Shard {
             return Executed {
                 reply,
                 wait_for: observed.get(),
+                confirm: true,
             };
         };
+        self.proposed(op, reply, observed.get())
+    }
+
+    /// A command's reply once its write `op` is proposed: it waits for the
+    /// entry's commit, or is the refusal.
+    fn proposed(&self, op: Operation, reply: Reply, observed: Option<EntryId>) -> Executed {
         match self.propose(op) {
             Ok(id) => Executed {
                 reply,
                 wait_for: Some(id),
+                confirm: false,
             },
             Err(error) => Executed {
                 reply: error,
-                wait_for: observed.get(),
+                wait_for: observed,
+                confirm: false,
             },
+        }
+    }
+
+    /// Runs a read on a `READONLY` connection: against this node's
+    /// committed key space, leader or not, with no confirmation (Redis
+    /// Cluster's replica reads: possibly stale, never uncommitted).
+    pub fn execute_stale(&self, args: &[Vec<u8>], now_unix_ms: u64) -> Executed {
+        if let Some(reason) = self.durable.failure() {
+            return Shard::refused(Reply::Error(format!(
+                "ERR shard {} stopped: {reason}",
+                self.id
+            )));
+        }
+        let Outcome { reply, op } = {
+            let driver = self.driver.borrow();
+            let committed = View::from(driver.keyspace());
+            command::execute(committed, args, now_unix_ms, &self.settings.limits)
+        };
+        assert!(
+            op.is_none(),
+            "only reads run stale: the topology routes writes to the leader"
+        );
+        Executed {
+            reply,
+            wait_for: None,
+            confirm: false,
         }
     }
 
@@ -380,27 +439,102 @@ impl Shard {
     /// What every step of the driver is followed by: replies learn of what
     /// was applied, messages leave (or wait for the next sync).
     fn after_step(&self) {
-        let (applied, outbox) = {
+        let (applied, outbox, reads, writes_queued) = {
             let mut driver = self.driver.borrow_mut();
-            (driver.applied().index.0, driver.take_outbox())
+            (
+                driver.applied().index.0,
+                driver.take_outbox(),
+                driver.take_ready_reads(),
+                driver.has_writes(),
+            )
         };
         self.applied.advance(applied);
+        // Everything written before is durable unless writes are queued or
+        // a batch is being written: then a message that must wait, waits.
+        let must_wait = writes_queued || self.syncing.get();
         for message in outbox {
-            if message.after_durable {
+            if message.after_durable && must_wait {
                 self.awaiting_sync.borrow_mut().push(message);
             } else {
                 self.send_to_peer(message);
             }
         }
+        for (read, result) in reads {
+            if let Some(slot) = self.reads.borrow_mut().remove(&read) {
+                slot.fill(result);
+            }
+        }
+        self.publish_leadership();
     }
 
-    /// Hands a message to the peer transport. A group of one has no peer to
-    /// address, so none can arise; the peer seam routes them here.
+    /// Tells the topology (and the observer) when the leader or the term
+    /// this node knows of changes.
+    fn publish_leadership(&self) {
+        let (leader, term, leads) = {
+            let driver = self.driver.borrow();
+            let group = driver.group();
+            (group.leader(), group.term().0, group.role() == Role::Leader)
+        };
+        let before = self.published.replace((leader, term, leads));
+        if before == (leader, term, leads) {
+            return;
+        }
+        if let Some(outside) = &self.settings.outside {
+            outside.leader(self.id, leader.map(|node| node.0), term);
+        }
+        if leads && (before.1 != term || !before.2) {
+            if let Some(observer) = &self.settings.observer {
+                observer.elected(self.id, term);
+            }
+        }
+    }
+
+    /// Hands a message to the peer transport, which drops it if the link is
+    /// full or down (Raft sends again).
     fn send_to_peer(&self, message: Outgoing) {
-        panic!(
-            "shard {}: a message for {} in a group of one (no peer transport yet): {message:?}",
-            self.id, message.envelope.to
-        );
+        let outside = self
+            .settings
+            .outside
+            .as_ref()
+            .expect("a group whose core sends messages has peers to send them to");
+        let to = message.envelope.to;
+        match keel_replication::codec::encode(&message.envelope) {
+            Ok(frame) => {
+                if let Err(error) = outside.send(to.0, self.id, frame) {
+                    tracing::trace!(shard = self.id, %to, ?error, "peer message dropped");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(shard = self.id, %to, %error, "a message to a peer does not encode; dropped")
+            }
+        }
+    }
+
+    /// A message from a peer's copy of this shard.
+    pub fn receive(&self, now_ms: u64, envelope: Envelope) {
+        self.step_at(now_ms, Input::Receive(envelope));
+        if self.driver.borrow().has_writes() {
+            self.wake_driver.raise();
+        }
+    }
+
+    /// Confirms that this node still leads, by a read round (§6.4) started
+    /// now, after the read a reply rests on: a majority that acknowledges
+    /// it had adopted no newer term, so no newer leader could have
+    /// committed a write that read missed. A sole voter needs none.
+    async fn confirm_leadership(&self) -> Result<(), Reply> {
+        if !self.driver.borrow().has_peers() {
+            return Ok(());
+        }
+        let read = ReadId(self.next_read.get());
+        self.next_read.set(self.next_read.get() + 1);
+        let slot = Slot::default();
+        self.reads.borrow_mut().insert(read, slot.clone());
+        self.step_at(self.clock_ms.get(), Input::Read { read });
+        match slot.take().await {
+            Ok(_) => Ok(()),
+            Err(NotLeader { leader }) => Err(try_again(self.id, &not_leader_text(leader))),
+        }
     }
 
     /// WATCH: connection `client` watches `keys`, all of this shard; returns
@@ -453,6 +587,7 @@ impl Shard {
             return Executed {
                 reply: Reply::NullArray,
                 wait_for: observed.get(),
+                confirm: true,
             };
         }
         let (replies, writes) = self.run_transaction(commands, now_unix_ms, &observed);
@@ -460,18 +595,10 @@ impl Shard {
             return Executed {
                 reply: Reply::Array(replies),
                 wait_for: observed.get(),
+                confirm: true,
             };
         };
-        match self.propose(entry) {
-            Ok(id) => Executed {
-                reply: Reply::Array(replies),
-                wait_for: Some(id),
-            },
-            Err(error) => Executed {
-                reply: error,
-                wait_for: observed.get(),
-            },
-        }
+        self.proposed(entry, Reply::Array(replies), observed.get())
     }
 
     /// Runs a transaction's commands in order over a scratch overlay:
@@ -551,7 +678,11 @@ impl Shard {
     /// released: the entry itself committed. Fails with `-TRYAGAIN` if
     /// another entry committed at its index, and with an error if the shard
     /// stopped.
-    pub async fn acknowledged(&self, wait_for: Option<EntryId>) -> Result<(), Reply> {
+    pub async fn acknowledged(
+        &self,
+        wait_for: Option<EntryId>,
+        confirm: bool,
+    ) -> Result<(), Reply> {
         let stopped = |reason: String| {
             Reply::Error(format!(
                 "ERR the write may not be durable, the shard stopped: {reason}"
@@ -578,6 +709,9 @@ impl Shard {
                 }
             }
         };
+        if confirm {
+            self.confirm_leadership().await?;
+        }
         if let Some(observer) = &self.settings.observer {
             observer.acknowledged(self.id, index);
         }
@@ -746,6 +880,12 @@ impl Shard {
         loop {
             self.step(io, Input::Tick);
             if !self.driver.borrow().has_writes() {
+                // Between batches every write taken is durable: what waited
+                // for the last sync may go.
+                let waiting = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
+                for message in waiting {
+                    self.send_to_peer(message);
+                }
                 if self.stopping.get() {
                     return Ok(());
                 }
@@ -809,29 +949,10 @@ impl Shard {
     ) -> Result<u64, ShardFailure> {
         let writes = self.driver.borrow_mut().take_writes();
         let waiting = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
-        let mut entries = Vec::new();
-        for write in writes {
-            match write {
-                Write::HardState(hard) => hard_state::store(storage, hard).await?,
-                Write::Cut { after } => {
-                    let floor = self.driver.borrow().group().commit().index;
-                    wal.cut_after(after.index, floor).await?;
-                }
-                Write::Entries(batch) => entries.extend(batch),
-            }
-        }
-        let (synced, held_back) =
-            entries.split_at(entries.len() - held_back_entries(entries.len()));
-        let mut bytes = append_entries(wal, synced)?;
-        let started = io.monotonic_us();
-        let durable = wal.sync().await?;
-        // Only the planted bug holds entries back: they reach the WAL now
-        // and its next sync, but the group hears they are durable at once.
-        bytes += append_entries(wal, held_back)?;
-        self.settings
-            .metrics
-            .fsync_us
-            .observe(io.monotonic_us().saturating_sub(started));
+        self.syncing.set(true);
+        let written = self.write_and_sync(io, wal, storage, writes).await;
+        self.syncing.set(false);
+        let (entries, bytes, durable) = written?;
         if !entries.is_empty() {
             self.settings
                 .metrics
@@ -857,6 +978,87 @@ impl Shard {
         Ok(bytes)
     }
 
+    /// Makes a snapshot the leader sent this shard's, durably: the file,
+    /// then the WAL after it. The log keeps the entries after the snapshot
+    /// only if it holds the snapshot's last entry (§5.1, the rule the group
+    /// applied); otherwise it starts over after it.
+    async fn install<I: NodeIo>(
+        &self,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+        snapshot: &snapshot::Loaded<Vec<u8>>,
+    ) -> Result<(), ShardFailure> {
+        snapshot::store(storage, snapshot).await?;
+        let meta = snapshot.meta();
+        if wal.term_at(meta.last_index) == Some(meta.last_term) {
+            wal.remove_below(meta.last_index.next()).await?;
+        } else {
+            wal.restart_after(meta.last_index, meta.last_term).await?;
+        }
+        tracing::info!(
+            shard = self.id,
+            index = meta.last_index.0,
+            term = meta.last_term.0,
+            keys = snapshot.keys(),
+            "installed the leader's snapshot"
+        );
+        let mut state = self.snapshot.borrow_mut();
+        state.index = meta.last_index.0;
+        state.unix_ms = Some(io.now_unix_ms());
+        state.bytes = snapshot.bytes().len() as u64;
+        state.wal_bytes_since = 0;
+        Ok(())
+    }
+
+    /// Carries out `writes` in order and syncs the WAL: the entries
+    /// written, their WAL bytes, and the index the WAL is durable through.
+    async fn write_and_sync<I: NodeIo>(
+        &self,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+        writes: Vec<Write>,
+    ) -> Result<(Vec<keel_replication::Entry>, u64, LogIndex), ShardFailure> {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut held_back = Vec::new();
+        let writes = coalesce_entries(writes);
+        let last_write = writes.len().saturating_sub(1);
+        // In order: a cut or an installed snapshot applies to the entries
+        // appended before it, and the entries after it follow it.
+        for (position, write) in writes.into_iter().enumerate() {
+            match write {
+                Write::HardState(hard) => hard_state::store(storage, hard).await?,
+                Write::Cut { after } => {
+                    let floor = self.driver.borrow().group().commit().index;
+                    wal.cut_after(after.index, floor).await?;
+                }
+                Write::Snapshot(snapshot) => self.install(io, wal, storage, &snapshot).await?,
+                Write::Entries(batch) => {
+                    let keep = if position == last_write {
+                        batch.len() - held_back_entries(batch.len())
+                    } else {
+                        batch.len()
+                    };
+                    bytes += append_entries(wal, &batch[..keep])?;
+                    held_back = batch[keep..].to_vec();
+                    entries.extend(batch);
+                }
+            }
+        }
+        let started = io.monotonic_us();
+        let durable = wal.sync().await?;
+        // Only the planted bug holds entries back: they reach the WAL now
+        // and its next sync, but the group hears they are durable at once.
+        bytes += append_entries(wal, &held_back)?;
+        self.settings
+            .metrics
+            .fsync_us
+            .observe(io.monotonic_us().saturating_sub(started));
+        Ok((entries, bytes, durable))
+    }
+
     /// Snapshot and compaction bookkeeping between group commits.
     async fn after_commit<I: NodeIo>(
         self: &Rc<Shard>,
@@ -874,23 +1076,35 @@ impl Shard {
         };
         if let Some(last) = compacted {
             wal.remove_below(last.index.next()).await?;
-            let membership = self.membership_at(last);
-            let meta = SnapshotMeta { last, membership };
-            // The group sends a lagging follower the snapshot's bytes; with
-            // no follower in a group of one it holds none (the peer seam
-            // streams them from the file instead of from memory).
-            self.step(
-                io,
-                Input::Compacted {
-                    meta,
-                    data: Vec::new(),
-                },
-            );
+            let newer = last.index > self.driver.borrow().group().snapshot().last.index;
+            if let (true, Some(data)) = (newer, self.snapshot_for_peers(storage, last)?) {
+                let membership = self.membership_at(last);
+                let meta = SnapshotMeta { last, membership };
+                self.step(io, Input::Compacted { meta, data });
+            }
         }
         if start {
             self.start_snapshot(io, storage.clone());
         }
         Ok(())
+    }
+
+    /// What the group holds of the snapshot through `last` to send a
+    /// follower that needs it: the file's bytes (`None` if a leader's
+    /// snapshot installed since replaced it); nothing in a group of one,
+    /// which has no follower.
+    fn snapshot_for_peers<S: keel_wal::Storage>(
+        &self,
+        storage: &S,
+        last: EntryId,
+    ) -> Result<Option<Vec<u8>>, ShardFailure> {
+        if !self.driver.borrow().has_peers() {
+            return Ok(Some(Vec::new()));
+        }
+        let newest = snapshot::load_newest(storage)?;
+        Ok(newest
+            .filter(|loaded| loaded.meta().last_index == last.index)
+            .map(|loaded| loaded.bytes().to_vec()))
     }
 
     fn membership_at(&self, last: EntryId) -> Membership {
@@ -974,6 +1188,18 @@ impl Shard {
         let written = writer.finish().await.map_err(|error| error.to_string())?;
         Ok((written, pause_us_max))
     }
+}
+
+/// `writes` with each run of entry writes made one (one append batch).
+fn coalesce_entries(writes: Vec<Write>) -> Vec<Write> {
+    let mut out: Vec<Write> = Vec::with_capacity(writes.len());
+    for write in writes {
+        match (out.last_mut(), write) {
+            (Some(Write::Entries(run)), Write::Entries(more)) => run.extend(more),
+            (_, write) => out.push(write),
+        }
+    }
+    out
 }
 
 /// Bytes of an entry's payload (a no-op has none).
@@ -1092,6 +1318,7 @@ mod tests {
             unsynced_bytes_max: UNSYNCED_BYTES_MAX,
             metrics: Arc::default(),
             observer,
+            outside: None,
         }
     }
 
@@ -1164,9 +1391,11 @@ mod tests {
             [2, 3, 4, 5],
             "after the no-op"
         );
-        assert!(future::block_on(future::poll_once(shard.acknowledged(Some(ids[3])))).is_none());
+        assert!(
+            future::block_on(future::poll_once(shard.acknowledged(Some(ids[3]), false))).is_none()
+        );
         sync_once(&shard, &io, &mut wal);
-        let acknowledged = future::block_on(shard.acknowledged(Some(ids[3])));
+        let acknowledged = future::block_on(shard.acknowledged(Some(ids[3]), false));
         io.disk.crash(1);
         let recovered = future::block_on(Wal::open(io.disk.clone(), WalOptions::test_min()))
             .expect("the WAL reopens after a power loss");
@@ -1184,7 +1413,7 @@ mod tests {
         let io = TestIo::watched(Rc::clone(&recorder) as Rc<dyn ShardObserver>);
         let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::Always);
         let id = set(&shard, "k");
-        assert!(future::block_on(future::poll_once(shard.acknowledged(Some(id)))).is_none());
+        assert!(future::block_on(future::poll_once(shard.acknowledged(Some(id), false))).is_none());
         assert_eq!(get(&shard, "k"), bulk("v"), "the overlay shows the write");
         assert_eq!(
             shard.count(),
@@ -1192,7 +1421,7 @@ mod tests {
             "the key space holds committed entries only"
         );
         sync_once(&shard, &io, &mut wal);
-        future::block_on(shard.acknowledged(Some(id))).expect("committed");
+        future::block_on(shard.acknowledged(Some(id), false)).expect("committed");
         let set_k = Operation::Set {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
@@ -1307,9 +1536,11 @@ mod tests {
                 let args = [b"SET".to_vec(), key.to_string().into_bytes(), value.clone()];
                 let executed = shard.execute(&args, 0);
                 assert_eq!(executed.reply, Reply::ok());
-                future::block_on(future::poll_once(shard.acknowledged(executed.wait_for)))
-                    .expect("interval-ms: committed before its sync")
-                    .expect("acknowledged");
+                future::block_on(future::poll_once(
+                    shard.acknowledged(executed.wait_for, false),
+                ))
+                .expect("interval-ms: committed before its sync")
+                .expect("acknowledged");
             }
             assert!(
                 future::block_on(future::poll_once(shard.wait_for_room())).is_none(),
@@ -1523,7 +1754,7 @@ mod tests {
             shard.durable.fail("the sync failed".into());
             shard.applied.fail("the sync failed".into());
         }
-        let acknowledged = future::block_on(shard.acknowledged(id));
+        let acknowledged = future::block_on(shard.acknowledged(id, false));
         assert_eq!(acknowledged.is_ok(), synced, "{acknowledged:?}");
         io.disk.crash_with(seed, mode);
         let (shard, _wal) = recovered_shard(&io, FsyncPolicy::Always);
@@ -1679,11 +1910,13 @@ mod tests {
             let io = TestIo::default();
             let (shard, _wal) = recovered_shard(&io, FsyncPolicy::Always);
             let id = set(&shard, "k");
-            assert!(future::block_on(future::poll_once(shard.acknowledged(Some(id)))).is_none());
+            assert!(
+                future::block_on(future::poll_once(shard.acknowledged(Some(id), false))).is_none()
+            );
             let _planted = Planted::on(Plant::AckBeforeFsync);
             let id = set(&shard, "k2");
             assert_eq!(
-                future::block_on(future::poll_once(shard.acknowledged(Some(id)))),
+                future::block_on(future::poll_once(shard.acknowledged(Some(id), false))),
                 Some(Ok(()))
             );
             assert_eq!(shard.stats().durable_index, 1, "the no-op alone is durable");

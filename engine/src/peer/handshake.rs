@@ -45,7 +45,8 @@
 //!     32   16 nonce     random, fresh for this connection
 //!     48    1 name_len  bytes of the cluster name (1..=CLUSTER_NAME_BYTES_MAX)
 //!     49    1 password  1 if the sender has a password set, else 0
-//!     50    2 reserved  zero
+//!     50    2 client    the sender's client (Redis protocol) port, for
+//!                         `-MOVED` and CLUSTER SLOTS; 0 if not serving
 //!     52   64 name      the cluster name, zero padded
 //!    116    4 crc
 //! ```
@@ -60,13 +61,14 @@
 //! # Version changes
 //!
 //! 1: the first.
+//! 2: bytes 50..52 of Hello carry the client port (reserved zero in 1).
 
 use crate::secret::Secret;
 
 /// The first bytes of every handshake message.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"KPHS";
 /// The version this build speaks; an acceptor refuses any other.
-pub const HANDSHAKE_VERSION: u16 = 1;
+pub const HANDSHAKE_VERSION: u16 = 2;
 /// Bytes every message starts with: magic, version, kind, reserved.
 pub const MESSAGE_HEADER_BYTES: usize = 8;
 /// Longest cluster name, in bytes.
@@ -100,6 +102,8 @@ pub struct Hello {
     pub nonce: [u8; NONCE_BYTES],
     pub password: bool,
     pub cluster_name: String,
+    /// Where the sender serves clients (0: unknown).
+    pub client_port: u16,
 }
 
 /// Why an acceptor (or a dialer, of the acceptor's hello) refuses a peer.
@@ -205,12 +209,8 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out.extend_from_slice(&hello.cores.to_le_bytes());
             out.extend_from_slice(&hello.shards.to_le_bytes());
             out.extend_from_slice(&hello.nonce);
-            out.extend_from_slice(&[
-                hello.cluster_name.len() as u8,
-                u8::from(hello.password),
-                0,
-                0,
-            ]);
+            out.extend_from_slice(&[hello.cluster_name.len() as u8, u8::from(hello.password)]);
+            out.extend_from_slice(&hello.client_port.to_le_bytes());
             let mut name = [0u8; CLUSTER_NAME_BYTES_MAX];
             name[..hello.cluster_name.len()].copy_from_slice(hello.cluster_name.as_bytes());
             out.extend_from_slice(&name);
@@ -295,9 +295,6 @@ fn decode_hello(body: &[u8]) -> Result<Hello, HandshakeError> {
         1 => true,
         _ => return Err(HandshakeError::Malformed { field: "password" }),
     };
-    if body[50..52] != [0, 0] {
-        return Err(HandshakeError::Malformed { field: "reserved" });
-    }
     let name_field = &body[NAME_AT..NAME_AT + CLUSTER_NAME_BYTES_MAX];
     let padding = name_field.get(name_len..).unwrap_or(&[1]);
     if padding.iter().any(|byte| *byte != 0) {
@@ -317,6 +314,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, HandshakeError> {
         nonce: body[32..48].try_into().expect("16 bytes"),
         password,
         cluster_name,
+        client_port: u16_at(50),
     })
 }
 
@@ -418,6 +416,7 @@ mod tests {
             nonce: [7; NONCE_BYTES],
             password: false,
             cluster_name: "keel".into(),
+            client_port: 7379,
         }
     }
 
@@ -466,6 +465,7 @@ mod tests {
         assert_eq!(&bytes[28..32], &4u32.to_le_bytes());
         assert_eq!(&bytes[32..48], &[7; NONCE_BYTES]);
         assert_eq!(bytes[48], 4);
+        assert_eq!(&bytes[50..52], &7379u16.to_le_bytes());
         assert_eq!(&bytes[52..56], b"keel");
     }
 
@@ -501,10 +501,10 @@ mod tests {
         bad_magic[0] = b'X';
         assert_eq!(decode(&bad_magic), Err(HandshakeError::Magic));
         let mut other_version = good.clone();
-        other_version[4] = 2;
+        other_version[4] = 1;
         assert_eq!(
             decode(&other_version),
-            Err(HandshakeError::Version { version: 2 })
+            Err(HandshakeError::Version { version: 1 })
         );
         let mut bad_kind = good.clone();
         bad_kind[6] = 9;
@@ -527,9 +527,8 @@ mod tests {
             change(&mut bytes);
             decode(&seal(bytes))
         };
-        let cases: [(BytesChange, &str); 6] = [
+        let cases: [(BytesChange, &str); 5] = [
             (|b| b[49] = 2, "password"),
-            (|b| b[50] = 1, "reserved"),
             (
                 |b| {
                     b[48] = 0;
@@ -609,9 +608,9 @@ mod tests {
         fn any_hello_round_trips(
             from in any::<u64>(), to in any::<u64>(), core in any::<u16>(), cores in any::<u16>(),
             shards in any::<u32>(), nonce in any::<[u8; NONCE_BYTES]>(), password in any::<bool>(),
-            name in "[!-~]{1,64}",
+            name in "[!-~]{1,64}", client_port in any::<u16>(),
         ) {
-            let message = Message::Hello(Hello { from, to, core, cores, shards, nonce, password, cluster_name: name });
+            let message = Message::Hello(Hello { from, to, core, cores, shards, nonce, password, cluster_name: name, client_port });
             prop_assert_eq!(decode(&encode(&message)), Ok(message));
         }
 
