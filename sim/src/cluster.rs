@@ -44,7 +44,6 @@ use crate::disk::{DamageRates, FaultMode, FaultRates};
 use crate::fault_schedule::{Fault, FaultSchedule, ScheduleConfig};
 use crate::history::Operation as Recorded;
 use crate::io::{host, Host};
-use crate::ledger::Ledger;
 use crate::linearizability::Verdict;
 use crate::models::redis::{RedisInput, RedisOutput};
 use crate::network_faults::Partition;
@@ -121,73 +120,56 @@ pub(crate) struct MemberSpec {
 }
 
 impl MemberSpec {
-    /// The observer of this member's shards: its host's `ledger`, and the
-    /// cluster's checker.
-    pub(crate) fn observer(&self, ledger: Rc<Ledger>) -> Rc<dyn ShardObserver> {
+    /// The observer of this member's shards: the cluster's checker.
+    pub(crate) fn observer(&self) -> Rc<dyn ShardObserver> {
         Rc::new(MemberObserver {
             node: self.cluster.id,
-            ledger,
             replicas: replicas(),
         })
     }
 
     /// Every member a voter of every shard, no leader yet.
     pub(crate) fn topology(&self) -> Topology {
-        // PRE-MERGE: Topology::cluster(MemberId(self.cluster.id), self.members.clone(), SHARDS)
-        let voters: Vec<MemberId> = self.members.iter().map(|m| m.id).collect();
-        let shards = topology::slot_ranges(SHARDS)
-            .into_iter()
-            .enumerate()
-            .map(
-                |(shard, (first_slot, last_slot))| topology::ShardPlacement {
-                    shard: shard as u32,
-                    first_slot,
-                    last_slot,
-                    leader: None,
-                    term: 0,
-                    voters: voters.clone(),
-                    learners: Vec::new(),
-                },
-            )
-            .collect();
-        Topology::new(MemberId(self.cluster.id), self.members.clone(), shards)
+        Topology::cluster(MemberId(self.cluster.id), self.members.clone(), SHARDS)
     }
 }
 
-/// One member's shard observer: reports to its host's ledger and to the
-/// cluster's [`Replicas`].
+/// One member's shard observer: reports to the cluster's [`Replicas`].
+/// Not to its host's [`Ledger`](crate::ledger::Ledger): a member's recovery
+/// is reported once its restored entries committed, which may be after a
+/// new leader replaced its uncommitted tail, and a leader may acknowledge
+/// entries a majority holds before its own copy is durable. What a cluster
+/// must not lose is checked on the whole history (its final reads) and by
+/// [`Replicas::holds`].
 #[derive(Debug)]
 struct MemberObserver {
     node: PeerId,
-    ledger: Rc<Ledger>,
     replicas: Rc<Replicas>,
 }
 
 impl ShardObserver for MemberObserver {
     fn recovered(&self, shard: u32, last_index: u64, keyspace: &Keyspace) {
-        self.ledger.recovered(shard, last_index, keyspace);
-        self.replicas
-            .recovered(self.node, shard, last_index, keyspace);
+        self.replicas.holds(self.node, shard, last_index, keyspace);
     }
 
-    fn logged(&self, shard: u32, index: u64, op: &Operation) {
-        self.ledger.logged(shard, index, op);
-    }
+    fn logged(&self, _shard: u32, _index: u64, _op: &Operation) {}
 
     fn applied(&self, shard: u32, index: u64, op: &Operation) {
-        self.ledger.applied(shard, index, op);
         self.replicas.applied(self.node, shard, index, op);
     }
 
-    fn acknowledged(&self, shard: u32, index: u64) {
-        self.ledger.acknowledged(shard, index);
+    fn acknowledged(&self, shard: u32, _index: u64) {
         self.replicas.acknowledged(self.node, shard, unix_us());
     }
-}
 
-// PRE-MERGE: into the trait impl
-impl MemberObserver {
-    #[allow(dead_code)]
+    fn installed(&self, shard: u32, last_index: u64, keyspace: &Keyspace) {
+        trace(format_args!(
+            "node {} installed a snapshot of shard {shard} through {last_index}",
+            self.node
+        ));
+        self.replicas.holds(self.node, shard, last_index, keyspace);
+    }
+
     fn elected(&self, shard: u32, term: u64) {
         trace(format_args!(
             "node {} leads shard {shard} in term {term}",
@@ -813,13 +795,11 @@ pub(crate) async fn simulate(
     let checker = replicas();
     let mut failures = std::mem::take(&mut supervisor.failures);
     failures.extend(checker.violations().into_iter().map(Failure::Replicas));
-    let (mut disk_faults, mut hops, mut hop_waits, mut entries, mut recoveries) = (0, 0, 0, 0, 0);
+    let (mut disk_faults, mut hops, mut hop_waits) = (0, 0, 0);
     let (mut boots_total, mut snapshots) = (0, 0);
     for (&id, node) in &supervisor.hosts {
         let Host {
-            disk,
-            ledger,
-            hops: counts,
+            disk, hops: counts, ..
         } = host(*node);
         disk_faults += disk
             .fault_log()
@@ -829,9 +809,6 @@ pub(crate) async fn simulate(
             .count() as u64;
         hops += counts.sent.get();
         hop_waits += counts.waited.get();
-        entries += ledger.entries_applied();
-        recoveries += ledger.recoveries_checked();
-        failures.extend(ledger.violations().into_iter().map(Failure::Durability));
         let node_boots = &supervisor.boots[&id];
         failures.append(&mut node_boots.failures.lock().expect("boots lock"));
         boots_total += node_boots.count.load(Ordering::SeqCst);
@@ -873,8 +850,8 @@ pub(crate) async fn simulate(
         hops,
         hop_waits,
         snapshots,
-        entries_applied: entries,
-        recoveries_checked: recoveries,
+        entries_applied: checker.entries_applied(),
+        recoveries_checked: checker.states_checked(),
         virtual_ms: now_ms(),
         damage_detected: false,
         failovers_us,

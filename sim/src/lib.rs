@@ -28,6 +28,8 @@ pub mod models;
 pub mod network_faults;
 #[cfg(madsim)]
 pub mod peer_net;
+#[cfg(feature = "planted-bugs")]
+pub mod plants;
 pub mod replicas;
 #[cfg(madsim)]
 pub mod run;

@@ -339,11 +339,13 @@ mod simulation {
 
     #[cfg(feature = "planted-bugs")]
     mod plants {
-        pub use keel_wal::planted::{set, Plant};
+        pub use keel_sim::plants::{set, Plant};
 
+        /// One line per plant: its name, the nodes of the runs that catch
+        /// it (`--nodes`), and what it does.
         pub fn list() -> i32 {
-            for plant in Plant::ALL {
-                println!("{}\t{}", plant.name(), plant.describe());
+            for plant in Plant::all() {
+                println!("{}\t{}\t{}", plant.name(), plant.nodes(), plant.describe());
             }
             0
         }

@@ -4,6 +4,10 @@
 //! - the same entry at each index: for each (shard, index), the nodes that
 //!   applied it applied one operation ([`ReplicaViolation::Diverged`]);
 //! - at most one leader per (shard, term) ([`ReplicaViolation::TwoLeaders`]);
+//! - a copy that recovers (or installs its leader's snapshot) holds what it
+//!   held before with the entries committed since applied on top
+//!   ([`ReplicaViolation::StateDiffers`]), when it held a known state at or
+//!   below that index;
 //! - once healed and quiet, every live copy of a shard at one index with one
 //!   state ([`Replicas::converged`]).
 //!
@@ -42,6 +46,14 @@ pub enum ReplicaViolation {
         first: PeerId,
         second: PeerId,
     },
+    /// A node's copy came back (a recovery, an installed snapshot) holding
+    /// other than its last state with the entries since applied.
+    StateDiffers {
+        node: PeerId,
+        shard: u32,
+        index: u64,
+        keys: Vec<String>,
+    },
 }
 
 impl fmt::Display for ReplicaViolation {
@@ -65,6 +77,16 @@ impl fmt::Display for ReplicaViolation {
             } => write!(
                 f,
                 "shard {shard}: nodes {first} and {second} were both elected in term {term}"
+            ),
+            ReplicaViolation::StateDiffers {
+                node,
+                shard,
+                index,
+                keys,
+            } => write!(
+                f,
+                "shard {shard}: node {node}'s copy came back at index {index} holding other \
+                 than the committed entries give, in keys {keys:?}"
             ),
         }
     }
@@ -139,12 +161,35 @@ struct State {
     outages: BTreeMap<u32, Outage>,
     failovers_us: Vec<u64>,
     violations: Vec<ReplicaViolation>,
+    entries_applied: u64,
+    states_checked: u64,
 }
 
 /// What the nodes of one cluster run applied and who led (module doc).
 #[derive(Debug, Default)]
 pub struct Replicas {
     state: RefCell<State>,
+}
+
+/// The keys whose entries differ between `left` and `right`, as text.
+fn differing_keys(left: &Items, right: &Items) -> Vec<String> {
+    let mut keys: Vec<&Vec<u8>> = left.keys().chain(right.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| left.get(*key) != right.get(*key))
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .collect()
+}
+
+/// A key space of the same items (Keyspace is not Clone: the node never
+/// copies one).
+fn copy_of(keyspace: &Keyspace) -> Keyspace {
+    let mut copy = Keyspace::with_hash_seed(0);
+    for (key, value, expire) in keyspace.items() {
+        copy.insert_loaded(key, value, expire);
+    }
+    copy
 }
 
 fn items(keyspace: &Keyspace) -> Items {
@@ -155,17 +200,38 @@ fn items(keyspace: &Keyspace) -> Items {
 }
 
 impl Replicas {
-    /// Node `node`'s copy of `shard` recovered to `index` holding `keyspace`.
-    pub fn recovered(&self, node: PeerId, shard: u32, index: u64, keyspace: &Keyspace) {
-        let mut copy = Keyspace::with_hash_seed(0);
-        for (key, value, expire) in keyspace.items() {
-            copy.insert_loaded(key, value, expire);
+    /// Node `node`'s copy of `shard` holds `keyspace` at `index`: it
+    /// recovered there, or installed its leader's snapshot of it. Checked
+    /// against its last known state with the entries committed since, if
+    /// that state is at or below `index` and every entry between is known.
+    pub fn holds(&self, node: PeerId, shard: u32, index: u64, keyspace: &Keyspace) {
+        let mut state = self.state.borrow_mut();
+        let now = items(keyspace);
+        let expected = state.copies.get(&(shard, node)).and_then(|copy| {
+            let last = copy.state.as_ref().filter(|_| copy.index <= index)?;
+            let mut replayed = copy_of(last);
+            for between in copy.index + 1..=index {
+                let (op, _) = state.applied.get(&(shard, between))?;
+                replayed.apply(op);
+            }
+            Some(items(&replayed))
+        });
+        if let Some(expected) = expected {
+            state.states_checked += 1;
+            if expected != now {
+                state.violations.push(ReplicaViolation::StateDiffers {
+                    node,
+                    shard,
+                    index,
+                    keys: differing_keys(&expected, &now),
+                });
+            }
         }
-        self.state.borrow_mut().copies.insert(
+        state.copies.insert(
             (shard, node),
             Copy {
                 index,
-                state: Some(copy),
+                state: Some(copy_of(keyspace)),
             },
         );
     }
@@ -173,6 +239,7 @@ impl Replicas {
     /// Node `node` applied `op` at `index` of `shard`.
     pub fn applied(&self, node: PeerId, shard: u32, index: u64, op: &Operation) {
         let mut state = self.state.borrow_mut();
+        state.entries_applied += 1;
         let copy = state.copies.entry((shard, node)).or_default();
         match copy.state.as_mut() {
             Some(keyspace) if index == copy.index + 1 => keyspace.apply(op),
@@ -275,6 +342,16 @@ impl Replicas {
 
     pub fn violations(&self) -> Vec<ReplicaViolation> {
         self.state.borrow().violations.clone()
+    }
+
+    /// Entries applied, over every node and boot.
+    pub fn entries_applied(&self) -> u64 {
+        self.state.borrow().entries_applied
+    }
+
+    /// Recovered or installed states checked against the committed entries.
+    pub fn states_checked(&self) -> u64 {
+        self.state.borrow().states_checked
     }
 
     /// Whether the copies of each of `shards` on the `live` nodes stand at
@@ -385,7 +462,7 @@ mod tests {
         let replicas = Replicas::default();
         let empty = Keyspace::with_hash_seed(0);
         for node in [1, 2] {
-            replicas.recovered(node, 0, 0, &empty);
+            replicas.holds(node, 0, 0, &empty);
         }
         replicas.applied(1, 0, 1, &set("a", "1"));
         assert!(matches!(
@@ -397,7 +474,16 @@ mod tests {
         // A copy recovered to a state the log does not give is caught.
         let mut other = Keyspace::with_hash_seed(0);
         other.apply(&set("a", "2"));
-        replicas.recovered(2, 0, 1, &other);
+        replicas.holds(2, 0, 1, &other);
+        assert_eq!(
+            replicas.violations(),
+            vec![ReplicaViolation::StateDiffers {
+                node: 2,
+                shard: 0,
+                index: 1,
+                keys: vec!["a".into()]
+            }]
+        );
         assert_eq!(
             replicas.converged(1, &[1, 2]),
             Err(Disagreement::State {
@@ -408,5 +494,29 @@ mod tests {
             })
         );
         assert!(replicas.converged(1, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn a_copy_comes_back_with_the_committed_entries_on_its_last_state() {
+        let replicas = Replicas::default();
+        let empty = Keyspace::with_hash_seed(0);
+        replicas.holds(1, 0, 0, &empty);
+        replicas.applied(1, 0, 1, &set("a", "1"));
+        replicas.applied(2, 0, 2, &set("b", "2"));
+        let mut both = Keyspace::with_hash_seed(0);
+        both.apply(&set("a", "1"));
+        both.apply(&set("b", "2"));
+        replicas.holds(1, 0, 2, &both);
+        assert_eq!(
+            (replicas.violations(), replicas.states_checked()),
+            (vec![], 1)
+        );
+        // Behind its last state, or past what any node applied: not checkable.
+        replicas.holds(1, 0, 1, &empty);
+        replicas.holds(1, 0, 5, &empty);
+        assert_eq!(
+            (replicas.violations(), replicas.states_checked()),
+            (vec![], 1)
+        );
     }
 }

@@ -1103,7 +1103,7 @@ pub(crate) async fn run_keel(spec: KeelSpec, boots: Arc<Boots>) {
     let ios = match &member {
         None => SimIo::bind(address, cores).await,
         Some(member) => {
-            let observer = member.observer(host(madsim::plugin::node()).ledger);
+            let observer = member.observer();
             SimIo::bind_member(address, cores, member.cluster.id, observer).await
         }
     }
