@@ -432,6 +432,23 @@ mod tests {
         assert_eq!(FsyncPolicy::IntervalMs(5).to_string(), "interval-ms=5");
     }
 
+    /// A cluster member acknowledges only what is on its disk.
+    #[test]
+    fn interval_fsync_is_refused_in_a_cluster() {
+        let args = |fsync| ServeArgs {
+            id: Some(1),
+            peers: Some("1=127.0.0.1:7101,2=127.0.0.1:7201,3=127.0.0.1:7301".into()),
+            peer_port: Some(7101),
+            fsync: Some(fsync),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(&args(FsyncPolicy::Always), 2).is_ok());
+        assert!(matches!(
+            ServeConfig::resolve(&args(FsyncPolicy::IntervalMs(10)), 2),
+            Err(ConfigError::Invalid { key: "fsync", .. })
+        ));
+    }
+
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().unwrap();

@@ -130,9 +130,9 @@ pub fn port_is_free(address: SocketAddr) -> io::Result<()> {
 fn hop_bytes(hop: &Hop) -> usize {
     match hop {
         Hop::Request { request, .. } => match request {
-            ShardRequest::Command { args, .. } | ShardRequest::Watch { keys: args, .. } => {
-                args.iter().map(Vec::len).sum()
-            }
+            ShardRequest::Command { args, .. }
+            | ShardRequest::Watch { keys: args, .. }
+            | ShardRequest::Forward { args, .. } => args.iter().map(Vec::len).sum(),
             ShardRequest::Exec { commands, .. } => commands.iter().flatten().map(Vec::len).sum(),
             ShardRequest::Keys { pattern } => pattern.len(),
             ShardRequest::Scan { pattern, .. } => pattern.as_ref().map_or(0, Vec::len),
@@ -140,6 +140,7 @@ fn hop_bytes(hop: &Hop) -> usize {
             | ShardRequest::RandomKey { .. }
             | ShardRequest::FlushAll
             | ShardRequest::Stats
+            | ShardRequest::Replicas { .. }
             | ShardRequest::Unwatch { .. } => 0,
         },
         Hop::Reply { reply, .. } => match reply {
@@ -148,7 +149,7 @@ fn hop_bytes(hop: &Hop) -> usize {
                 keys.iter().map(Vec::len).sum()
             }
             ShardReply::Key(key) => key.as_ref().map_or(0, Vec::len),
-            ShardReply::Count(_) | ShardReply::Stats(_) => 0,
+            ShardReply::Count(_) | ShardReply::Stats(_) | ShardReply::Replicas { .. } => 0,
         },
     }
 }

@@ -98,6 +98,7 @@ pub struct NodeMetrics {
     pub peer_connections: AtomicU64,
     pub peer_handshake_refusals: AtomicU64,
     pub peer_protocol_errors: AtomicU64,
+    pub forwarded_commands: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -124,6 +125,7 @@ impl Default for NodeMetrics {
             peer_connections: AtomicU64::new(0),
             peer_handshake_refusals: AtomicU64::new(0),
             peer_protocol_errors: AtomicU64::new(0),
+            forwarded_commands: AtomicU64::new(0),
         }
     }
 }
@@ -235,8 +237,13 @@ impl NodeMetrics {
             ),
             (
                 "keel_peer_protocol_errors_total",
-                "Peer connections closed for bytes that are not a transport frame.",
+                "Peer connections closed for bytes that are not a transport frame, and peer messages dropped that did not decode.",
                 &self.peer_protocol_errors,
+            ),
+            (
+                "keel_forwarded_commands_total",
+                "Commands this node forwarded to the leader of their shard.",
+                &self.forwarded_commands,
             ),
         ];
         for (name, help, counter) in counters {

@@ -234,6 +234,29 @@ impl Group {
         self.log.snapshot()
     }
 
+    /// On a leader, each other member and the newest entry known to be in
+    /// its log (what INFO's lag and WAIT count); empty on any other node.
+    pub fn followers(&self) -> Vec<(NodeId, EntryId)> {
+        self.lead.as_ref().map_or_else(Vec::new, |lead| {
+            lead.progress
+                .iter()
+                .map(|(id, progress)| (*id, progress.matched))
+                .collect()
+        })
+    }
+
+    /// Bytes of the entries after `index` that the log holds, as flow
+    /// control charges them (what a follower matched through `index`
+    /// still lacks, compacted entries not counted).
+    pub fn bytes_after(&self, index: LogIndex) -> u64 {
+        self.log
+            .entries()
+            .rev()
+            .take_while(|entry| entry.id.index > index)
+            .map(crate::log::entry_bytes)
+            .sum()
+    }
+
     /// Whether this build runs with `plant` switched on (always false without
     /// the `planted-bugs` feature).
     #[allow(unused_variables)]

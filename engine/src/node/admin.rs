@@ -34,6 +34,13 @@ pub struct ClientInfo {
     /// READONLY: the connection's reads may be served from this node's copy
     /// of a shard it follows (stale); READWRITE clears it.
     pub readonly: bool,
+    /// Whether the connection spoke Redis Cluster (CLUSTER, READONLY,
+    /// READWRITE, ASKING): a command for a shard another member leads is
+    /// then answered `-MOVED`, which it follows, rather than forwarded.
+    pub cluster_aware: bool,
+    /// The shards the connection sent writes to (WAIT counts the followers
+    /// holding them); at most the node's shard count.
+    pub written: std::collections::BTreeSet<u32>,
 }
 
 impl ClientInfo {
@@ -556,7 +563,7 @@ pub fn info(
     if wanted("persistence") {
         let lag: u64 = shards
             .iter()
-            .map(|shard| shard.last_index - shard.durable_index)
+            .map(|shard| shard.last_index.saturating_sub(shard.durable_index))
             .sum();
         let oldest = shards
             .iter()
@@ -580,7 +587,7 @@ pub fn info(
             failed.as_deref().unwrap_or("no"),
             NodeMetrics::get(&metrics.snapshots),
             now_unix_ms.saturating_sub(oldest) / 1000,
-            shards.iter().map(|shard| shard.last_index - shard.snapshot_index).sum::<u64>(),
+            shards.iter().map(|shard| shard.last_index.saturating_sub(shard.snapshot_index)).sum::<u64>(),
         );
         for shard in shards {
             let _ = write!(
@@ -655,6 +662,8 @@ mod tests {
             connected_unix_ms: 0,
             last_command_unix_ms: 0,
             readonly: false,
+            written: Default::default(),
+            cluster_aware: false,
             auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
         };
         let args = args(words);

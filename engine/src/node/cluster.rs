@@ -144,14 +144,16 @@ pub fn try_again(slot: u16) -> Reply {
 }
 
 /// WAIT numreplicas timeout: the arguments checked as Redis checks them.
-pub fn check_wait(args: &[Vec<u8>]) -> Result<(), Reply> {
-    parse_i64(&args[1]).ok_or_else(|| Reply::error(NOT_INTEGER))?;
+/// Returns the replicas wanted (a negative count wants none) and the
+/// timeout in milliseconds (0: wait for ever).
+pub fn check_wait(args: &[Vec<u8>]) -> Result<(u64, u64), Reply> {
+    let wanted = parse_i64(&args[1]).ok_or_else(|| Reply::error(NOT_INTEGER))?;
     match parse_i64(&args[2]) {
         None => Err(Reply::error(
             "ERR timeout is not an integer or out of range",
         )),
         Some(timeout) if timeout < 0 => Err(Reply::error("ERR timeout is negative")),
-        Some(_) => Ok(()),
+        Some(timeout) => Ok((wanted.max(0) as u64, timeout as u64)),
     }
 }
 
@@ -350,14 +352,13 @@ pub struct ShardProgress {
 }
 
 impl ShardProgress {
-    /// A shard without peers: its group of one commits an entry once it is
-    /// durable here, and nobody follows. With peers the driver fills the
-    /// followers' lag from its consensus group.
-    pub fn alone(stats: &ShardStats) -> ShardProgress {
+    /// What a shard's figures say of its replication: its commit index and,
+    /// on the leader, each follower's lag (a group of one has none).
+    pub fn of(stats: &ShardStats) -> ShardProgress {
         ShardProgress {
             shard: stats.shard,
-            commit_index: stats.applied_index,
-            followers: Vec::new(),
+            commit_index: stats.commit_index,
+            followers: stats.followers.clone(),
         }
     }
 }
@@ -746,7 +747,8 @@ mod tests {
         let args = |words: &[&str]| -> Vec<Vec<u8>> {
             words.iter().map(|word| word.as_bytes().to_vec()).collect()
         };
-        assert_eq!(check_wait(&args(&["WAIT", "5", "10"])), Ok(()));
+        assert_eq!(check_wait(&args(&["WAIT", "5", "10"])), Ok((5, 10)));
+        assert_eq!(check_wait(&args(&["WAIT", "-1", "0"])), Ok((0, 0)));
         assert_eq!(
             check_wait(&args(&["WAIT", "x", "0"])),
             Err(Reply::error(NOT_INTEGER))

@@ -20,7 +20,7 @@
 //!   Elsewhere it is answered `-MOVED` or `-TRYAGAIN` and touches no shard.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -32,12 +32,15 @@ use crate::limits::{PIPELINE_COMMANDS_MAX, QUERY_BUFFER_BYTES_MAX, REPLY_BUFFER_
 use crate::metrics::NodeMetrics;
 use crate::node::admin::{self, ClientInfo};
 use crate::node::cluster::{self, ClusterCommand, ShardProgress};
-use crate::node::io::{Connection, Hop, Listener, NodeIo, ShardReply, ShardRequest};
+use crate::node::io::{Connection, Hop, Listener, NodeIo, PeerId, ShardReply, ShardRequest};
+use crate::node::local::Signal;
 use crate::node::local::Slot;
 use crate::node::planted::{self, NodePlant};
 use crate::node::shard::{Executed, Shard, ShardStats};
 use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
+use crate::peer::forward::{self, Forward};
+use crate::peer::frame::PEER_FRAME_BYTES_MAX;
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 use crate::topology::{Access, Route, TopologyView};
@@ -48,6 +51,21 @@ use crate::topology::{Access, Route, TopologyView};
 /// spin the core and flood the log; 100 ms keeps the log to ten lines a
 /// second and delays new connections by at most that once the cause clears.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
+/// How long a member waits for the leader's reply to a command it
+/// forwarded before it answers `-TRYAGAIN` (a lost message, a failed
+/// leader): twice the longest election timeout, so a reply delayed by an
+/// election still arrives.
+pub const FORWARD_TIMEOUT_MS: u64 = 2_000;
+/// Forwarded commands one core waits for at once; past it, commands get
+/// `-MOVED`.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 16_384;
+/// Forwarded commands one core holds before running them; past it, they
+/// are refused with `-TRYAGAIN`.
+pub const FORWARDS_QUEUED_MAX: usize = 16_384;
+
+/// How often WAIT asks the shards how many followers hold its writes.
+pub const WAIT_POLL_MS: u64 = 5;
 
 /// Keys a shard's SCAN returns per page while CLUSTER COUNTKEYSINSLOT or
 /// GETKEYSINSLOT looks for a slot's keys: bounds each page's reply.
@@ -64,6 +82,10 @@ pub fn shard_of_slot(slot: u16, shards: u32) -> u32 {
 pub fn core_of_shard(shard: u32, cores: usize) -> usize {
     shard as usize % cores
 }
+
+/// A command a member forwarded: from whom, for which shard, its id there,
+/// and its arguments.
+type ForwardedCommand = (PeerId, u32, u64, Vec<Vec<u8>>);
 
 /// A reply on its way: known now, or once a shard says it may be released.
 enum Pending {
@@ -122,6 +144,13 @@ pub struct Core<I: NodeIo> {
     random: RefCell<SplitMix64>,
     /// This core's copy of the node's topology: where keyed commands run.
     topology: RefCell<TopologyView>,
+    /// Commands this core forwarded to a leader: the reply's slot and when
+    /// it was sent (monotonic µs).
+    forwarded: RefCell<HashMap<u64, (Slot<ShardReply>, u64)>>,
+    next_forward: Cell<u64>,
+    /// Commands members forwarded to this core's shards, in arrival order.
+    forward_queue: RefCell<VecDeque<ForwardedCommand>>,
+    forward_signal: Signal,
 }
 
 impl<I: NodeIo> Core<I> {
@@ -136,6 +165,10 @@ impl<I: NodeIo> Core<I> {
             shards,
             waiting: RefCell::new(HashMap::new()),
             next_hop: Cell::new(0),
+            forwarded: RefCell::default(),
+            next_forward: Cell::new(0),
+            forward_queue: RefCell::default(),
+            forward_signal: Signal::default(),
         }
     }
 
@@ -189,6 +222,9 @@ impl<I: NodeIo> Core<I> {
     /// for more unsynced entries and can serve (a new leader's no-op
     /// committed); the result is released later.
     async fn run_local(&self, shard: &Rc<Shard>, request: ShardRequest) -> Pending {
+        if let ShardRequest::Forward { slot, access, args } = request {
+            return self.forward_or_redirect(shard, slot, access, args).await;
+        }
         match request {
             ShardRequest::Command { stale: true, .. } => {}
             ShardRequest::Command { .. } | ShardRequest::Exec { .. } => {
@@ -202,7 +238,10 @@ impl<I: NodeIo> Core<I> {
             | ShardRequest::Keys { .. }
             | ShardRequest::Scan { .. } => shard.wait_settled().await,
             ShardRequest::Watch { .. } | ShardRequest::FlushAll => shard.wait_readable().await,
-            ShardRequest::Unwatch { .. } | ShardRequest::Stats => {}
+            ShardRequest::Unwatch { .. }
+            | ShardRequest::Stats
+            | ShardRequest::Replicas { .. }
+            | ShardRequest::Forward { .. } => {}
         }
         let now = self.io.now_unix_ms();
         let local = |executed: Executed| Pending::Local {
@@ -263,6 +302,12 @@ impl<I: NodeIo> Core<I> {
                 Err(error) => (ShardReply::Reply(error), None, false),
             },
             ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None, false),
+            ShardRequest::Forward { .. } => unreachable!("answered above"),
+            ShardRequest::Replicas { through } => {
+                let through = through.unwrap_or_else(|| shard.commit());
+                let count = shard.replicas_holding(through);
+                (ShardReply::Replicas { through, count }, None, false)
+            }
         };
         let slot = Slot::default();
         let waiter = slot.clone();
@@ -511,7 +556,13 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
-            return (self.keyed(spec, args, client.readonly).await, false);
+            if spec.is_write() {
+                self.note_write(client, &args, spec);
+            }
+            let pending = self
+                .keyed(spec, args, client.readonly, client.cluster_aware)
+                .await;
+            return (pending, false);
         }
         let quit = spec.name == "quit";
         (
@@ -520,11 +571,58 @@ impl<I: NodeIo> Core<I> {
         )
     }
 
+    /// Remembers which shard a write of `client` goes to, for WAIT.
+    fn note_write(&self, client: &mut ClientInfo, args: &[Vec<u8>], spec: &command::CommandSpec) {
+        let keys = command::key_indexes(spec, args)
+            .into_iter()
+            .map(|index| args[index].as_slice());
+        if let Ok(Some(slot)) = transaction::one_slot(keys) {
+            client
+                .written
+                .insert(shard_of_slot(slot, self.node.shard_count));
+        }
+    }
+
+    /// WAIT numreplicas timeout: polls every shard the connection wrote to
+    /// until that many followers of each hold its log through the commit
+    /// index it had when WAIT began (which covers the connection's
+    /// acknowledged writes), or the timeout (0: none) passes; the fewest.
+    /// A connection that wrote nothing has every follower of every shard.
+    async fn wait_replicas(&self, client: &ClientInfo, wanted: u64, timeout_ms: u64) -> Reply {
+        let started_us = self.io.monotonic_us();
+        let mut through: Vec<(u32, Option<EntryId>)> =
+            client.written.iter().map(|shard| (*shard, None)).collect();
+        if through.is_empty() {
+            let members = self.node.topology.get().members.len();
+            return Reply::Integer(members.saturating_sub(1) as i64);
+        }
+        loop {
+            let mut fewest = usize::MAX;
+            for (shard, at) in &mut through {
+                if let ShardReply::Replicas { through, count } = self
+                    .request(*shard, ShardRequest::Replicas { through: *at })
+                    .await
+                {
+                    *at = Some(through);
+                    fewest = fewest.min(count);
+                }
+            }
+            let waited_ms = self.io.monotonic_us().saturating_sub(started_us) / 1_000;
+            if fewest as u64 >= wanted || (timeout_ms > 0 && waited_ms >= timeout_ms) {
+                return Reply::Integer(fewest as i64);
+            }
+            self.io
+                .sleep(std::time::Duration::from_millis(WAIT_POLL_MS))
+                .await;
+        }
+    }
+
     async fn keyed(
         &self,
         spec: &'static command::CommandSpec,
         args: Vec<Vec<u8>>,
         readonly: bool,
+        cluster_aware: bool,
     ) -> Pending {
         let keys = command::key_indexes(spec, &args)
             .into_iter()
@@ -553,7 +651,187 @@ impl<I: NodeIo> Core<I> {
                 self.dispatch(shard, ShardRequest::Command { args, stale })
                     .await
             }
-            Err(redirect) => Pending::Ready(redirect),
+            Err(redirect) if cluster_aware => Pending::Ready(redirect),
+            Err(_) => {
+                let shard = shard_of_slot(slot, self.node.shard_count);
+                let request = ShardRequest::Forward { slot, access, args };
+                self.dispatch(shard, request).await
+            }
+        }
+    }
+
+    /// [`ShardRequest::Forward`] on the shard's core: the command runs here
+    /// if this node leads the shard by now, else goes to the leader, else
+    /// gets the `-MOVED` or `-TRYAGAIN` of the topology.
+    async fn forward_or_redirect(
+        &self,
+        shard: &Rc<Shard>,
+        slot: u16,
+        access: Access,
+        args: Vec<Vec<u8>>,
+    ) -> Pending {
+        match self.route(slot, access) {
+            Ok(_) => {
+                let stale = access == Access::StaleRead;
+                Box::pin(self.run_local(shard, ShardRequest::Command { args, stale })).await
+            }
+            Err(redirect) => self.forward(slot, args).unwrap_or(Pending::Ready(redirect)),
+        }
+    }
+
+    /// Sends a command for `slot`, whose shard another member leads, to that
+    /// leader over the shard's peer link; its reply comes back through
+    /// [`Core::forwarded_reply`], or `-TRYAGAIN` after
+    /// [`FORWARD_TIMEOUT_MS`]. `None` if it cannot go (no leader known, too
+    /// many in flight, too large, the link full or down): the caller
+    /// answers `-MOVED` or `-TRYAGAIN` instead.
+    fn forward(&self, slot: u16, args: Vec<Vec<u8>>) -> Option<Pending> {
+        let (shard, leader) = {
+            let mut view = self.topology.borrow_mut();
+            let placement = view.current(&self.node.topology).shard_of_slot(slot);
+            (placement.shard, placement.leader?)
+        };
+        if self.forwarded.borrow().len() >= FORWARDS_IN_FLIGHT_MAX {
+            return None;
+        }
+        let id = self.next_forward.get();
+        let frame = forward::encode(&Forward::Request { id, args });
+        if frame.len() > PEER_FRAME_BYTES_MAX {
+            return None;
+        }
+        self.io.peer_send(leader.0, shard, frame).ok()?;
+        self.next_forward.set(id + 1);
+        NodeMetrics::add(&self.node.metrics.forwarded_commands, 1);
+        let slot = Slot::default();
+        let sent_us = self.io.monotonic_us();
+        self.forwarded
+            .borrow_mut()
+            .insert(id, (slot.clone(), sent_us));
+        Some(Pending::Remote(slot))
+    }
+
+    /// The leader's reply to forwarded command `id` (dropped if it came
+    /// after its timeout).
+    pub fn forwarded_reply(&self, id: u64, reply: Reply) {
+        if let Some((slot, _)) = self.forwarded.borrow_mut().remove(&id) {
+            slot.fill(ShardReply::Reply(reply));
+        }
+    }
+
+    /// Answers `-TRYAGAIN` to the forwarded commands whose reply is later
+    /// than [`FORWARD_TIMEOUT_MS`] (the message or its reply was lost, or
+    /// the leader failed): such a command may or may not have taken effect.
+    pub async fn expire_forwards(self: Rc<Self>) {
+        loop {
+            self.io
+                .sleep(std::time::Duration::from_millis(FORWARD_TIMEOUT_MS / 4))
+                .await;
+            let now_us = self.io.monotonic_us();
+            let late: Vec<u64> = self
+                .forwarded
+                .borrow()
+                .iter()
+                .filter(|(_, (_, sent_us))| {
+                    now_us.saturating_sub(*sent_us) >= FORWARD_TIMEOUT_MS * 1_000
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in late {
+                self.forwarded_reply(
+                    id,
+                    Reply::Error(format!("TRYAGAIN the shard's leader did not answer a forwarded command within {FORWARD_TIMEOUT_MS} ms; it may or may not have taken effect")),
+                );
+            }
+        }
+    }
+
+    /// A member forwarded command `args` for shard `shard` to this node
+    /// (which leads it, or led it): run in arrival order by
+    /// [`Core::serve_forwards`], answered to `from` under `id`. Refused at
+    /// once when [`FORWARDS_QUEUED_MAX`] wait.
+    pub fn forwarded_request(&self, from: PeerId, shard: u32, id: u64, args: Vec<Vec<u8>>) {
+        if self.forward_queue.borrow().len() >= FORWARDS_QUEUED_MAX {
+            let reply =
+                Reply::Error("TRYAGAIN too many forwarded commands wait at the leader".into());
+            self.answer_forward(from, shard, id, reply);
+            return;
+        }
+        self.forward_queue
+            .borrow_mut()
+            .push_back((from, shard, id, args));
+        self.forward_signal.raise();
+    }
+
+    /// Runs forwarded commands one after another, as `serve_hops` runs
+    /// hopped ones (a connection's commands run in the order they came),
+    /// each answered once its reply may be released.
+    pub async fn serve_forwards(self: Rc<Self>) {
+        loop {
+            let next = self.forward_queue.borrow_mut().pop_front();
+            let Some((from, shard, id, args)) = next else {
+                self.forward_signal.wait().await;
+                continue;
+            };
+            let pending = match self.forwarded_shard(shard, &args) {
+                Ok(local) => {
+                    let local = Rc::clone(local);
+                    self.run_local(&local, ShardRequest::Command { args, stale: false })
+                        .await
+                }
+                Err(reply) => Pending::Ready(reply),
+            };
+            let core = Rc::clone(&self);
+            self.io.spawn(async move {
+                let reply = match core.resolve(pending).await {
+                    Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
+                    Resolved::Shard(other) => {
+                        panic!("a keyed command got a non-reply answer: {other:?}")
+                    }
+                };
+                core.answer_forward(from, shard, id, reply);
+            });
+        }
+    }
+
+    /// The shard of this core a forwarded command runs on: the peer's
+    /// message names it, and the command's keys must hash to it.
+    fn forwarded_shard(&self, shard: u32, args: &[Vec<u8>]) -> Result<&Rc<Shard>, Reply> {
+        let misdirected =
+            || Reply::Error(format!("ERR a forwarded command is not for shard {shard}"));
+        let spec = args
+            .first()
+            .and_then(|name| command::lookup(name))
+            .filter(|spec| {
+                command::is_keyed(spec) && command::check_arity(spec, args.len()).is_ok()
+            })
+            .ok_or_else(misdirected)?;
+        let keys = command::key_indexes(spec, args)
+            .into_iter()
+            .map(|index| args[index].as_slice());
+        match transaction::one_slot(keys) {
+            Ok(Some(slot)) if shard_of_slot(slot, self.node.shard_count) == shard => {
+                self.shards.get(&shard).ok_or_else(misdirected)
+            }
+            _ => Err(misdirected()),
+        }
+    }
+
+    /// Sends the reply to forwarded command `id` back to `to` (one too
+    /// large for a peer frame becomes an error saying so).
+    fn answer_forward(&self, to: PeerId, shard: u32, id: u64, reply: Reply) {
+        let mut frame = forward::encode(&Forward::Reply { id, reply });
+        if frame.len() > PEER_FRAME_BYTES_MAX {
+            let reply = Reply::Error(format!("ERR the reply is larger than a peer frame ({PEER_FRAME_BYTES_MAX} bytes); ask the shard's leader directly"));
+            frame = forward::encode(&Forward::Reply { id, reply });
+        }
+        if let Err(error) = self.io.peer_send(to, shard, frame) {
+            tracing::debug!(
+                to,
+                shard,
+                id,
+                ?error,
+                "the reply to a forwarded command was dropped"
+            );
         }
     }
 
@@ -641,6 +919,7 @@ impl<I: NodeIo> Core<I> {
             Ok(shard) => shard,
             Err(redirect) => return Pending::Ready(redirect),
         };
+        client.written.insert(shard);
         let request = ShardRequest::Exec {
             client: client.id,
             commands: keyed,
@@ -695,24 +974,28 @@ impl<I: NodeIo> Core<I> {
             "flushdb" | "flushall" => self.flush_all(args).await,
             "info" => {
                 let stats = self.all_stats().await;
-                let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+                let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::of).collect();
                 let now = self.io.now_unix_ms();
                 admin::info(&self.node, &stats, &progress, &args[1..], now)
             }
-            "cluster" => self.cluster(args).await,
+            "cluster" => {
+                client.cluster_aware = true;
+                self.cluster(args).await
+            }
             "readonly" | "readwrite" => {
                 client.readonly = spec.name == "readonly";
+                client.cluster_aware = true;
                 self.node.update_client(client);
                 Reply::ok()
             }
             // A slot never migrates between Keel's shards, so no -ASK
             // redirect is ever sent for ASKING to follow.
-            "asking" => Reply::ok(),
+            "asking" => {
+                client.cluster_aware = true;
+                Reply::ok()
+            }
             "wait" => match cluster::check_wait(args) {
-                // A node without peers has no replica to wait for. The
-                // replicated node counts the followers whose log holds the
-                // connection's last write, waiting up to the timeout.
-                Ok(()) => Reply::Integer(0),
+                Ok((wanted, timeout_ms)) => self.wait_replicas(client, wanted, timeout_ms).await,
                 Err(error) => error,
             },
             _ => admin::connection_command(&self.node, client, spec, args, self.io.now_unix_ms()),

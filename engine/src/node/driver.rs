@@ -884,6 +884,79 @@ mod tests {
         );
     }
 
+    /// The bytes of a snapshot file of shard 0 through `last` holding `items`.
+    fn snapshot_bytes(last: EntryId, items: &[(&str, &str)]) -> Vec<u8> {
+        let storage = keel_wal::MemStorage::new();
+        keel_wal::run_ready(async {
+            let meta = snapshot::SnapshotMeta {
+                shard: 0,
+                last_index: last.index,
+                last_term: last.term,
+            };
+            let mut writer = snapshot::SnapshotWriter::create(storage.clone(), meta).await?;
+            for (key, value) in items {
+                writer.push(key.as_bytes(), value.as_bytes(), None);
+            }
+            writer.finish().await
+        })
+        .expect("the snapshot is written");
+        let loaded = snapshot::load_newest(&storage)
+            .expect("loads")
+            .expect("exists");
+        loaded.bytes().to_vec()
+    }
+
+    /// A follower behind a leader's compaction gets its snapshot: its key
+    /// space becomes the snapshot's (an unapplied entry of its own log that
+    /// the snapshot supersedes is gone), it is applied through the
+    /// snapshot's entry, and the file is queued for the disk before the
+    /// acknowledgement may leave.
+    #[test]
+    fn a_follower_installs_its_leaders_snapshot_over_its_key_space() {
+        let mine = with_id(command(&set("old", "mine")), 1, 1);
+        let mut driver = driver(&[1, 2, 3], vec![mine]);
+        driver.step(0, Input::Tick);
+        let last = EntryId::new(2, 10);
+        let data = snapshot_bytes(last, &[("k", "from the leader")]);
+        let meta = SnapshotMeta {
+            last,
+            membership: Membership {
+                voters: [1, 2, 3].into_iter().map(NodeId).collect(),
+                learners: Default::default(),
+            },
+        };
+        let message = Message::Snapshot {
+            meta,
+            offset: 0,
+            data: data.clone(),
+            done: true,
+        };
+        driver.step(100, from(2, 2, message));
+        assert_eq!(driver.applied(), last);
+        assert_eq!(committed(&driver, "k"), Some(b"from the leader".to_vec()));
+        assert_eq!(committed(&driver, "old"), None);
+        let writes = driver.take_writes();
+        assert!(
+            matches!(writes.last(), Some(Write::Snapshot(snapshot)) if snapshot.bytes() == data),
+            "{writes:?}"
+        );
+        assert!(
+            driver
+                .take_outbox()
+                .iter()
+                .all(|message| message.after_durable),
+            "the acknowledgement waits for the install to be durable"
+        );
+        assert_eq!(
+            driver.outcome(EntryId::new(1, 1)),
+            Some(Err(Superseded {
+                entry: EntryId::new(1, 1),
+                committed: Some(Term(0))
+            })),
+            "an entry the snapshot skipped over is not known to have committed"
+        );
+    }
+
     #[cfg(feature = "planted-bugs")]
     mod planted {
         use super::*;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use keel_wal::Storage;
 
+use keel_replication::EntryId;
+
 use crate::keyspace::Keyspace;
 use crate::operation::Operation;
 use crate::resp::Reply;
@@ -65,6 +67,18 @@ pub enum ShardRequest {
     },
     /// Figures for INFO and metrics.
     Stats,
+    /// A keyed command for `slot` whose shard (on this core) another member
+    /// leads, from a connection that does not follow `-MOVED`: forwarded
+    /// to the leader over this core's peer link (run here if this node
+    /// leads it by now).
+    Forward {
+        slot: u16,
+        access: crate::topology::Access,
+        args: Vec<Vec<u8>>,
+    },
+    /// WAIT: how many followers hold the log through `through` (the
+    /// shard's commit index now, if `None`).
+    Replicas { through: Option<EntryId> },
 }
 
 /// The answer to a [`ShardRequest`], given once it may be acknowledged.
@@ -76,6 +90,7 @@ pub enum ShardReply {
     Key(Option<Vec<u8>>),
     Scan { next: u64, keys: Vec<Vec<u8>> },
     Stats(Box<crate::node::shard::ShardStats>),
+    Replicas { through: EntryId, count: usize },
 }
 
 /// A message between cores.

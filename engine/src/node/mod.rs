@@ -123,6 +123,8 @@ impl NodeShared {
             connected_unix_ms: now_unix_ms,
             last_command_unix_ms: now_unix_ms,
             readonly: false,
+            written: Default::default(),
+            cluster_aware: false,
         };
         clients.insert(id, info.clone());
         Some(info)
@@ -373,6 +375,7 @@ async fn recover_shard<I: NodeIo>(
         metrics: Arc::clone(&node.metrics),
         observer,
         outside: Some(outside),
+        preferred_leader: preferred_leader(&node.config, id),
     };
     let shard = Shard::new(id, driver, last, summary.snapshot_index, settings);
     if !clustered {
@@ -418,6 +421,14 @@ pub fn this_node(config: &ServeConfig) -> NodeId {
         .cluster
         .as_ref()
         .map_or(THIS_NODE, |cluster| NodeId(cluster.id))
+}
+
+/// The member that should lead shard `shard` (None alone): the members in
+/// id order take the shards in turn, so each leads its share.
+pub fn preferred_leader(config: &ServeConfig, shard: u32) -> Option<NodeId> {
+    let cluster = config.cluster.as_ref()?;
+    let member = &cluster.members[shard as usize % cluster.members.len()];
+    Some(NodeId(member.id))
 }
 
 /// Every group's members: the cluster's, each a voter (the settings list
@@ -567,6 +578,8 @@ impl<I: NodeIo> Recovered<I> {
         }
         io.spawn(Rc::clone(&core).serve_hops());
         io.spawn(peers::receive(Rc::clone(&core)));
+        io.spawn(Rc::clone(&core).serve_forwards());
+        io.spawn(Rc::clone(&core).expire_forwards());
         let accepting = Rc::clone(&core).accept_clients();
         let metrics = serve_metrics(Rc::clone(&core));
         let watch = async {
@@ -617,7 +630,7 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
             let gauges = Gauges {
                 connected_clients: scrape.node.clients().len() as u64,
                 keys: stats.iter().map(|shard| shard.keys).sum(),
-                durability_lag_entries: stats.iter().map(|shard| shard.last_index - shard.durable_index).sum(),
+                durability_lag_entries: stats.iter().map(|shard| shard.last_index.saturating_sub(shard.durable_index)).sum(),
                 snapshot_age_seconds: stats
                     .iter()
                     .map(|shard| now.saturating_sub(shard.snapshot_unix_ms.unwrap_or(scrape.node.started_unix_ms)) / 1000)
@@ -625,7 +638,7 @@ async fn serve_metrics<I: NodeIo>(core: Rc<Core<I>>) {
                     .unwrap_or(0),
             };
             let mut body = scrape.node.metrics.render(&gauges);
-            let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::alone).collect();
+            let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::of).collect();
             cluster::replication_metrics(&scrape.node.topology.get(), &progress, &mut body);
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

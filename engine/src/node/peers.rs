@@ -10,6 +10,7 @@ use keel_replication::{Config, NodeId};
 
 use crate::node::core::Core;
 use crate::node::io::{NodeIo, PeerId, PeerSendError, ShardOutside};
+use crate::peer::forward::{self, Forward};
 use crate::topology::{MemberId, TopologyCell};
 
 /// The shortest election timeout of a cluster's groups. The core's default
@@ -63,8 +64,9 @@ impl<I: NodeIo> ShardOutside for NodeOutside<I> {
 }
 
 /// Takes every message the peers send this core's shards, until the node
-/// stops: each is decoded (which checks its checksums) and stepped into its
-/// shard's group. A message that does not decode, names another sender
+/// stops: a replication message is decoded (which checks its checksums)
+/// and stepped into its shard's group; a forwarded command or its reply
+/// goes to the core ([`Core::forwarded_request`], [`Core::forwarded_reply`]). A message that does not decode, names another sender
 /// than its link's, or a shard this core does not hold is dropped and
 /// counted: a peer is not trusted.
 pub async fn receive<I: NodeIo>(core: Rc<Core<I>>) {
@@ -79,6 +81,19 @@ pub async fn receive<I: NodeIo>(core: Rc<Core<I>>) {
             );
             continue;
         };
+        if forward::is_forward(&message.frame) {
+            match forward::decode(&message.frame) {
+                Ok(Forward::Request { id, args }) => {
+                    core.forwarded_request(message.from, message.shard, id, args)
+                }
+                Ok(Forward::Reply { id, reply }) => core.forwarded_reply(id, reply),
+                Err(error) => {
+                    crate::metrics::NodeMetrics::add(&core.node.metrics.peer_protocol_errors, 1);
+                    tracing::warn!(from = message.from, shard = message.shard, %error, "a forwarded command does not decode; dropped");
+                }
+            }
+            continue;
+        }
         let envelope = match keel_replication::codec::decode(&message.frame) {
             Ok(envelope) if envelope.from == NodeId(message.from) => envelope,
             Ok(envelope) => {

@@ -35,6 +35,7 @@ use crate::command::{self, Outcome};
 use crate::config::FsyncPolicy;
 use crate::limits::Limits;
 use crate::metrics::NodeMetrics;
+use crate::node::cluster::FollowerLag;
 use crate::node::driver::{Driver, NotReady, Outgoing, Write};
 use crate::node::hard_state::{self, HardStateError};
 use crate::node::io::{NodeIo, ShardObserver, ShardOutside};
@@ -44,6 +45,7 @@ use crate::operation::{Change, Operation, SingleOp};
 use crate::overlay::{Overlay, View};
 use crate::resp::Reply;
 use crate::snapshot;
+use crate::topology::MemberId;
 
 /// Most expired keys one active-expiry pass removes from a shard.
 pub const EXPIRE_KEYS_PER_PASS_MAX: usize = 200;
@@ -56,6 +58,10 @@ pub const EXPIRE_PASSES_PER_WAKE_MAX: usize = 50;
 /// wait for a sync: with `--fsync interval-ms` nothing else stops writers
 /// from running ahead of the disk, and every such entry is held in memory.
 pub const UNSYNCED_ENTRIES_MAX: u64 = 64 * 1024;
+/// How often a leader checks whether to hand its shard to the member that
+/// should lead it: long enough that a member just back does not take
+/// leadership while it is still catching up in bursts.
+pub const LEADERSHIP_BALANCE_INTERVAL_MS: u64 = 2_000;
 /// Bytes of encoded entries proposed but not yet durable that a shard holds
 /// before commands wait for a sync (the memory those entries take). One
 /// entry may pass it: the limit is checked before a command runs.
@@ -95,6 +101,10 @@ pub struct ShardStats {
     pub snapshot_pause_us_last: u64,
     pub wal_bytes_since_snapshot: u64,
     pub failure: Option<String>,
+    /// The newest entry known committed.
+    pub commit_index: u64,
+    /// On the leader, each follower's progress; empty elsewhere.
+    pub followers: Vec<FollowerLag>,
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +152,9 @@ pub struct Shard {
     next_read: Cell<u64>,
     /// The leader, term and role last told to the topology and observer.
     published: Cell<(Option<NodeId>, u64, bool)>,
+    /// When the leader next checks whether to hand the shard to its
+    /// preferred leader.
+    next_balance_ms: Cell<u64>,
     /// The monotonic time of the shard's last wake-up, for the group's steps
     /// made inside commands (a proposal starts no timer).
     clock_ms: Cell<u64>,
@@ -243,6 +256,9 @@ pub struct ShardSettings {
     pub observer: Option<Rc<dyn ShardObserver>>,
     /// The peers and the topology (`None` in tests of a lone shard).
     pub outside: Option<Rc<dyn ShardOutside>>,
+    /// The member that should lead this shard when it is up and caught up,
+    /// so that each member leads its share of the shards (`None` alone).
+    pub preferred_leader: Option<NodeId>,
 }
 
 impl Shard {
@@ -267,6 +283,7 @@ impl Shard {
             reads: RefCell::default(),
             next_read: Cell::new(1),
             published: Cell::new((None, 0, false)),
+            next_balance_ms: Cell::new(0),
             clock_ms: Cell::new(0),
             wake_driver: Signal::default(),
             settings,
@@ -629,7 +646,8 @@ impl Shard {
 
     /// Whether the entries not yet durable are at a limit.
     fn unsynced_full(&self) -> bool {
-        self.last_index() - self.durable.get() >= self.settings.unsynced_entries_max
+        // A cut can put the log's end below what was durable before it.
+        self.last_index().saturating_sub(self.durable.get()) >= self.settings.unsynced_entries_max
             || self.unsynced_bytes.get() >= self.settings.unsynced_bytes_max
     }
 
@@ -826,7 +844,43 @@ impl Shard {
             snapshot_pause_us_last: snapshot.pause_us_last,
             wal_bytes_since_snapshot: snapshot.wal_bytes_since,
             failure: self.durable.failure(),
+            commit_index: driver.group().commit().index.0,
+            followers: self.follower_lags(),
         }
+    }
+
+    /// On the leader, how far each follower is behind (INFO, metrics).
+    fn follower_lags(&self) -> Vec<FollowerLag> {
+        let driver = self.driver.borrow();
+        let group = driver.group();
+        let last = group.last().index.0;
+        group
+            .followers()
+            .into_iter()
+            .map(|(member, matched)| FollowerLag {
+                member: MemberId(member.0),
+                match_index: matched.index.0,
+                lag_entries: last.saturating_sub(matched.index.0),
+                lag_bytes: group.bytes_after(matched.index),
+            })
+            .collect()
+    }
+
+    /// The newest committed entry.
+    pub fn commit(&self) -> EntryId {
+        self.driver.borrow().group().commit()
+    }
+
+    /// How many followers hold entry `id` (WAIT's count): 0 unless this
+    /// node leads, in `id`'s term.
+    pub fn replicas_holding(&self, id: EntryId) -> usize {
+        let driver = self.driver.borrow();
+        driver
+            .group()
+            .followers()
+            .iter()
+            .filter(|(_, matched)| matched.index >= id.index && matched.term >= id.term)
+            .count()
     }
 
     /// Asks the driver task to sync what is queued and stop.
@@ -879,6 +933,7 @@ impl Shard {
     ) -> Result<(), ShardFailure> {
         loop {
             self.step(io, Input::Tick);
+            self.balance_leadership(io.monotonic_us() / 1_000);
             if !self.driver.borrow().has_writes() {
                 // Between batches every write taken is durable: what waited
                 // for the last sync may go.
@@ -900,6 +955,36 @@ impl Shard {
             futures_lite::future::yield_now().await;
             let bytes = self.write_batch(io, wal, storage).await?;
             self.after_commit(io, wal, storage, bytes).await?;
+        }
+    }
+
+    /// Hands leadership to the shard's preferred leader when this node
+    /// leads in its place and the preferred one holds the whole log (so
+    /// it is up and the hand-over is short): after a failover, leadership
+    /// returns, and every member leads its share of the shards. At most
+    /// once per [`LEADERSHIP_BALANCE_INTERVAL_MS`].
+    fn balance_leadership(&self, now_ms: u64) {
+        let Some(preferred) = self.settings.preferred_leader else {
+            return;
+        };
+        if now_ms < self.next_balance_ms.get() {
+            return;
+        }
+        self.next_balance_ms
+            .set(now_ms + LEADERSHIP_BALANCE_INTERVAL_MS);
+        let caught_up = {
+            let driver = self.driver.borrow();
+            let group = driver.group();
+            group.role() == Role::Leader
+                && group.id() != preferred
+                && group
+                    .followers()
+                    .iter()
+                    .any(|(id, matched)| *id == preferred && *matched == group.last())
+        };
+        if caught_up {
+            tracing::info!(shard = self.id, to = %preferred, "handing leadership to the shard's preferred leader");
+            self.step_at(now_ms, Input::TransferLeadership { to: preferred });
         }
     }
 
@@ -1319,6 +1404,7 @@ mod tests {
             metrics: Arc::default(),
             observer,
             outside: None,
+            preferred_leader: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! listens on its peer port + c. A connection starts with the
 //! [`handshake`], then carries [`frame`]s both ways.
 
+pub mod forward;
 pub mod frame;
 pub mod handshake;
 pub mod links;
