@@ -218,8 +218,9 @@ impl Router {
     }
 
     /// Sends `input` and follows redirections until a node answers. An
-    /// error after the request may have been sent (a timeout, a broken
-    /// connection) leaves its outcome unknown, and is returned at once.
+    /// error after which the command may have taken effect (a timeout, a
+    /// broken connection, a forward left unanswered) leaves its outcome
+    /// unknown, and is returned at once.
     async fn request(&mut self, input: &RedisInput) -> Result<RedisOutput, ClientError> {
         let mut last_error = None;
         for _ in 0..ROUTE_ATTEMPTS_MAX {
@@ -241,9 +242,10 @@ impl Router {
             };
             match request(stream, input, REPLY_TIMEOUT_MS).await {
                 Err(ClientError::Reply(ReplyError::Error(text))) => {
+                    trace(format_args!("redirected: {text}"));
                     if let Some(moved_to) = moved_address(&text) {
                         self.target = moved_to;
-                    } else if text.starts_with("TRYAGAIN") {
+                    } else if text.starts_with("TRYAGAIN") && !text.contains(OUTCOME_UNKNOWN) {
                         sleep(Duration::from_millis(TRYAGAIN_DELAY_MS)).await;
                     } else {
                         return Err(ClientError::Reply(ReplyError::Error(text)));
@@ -261,6 +263,12 @@ impl Router {
         Err(last_error.expect("an attempt was made"))
     }
 }
+
+/// What a `-TRYAGAIN` says when the command was forwarded to the leader and
+/// no answer came back (`keel_engine::node::core::FORWARD_TIMEOUT_MS`): it
+/// may have taken effect, so retrying could apply it twice. Such an error
+/// leaves the outcome unknown, as a timeout does.
+const OUTCOME_UNKNOWN: &str = "may or may not have taken effect";
 
 /// The address a `-MOVED <slot> <host:port>` error names.
 fn moved_address(text: &str) -> Option<String> {
