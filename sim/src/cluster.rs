@@ -175,7 +175,7 @@ impl ShardObserver for MemberObserver {
             "node {} leads shard {shard} in term {term}",
             self.node
         ));
-        self.replicas.elected(self.node, shard, term);
+        self.replicas.elected(self.node, shard, term, unix_us());
     }
 }
 
@@ -841,6 +841,8 @@ pub(crate) async fn simulate(
     ));
     let mut failovers_us = checker.failovers_us();
     failovers_us.sort_unstable();
+    let mut elections_us = checker.elections_us();
+    elections_us.sort_unstable();
     let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
     let history = recorder.finish();
     let timed = workload.timed.lock().expect("timed lock");
@@ -869,6 +871,7 @@ pub(crate) async fn simulate(
         virtual_ms: now_ms(),
         damage_detected: false,
         failovers_us,
+        elections_us,
         losses_at_torn_cuts: 0,
         history_cut_us: None,
         verdict: Verdict::Linearizable,

@@ -25,7 +25,7 @@
 mod simulation {
     use keel_engine::config::FsyncPolicy;
     use keel_sim::linearizability::Verdict;
-    use keel_sim::run::{run_on_thread, run_seeds, RunConfig, Summary};
+    use keel_sim::run::{run_on_thread, run_seeds, timing_line, RunConfig, Summary};
 
     /// Operations the clients send in all unless `--ops` says otherwise.
     const OPS_DEFAULT: u64 = 1_000;
@@ -190,7 +190,7 @@ mod simulation {
         });
         let (mut failed, mut ops, mut crashes) = (Vec::new(), 0, 0);
         let mut slowest_check = std::time::Duration::ZERO;
-        let mut failovers_us = Vec::new();
+        let (mut failovers_us, mut elections_us) = (Vec::new(), Vec::new());
         for (seed, summary) in &results {
             match summary {
                 Ok(summary) => {
@@ -198,6 +198,7 @@ mod simulation {
                     crashes += summary.crashes;
                     slowest_check = slowest_check.max(summary.check_time.0);
                     failovers_us.extend_from_slice(&summary.failovers_us);
+                    elections_us.extend_from_slice(&summary.elections_us);
                     let status = if summary.passed() { "ok" } else { "FAILED" };
                     println!(
                         "seed {seed}: {status} ({} nodes, {} cores, {} ops, {} crashes, \
@@ -233,15 +234,9 @@ mod simulation {
         );
         if config.nodes > 1 {
             failovers_us.sort_unstable();
-            match failovers_us.last() {
-                Some(worst_us) => println!(
-                    "failovers: {} timed, median {:.1} ms, worst {:.1} ms",
-                    failovers_us.len(),
-                    failovers_us[failovers_us.len() / 2] as f64 / 1e3,
-                    *worst_us as f64 / 1e3
-                ),
-                None => println!("failovers: none timed"),
-            }
+            elections_us.sort_unstable();
+            println!("{}", timing_line("failovers", &failovers_us));
+            println!("{}", timing_line("elections", &elections_us));
         }
         let flags = replay_flags(&config, plant_name);
         for seed in &failed {

@@ -147,6 +147,8 @@ struct Outage {
     leader: PeerId,
     term: u64,
     since_us: u64,
+    /// A leader of a later term was elected (its time is recorded once).
+    replaced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +162,8 @@ struct State {
     copies: BTreeMap<(u32, PeerId), Copy>,
     outages: BTreeMap<u32, Outage>,
     failovers_us: Vec<u64>,
+    /// From a leader's loss to the election of a later term's leader.
+    elections_us: Vec<u64>,
     violations: Vec<ReplicaViolation>,
     entries_applied: u64,
     states_checked: u64,
@@ -263,9 +267,17 @@ impl Replicas {
         }
     }
 
-    /// Node `node` became leader of `shard` in `term`.
-    pub fn elected(&self, node: PeerId, shard: u32, term: u64) {
+    /// Node `node` became leader of `shard` in `term`, at `now_us`.
+    pub fn elected(&self, node: PeerId, shard: u32, term: u64, now_us: u64) {
         let mut state = self.state.borrow_mut();
+        let mut replaced = None;
+        if let Some(outage) = state.outages.get_mut(&shard) {
+            if term > outage.term && !outage.replaced {
+                outage.replaced = true;
+                replaced = Some(now_us.saturating_sub(outage.since_us));
+            }
+        }
+        state.elections_us.extend(replaced);
         let first = *state.leaders.entry((shard, term)).or_insert(node);
         if first != node {
             state.violations.push(ReplicaViolation::TwoLeaders {
@@ -310,6 +322,7 @@ impl Replicas {
                     leader,
                     term,
                     since_us: now_us,
+                    replaced: false,
                 });
             }
         }
@@ -328,6 +341,11 @@ impl Replicas {
     /// Failovers timed so far, in µs.
     pub fn failovers_us(&self) -> Vec<u64> {
         self.state.borrow().failovers_us.clone()
+    }
+
+    /// Elections after a leader's loss timed so far, in µs.
+    pub fn elections_us(&self) -> Vec<u64> {
+        self.state.borrow().elections_us.clone()
     }
 
     /// Outages that never ended: the lost leaders, by shard.
@@ -422,13 +440,13 @@ mod tests {
     #[test]
     fn one_leader_per_term() {
         let replicas = Replicas::default();
-        replicas.elected(1, 0, 3);
-        replicas.elected(1, 0, 3);
-        replicas.elected(2, 1, 3);
-        replicas.elected(2, 0, 4);
+        replicas.elected(1, 0, 3, 0);
+        replicas.elected(1, 0, 3, 0);
+        replicas.elected(2, 1, 3, 0);
+        replicas.elected(2, 0, 4, 0);
         assert_eq!(replicas.violations(), vec![]);
         assert_eq!(replicas.leader(0), Some(2));
-        replicas.elected(3, 0, 4);
+        replicas.elected(3, 0, 4, 0);
         assert_eq!(
             replicas.violations(),
             vec![ReplicaViolation::TwoLeaders {
@@ -443,17 +461,18 @@ mod tests {
     #[test]
     fn a_failover_ends_at_a_later_terms_reply() {
         let replicas = Replicas::default();
-        replicas.elected(1, 0, 1);
-        replicas.elected(1, 1, 1);
+        replicas.elected(1, 0, 1, 0);
+        replicas.elected(1, 1, 1, 0);
         replicas.leader_lost(2, 50);
         assert_eq!(replicas.open_outages(), vec![]);
         replicas.leader_lost(1, 100);
         assert_eq!(replicas.open_outages(), vec![(0, 1), (1, 1)]);
         // The lost leader's own replies of its old term end nothing.
         replicas.acknowledged(1, 0, 150);
-        replicas.elected(2, 0, 2);
+        replicas.elected(2, 0, 2, 600);
         replicas.acknowledged(2, 0, 900);
         assert_eq!(replicas.failovers_us(), vec![800]);
+        assert_eq!(replicas.elections_us(), vec![500]);
         assert_eq!(replicas.open_outages(), vec![(1, 1)]);
     }
 

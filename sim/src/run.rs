@@ -265,6 +265,9 @@ pub struct Summary {
     /// In a cluster: each failover timed, from a leader's loss to the next
     /// reply a later term's leader released on its shard (µs, sorted).
     pub failovers_us: Vec<u64>,
+    /// In a cluster: from a leader's loss to the election of a later
+    /// term's leader of its shard (µs, sorted).
+    pub elections_us: Vec<u64>,
     /// With `--damage`: ledger violations at a recovery that cut a torn tail,
     /// the single-copy limit (damage to the last synced batch looks torn).
     pub losses_at_torn_cuts: u64,
@@ -302,13 +305,27 @@ impl Summary {
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Linearizable && self.failures.is_empty()
     }
+}
 
-    /// The median and the worst failover, if any was timed.
-    pub fn failover_figures(&self) -> Option<(u64, u64)> {
-        let worst = *self.failovers_us.last()?;
-        Some((self.failovers_us[self.failovers_us.len() / 2], worst))
+/// The median and the largest of `sorted`, if it holds any.
+pub fn median_and_worst(sorted: &[u64]) -> Option<(u64, u64)> {
+    Some((sorted[sorted.len() / 2], *sorted.last()?))
+}
+
+/// `name: N timed, median M ms, worst W ms` of sorted µs figures.
+pub fn timing_line(name: &str, sorted_us: &[u64]) -> String {
+    match median_and_worst(sorted_us) {
+        Some((median_us, worst_us)) => format!(
+            "{name}: {} timed, median {:.1} ms, worst {:.1} ms",
+            sorted_us.len(),
+            median_us as f64 / 1e3,
+            worst_us as f64 / 1e3
+        ),
+        None => format!("{name}: none timed"),
     }
 }
+
+impl Summary {}
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -347,18 +364,11 @@ impl fmt::Display for Summary {
         if self.nodes > 1 {
             write!(
                 f,
-                "\nnodes {} failovers {}",
+                "\nnodes {}; {}; {}",
                 self.nodes,
-                self.failovers_us.len()
+                timing_line("failovers", &self.failovers_us),
+                timing_line("elections", &self.elections_us)
             )?;
-            if let Some((median_us, worst_us)) = self.failover_figures() {
-                write!(
-                    f,
-                    " median_ms {:.1} worst_ms {:.1}",
-                    median_us as f64 / 1e3,
-                    worst_us as f64 / 1e3
-                )?;
-            }
         }
         write!(f, "\nlinearizability: ")?;
         if self.history_cut_us.is_some() {
@@ -804,6 +814,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         virtual_ms: now_ms(),
         damage_detected: detected,
         failovers_us: Vec::new(),
+        elections_us: Vec::new(),
         losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
         history_cut_us: Some(boots.excused_loss_at_us.load(Ordering::SeqCst))
             .filter(|cut_us| *cut_us != u64::MAX),
