@@ -50,13 +50,13 @@ fn a_cluster_seed_replays_exactly() {
     assert!(first.completed > 0, "{first}");
 }
 
-/// Ignored until the node's two bugs these seeds find are fixed (see
-/// docs/SIMULATION.md, "Bugs it found"): of seeds 1..=200, 75, 92, 104, 141,
-/// 164 and 167 stop a node with "cannot cut after N: entries up to M must
-/// stay", and 93, 143 and 157 apply two operations at one index of a shard
-/// (93 and 157 then fail linearizability). Run it with `--ignored`.
+/// Ignored until the node's bugs these seeds find are fixed (see
+/// docs/SIMULATION.md, "Bugs it found"): of seeds 1..=200, 7 and 174 stop a
+/// node with "cannot cut after N: entries up to M must stay", and 37, 59 and
+/// 156 fail linearizability (in 37 a duplicated forward ran an INCR twice).
+/// Run it with `--ignored`.
 #[test]
-#[ignore = "the node's cluster wiring fails 9 of these seeds (docs/SIMULATION.md, Bugs it found)"]
+#[ignore = "the node's cluster wiring fails 5 of these seeds (docs/SIMULATION.md, Bugs it found)"]
 fn cluster_seeds_pass_every_check() {
     let started = std::time::Instant::now();
     let results = run_seeds(config(0), 1..=SEEDS, jobs(), false, || ());
@@ -80,12 +80,12 @@ fn cluster_seeds_pass_every_check() {
 #[cfg(feature = "planted-bugs")]
 const NODE_PLANTS_CAUGHT_BY: [(&str, u64); 3] = [
     ("apply-before-commit", 1),
-    ("reply-on-index-not-entry", 51),
+    ("reply-on-index-not-entry", 171),
     ("follower-serves-linearizable-read", 1),
 ];
 
-/// The first seed that fails a plant must pass without it: the plant, not
-/// some other bug, is what the checks caught.
+/// Caught means a seed fails with the plant and passes without it: the
+/// plant, not one of the open bugs some seeds find, is what the checks saw.
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn node_plants_are_caught_within_their_recorded_seeds() {
@@ -93,19 +93,20 @@ fn node_plants_are_caught_within_their_recorded_seeds() {
     for (name, last_seed) in NODE_PLANTS_CAUGHT_BY {
         let plant = Plant::from_name(name).expect("a plant of that name");
         assert!(matches!(plant, Plant::Node(_)), "{name} is a node plant");
-        let results = run_seeds(config(0), 1..=last_seed, jobs(), true, move || {
+        let results = run_seeds(config(0), 1..=last_seed, jobs(), false, move || {
             plants::set(Some(plant))
         });
         let caught = results
             .iter()
-            .find(|(_, summary)| !matches!(summary, Ok(summary) if summary.passed()));
-        let Some((seed, _)) = caught else {
-            panic!("{name}: no seed of 1..={last_seed} failed");
-        };
-        let clean = run_on_thread(config(*seed), || ()).expect("no panic");
+            .filter(|(_, summary)| !matches!(summary, Ok(summary) if summary.passed()))
+            .map(|(seed, _)| *seed)
+            .find(|&seed| {
+                let clean = run_on_thread(config(seed), || ()).expect("no panic");
+                clean.passed()
+            });
         assert!(
-            clean.passed(),
-            "{name}: seed {seed} fails without it too: {clean}"
+            caught.is_some(),
+            "{name}: no seed of 1..={last_seed} fails with it and passes without it"
         );
     }
 }
