@@ -26,8 +26,7 @@ use keel_engine::keyspace::Keyspace;
 use keel_engine::node::io::PeerId;
 use keel_engine::operation::Operation;
 
-/// A key's value and absolute expiry time: a copy's state, comparable.
-type Items = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+use crate::ledger::{differing_keys, items, Items};
 
 /// Something two nodes did that replication forbids.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,17 +174,6 @@ pub struct Replicas {
     state: RefCell<State>,
 }
 
-/// The keys whose entries differ between `left` and `right`, as text.
-fn differing_keys(left: &Items, right: &Items) -> Vec<String> {
-    let mut keys: Vec<&Vec<u8>> = left.keys().chain(right.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|key| left.get(*key) != right.get(*key))
-        .map(|key| String::from_utf8_lossy(key).into_owned())
-        .collect()
-}
-
 /// A key space of the same items (Keyspace is not Clone: the node never
 /// copies one).
 fn copy_of(keyspace: &Keyspace) -> Keyspace {
@@ -194,13 +182,6 @@ fn copy_of(keyspace: &Keyspace) -> Keyspace {
         copy.insert_loaded(key, value, expire);
     }
     copy
-}
-
-fn items(keyspace: &Keyspace) -> Items {
-    keyspace
-        .items()
-        .map(|(key, value, expire)| (key.to_vec(), (value.to_vec(), expire)))
-        .collect()
 }
 
 impl Replicas {
