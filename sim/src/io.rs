@@ -111,6 +111,9 @@ struct SimNode {
     inboxes: Vec<HopQueue>,
     /// Each core's link to its peers, by core; none for a single node.
     peers: Vec<PeerLink>,
+    /// Who watches the shards: the host's ledger, or for a cluster member
+    /// an observer that also reports to the cluster's checker.
+    observer: Rc<dyn ShardObserver>,
 }
 
 /// The bounded queue of hops to one core, read only by that core.
@@ -164,28 +167,31 @@ impl SimIo {
     /// listen for clients on `address` and keep the node's data on the
     /// host's disk.
     pub async fn bind(address: std::net::SocketAddr, cores: usize) -> io::Result<Vec<SimIo>> {
-        SimIo::bind_with_peers(address, cores, Vec::new()).await
+        SimIo::bind_with_peers(address, cores, Vec::new(), None).await
     }
 
     /// As [`SimIo::bind`], for member `me` of the cluster whose network
     /// ([`crate::peer_net::install`]) the thread holds: each core also links
-    /// to the same core of every other member.
+    /// to the same core of every other member, and `observer` watches its
+    /// shards.
     pub async fn bind_member(
         address: std::net::SocketAddr,
         cores: usize,
         me: PeerId,
+        observer: Rc<dyn ShardObserver>,
     ) -> io::Result<Vec<SimIo>> {
         let mut peers = Vec::with_capacity(cores);
         for core in 0..cores {
             peers.push(PeerLink::bind(me, core, cores).await?);
         }
-        SimIo::bind_with_peers(address, cores, peers).await
+        SimIo::bind_with_peers(address, cores, peers, Some(observer)).await
     }
 
     async fn bind_with_peers(
         address: std::net::SocketAddr,
         cores: usize,
         peers: Vec<PeerLink>,
+        observer: Option<Rc<dyn ShardObserver>>,
     ) -> io::Result<Vec<SimIo>> {
         assert!(cores > 0, "a node runs at least one core");
         assert!(
@@ -193,12 +199,15 @@ impl SimIo {
             "every core links to its peers, or none does"
         );
         let clients = TcpListener::bind(address).await?;
+        let host = host(madsim::plugin::node());
+        let observer = observer.unwrap_or_else(|| Rc::clone(&host.ledger) as Rc<dyn ShardObserver>);
         let node = Rc::new(SimNode {
-            host: host(madsim::plugin::node()),
+            host,
             clients,
             epoch: TimeHandle::current().now_instant(),
             inboxes: (0..cores).map(|_| HopQueue::default()).collect(),
             peers,
+            observer,
         });
         Ok((0..cores)
             .map(|core| SimIo {
@@ -241,7 +250,7 @@ impl NodeIo for SimIo {
     }
 
     fn shard_observer(&self, _shard: u32) -> Option<Rc<dyn ShardObserver>> {
-        Some(Rc::clone(&self.node.host.ledger) as Rc<dyn ShardObserver>)
+        Some(Rc::clone(&self.node.observer))
     }
 
     fn now_unix_ms(&self) -> u64 {

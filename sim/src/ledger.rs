@@ -25,7 +25,7 @@ use keel_engine::node::io::ShardObserver;
 use keel_engine::operation::Operation;
 
 /// A key's value and absolute expiry time.
-type Items = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+pub(crate) type Items = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
 
 /// Something a recovery did that it must not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +146,7 @@ impl Ledger {
     }
 }
 
-fn items(keyspace: &Keyspace) -> Items {
+pub(crate) fn items(keyspace: &Keyspace) -> Items {
     keyspace
         .items()
         .map(|(key, value, expire)| (key.to_vec(), (value.to_vec(), expire)))
@@ -167,7 +167,7 @@ fn replayed(base: &Items, ops: &[Operation]) -> Items {
 }
 
 /// The keys whose entries differ between `left` and `right`, as text.
-fn differing_keys(left: &Items, right: &Items) -> Vec<String> {
+pub(crate) fn differing_keys(left: &Items, right: &Items) -> Vec<String> {
     let mut keys: Vec<&Vec<u8>> = left.keys().chain(right.keys()).collect();
     keys.sort();
     keys.dedup();

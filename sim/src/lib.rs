@@ -13,6 +13,8 @@
 
 #[cfg(madsim)]
 pub mod client;
+#[cfg(madsim)]
+pub mod cluster;
 pub mod disk;
 pub mod excuse;
 pub mod external;
@@ -26,6 +28,9 @@ pub mod models;
 pub mod network_faults;
 #[cfg(madsim)]
 pub mod peer_net;
+#[cfg(feature = "planted-bugs")]
+pub mod plants;
+pub mod replicas;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]

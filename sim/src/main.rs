@@ -25,13 +25,15 @@
 mod simulation {
     use keel_engine::config::FsyncPolicy;
     use keel_sim::linearizability::Verdict;
-    use keel_sim::run::{run, RunConfig, Summary};
+    use keel_sim::run::{run_on_thread, run_seeds, timing_line, RunConfig, Summary};
 
     /// Operations the clients send in all unless `--ops` says otherwise.
     const OPS_DEFAULT: u64 = 1_000;
     /// Most cores `--cores` gives the node: more than shards already leaves
     /// cores with none; more than this only adds idle ones.
     const CORES_LIMIT: usize = 8;
+    /// Most nodes `--nodes` runs: a cluster's largest ([`CLUSTER_MEMBERS_MAX`]).
+    const NODES_MAX: usize = keel_engine::cluster_config::CLUSTER_MEMBERS_MAX;
     const EXIT_FAILED: i32 = 1;
     const EXIT_UNDECIDED: i32 = 2;
     const EXIT_NONDETERMINISTIC: i32 = 3;
@@ -78,13 +80,21 @@ mod simulation {
         }
     }
 
+    /// Parses `--nodes N`: one node alone, or a cluster of 3 to [`NODES_MAX`].
+    fn parse_nodes(text: &str) -> Result<usize, String> {
+        match text.parse::<usize>() {
+            Ok(nodes) if nodes == 1 || (3..=NODES_MAX).contains(&nodes) => Ok(nodes),
+            _ => Err(format!("--nodes takes 1, or 3 to {NODES_MAX}, not {text}")),
+        }
+    }
+
     /// Parses the command line by hand: clap builds std `HashMap`s, and the
     /// first one of the process fixes the std hash keys, which madsim can only
     /// make deterministic if its runtime comes first.
     fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Command, String> {
         let (mut seed, mut ops, mut fsync) = (None, OPS_DEFAULT, FsyncPolicy::Always);
         let (mut plant, mut check_determinism, mut echo_trace) = (None, false, false);
-        let (mut damage, mut cores) = (false, None);
+        let (mut damage, mut cores, mut nodes) = (false, None, 1);
         let (mut seeds, mut jobs, mut until_failure) = (None, None, false);
         while let Some(flag) = words.next() {
             match flag.as_str() {
@@ -93,7 +103,8 @@ mod simulation {
                 "--trace" => echo_trace = true,
                 "--damage" => damage = true,
                 "--until-failure" => until_failure = true,
-                "--seed" | "--ops" | "--fsync" | "--plant" | "--seeds" | "--jobs" | "--cores" => {
+                "--seed" | "--ops" | "--fsync" | "--plant" | "--seeds" | "--jobs" | "--cores"
+                | "--nodes" => {
                     let value = words
                         .next()
                         .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -109,6 +120,7 @@ mod simulation {
                         "--seeds" => seeds = Some(parse_range(&value)?),
                         "--jobs" => jobs = Some(number()?.max(1) as usize),
                         "--cores" => cores = Some(parse_cores(&value)?),
+                        "--nodes" => nodes = parse_nodes(&value)?,
                         _ => plant = Some(value),
                     }
                 }
@@ -122,6 +134,7 @@ mod simulation {
             echo_trace,
             damage,
             cores,
+            nodes,
         };
         match (seed, seeds) {
             (Some(_), None) => Ok(Command::Run {
@@ -156,6 +169,9 @@ mod simulation {
         if let Some(cores) = config.cores {
             flags += &format!(" --cores {cores}");
         }
+        if config.nodes > 1 {
+            flags += &format!(" --nodes {}", config.nodes);
+        }
         flags
     }
 
@@ -168,45 +184,26 @@ mod simulation {
         jobs: usize,
         until_failure: bool,
     ) -> i32 {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let started = std::time::Instant::now();
-        let next = AtomicU64::new(*seeds.start());
-        let stop = AtomicBool::new(false);
-        let (sender, results) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            for _ in 0..jobs {
-                let sender = sender.clone();
-                let (next, stop, seeds) = (&next, &stop, &seeds);
-                scope.spawn(move || loop {
-                    let seed = next.fetch_add(1, Ordering::SeqCst);
-                    if seed > *seeds.end() || stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let summary = run_alone(RunConfig { seed, ..config }, plant);
-                    if until_failure && !matches!(&summary, Ok(summary) if summary.passed()) {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    if sender.send((seed, summary)).is_err() {
-                        return;
-                    }
-                });
-            }
+        let results = run_seeds(config, seeds, jobs, until_failure, move || {
+            plants::set(plant)
         });
-        drop(sender);
-        let mut results: Vec<_> = results.into_iter().collect();
-        results.sort_by_key(|(seed, _)| *seed);
         let (mut failed, mut ops, mut crashes) = (Vec::new(), 0, 0);
         let mut slowest_check = std::time::Duration::ZERO;
+        let (mut failovers_us, mut elections_us) = (Vec::new(), Vec::new());
         for (seed, summary) in &results {
             match summary {
                 Ok(summary) => {
                     ops += summary.ops;
                     crashes += summary.crashes;
                     slowest_check = slowest_check.max(summary.check_time.0);
+                    failovers_us.extend_from_slice(&summary.failovers_us);
+                    elections_us.extend_from_slice(&summary.elections_us);
                     let status = if summary.passed() { "ok" } else { "FAILED" };
                     println!(
-                        "seed {seed}: {status} ({} cores, {} ops, {} crashes, {} partitions, \
-                         {} disk faults)",
+                        "seed {seed}: {status} ({} nodes, {} cores, {} ops, {} crashes, \
+                         {} partitions, {} disk faults)",
+                        summary.nodes,
                         summary.cores,
                         summary.ops,
                         summary.crashes,
@@ -235,6 +232,12 @@ mod simulation {
             crashes as f64 / results.len().max(1) as f64,
             slowest_check.as_secs_f64() * 1e3,
         );
+        if config.nodes > 1 {
+            failovers_us.sort_unstable();
+            elections_us.sort_unstable();
+            println!("{}", timing_line("failovers", &failovers_us));
+            println!("{}", timing_line("elections", &elections_us));
+        }
         let flags = replay_flags(&config, plant_name);
         for seed in &failed {
             println!("replay: scripts/sim.sh --seed {seed} {flags}");
@@ -326,27 +329,18 @@ mod simulation {
     /// Runs a simulation on a thread of its own (see [`run`]), with `plant`
     /// switched on there; a panic comes back as its message.
     fn run_alone(config: RunConfig, plant: Option<plants::Plant>) -> Result<Summary, String> {
-        std::thread::spawn(move || {
-            plants::set(plant);
-            run(config)
-        })
-        .join()
-        .map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "a panic without a message".into())
-        })
+        run_on_thread(config, move || plants::set(plant))
     }
 
     #[cfg(feature = "planted-bugs")]
     mod plants {
-        pub use keel_wal::planted::{set, Plant};
+        pub use keel_sim::plants::{set, Plant};
 
+        /// One line per plant: its name, the nodes of the runs that catch
+        /// it (`--nodes`), and what it does.
         pub fn list() -> i32 {
-            for plant in Plant::ALL {
-                println!("{}\t{}", plant.name(), plant.describe());
+            for plant in Plant::all() {
+                println!("{}\t{}\t{}", plant.name(), plant.nodes(), plant.describe());
             }
             0
         }

@@ -122,6 +122,24 @@ impl Partition {
         partition
     }
 
+    /// The same cuts with nodes `a` and `b` trading places: how a harness
+    /// aims a drawn partition at a node it picks (the leader) rather than
+    /// the one drawn.
+    pub fn swapped(&self, a: PeerId, b: PeerId) -> Partition {
+        let swap = |node: PeerId| match node {
+            _ if node == a => b,
+            _ if node == b => a,
+            _ => node,
+        };
+        Partition {
+            cut: self
+                .cut
+                .iter()
+                .map(|&(from, to)| (swap(from), swap(to)))
+                .collect(),
+        }
+    }
+
     fn cut_one_way(&mut self, from: PeerId, to: PeerId) {
         assert_ne!(from, to, "a node's link to itself cannot be cut");
         self.cut.insert((from, to));
@@ -237,6 +255,9 @@ mod tests {
 
         let one_way = Partition::one_way(1, 2);
         assert!(one_way.is_cut(1, 2) && !one_way.is_cut(2, 1));
+        let turned = one_way.swapped(1, 3);
+        assert!(turned.is_cut(3, 2) && !turned.is_cut(1, 2) && !turned.is_cut(2, 3));
+        assert_eq!(isolated.swapped(3, 5), Partition::isolate(5, &members));
         assert!(Partition::default().is_healed() && !one_way.is_healed());
     }
 }

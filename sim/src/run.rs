@@ -20,6 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,7 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
 use madsim::time::{sleep, TimeHandle};
 
-use crate::client::{connect, request, ClientStream};
+use crate::client::{connect, request, ClientError, ClientStream};
 use crate::disk::{DamageRates, FaultMode, FaultRates, InFlightRates};
 use crate::excuse::DamageExcuses;
 use crate::history::{Recorder, RETURN_TIME_NEVER};
@@ -45,6 +46,7 @@ use crate::io::{host, Host, SimIo};
 use crate::ledger::{Ledger, Violation};
 use crate::linearizability::{check, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
+use crate::replicas::{Disagreement, ReplicaViolation};
 use crate::trace::Trace;
 use crate::workload::{all_keys, is_read, ClientWorkload};
 
@@ -103,7 +105,7 @@ const DOWN_MS_MAX: u64 = 300;
 const PARTITION_MS_MIN: u64 = 50;
 const PARTITION_MS_MAX: u64 = 1_500;
 /// In-flight disk faults while faults strike: per sync, per read.
-const IN_FLIGHT_RATES: InFlightRates = InFlightRates {
+pub(crate) const IN_FLIGHT_RATES: InFlightRates = InFlightRates {
     fsync_fail: 0.002,
     read_bit_flip: 0.002,
     latent_read_error: 0.002,
@@ -148,6 +150,9 @@ pub struct RunConfig {
     /// The node's cores; drawn from [`CORES_MIN`]..=[`CORES_MAX`] by the seed
     /// when `None`.
     pub cores: Option<usize>,
+    /// Nodes: 1 runs one node alone (this module); more, a cluster of them
+    /// ([`crate::cluster`]).
+    pub nodes: usize,
 }
 
 /// A reason the run failed, other than the history's verdict.
@@ -166,6 +171,13 @@ pub enum Failure {
     NodeStopped { boot: u64, reason: String },
     /// The node never came back for the final read.
     FinalRead { key: String, error: String },
+    /// Two nodes of a cluster broke replication ([`crate::replicas`]).
+    Replicas(ReplicaViolation),
+    /// Once healed and quiet, the copies of a shard still disagreed.
+    NotConverged(Disagreement),
+    /// With every fault healed, no write to `shard` was acknowledged within
+    /// `waited_ms`.
+    NoProgress { shard: u32, waited_ms: u64 },
     /// The node stopped on its own more than [`NODE_RESTARTS_MAX`] times.
     /// `boot` and `reason` are the first refused start since the node last
     /// recovered, or its last stop if it did recover every time.
@@ -197,6 +209,15 @@ impl fmt::Display for Failure {
                 )
             }
             Failure::FinalRead { key, error } => write!(f, "final read of {key}: {error}"),
+            Failure::Replicas(violation) => write!(f, "replication: {violation}"),
+            Failure::NotConverged(disagreement) => {
+                write!(f, "after healing and quiet: {disagreement}")
+            }
+            Failure::NoProgress { shard, waited_ms } => write!(
+                f,
+                "progress: with every fault healed, no write to shard {shard} was \
+                 acknowledged within {waited_ms} ms"
+            ),
             Failure::RestartsExhausted {
                 restarts,
                 boot,
@@ -215,6 +236,7 @@ impl fmt::Display for Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub seed: u64,
+    pub nodes: usize,
     pub cores: usize,
     pub ops: u64,
     pub completed: u64,
@@ -240,6 +262,12 @@ pub struct Summary {
     /// With `--damage`: a start refused for corruption, after which the node
     /// stays down (the expected outcome of damage).
     pub damage_detected: bool,
+    /// In a cluster: each failover timed, from a leader's loss to the next
+    /// reply a later term's leader released on its shard (µs, sorted).
+    pub failovers_us: Vec<u64>,
+    /// In a cluster: from a leader's loss to the election of a later
+    /// term's leader of its shard (µs, sorted).
+    pub elections_us: Vec<u64>,
     /// With `--damage`: ledger violations at a recovery that cut a torn tail,
     /// the single-copy limit (damage to the last synced batch looks torn).
     pub losses_at_torn_cuts: u64,
@@ -279,6 +307,26 @@ impl Summary {
     }
 }
 
+/// The median and the largest of `sorted`, if it holds any.
+pub fn median_and_worst(sorted: &[u64]) -> Option<(u64, u64)> {
+    Some((sorted[sorted.len() / 2], *sorted.last()?))
+}
+
+/// `name: N timed, median M ms, worst W ms` of sorted µs figures.
+pub fn timing_line(name: &str, sorted_us: &[u64]) -> String {
+    match median_and_worst(sorted_us) {
+        Some((median_us, worst_us)) => format!(
+            "{name}: {} timed, median {:.1} ms, worst {:.1} ms",
+            sorted_us.len(),
+            median_us as f64 / 1e3,
+            worst_us as f64 / 1e3
+        ),
+        None => format!("{name}: none timed"),
+    }
+}
+
+impl Summary {}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -288,7 +336,7 @@ impl fmt::Display for Summary {
              hops {} hop_waits {} snapshots {} entries_applied {} recoveries_checked {} \
              virtual_s {:.1} \
              damage_detected {} losses_at_torn_cuts {} \
-             trace {:016x} ({} events) check_ms {:.1}\nlinearizability: ",
+             trace {:016x} ({} events) check_ms {:.1}",
             self.seed,
             self.cores,
             self.ops,
@@ -313,6 +361,16 @@ impl fmt::Display for Summary {
             self.trace_events,
             self.check_time.0.as_secs_f64() * 1e3,
         )?;
+        if self.nodes > 1 {
+            write!(
+                f,
+                "\nnodes {}; {}; {}",
+                self.nodes,
+                timing_line("failovers", &self.failovers_us),
+                timing_line("elections", &self.elections_us)
+            )?;
+        }
+        write!(f, "\nlinearizability: ")?;
         if self.history_cut_us.is_some() {
             write!(f, "(up to the boot that lost damaged entries) ")?;
         }
@@ -369,7 +427,11 @@ pub fn run(config: RunConfig) -> Summary {
     }
     runtime.set_time_limit(Duration::from_secs(RUN_TIME_LIMIT_S));
     TRACE.with(|trace| *trace.borrow_mut() = Trace::new(config.echo_trace));
-    let (mut summary, history) = runtime.block_on(simulate(config));
+    let (mut summary, history) = if config.nodes > 1 {
+        runtime.block_on(crate::cluster::simulate(config))
+    } else {
+        runtime.block_on(simulate(config))
+    };
     // Outside the runtime: madsim's clock stands still inside it.
     let started = std::time::Instant::now();
     let history = match summary.history_cut_us {
@@ -384,6 +446,66 @@ pub fn run(config: RunConfig) -> Summary {
         summary.trace_events = trace.events();
     });
     summary
+}
+
+/// Runs `config` on a thread of its own, as [`run`] requires, after
+/// `prepare` there (to switch on a planted bug: they are thread-local); a
+/// panic comes back as its message.
+pub fn run_on_thread(
+    config: RunConfig,
+    prepare: impl FnOnce() + Send + 'static,
+) -> Result<Summary, String> {
+    std::thread::spawn(move || {
+        prepare();
+        run(config)
+    })
+    .join()
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+/// Runs each of `seeds` of `config` ([`run_on_thread`], after `prepare`)
+/// on `jobs` threads at a time; with `until_failure`, takes no more seeds
+/// once one failed (so "first" may be a seed or so late with several jobs).
+/// The results in seed order.
+pub fn run_seeds(
+    config: RunConfig,
+    seeds: RangeInclusive<u64>,
+    jobs: usize,
+    until_failure: bool,
+    prepare: impl Fn() + Clone + Send + Sync + 'static,
+) -> Vec<(u64, Result<Summary, String>)> {
+    let next = AtomicU64::new(*seeds.start());
+    let stop = AtomicBool::new(false);
+    let (sender, results) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            let sender = sender.clone();
+            let (next, stop, seeds, prepare) = (&next, &stop, &seeds, &prepare);
+            scope.spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed > *seeds.end() || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let summary = run_on_thread(RunConfig { seed, ..config }, prepare.clone());
+                if until_failure && !matches!(&summary, Ok(summary) if summary.passed()) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if sender.send((seed, summary)).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    drop(sender);
+    let mut results: Vec<_> = results.into_iter().collect();
+    results.sort_by_key(|(seed, _)| *seed);
+    results
 }
 
 /// The part of `history` a boot starting at `cut_us` cannot have touched:
@@ -410,13 +532,13 @@ fn history_before(history: History, cut_us: u64) -> History {
 /// What the node's boots did, gathered across kills.
 #[derive(Debug)]
 pub(crate) struct Boots {
-    count: AtomicU64,
+    pub(crate) count: AtomicU64,
     /// Boots that finished recovery.
-    recovered: AtomicU64,
+    pub(crate) recovered: AtomicU64,
     /// Each boot's metrics (they die with the host, so are kept here).
-    metrics: Mutex<Vec<Arc<NodeMetrics>>>,
+    pub(crate) metrics: Mutex<Vec<Arc<NodeMetrics>>>,
     /// Set when a boot ends on its own; the supervisor restarts the node.
-    stopped: AtomicBool,
+    pub(crate) stopped: AtomicBool,
     /// Boots that ended with no disk fault to cause it.
     pub(crate) failures: Mutex<Vec<Failure>>,
     /// A start was refused for corruption (see [`RunConfig::damage`]).
@@ -453,26 +575,26 @@ impl Default for Boots {
 
 /// One operation as the liveness check sees it.
 #[derive(Debug)]
-struct Timed {
-    client: u64,
-    invoked_ms: u64,
-    input: String,
+pub(crate) struct Timed {
+    pub(crate) client: u64,
+    pub(crate) invoked_ms: u64,
+    pub(crate) input: String,
     /// Why it got no answer, if it did not.
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// What the clients share: the history, the operation budget and counts.
 #[derive(Debug)]
-struct Workload {
-    recorder: Mutex<Recorder<RedisInput, RedisOutput>>,
-    timed: Mutex<Vec<Timed>>,
+pub(crate) struct Workload {
+    pub(crate) recorder: Mutex<Recorder<RedisInput, RedisOutput>>,
+    pub(crate) timed: Mutex<Vec<Timed>>,
     /// Operations started or starting, against the budget.
-    tickets_taken: AtomicU64,
-    clients_done: AtomicU64,
+    pub(crate) tickets_taken: AtomicU64,
+    pub(crate) clients_done: AtomicU64,
     /// When the faults stopped (virtual ms); `u64::MAX` until they do.
-    faults_stopped_ms: AtomicU64,
+    pub(crate) faults_stopped_ms: AtomicU64,
     /// Clients that could not even connect after the faults stopped.
-    stalled: Mutex<Vec<Failure>>,
+    pub(crate) stalled: Mutex<Vec<Failure>>,
 }
 
 impl Default for Workload {
@@ -490,7 +612,7 @@ impl Default for Workload {
 
 impl Workload {
     /// Whether another operation may start; at most `ops` do.
-    fn take_ticket(&self, ops: u64) -> bool {
+    pub(crate) fn take_ticket(&self, ops: u64) -> bool {
         self.tickets_taken
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
                 (taken < ops).then_some(taken + 1)
@@ -499,12 +621,25 @@ impl Workload {
     }
 
     /// Gives back a ticket that started no operation.
-    fn return_ticket(&self) {
+    pub(crate) fn return_ticket(&self) {
         self.tickets_taken.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Sends `input` as `client` and records it; returns whether it got an answer.
+    /// Sends `input` as `client` over `stream` and records it; returns
+    /// whether it got an answer.
     async fn perform(&self, client: u64, stream: &mut ClientStream, input: RedisInput) -> bool {
+        self.perform_with(client, &input, request(stream, &input, REPLY_TIMEOUT_MS))
+            .await
+    }
+
+    /// Records `input` as `client`'s, sent by `exchange`; returns whether it
+    /// got an answer.
+    pub(crate) async fn perform_with(
+        &self,
+        client: u64,
+        input: &RedisInput,
+        exchange: impl std::future::Future<Output = Result<RedisOutput, ClientError>>,
+    ) -> bool {
         let invoked_ms = now_ms();
         trace(format_args!("client {client} sends {input}"));
         self.recorder.lock().expect("recorder lock").invoke_at(
@@ -512,7 +647,7 @@ impl Workload {
             input.clone(),
             unix_us() + MESSAGE_DELAY_US_MIN,
         );
-        let result = request(stream, &input, REPLY_TIMEOUT_MS).await;
+        let result = exchange.await;
         let mut recorder = self.recorder.lock().expect("recorder lock");
         let error = match result {
             Ok(output) => {
@@ -525,7 +660,7 @@ impl Workload {
                 trace(format_args!("client {client} got no answer: {error}"));
                 // A read that never answered changed nothing; a write may
                 // still take effect, at any later time.
-                let recorded = if is_read(&input) {
+                let recorded = if is_read(input) {
                     recorder.discard(client)
                 } else {
                     recorder.abandon(client)
@@ -545,13 +680,32 @@ impl Workload {
     }
 }
 
-fn now_ms() -> u64 {
+/// The operations invoked at or after `from_ms` that got no answer.
+pub(crate) fn liveness_failures(workload: &Workload, from_ms: u64) -> Vec<Failure> {
+    workload
+        .timed
+        .lock()
+        .expect("timed lock")
+        .iter()
+        .filter(|op| op.invoked_ms >= from_ms)
+        .filter_map(|op| {
+            Some(Failure::Liveness {
+                client: op.client,
+                invoked_ms: op.invoked_ms,
+                input: op.input.clone(),
+                error: op.error.clone()?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn now_ms() -> u64 {
     TimeHandle::current().elapsed().as_millis() as u64
 }
 
 /// The clock the node reads (`SimIo::now_unix_ms`), in µs: the history's
 /// times, so that the checker can tell when an operation may have run.
-fn unix_us() -> u64 {
+pub(crate) fn unix_us() -> u64 {
     TimeHandle::current()
         .now_time()
         .duration_since(std::time::UNIX_EPOCH)
@@ -571,7 +725,10 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         .create_node()
         .name("keel")
         .ip([10, 0, 0, 1].into())
-        .init(move || run_keel(fsync, damage, cores, Arc::clone(&keel_boots)))
+        .init(move || {
+            let spec = KeelSpec::alone(fsync, damage, cores);
+            run_keel(spec, Arc::clone(&keel_boots))
+        })
         .build();
     let workload = Arc::new(Workload::default());
     for client in 0..CLIENTS {
@@ -618,22 +775,12 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
     } else {
         failures.append(&mut workload.stalled.lock().expect("stalled lock"));
     }
-    failures.extend(
-        workload
-            .timed
-            .lock()
-            .expect("timed lock")
-            .iter()
-            .filter(|op| !down_for_good && op.invoked_ms >= faults_stopped_ms + LIVENESS_GRACE_MS)
-            .filter_map(|op| {
-                Some(Failure::Liveness {
-                    client: op.client,
-                    invoked_ms: op.invoked_ms,
-                    input: op.input.clone(),
-                    error: op.error.clone()?,
-                })
-            }),
-    );
+    if !down_for_good {
+        failures.extend(liveness_failures(
+            &workload,
+            faults_stopped_ms + LIVENESS_GRACE_MS,
+        ));
+    }
     let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
     let history = recorder.finish();
     let timed = workload.timed.lock().expect("timed lock");
@@ -647,6 +794,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         .sum();
     let summary = Summary {
         seed: config.seed,
+        nodes: 1,
         cores,
         ops: timed.len() as u64,
         completed: timed.iter().filter(|op| op.error.is_none()).count() as u64,
@@ -665,6 +813,8 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         recoveries_checked: ledger.recoveries_checked(),
         virtual_ms: now_ms(),
         damage_detected: detected,
+        failovers_us: Vec::new(),
+        elections_us: Vec::new(),
         losses_at_torn_cuts: boots.losses_at_torn_cuts.load(Ordering::SeqCst),
         history_cut_us: Some(boots.excused_loss_at_us.load(Ordering::SeqCst))
             .filter(|cut_us| *cut_us != u64::MAX),
@@ -922,18 +1072,53 @@ async fn read_every_key(workload: Arc<Workload>) -> Vec<Failure> {
     failures
 }
 
+/// What one node of a run is: how it syncs and how many cores it runs, where
+/// clients reach it, and its place in a cluster, if it is in one.
+#[derive(Clone, Debug)]
+pub(crate) struct KeelSpec {
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) damage: bool,
+    pub(crate) cores: usize,
+    pub(crate) address: SocketAddr,
+    pub(crate) member: Option<crate::cluster::MemberSpec>,
+}
+
+impl KeelSpec {
+    /// The node of a one-node run, at [`KEEL_ADDRESS`].
+    pub(crate) fn alone(fsync: FsyncPolicy, damage: bool, cores: usize) -> KeelSpec {
+        KeelSpec {
+            fsync,
+            damage,
+            cores,
+            address: KEEL_ADDRESS.parse().expect("a valid address"),
+            member: None,
+        }
+    }
+}
+
 /// The Keel node: recovers from the host's disk and serves until killed, on
 /// `cores` cores. A boot that ends on its own must have had a disk fault to
 /// cause it.
 /// With `damage`, a start refused for corruption is the expected outcome,
 /// and acknowledged entries lost where recovery cut a torn tail are counted
 /// apart (the single-copy limit) rather than failed.
-pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boots: Arc<Boots>) {
+pub(crate) async fn run_keel(spec: KeelSpec, boots: Arc<Boots>) {
+    let KeelSpec {
+        fsync,
+        damage,
+        cores,
+        address,
+        member,
+    } = spec;
     let boot = boots.count.fetch_add(1, Ordering::SeqCst) + 1;
-    let address: SocketAddr = KEEL_ADDRESS.parse().expect("a valid address");
-    let ios = SimIo::bind(address, cores)
-        .await
-        .expect("the node's address is free");
+    let ios = match &member {
+        None => SimIo::bind(address, cores).await,
+        Some(member) => {
+            let observer = member.observer();
+            SimIo::bind_member(address, cores, member.cluster.id, observer).await
+        }
+    }
+    .expect("the node's address is free");
     let Host { disk, ledger, .. } = host(madsim::plugin::node());
     let faults_before = disk.fault_log().len();
     let violations_before = ledger.violations().len();
@@ -954,20 +1139,26 @@ pub(crate) async fn run_keel(fsync: FsyncPolicy, damage: bool, cores: usize, boo
         snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
         wal_segment_bytes: WAL_SEGMENT_BYTES,
         requirepass: None,
-        cluster: None,
+        cluster: member.as_ref().map(|member| member.cluster.clone()),
     };
     // Drawn in this order (the run's id, then the seed) so seeds replay
     // as before.
     let run_id = format!("{:040x}", thread_rng().gen::<u128>());
     let hash_seed = thread_rng().gen();
-    let myself = Member::alone(NodeName::of_ids(0, hash_seed), config.bind, config.port);
+    let topology = match &member {
+        None => {
+            let myself = Member::alone(NodeName::of_ids(0, hash_seed), config.bind, config.port);
+            Topology::single_node(myself, SHARDS)
+        }
+        Some(member) => member.topology(),
+    };
     let node = Arc::new(NodeShared::new(
         config,
         SHARDS,
         run_id,
         ios[0].now_unix_ms(),
         hash_seed,
-        Topology::single_node(myself, SHARDS),
+        topology,
     ));
     boots
         .metrics
@@ -1265,12 +1456,8 @@ mod tests {
             .name("keel")
             .ip([10, 0, 0, 1].into())
             .init(move || {
-                run_keel(
-                    FsyncPolicy::Always,
-                    false,
-                    CORES_MIN,
-                    Arc::clone(&keel_boots),
-                )
+                let spec = KeelSpec::alone(FsyncPolicy::Always, false, CORES_MIN);
+                run_keel(spec, Arc::clone(&keel_boots))
             })
             .build();
         let client = handle

@@ -29,7 +29,7 @@ use madsim::time::sleep;
 use crate::client::{connect, request, ClientStream};
 use crate::io::host;
 use crate::models::redis::{RedisInput, RedisOutput};
-use crate::run::{run_keel, Boots, KEEL_ADDRESS, REPLY_TIMEOUT_MS};
+use crate::run::{run_keel, Boots, KeelSpec, KEEL_ADDRESS, REPLY_TIMEOUT_MS};
 use crate::workload::encode;
 
 /// How often a step looks again whether the node is ready or a sync is held.
@@ -135,7 +135,10 @@ impl Scenario {
             .create_node()
             .name("keel")
             .ip([10, 0, 0, 1].into())
-            .init(move || run_keel(FsyncPolicy::Always, false, CORES, Arc::clone(&keel_boots)))
+            .init(move || {
+                let spec = KeelSpec::alone(FsyncPolicy::Always, false, CORES);
+                run_keel(spec, Arc::clone(&keel_boots))
+            })
             .build();
         let client = handle
             .create_node()

@@ -196,11 +196,16 @@ impl Exchange {
     }
 }
 
+/// The ledger of the current host, as the members' shards' observer.
+fn host_ledger() -> std::rc::Rc<dyn keel_engine::node::io::ShardObserver> {
+    keel_sim::io::host(madsim::plugin::node()).ledger
+}
+
 /// One member: binds its cores, and on each sends numbered messages and
 /// records what arrives. Restarted from here after a kill.
 async fn member(me: PeerId, others: Vec<PeerId>, send_ms: u64, log: Arc<Mutex<Log>>) {
     let client_address = SocketAddr::new(ip(me), 7379);
-    let cores = SimIo::bind_member(client_address, CORES, me)
+    let cores = SimIo::bind_member(client_address, CORES, me, host_ledger())
         .await
         .expect("the member binds");
     for io in cores {
@@ -339,7 +344,7 @@ async fn refusals(report: Arc<Mutex<Vec<Result<(), PeerSendError>>>>) {
     let alone = SimIo::bind(SocketAddr::new(ip(1), 6379), 1)
         .await
         .expect("binds");
-    let cores = SimIo::bind_member(SocketAddr::new(ip(1), 7379), 2, 1)
+    let cores = SimIo::bind_member(SocketAddr::new(ip(1), 7379), 2, 1, host_ledger())
         .await
         .expect("binds");
     let (member, other_core) = (&cores[0], &cores[1]);

@@ -19,6 +19,7 @@ fn run_config(seed: u64, fsync: FsyncPolicy, damage: bool) -> Summary {
         echo_trace: false,
         damage,
         cores: None,
+        nodes: 1,
     };
     std::thread::spawn(move || run(config))
         .join()
