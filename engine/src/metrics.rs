@@ -99,6 +99,7 @@ pub struct NodeMetrics {
     pub peer_handshake_refusals: AtomicU64,
     pub peer_protocol_errors: AtomicU64,
     pub forwarded_commands: AtomicU64,
+    pub forward_copies_dropped: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -126,6 +127,7 @@ impl Default for NodeMetrics {
             peer_handshake_refusals: AtomicU64::new(0),
             peer_protocol_errors: AtomicU64::new(0),
             forwarded_commands: AtomicU64::new(0),
+            forward_copies_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -244,6 +246,11 @@ impl NodeMetrics {
                 "keel_forwarded_commands_total",
                 "Commands this node forwarded to the leader of their shard.",
                 &self.forwarded_commands,
+            ),
+            (
+                "keel_forward_copies_dropped_total",
+                "Commands forwarded to this node that it dropped as copies of ones it had taken (or as too late to tell).",
+                &self.forward_copies_dropped,
             ),
         ];
         for (name, help, counter) in counters {

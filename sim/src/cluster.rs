@@ -875,6 +875,7 @@ pub(crate) async fn simulate(
         losses_at_torn_cuts: 0,
         history_cut_us: None,
         verdict: Verdict::Linearizable,
+        counterexample: Vec::new(),
         failures,
         trace_hash: 0,
         trace_events: 0,

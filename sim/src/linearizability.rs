@@ -441,6 +441,50 @@ impl Bitset {
     }
 }
 
+/// The shortest prefix (by invocation time) of `partition`'s operations that
+/// is not linearizable, found by bisection: its last operations are where
+/// to look for the anomaly. `None` when the whole partition linearizes (or
+/// the search gives up). Dropping later invocations only removes
+/// constraints, except for a read that saw a write invoked after the cut,
+/// which is itself the anomaly this points at.
+pub fn shortest_failing_prefix<'a, M: Model>(
+    history: &'a [ModelOperation<M>],
+    partition: &M::PartitionKey,
+) -> Option<Vec<&'a ModelOperation<M>>>
+where
+    M::Input: Clone,
+    M::Output: Clone,
+{
+    let mut operations: Vec<&ModelOperation<M>> = history
+        .iter()
+        .filter(|operation| M::partition_key(&operation.input) == *partition)
+        .collect();
+    operations.sort_by_key(|operation| operation.invoke_time);
+    let fails = |length: usize| {
+        let prefix: Vec<ModelOperation<M>> = operations[..length]
+            .iter()
+            .map(|operation| (*operation).clone())
+            .collect();
+        check::<M>(&prefix).is_linearizable() == Some(false)
+    };
+    if !fails(operations.len()) {
+        return None;
+    }
+    // Invariant: the prefix of `passing` operations linearizes, that of
+    // `failing` does not.
+    let (mut passing, mut failing) = (0, operations.len());
+    while failing - passing > 1 {
+        let middle = passing + (failing - passing) / 2;
+        if fails(middle) {
+            failing = middle;
+        } else {
+            passing = middle;
+        }
+    }
+    operations.truncate(failing);
+    Some(operations)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +510,23 @@ mod tests {
 
     fn verdict(history: &[RegisterOperation]) -> Option<bool> {
         check::<Register>(history).is_linearizable()
+    }
+
+    #[test]
+    fn the_shortest_failing_prefix_ends_at_the_stale_read() {
+        let history = [
+            write(0, 1, 0, 10),
+            read(1, Some(1), 20, 30),
+            write(0, 2, 40, 50),
+            read(1, Some(1), 60, 70),
+            write(0, 3, 80, 90),
+            read(1, Some(3), 100, 110),
+        ];
+        assert_eq!(verdict(&history), Some(false));
+        let prefix = shortest_failing_prefix::<Register>(&history, &()).expect("it fails");
+        assert_eq!(prefix.len(), 4, "{prefix:?}");
+        assert_eq!(*prefix[3], history[3]);
+        assert!(shortest_failing_prefix::<Register>(&history[..3], &()).is_none());
     }
 
     #[test]

@@ -286,6 +286,11 @@ impl Replicas {
             state
                 .failovers_us
                 .push(now_us.saturating_sub(outage.since_us));
+        } else if node == outage.leader && term == outage.term {
+            // The lost leader is back (a short pause or partition) before
+            // any successor: no failover took place, and a later change of
+            // leader (a transfer) would not be one either.
+            state.outages.remove(&shard);
         }
     }
 

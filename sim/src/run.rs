@@ -44,7 +44,7 @@ use crate::excuse::DamageExcuses;
 use crate::history::{Recorder, RETURN_TIME_NEVER};
 use crate::io::{host, Host, SimIo};
 use crate::ledger::{Ledger, Violation};
-use crate::linearizability::{check, Verdict};
+use crate::linearizability::{check, shortest_failing_prefix, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
 use crate::replicas::{Disagreement, ReplicaViolation};
 use crate::trace::Trace;
@@ -276,6 +276,10 @@ pub struct Summary {
     /// after it rests on a state the excused loss changed.
     pub history_cut_us: Option<u64>,
     pub verdict: Verdict<Vec<u8>>,
+    /// When the history is not linearizable: the last operations of the
+    /// shortest prefix of the failing tag's operations that is not, one line
+    /// each (client, invoke and return µs, input, output).
+    pub counterexample: Vec<String>,
     pub failures: Vec<Failure>,
     pub trace_hash: u64,
     pub trace_events: u64,
@@ -392,6 +396,9 @@ impl fmt::Display for Summary {
                 key(partition)
             )?,
         }
+        for line in &self.counterexample {
+            write!(f, "\n  {line}")?;
+        }
         if self.failures.is_empty() {
             write!(f, "\ndurability, liveness, node stops: ok")?;
         }
@@ -439,6 +446,9 @@ pub fn run(config: RunConfig) -> Summary {
         None => history,
     };
     summary.verdict = check::<Redis>(&history);
+    if let Verdict::NotLinearizable { partition, .. } = &summary.verdict {
+        summary.counterexample = counterexample(&history, partition);
+    }
     summary.check_time = WallTime(started.elapsed());
     TRACE.with(|trace| {
         let trace = trace.borrow();
@@ -446,6 +456,36 @@ pub fn run(config: RunConfig) -> Summary {
         summary.trace_events = trace.events();
     });
     summary
+}
+
+/// Operations a counterexample shows: the failing prefix's last ones.
+const COUNTEREXAMPLE_OPERATIONS_MAX: usize = 12;
+
+/// The end of the shortest failing prefix of `partition`'s operations, a line
+/// each, the operation that makes it fail last.
+fn counterexample(history: &History, partition: &Vec<u8>) -> Vec<String> {
+    let Some(prefix) = shortest_failing_prefix::<Redis>(history, partition) else {
+        return Vec::new();
+    };
+    let shown = prefix.len().saturating_sub(COUNTEREXAMPLE_OPERATIONS_MAX);
+    prefix[shown..]
+        .iter()
+        .map(|operation| {
+            let output = operation
+                .output
+                .as_ref()
+                .map_or("(unknown)".to_string(), |output| output.to_string());
+            let returned = if operation.return_time == RETURN_TIME_NEVER {
+                "never".to_string()
+            } else {
+                operation.return_time.to_string()
+            };
+            format!(
+                "client {} {}..{}: {} -> {output}",
+                operation.client, operation.invoke_time, returned, operation.input
+            )
+        })
+        .collect()
 }
 
 /// Runs `config` on a thread of its own, as [`run`] requires, after
@@ -820,6 +860,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
             .filter(|cut_us| *cut_us != u64::MAX),
         // `run` checks the history outside the runtime and sets the verdict.
         verdict: Verdict::Linearizable,
+        counterexample: Vec::new(),
         failures,
         trace_hash: 0,
         trace_events: 0,

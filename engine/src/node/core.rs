@@ -41,6 +41,7 @@ use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::peer::forward::{self, Forward};
 use crate::peer::frame::PEER_FRAME_BYTES_MAX;
+use crate::peer::replays::{self, Replays};
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
 use crate::topology::{Access, Route, TopologyView};
@@ -85,6 +86,15 @@ pub fn core_of_shard(shard: u32, cores: usize) -> usize {
 
 /// A command a member forwarded: from whom, for which shard, its id there,
 /// and its arguments.
+/// A forwarding stream's number for this boot of this core: the boot's
+/// random run id and the core, hashed.
+fn boot_nonce(run_id: &str, core: usize) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(run_id.as_bytes());
+    hasher.update(&(core as u64).to_le_bytes());
+    hasher.finalize()
+}
+
 type ForwardedCommand = (PeerId, u32, u64, Vec<Vec<u8>>);
 
 /// A reply on its way: known now, or once a shard says it may be released.
@@ -147,7 +157,12 @@ pub struct Core<I: NodeIo> {
     /// Commands this core forwarded to a leader: the reply's slot and when
     /// it was sent (monotonic µs).
     forwarded: RefCell<HashMap<u64, (Slot<ShardReply>, u64)>>,
+    /// The id of this core's next forwarded command: a stream of this boot's
+    /// own ([`replays::stream_start`]), so a leader tells copies apart from
+    /// new requests across the forwarder's restarts.
     next_forward: Cell<u64>,
+    /// The forwarded requests this core has taken: a copy is dropped.
+    replays: RefCell<Replays>,
     /// Commands members forwarded to this core's shards, in arrival order.
     forward_queue: RefCell<VecDeque<ForwardedCommand>>,
     forward_signal: Signal,
@@ -157,6 +172,7 @@ impl<I: NodeIo> Core<I> {
     pub fn new(io: I, node: Arc<NodeShared>, shards: HashMap<u32, Rc<Shard>>) -> Core<I> {
         let (core, _) = io.core();
         let seed = node.hash_seed ^ node.started_unix_ms.rotate_left(32) ^ core as u64;
+        let first_forward = replays::stream_start(boot_nonce(&node.run_id, core));
         Core {
             random: RefCell::new(SplitMix64::new(seed)),
             topology: RefCell::new(TopologyView::new(&node.topology)),
@@ -166,7 +182,8 @@ impl<I: NodeIo> Core<I> {
             waiting: RefCell::new(HashMap::new()),
             next_hop: Cell::new(0),
             forwarded: RefCell::default(),
-            next_forward: Cell::new(0),
+            next_forward: Cell::new(first_forward),
+            replays: RefCell::default(),
             forward_queue: RefCell::default(),
             forward_signal: Signal::default(),
         }
@@ -750,6 +767,12 @@ impl<I: NodeIo> Core<I> {
     /// [`Core::serve_forwards`], answered to `from` under `id`. Refused at
     /// once when [`FORWARDS_QUEUED_MAX`] wait.
     pub fn forwarded_request(&self, from: PeerId, shard: u32, id: u64, args: Vec<Vec<u8>>) {
+        if !self.replays.borrow_mut().admit(from, id) {
+            // A copy (or a request so late its forwarder has answered
+            // "may or may not" already): the first copy's reply stands.
+            NodeMetrics::add(&self.node.metrics.forward_copies_dropped, 1);
+            return;
+        }
         if self.forward_queue.borrow().len() >= FORWARDS_QUEUED_MAX {
             let reply =
                 Reply::Error("TRYAGAIN too many forwarded commands wait at the leader".into());

@@ -296,7 +296,7 @@ async fn recover_shard<I: NodeIo>(
     let snapshot_last = LogIndex(summary.snapshot_index);
     if node.config.cluster.is_some()
         && summary.snapshot_index > 0
-        && wal.term_at(snapshot_last) != Some(snapshot_term)
+        && !shard::log_holds(&wal, snapshot_last, snapshot_term)
     {
         // A crash inside the install of a leader's snapshot (durable first)
         // left the log it supersedes: it starts over after the snapshot,

@@ -29,7 +29,7 @@ use keel_replication::{
     EntryId, Envelope, Input, LogIndex, Membership, NodeId, NotLeader, ReadId, Refusal, Role,
     SnapshotMeta,
 };
-use keel_wal::{codec, Wal, WalError};
+use keel_wal::{codec, Storage, Term, Wal, WalError};
 
 use crate::command::{self, Outcome};
 use crate::config::FsyncPolicy;
@@ -197,6 +197,24 @@ fn too_large(len: usize, limit: usize) -> Reply {
     Reply::Error(format!(
         "ERR write of {len} bytes exceeds the log's entry limit of {limit} bytes"
     ))
+}
+
+/// Whether `wal` holds entry (`index`, `term`), as Raft's log matching asks
+/// of a snapshot's last entry. A log compacted through `index` starts with
+/// the entry after it, and a log that starts with an entry frame does not
+/// record the term before it (the WAL reopens it as term 0): there the
+/// entry is this shard's own committed one, compacted into its own
+/// snapshot, and committed entries at one index are one entry (Raft's
+/// state machine safety), so it is held. Treating it as missing would
+/// start the log over and drop entries after it that this member may have
+/// acknowledged to a leader.
+pub(crate) fn log_holds<S: Storage>(wal: &Wal<S>, index: LogIndex, term: Term) -> bool {
+    let log = wal.log_map();
+    match wal.term_at(index) {
+        Some(held) if held == term => true,
+        Some(Term(0)) => index == log.base_index,
+        _ => false,
+    }
 }
 
 /// `-TRYAGAIN`: the shard cannot take the command now; a retry may succeed
@@ -1076,7 +1094,7 @@ impl Shard {
     ) -> Result<(), ShardFailure> {
         snapshot::store(storage, snapshot).await?;
         let meta = snapshot.meta();
-        if wal.term_at(meta.last_index) == Some(meta.last_term) {
+        if log_holds(wal, meta.last_index, meta.last_term) {
             wal.remove_below(meta.last_index.next()).await?;
         } else {
             wal.restart_after(meta.last_index, meta.last_term).await?;
@@ -1483,6 +1501,46 @@ mod tests {
         let recovered = future::block_on(Wal::open(io.disk.clone(), WalOptions::test_min()))
             .expect("the WAL reopens after a power loss");
         (acknowledged, recovered.0.last_index())
+    }
+
+    /// Compaction through a snapshot whose last entry ends a segment leaves
+    /// a log that starts with the next entry; reopened, it no longer knows
+    /// the term before it. It still holds the snapshot's entry (and no
+    /// other): recovery once started such a log over, dropping committed
+    /// entries (simulator seed 33 of three nodes).
+    #[test]
+    fn a_log_compacted_through_the_snapshot_holds_its_entry_after_a_reopen() {
+        let disk = MemStorage::new();
+        let open = || {
+            future::block_on(Wal::open(disk.clone(), WalOptions::test_min()))
+                .expect("the log opens")
+                .0
+        };
+        let mut wal = open();
+        let payload = vec![7u8; 1500];
+        while wal.log_map().segments.len() < 3 {
+            wal.append(Term(2), &payload).expect("appended");
+            future::block_on(wal.sync()).expect("synced");
+        }
+        let snapshot_last = wal.log_map().segments[1]
+            .first_index
+            .prev()
+            .expect("a second segment starts past entry 1");
+        future::block_on(wal.remove_below(snapshot_last.next())).expect("compacted");
+        assert_eq!(wal.first_index(), snapshot_last.next());
+        assert!(log_holds(&wal, snapshot_last, Term(2)));
+        drop(wal);
+        let wal = open();
+        assert_eq!(wal.first_index(), snapshot_last.next());
+        assert!(log_holds(&wal, snapshot_last, Term(2)), "after a reopen");
+        assert!(
+            !log_holds(&wal, snapshot_last.next(), Term(1)),
+            "an entry of another term"
+        );
+        assert!(
+            !log_holds(&wal, wal.last_index().next(), Term(2)),
+            "past the log's end"
+        );
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod forward;
 pub mod frame;
 pub mod handshake;
 pub mod links;
+pub mod replays;
