@@ -50,7 +50,7 @@ if client not in ("cluster", "plain"):
 # scripts/cluster.sh's client ports.
 PORTS = {node: base_port + node for node in (1, 2, 3)}
 # One attempt's wait for its reply (a plain client waits for the forwarded
-# command's own -TRYAGAIN, after 2 s); a retry's pause.
+# command's own -UNCERTAIN, at most 2 s); a retry's pause.
 ATTEMPT_TIMEOUT_S = 1.0 if client == "cluster" else 5.0
 RETRY_PAUSE_S = 0.005
 # How long a failover or a rejoin may take before the run fails.
@@ -149,7 +149,7 @@ def set_until_acknowledged(key, preferred):
         if reply.startswith("-MOVED"):
             port = int(reply.split()[2].rsplit(":", 1)[1])
             continue
-        # -TRYAGAIN, a refused or closed connection, a timeout: next node.
+        # -TRYAGAIN, -UNCERTAIN, a refused or closed connection, a timeout: next node.
         ports = list(PORTS.values())
         port = ports[(ports.index(port) + 1) % len(ports)] if port in ports else ports[0]
         time.sleep(RETRY_PAUSE_S)

@@ -38,6 +38,36 @@ pub async fn connect(address: &str, timeout_ms: u64) -> Result<ClientStream, Cli
     }
 }
 
+/// Sends READWRITE, as Redis Cluster's clients do on a connection: the node
+/// then answers `-MOVED` for a key another member leads, where it would
+/// forward a plain client's command.
+pub async fn declare_cluster_aware(
+    stream: &mut ClientStream,
+    timeout_ms: u64,
+) -> Result<(), ClientError> {
+    let exchange = async {
+        stream.write_all(b"*1\r\n$9\r\nREADWRITE\r\n").await?;
+        stream.flush().await?;
+        let mut reply = Vec::new();
+        loop {
+            match parse_reply(&reply)? {
+                Some(RedisOutput::Ok) => return Ok(()),
+                Some(other) => {
+                    let text = format!("READWRITE answered {other}");
+                    return Err(ClientError::Io(std::io::Error::other(text)));
+                }
+                None => {}
+            }
+            if stream.read_buf(&mut reply).await? == 0 {
+                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    };
+    timeout(Duration::from_millis(timeout_ms), exchange)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(timeout_ms)))
+}
+
 /// Sends `input` and reads its reply, waiting at most `timeout_ms`. After an
 /// error the connection is in an unknown state: drop it.
 pub async fn request(

@@ -39,7 +39,7 @@ use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use madsim::time::sleep;
 
-use crate::client::{connect, request, ClientError, ClientStream};
+use crate::client::{connect, declare_cluster_aware, request, ClientError, ClientStream};
 use crate::disk::{DamageRates, FaultMode, FaultRates};
 use crate::fault_schedule::{Fault, FaultSchedule, ScheduleConfig};
 use crate::history::Operation as Recorded;
@@ -197,15 +197,20 @@ fn client_address(id: PeerId) -> String {
 /// pause, up to [`ROUTE_ATTEMPTS_MAX`] attempts.
 struct Router {
     addresses: Vec<String>,
+    /// Whether its connections declare themselves cluster-aware (READWRITE)
+    /// and so are redirected with `-MOVED`, or are plain and have their
+    /// commands forwarded to the leader.
+    cluster_aware: bool,
     target: String,
     connections: BTreeMap<String, ClientStream>,
 }
 
 impl Router {
-    fn new(addresses: Vec<String>, first: usize) -> Router {
+    fn new(addresses: Vec<String>, first: usize, cluster_aware: bool) -> Router {
         let target = addresses[first % addresses.len()].clone();
         Router {
             addresses,
+            cluster_aware,
             target,
             connections: BTreeMap::new(),
         }
@@ -215,6 +220,14 @@ impl Router {
     fn next_node(&mut self) {
         let pick = thread_rng().gen_range(0..self.addresses.len());
         self.target = self.addresses[pick].clone();
+    }
+
+    async fn connect(address: &str, cluster_aware: bool) -> Result<ClientStream, ClientError> {
+        let mut stream = connect(address, REPLY_TIMEOUT_MS).await?;
+        if cluster_aware {
+            declare_cluster_aware(&mut stream, REPLY_TIMEOUT_MS).await?;
+        }
+        Ok(stream)
     }
 
     /// Sends `input` and follows redirections until a node answers. An
@@ -228,7 +241,7 @@ impl Router {
             let stream = match self.connections.entry(address.clone()) {
                 std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::btree_map::Entry::Vacant(entry) => {
-                    match connect(&address, REPLY_TIMEOUT_MS).await {
+                    match Router::connect(&address, self.cluster_aware).await {
                         Ok(stream) => entry.insert(stream),
                         Err(error) => {
                             // Nothing was sent: another node may answer.
@@ -244,8 +257,11 @@ impl Router {
                 Err(ClientError::Reply(ReplyError::Error(text))) => {
                     trace(format_args!("redirected: {text}"));
                     if let Some(moved_to) = moved_address(&text) {
+                        // One connection at a time: one left idle could die
+                        // with its node unseen and fail a later command.
+                        self.connections.remove(&address);
                         self.target = moved_to;
-                    } else if text.starts_with("TRYAGAIN") && !text.contains(OUTCOME_UNKNOWN) {
+                    } else if text.starts_with("TRYAGAIN") {
                         sleep(Duration::from_millis(TRYAGAIN_DELAY_MS)).await;
                     } else {
                         return Err(ClientError::Reply(ReplyError::Error(text)));
@@ -264,12 +280,6 @@ impl Router {
     }
 }
 
-/// What a `-TRYAGAIN` says when the command was forwarded to the leader and
-/// no answer came back (`keel_engine::node::core::FORWARD_TIMEOUT_MS`): it
-/// may have taken effect, so retrying could apply it twice. Such an error
-/// leaves the outcome unknown, as a timeout does.
-const OUTCOME_UNKNOWN: &str = "may or may not have taken effect";
-
 /// The address a `-MOVED <slot> <host:port>` error names.
 fn moved_address(text: &str) -> Option<String> {
     let mut words = text.strip_prefix("MOVED ")?.split(' ');
@@ -286,7 +296,9 @@ async fn run_client(
     addresses: Vec<String>,
 ) {
     let mut commands = ClientWorkload::new(client, seed);
-    let mut router = Router::new(addresses, client as usize);
+    // Half the clients speak Redis Cluster (and follow -MOVED), half are
+    // plain (and have their commands forwarded).
+    let mut router = Router::new(addresses, client as usize, client % 2 == 1);
     while workload.take_ticket(ops) {
         let input = commands.next_input(unix_us() / 1000);
         workload
@@ -583,7 +595,7 @@ impl Supervisor {
             .build();
         let waited = prober
             .spawn(async move {
-                let mut router = Router::new(addresses, 0);
+                let mut router = Router::new(addresses, 0, false);
                 let mut waited_ms = Vec::new();
                 for shard in 0..SHARDS {
                     let input = RedisInput::Set {
@@ -662,7 +674,7 @@ fn probe_key(shard: u32) -> Vec<u8> {
 /// Reads every key once, as client [`CLIENTS`] (a client of its own).
 async fn read_every_key(workload: Arc<Workload>, addresses: Vec<String>) -> Vec<Failure> {
     let client = CLIENTS;
-    let mut router = Router::new(addresses, 0);
+    let mut router = Router::new(addresses, 0, false);
     let mut failures = Vec::new();
     for key in all_keys() {
         let input = RedisInput::Get { key: key.clone() };

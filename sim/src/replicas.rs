@@ -453,13 +453,28 @@ mod tests {
         assert_eq!(replicas.open_outages(), vec![]);
         replicas.leader_lost(1, 100);
         assert_eq!(replicas.open_outages(), vec![(0, 1), (1, 1)]);
-        // The lost leader's own replies of its old term end nothing.
-        replicas.acknowledged(1, 0, 150);
+        // A reply of another node in the old term ends nothing.
+        replicas.acknowledged(2, 0, 150);
         replicas.elected(2, 0, 2, 600);
         replicas.acknowledged(2, 0, 900);
         assert_eq!(replicas.failovers_us(), vec![800]);
         assert_eq!(replicas.elections_us(), vec![500]);
         assert_eq!(replicas.open_outages(), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn a_lost_leader_that_replies_again_in_its_term_ends_its_outage_without_a_failover() {
+        let replicas = Replicas::default();
+        replicas.elected(1, 0, 1, 0);
+        replicas.leader_lost(1, 100);
+        assert_eq!(replicas.open_outages(), vec![(0, 1)]);
+        replicas.acknowledged(1, 0, 400);
+        assert_eq!(replicas.open_outages(), vec![]);
+        assert_eq!(replicas.failovers_us(), Vec::<u64>::new());
+        // A later transfer of the lead is no failover either.
+        replicas.elected(2, 0, 2, 600);
+        replicas.acknowledged(2, 0, 700);
+        assert_eq!(replicas.failovers_us(), Vec::<u64>::new());
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::peer::frame::PEER_FRAME_BYTES_MAX;
 use crate::peer::replays::{self, Replays};
 use crate::resp::{Protocol, Reply, RequestParser, BULK_BYTES_MAX_DEFAULT};
 use crate::slot::{key_slot, SLOT_COUNT};
-use crate::topology::{Access, Route, TopologyView};
+use crate::topology::{Access, MemberId, Route, Topology, TopologyView};
 
 /// How long a core stops accepting after an accept failed. The usual
 /// causes (the process or the system is out of file descriptors, the kernel
@@ -54,10 +54,18 @@ use crate::topology::{Access, Route, TopologyView};
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 
 /// How long a member waits for the leader's reply to a command it
-/// forwarded before it answers `-TRYAGAIN` (a lost message, a failed
+/// forwarded before it answers `-UNCERTAIN` (a lost message, a failed
 /// leader): twice the longest election timeout, so a reply delayed by an
 /// election still arrives.
 pub const FORWARD_TIMEOUT_MS: u64 = 2_000;
+/// How long a forwarded command still waits for the leader it went to once
+/// another member (or no one) leads its shard: a leader that handed over
+/// answers within a round or two, one that failed never does, and its
+/// clients would otherwise wait out [`FORWARD_TIMEOUT_MS`] on top of the
+/// election.
+pub const FORWARD_GRACE_AFTER_LEADER_CHANGE_MS: u64 = 300;
+/// How often a core looks for forwarded commands to give up on.
+pub const FORWARD_CHECK_INTERVAL_MS: u64 = 50;
 /// Forwarded commands one core waits for at once; past it, commands get
 /// `-MOVED`.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 16_384;
@@ -93,6 +101,46 @@ fn boot_nonce(run_id: &str, core: usize) -> u32 {
     hasher.update(run_id.as_bytes());
     hasher.update(&(core as u64).to_le_bytes());
     hasher.finalize()
+}
+
+/// The answer to a forwarded command its leader did not answer in time. Not
+/// `-TRYAGAIN`: Redis Cluster clients retry that at once as "not executed",
+/// and this command may have been (an INCR retried would count twice). An
+/// error prefix of its own reaches the application, which knows whether the
+/// command is safe to repeat.
+pub const FORWARD_UNANSWERED: &str = "UNCERTAIN the shard's leader did not answer a forwarded command in time (it failed, or lost the lead); it may or may not have taken effect";
+
+/// A command this core forwarded, waiting for its leader's reply.
+#[derive(Debug)]
+struct Forwarded {
+    reply: Slot<ShardReply>,
+    shard: u32,
+    /// The member it went to, as leader of `shard`.
+    leader: MemberId,
+    /// When to give up on it (monotonic µs).
+    deadline_us: u64,
+}
+
+/// The forwarded commands to give up on at `now_us`, after moving the
+/// deadline of those whose shard another member (or no one) leads by now
+/// to at most [`FORWARD_GRACE_AFTER_LEADER_CHANGE_MS`] away.
+fn overdue_forwards(
+    forwarded: &mut HashMap<u64, Forwarded>,
+    topology: &Topology,
+    now_us: u64,
+) -> Vec<u64> {
+    let grace_deadline_us = now_us + FORWARD_GRACE_AFTER_LEADER_CHANGE_MS * 1_000;
+    for waiting in forwarded.values_mut() {
+        let placement = &topology.shards[waiting.shard as usize];
+        if placement.leader != Some(waiting.leader) {
+            waiting.deadline_us = waiting.deadline_us.min(grace_deadline_us);
+        }
+    }
+    forwarded
+        .iter()
+        .filter(|(_, waiting)| now_us >= waiting.deadline_us)
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 type ForwardedCommand = (PeerId, u32, u64, Vec<Vec<u8>>);
@@ -154,9 +202,8 @@ pub struct Core<I: NodeIo> {
     random: RefCell<SplitMix64>,
     /// This core's copy of the node's topology: where keyed commands run.
     topology: RefCell<TopologyView>,
-    /// Commands this core forwarded to a leader: the reply's slot and when
-    /// it was sent (monotonic µs).
-    forwarded: RefCell<HashMap<u64, (Slot<ShardReply>, u64)>>,
+    /// Commands this core forwarded to a leader, by id.
+    forwarded: RefCell<HashMap<u64, Forwarded>>,
     /// The id of this core's next forwarded command: a stream of this boot's
     /// own ([`replays::stream_start`]), so a leader tells copies apart from
     /// new requests across the forwarder's restarts.
@@ -698,8 +745,8 @@ impl<I: NodeIo> Core<I> {
 
     /// Sends a command for `slot`, whose shard another member leads, to that
     /// leader over the shard's peer link; its reply comes back through
-    /// [`Core::forwarded_reply`], or `-TRYAGAIN` after
-    /// [`FORWARD_TIMEOUT_MS`]. `None` if it cannot go (no leader known, too
+    /// [`Core::forwarded_reply`], or [`FORWARD_UNANSWERED`] after
+    /// [`Core::expire_forwards`] gives up on it. `None` if it cannot go (no leader known, too
     /// many in flight, too large, the link full or down): the caller
     /// answers `-MOVED` or `-TRYAGAIN` instead.
     fn forward(&self, slot: u16, args: Vec<Vec<u8>>) -> Option<Pending> {
@@ -719,45 +766,44 @@ impl<I: NodeIo> Core<I> {
         self.io.peer_send(leader.0, shard, frame).ok()?;
         self.next_forward.set(id + 1);
         NodeMetrics::add(&self.node.metrics.forwarded_commands, 1);
-        let slot = Slot::default();
-        let sent_us = self.io.monotonic_us();
-        self.forwarded
-            .borrow_mut()
-            .insert(id, (slot.clone(), sent_us));
-        Some(Pending::Remote(slot))
+        let reply = Slot::default();
+        let forwarded = Forwarded {
+            reply: reply.clone(),
+            shard,
+            leader,
+            deadline_us: self.io.monotonic_us() + FORWARD_TIMEOUT_MS * 1_000,
+        };
+        self.forwarded.borrow_mut().insert(id, forwarded);
+        Some(Pending::Remote(reply))
     }
 
     /// The leader's reply to forwarded command `id` (dropped if it came
     /// after its timeout).
     pub fn forwarded_reply(&self, id: u64, reply: Reply) {
-        if let Some((slot, _)) = self.forwarded.borrow_mut().remove(&id) {
-            slot.fill(ShardReply::Reply(reply));
+        if let Some(forwarded) = self.forwarded.borrow_mut().remove(&id) {
+            forwarded.reply.fill(ShardReply::Reply(reply));
         }
     }
 
-    /// Answers `-TRYAGAIN` to the forwarded commands whose reply is later
+    /// Answers `-UNCERTAIN` to the forwarded commands whose reply is later
     /// than [`FORWARD_TIMEOUT_MS`] (the message or its reply was lost, or
-    /// the leader failed): such a command may or may not have taken effect.
+    /// the leader failed), or later than
+    /// [`FORWARD_GRACE_AFTER_LEADER_CHANGE_MS`] after this core saw their
+    /// shard's leadership change: such a command may or may not have taken
+    /// effect (the leader may have logged it before it failed).
     pub async fn expire_forwards(self: Rc<Self>) {
         loop {
             self.io
-                .sleep(std::time::Duration::from_millis(FORWARD_TIMEOUT_MS / 4))
+                .sleep(std::time::Duration::from_millis(FORWARD_CHECK_INTERVAL_MS))
                 .await;
             let now_us = self.io.monotonic_us();
-            let late: Vec<u64> = self
-                .forwarded
-                .borrow()
-                .iter()
-                .filter(|(_, (_, sent_us))| {
-                    now_us.saturating_sub(*sent_us) >= FORWARD_TIMEOUT_MS * 1_000
-                })
-                .map(|(id, _)| *id)
-                .collect();
+            let late = {
+                let mut view = self.topology.borrow_mut();
+                let topology = view.current(&self.node.topology);
+                overdue_forwards(&mut self.forwarded.borrow_mut(), topology, now_us)
+            };
             for id in late {
-                self.forwarded_reply(
-                    id,
-                    Reply::Error(format!("TRYAGAIN the shard's leader did not answer a forwarded command within {FORWARD_TIMEOUT_MS} ms; it may or may not have taken effect")),
-                );
+                self.forwarded_reply(id, Reply::Error(FORWARD_UNANSWERED.to_owned()));
             }
         }
     }
@@ -1255,7 +1301,7 @@ mod tests {
     use crate::node::io::Connection;
     use crate::node::test_io::{recover_one_shard, MemIo};
     use crate::topology::tests::member;
-    use crate::topology::{MemberId, ShardPlacement, Topology};
+    use crate::topology::{Member, MemberId, ShardPlacement, Topology};
 
     /// A client that sends `input` and records each write it receives.
     struct ScriptedClient {
@@ -1310,6 +1356,43 @@ mod tests {
         )
         .encode(Protocol::Resp2, &mut wire);
         wire
+    }
+
+    /// A forward waits out its timeout while its leader leads, and at most
+    /// the grace once its shard's leadership changes.
+    #[test]
+    fn a_forward_gives_up_soon_after_its_leader_loses_the_lead() {
+        let members = (1..=3)
+            .map(|id| Member::of_cluster("c", id, "10.0.0.1".into(), 7000, 7100))
+            .collect();
+        let mut topology = Topology::cluster(MemberId(1), members, 2);
+        topology.set_leader(0, Some(MemberId(2)), 1);
+        topology.set_leader(1, Some(MemberId(3)), 1);
+        let waiting = |shard, leader| Forwarded {
+            reply: Slot::default(),
+            shard,
+            leader: MemberId(leader),
+            deadline_us: FORWARD_TIMEOUT_MS * 1_000,
+        };
+        let mut forwarded = HashMap::from([(10, waiting(0, 2)), (11, waiting(1, 3))]);
+        assert!(overdue_forwards(&mut forwarded, &topology, 0).is_empty());
+        topology.set_leader(0, None, 2);
+        let grace_us = FORWARD_GRACE_AFTER_LEADER_CHANGE_MS * 1_000;
+        assert!(overdue_forwards(&mut forwarded, &topology, 1_000).is_empty());
+        assert_eq!(
+            overdue_forwards(&mut forwarded, &topology, 1_000 + grace_us),
+            vec![10],
+            "shard 0's leader changed: its forward gives up after the grace"
+        );
+        forwarded.remove(&10);
+        assert!(
+            overdue_forwards(&mut forwarded, &topology, FORWARD_TIMEOUT_MS * 1_000 - 1).is_empty()
+        );
+        assert_eq!(
+            overdue_forwards(&mut forwarded, &topology, FORWARD_TIMEOUT_MS * 1_000),
+            vec![11],
+            "shard 1 kept its leader: its forward waits out the timeout"
+        );
     }
 
     /// Issue 9: the replies of up to 1,024 pipelined commands were all held
