@@ -34,6 +34,7 @@ use keel_engine::node::io::{PeerId, ShardObserver};
 use keel_engine::operation::Operation;
 use keel_engine::slot::key_slot;
 use keel_engine::topology::{self, MemberId, NodeName, Topology};
+use keel_replication::{EntryId, Envelope, HardState};
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
@@ -43,12 +44,13 @@ use crate::client::{connect, declare_cluster_aware, request, ClientError, Client
 use crate::disk::{DamageRates, FaultMode, FaultRates};
 use crate::fault_schedule::{Fault, FaultSchedule, ScheduleConfig};
 use crate::history::Operation as Recorded;
-use crate::io::{host, Host};
+use crate::io::{host, Host, DISK_LATENCY, SLOW_DISK_LATENCY};
 use crate::linearizability::Verdict;
 use crate::models::redis::{RedisInput, RedisOutput};
 use crate::network_faults::Partition;
 use crate::peer_net::{self, PeerNetwork, PEER_PORT_BASE};
-use crate::replicas::Replicas;
+use crate::raft_rules::RaftRules;
+use crate::replicas::{Loss, Replicas};
 use crate::run::{
     liveness_failures, now_ms, run_keel, trace, unix_us, Boots, Failure, KeelSpec, RunConfig,
     Summary, WallTime, Workload, CLIENTS, CORES_MAX, CORES_MIN, CRASHES_MIN, IN_FLIGHT_RATES,
@@ -69,6 +71,28 @@ const EXTRA_CRASHES_MAX: u64 = 5;
 /// Time a node stays down after an extra power loss, drawn from this range.
 const DOWN_MS_MIN: u64 = 5;
 const DOWN_MS_MAX: u64 = 500;
+/// A pause of a shard's leader in one seed of this many, besides the
+/// schedule's (in every seed, the kills it overlaps would leave no majority
+/// often enough to slow most failovers).
+const LEADER_PAUSE_ONE_IN: u32 = 2;
+/// That pause lasts long enough for the others to elect a new leader, so
+/// that the old one wakes deposed with its clients' requests queued (a
+/// stop-the-world pause, a VM's steal, SIGSTOP): from this range (ms).
+const LEADER_PAUSE_MS_MIN: u64 = 1_000;
+const LEADER_PAUSE_MS_MAX: u64 = 1_800;
+/// The leader pause begins no earlier than this (ms into the faults): the
+/// first elections take about half a second.
+const LEADER_PAUSE_AT_MS_MIN: u64 = 800;
+/// While a leader is paused, a client with a stale slot map sends it a GET
+/// of its shard this often, each on a connection of its own, so that the
+/// leader finds reads queued when it wakes deposed; from this far into the
+/// pause on, when the others have likely elected a new leader that may
+/// have acknowledged newer writes (earlier reads would only add to the
+/// history's concurrency).
+const STALE_READ_INTERVAL_MS: u64 = 200;
+const STALE_READ_AFTER_MS: u64 = 900;
+/// Those GETs wait this long for a reply: the pause, and some.
+const STALE_READ_TIMEOUT_MS: u64 = LEADER_PAUSE_MS_MAX + 1_000;
 /// With every fault healed, each shard must acknowledge a write within this
 /// (simulated ms): the progress check.
 pub const PROGRESS_MS_MAX: u64 = 10_000;
@@ -98,17 +122,28 @@ const SUPERVISOR_TICK_US_MAX: u64 = 3_000;
 const NODE_RESTARTS_MAX: u64 = crate::run::NODE_RESTARTS_MAX;
 
 thread_local! {
-    /// The checker of the thread's cluster run (one run per thread).
-    static REPLICAS: RefCell<Option<Rc<Replicas>>> = const { RefCell::new(None) };
+    /// The checkers of the thread's cluster run (one run per thread).
+    static CHECKERS: RefCell<Option<Checkers>> = const { RefCell::new(None) };
 }
 
-fn replicas() -> Rc<Replicas> {
-    REPLICAS.with(|current| {
+/// What a cluster run's members report to.
+#[derive(Clone, Debug, Default)]
+struct Checkers {
+    replicas: Rc<Replicas>,
+    rules: Rc<RaftRules>,
+}
+
+fn checkers() -> Checkers {
+    CHECKERS.with(|current| {
         current
             .borrow()
             .clone()
-            .expect("a cluster run installs its checker before its nodes start")
+            .expect("a cluster run installs its checkers before its nodes start")
     })
+}
+
+fn replicas() -> Rc<Replicas> {
+    checkers().replicas
 }
 
 /// A node's place in the cluster: its settings (as `--peers` would give
@@ -122,9 +157,11 @@ pub(crate) struct MemberSpec {
 impl MemberSpec {
     /// The observer of this member's shards: the cluster's checker.
     pub(crate) fn observer(&self) -> Rc<dyn ShardObserver> {
+        let Checkers { replicas, rules } = checkers();
         Rc::new(MemberObserver {
             node: self.cluster.id,
-            replicas: replicas(),
+            replicas,
+            rules,
         })
     }
 
@@ -145,6 +182,7 @@ impl MemberSpec {
 struct MemberObserver {
     node: PeerId,
     replicas: Rc<Replicas>,
+    rules: Rc<RaftRules>,
 }
 
 impl ShardObserver for MemberObserver {
@@ -176,6 +214,31 @@ impl ShardObserver for MemberObserver {
             self.node
         ));
         self.replicas.elected(self.node, shard, term, unix_us());
+        self.rules.elected(shard, term);
+    }
+
+    fn restarted_with(&self, shard: u32, hard_state: HardState) {
+        self.rules.restarted_with(self.node, shard, hard_state);
+    }
+
+    fn hard_state_durable(&self, shard: u32, hard_state: HardState) {
+        self.rules.hard_state_durable(self.node, shard, hard_state);
+    }
+
+    fn sent(&self, shard: u32, envelope: &Envelope) {
+        self.rules.sent(self.node, shard, envelope);
+    }
+
+    fn leader_committed(&self, shard: u32, term: u64, through: EntryId) {
+        self.rules.leader_committed(self.node, shard, term, through);
+    }
+
+    fn read_asked(&self, shard: u32, read: u64, term: u64) {
+        self.rules.read_asked(self.node, shard, read, term);
+    }
+
+    fn read_confirmed(&self, shard: u32, read: u64) {
+        self.rules.read_confirmed(self.node, shard, read);
     }
 }
 
@@ -320,6 +383,11 @@ enum Step {
     /// A power loss of the node, besides the schedule's.
     PowerLoss(PeerId),
     Restart(PeerId),
+    /// The pause of a random shard's latest leader, and its end.
+    LeaderPause {
+        pause_ms: u64,
+    },
+    LeaderResume,
 }
 
 #[derive(Debug, Default)]
@@ -342,6 +410,9 @@ struct Supervisor {
     /// schedule's and an extra one may overlap).
     kills: BTreeMap<PeerId, u32>,
     paused: BTreeSet<PeerId>,
+    workload: Arc<Workload>,
+    /// The leader [`Step::LeaderPause`] paused, until its resume.
+    leader_paused: Option<PeerId>,
     partition: Partition,
     /// Nodes cut off from a majority, down or paused: lost to the cluster.
     lost: BTreeSet<PeerId>,
@@ -380,6 +451,12 @@ impl Supervisor {
             steps.push((at_ms, Step::PowerLoss(node)));
             steps.push(((at_ms + down_ms).min(FAULT_MS), Step::Restart(node)));
         }
+        let pause_ms = rng.gen_range(LEADER_PAUSE_MS_MIN..=LEADER_PAUSE_MS_MAX);
+        let at_ms = rng.gen_range(LEADER_PAUSE_AT_MS_MIN..FAULT_MS - pause_ms);
+        if rng.gen_range(0..LEADER_PAUSE_ONE_IN) == 0 {
+            steps.push((at_ms, Step::LeaderPause { pause_ms }));
+            steps.push((at_ms + pause_ms, Step::LeaderResume));
+        }
         // Stable: a node's restart never comes before its power loss.
         steps.sort_by_key(|(at_ms, _)| *at_ms);
         // In-flight disk faults on one node only: a minority.
@@ -389,8 +466,12 @@ impl Supervisor {
             in_flight: IN_FLIGHT_RATES,
             damage: DamageRates::default(),
         });
+        // A slow disk on one node, maybe the same: a minority too.
+        let slow = members[rng.gen_range(0..members.len())];
+        let slow_disk = host(self.hosts[&slow]).disk;
+        slow_disk.set_latency(SLOW_DISK_LATENCY);
         trace(format_args!(
-            "disk faults on node {faulty}; {} steps",
+            "disk faults on node {faulty}, a slow disk on node {slow}; {} steps",
             steps.len()
         ));
         let start_ms = now_ms();
@@ -401,6 +482,7 @@ impl Supervisor {
             self.apply(step).await;
         }
         disk.set_rates(FaultRates::default());
+        slow_disk.set_latency(DISK_LATENCY);
         self.network.heal();
         self.network
             .set_link_faults(crate::network_faults::LinkFaults::NONE);
@@ -477,6 +559,24 @@ impl Supervisor {
                 self.restart(node);
             }
             Step::Restart(node) => self.restart(node),
+            Step::LeaderPause { pause_ms } => {
+                let shard = thread_rng().gen_range(0..SHARDS);
+                if let Some(leader) = replicas().leader(shard) {
+                    if self.paused.insert(leader) {
+                        self.handle.pause(self.hosts[&leader]);
+                        self.leader_paused = Some(leader);
+                        self.start_stale_reads(leader, shard, pause_ms);
+                    }
+                }
+            }
+            Step::LeaderResume => {
+                // Unless the schedule resumed it meanwhile.
+                if let Some(node) = self.leader_paused.take() {
+                    if self.paused.remove(&node) {
+                        self.handle.resume(self.hosts[&node]);
+                    }
+                }
+            }
             Step::Scheduled(Fault::Pause(drawn)) => {
                 let node = self.aim(drawn);
                 if self.paused.insert(node) {
@@ -503,6 +603,47 @@ impl Supervisor {
             Step::Scheduled(Fault::Links(links)) => self.network.set_link_faults(links),
         }
         self.note_losses();
+    }
+
+    /// A client whose slot map still names `leader` for `shard` sends it a
+    /// GET of one of the shard's keys every [`STALE_READ_INTERVAL_MS`]
+    /// from [`STALE_READ_AFTER_MS`] to `pause_ms` into the pause, each on a connection of its own and recorded in the
+    /// history as a client of its own.
+    fn start_stale_reads(&mut self, leader: PeerId, shard: u32, pause_ms: u64) {
+        let keys: Vec<Vec<u8>> = all_keys()
+            .into_iter()
+            .filter(|key| shard_of_slot(key_slot(key), SHARDS) == shard)
+            .collect();
+        let address = client_address(leader);
+        let workload = Arc::clone(&self.workload);
+        let first_client = CLIENTS + 1;
+        self.handle
+            .create_node()
+            .name("stale-reader")
+            .ip([10, 0, 2, 3].into())
+            .init(move || {
+                let (keys, address, workload) =
+                    (keys.clone(), address.clone(), Arc::clone(&workload));
+                async move {
+                    sleep(Duration::from_millis(STALE_READ_AFTER_MS)).await;
+                    let reads =
+                        pause_ms.saturating_sub(STALE_READ_AFTER_MS) / STALE_READ_INTERVAL_MS;
+                    for (client, read) in (first_client..).zip(0..reads) {
+                        let key = keys[read as usize % keys.len()].clone();
+                        let (address, workload) = (address.clone(), Arc::clone(&workload));
+                        madsim::task::spawn_local(async move {
+                            let input = RedisInput::Get { key };
+                            let exchange = async {
+                                let mut stream = connect(&address, STALE_READ_TIMEOUT_MS).await?;
+                                request(&mut stream, &input, STALE_READ_TIMEOUT_MS).await
+                            };
+                            workload.perform_with(client, &input, exchange).await;
+                        });
+                        sleep(Duration::from_millis(STALE_READ_INTERVAL_MS)).await;
+                    }
+                }
+            })
+            .build();
     }
 
     /// A power loss: the node's tasks die and its disk loses what it had
@@ -549,7 +690,14 @@ impl Supervisor {
             if reaches_majority(&members, &self.partition, node, up) {
                 self.lost.remove(&node);
             } else if self.lost.insert(node) {
-                replicas().leader_lost(node, unix_us());
+                let cause = if self.kills.contains_key(&node) || self.left_down.contains(&node) {
+                    Loss::Down
+                } else if self.paused.contains(&node) {
+                    Loss::Paused
+                } else {
+                    Loss::CutOff
+                };
+                replicas().leader_lost(node, cause, unix_us());
             }
         }
     }
@@ -711,7 +859,7 @@ pub(crate) async fn simulate(
     let ids: Vec<PeerId> = (1..=config.nodes as u64).collect();
     let ips: Vec<(PeerId, IpAddr)> = ids.iter().map(|&id| (id, member_ip(id))).collect();
     let network = peer_net::install(&ips, rng.gen());
-    REPLICAS.with(|current| *current.borrow_mut() = Some(Rc::new(Replicas::default())));
+    CHECKERS.with(|current| *current.borrow_mut() = Some(Checkers::default()));
     let peers: Vec<cluster_config::Member> = ids
         .iter()
         .map(|&id| cluster_config::Member {
@@ -788,6 +936,8 @@ pub(crate) async fn simulate(
         kills: BTreeMap::new(),
         aimed: BTreeMap::new(),
         paused: BTreeSet::new(),
+        leader_paused: None,
+        workload: Arc::clone(&workload),
         partition: Partition::default(),
         lost: BTreeSet::new(),
         left_down: BTreeSet::new(),
@@ -812,7 +962,10 @@ pub(crate) async fn simulate(
     let read_failures = reads.await.expect("the final reader runs");
     supervisor.failures.extend(read_failures);
     supervisor.converge().await;
-    let checker = replicas();
+    let Checkers {
+        replicas: checker,
+        rules,
+    } = checkers();
     // Killing the hosts drops their tasks, whose queues hold each other's
     // wakers: left to the runtime's drop, those cycles leaked some 30 MB a
     // seed.
@@ -821,6 +974,7 @@ pub(crate) async fn simulate(
     }
     let mut failures = std::mem::take(&mut supervisor.failures);
     failures.extend(checker.violations().into_iter().map(Failure::Replicas));
+    failures.extend(rules.violations().into_iter().map(Failure::RaftRule));
     let (mut disk_faults, mut hops, mut hop_waits) = (0, 0, 0);
     let (mut boots_total, mut snapshots) = (0, 0);
     for (&id, node) in &supervisor.hosts {
@@ -852,7 +1006,7 @@ pub(crate) async fn simulate(
         faults_stopped_ms + CLUSTER_LIVENESS_GRACE_MS,
     ));
     let mut failovers_us = checker.failovers_us();
-    failovers_us.sort_unstable();
+    failovers_us.sort_unstable_by_key(|&(_, us)| us);
     let mut elections_us = checker.elections_us();
     elections_us.sort_unstable();
     let recorder = std::mem::take(&mut *workload.recorder.lock().expect("recorder lock"));
@@ -880,6 +1034,7 @@ pub(crate) async fn simulate(
         snapshots,
         entries_applied: checker.entries_applied(),
         recoveries_checked: checker.states_checked(),
+        rule_checks: rules.checked(),
         virtual_ms: now_ms(),
         damage_detected: false,
         failovers_us,

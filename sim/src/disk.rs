@@ -307,6 +307,21 @@ impl SimDisk {
         disk
     }
 
+    /// From now on, operations take `latency` (a disk that slows down, or
+    /// recovers). Only a disk with a clock has a latency.
+    pub fn set_latency(&self, latency: Latency) {
+        assert!(
+            latency.write_us.0 <= latency.write_us.1 && latency.sync_us.0 <= latency.sync_us.1,
+            "a latency range runs from its least to its most: {latency:?}"
+        );
+        let mut state = self.state.borrow_mut();
+        assert!(
+            state.sleep.is_some(),
+            "only a disk with a clock has a latency"
+        );
+        state.latency = latency;
+    }
+
     /// While `hold` is true, file and directory syncs that start wait (they
     /// need a disk with a clock): a scenario can then crash the disk with a
     /// batch written but not synced.

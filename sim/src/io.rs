@@ -40,6 +40,14 @@ pub const DISK_LATENCY: Latency = Latency {
     sync_us: (80, 400),
 };
 
+/// A slow disk (a noisy neighbour, a device's internal flush): syncs take
+/// up to 20 ms, longer than a message's round trip, so a leader's own copy
+/// can be the last of a majority to become durable.
+pub const SLOW_DISK_LATENCY: Latency = Latency {
+    write_us: (10, 60),
+    sync_us: (80, 20_000),
+};
+
 /// What of a host outlives its kills: its disk, the ledger of what its
 /// shards applied and acknowledged, and counts of its cores' hops. Clones
 /// share them.

@@ -30,6 +30,7 @@ pub mod network_faults;
 pub mod peer_net;
 #[cfg(feature = "planted-bugs")]
 pub mod plants;
+pub mod raft_rules;
 pub mod replicas;
 #[cfg(madsim)]
 pub mod run;

@@ -25,7 +25,9 @@
 mod simulation {
     use keel_engine::config::FsyncPolicy;
     use keel_sim::linearizability::Verdict;
-    use keel_sim::run::{run_on_thread, run_seeds, timing_line, RunConfig, Summary};
+    use keel_sim::run::{
+        failovers_line, run_on_thread, run_seeds, timing_line, RunConfig, Summary,
+    };
 
     /// Operations the clients send in all unless `--ops` says otherwise.
     const OPS_DEFAULT: u64 = 1_000;
@@ -233,9 +235,9 @@ mod simulation {
             slowest_check.as_secs_f64() * 1e3,
         );
         if config.nodes > 1 {
-            failovers_us.sort_unstable();
+            failovers_us.sort_unstable_by_key(|&(_, us)| us);
             elections_us.sort_unstable();
-            println!("{}", timing_line("failovers", &failovers_us));
+            println!("{}", failovers_line(&failovers_us));
             println!("{}", timing_line("elections", &elections_us));
         }
         let flags = replay_flags(&config, plant_name);

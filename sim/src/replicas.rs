@@ -140,10 +140,35 @@ struct Copy {
     state: Option<Keyspace>,
 }
 
+/// Why a node was lost to the cluster (the first that holds, in this
+/// order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Loss {
+    /// Killed (a power loss), not restarted yet.
+    Down,
+    /// Paused: its tasks stopped, its sockets open (clients wait on it).
+    Paused,
+    /// Cut off from a majority by a partition.
+    CutOff,
+}
+
+impl Loss {
+    pub const ALL: [Loss; 3] = [Loss::Down, Loss::Paused, Loss::CutOff];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Down => "a kill",
+            Loss::Paused => "a pause",
+            Loss::CutOff => "a partition",
+        }
+    }
+}
+
 /// A lost leader whose shard has not served since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Outage {
     leader: PeerId,
+    cause: Loss,
     term: u64,
     since_us: u64,
     /// A leader of a later term was elected (its time is recorded once).
@@ -160,7 +185,7 @@ struct State {
     led: BTreeMap<(u32, PeerId), u64>,
     copies: BTreeMap<(u32, PeerId), Copy>,
     outages: BTreeMap<u32, Outage>,
-    failovers_us: Vec<u64>,
+    failovers_us: Vec<(Loss, u64)>,
     /// From a leader's loss to the election of a later term's leader.
     elections_us: Vec<u64>,
     violations: Vec<ReplicaViolation>,
@@ -285,7 +310,7 @@ impl Replicas {
             state.outages.remove(&shard);
             state
                 .failovers_us
-                .push(now_us.saturating_sub(outage.since_us));
+                .push((outage.cause, now_us.saturating_sub(outage.since_us)));
         } else if node == outage.leader && term == outage.term {
             // The lost leader is back (a short pause or partition) before
             // any successor: no failover took place, and a later change of
@@ -294,9 +319,10 @@ impl Replicas {
         }
     }
 
-    /// `node` was lost to the cluster at `now_us`: each shard whose latest
-    /// leader it is begins an outage (unless one is already running).
-    pub fn leader_lost(&self, node: PeerId, now_us: u64) {
+    /// `node` was lost to the cluster at `now_us`, by `cause`: each shard
+    /// whose latest leader it is begins an outage (unless one is already
+    /// running).
+    pub fn leader_lost(&self, node: PeerId, cause: Loss, now_us: u64) {
         let mut state = self.state.borrow_mut();
         let mut latest: BTreeMap<u32, (u64, PeerId)> = BTreeMap::new();
         for (&(shard, term), &leader) in &state.leaders {
@@ -306,6 +332,7 @@ impl Replicas {
             if leader == node {
                 state.outages.entry(shard).or_insert(Outage {
                     leader,
+                    cause,
                     term,
                     since_us: now_us,
                     replaced: false,
@@ -324,8 +351,8 @@ impl Replicas {
             .map(|(_, &leader)| leader)
     }
 
-    /// Failovers timed so far, in µs.
-    pub fn failovers_us(&self) -> Vec<u64> {
+    /// Failovers timed so far, in µs, each with what began its outage.
+    pub fn failovers_us(&self) -> Vec<(Loss, u64)> {
         self.state.borrow().failovers_us.clone()
     }
 
@@ -449,15 +476,15 @@ mod tests {
         let replicas = Replicas::default();
         replicas.elected(1, 0, 1, 0);
         replicas.elected(1, 1, 1, 0);
-        replicas.leader_lost(2, 50);
+        replicas.leader_lost(2, Loss::Down, 50);
         assert_eq!(replicas.open_outages(), vec![]);
-        replicas.leader_lost(1, 100);
+        replicas.leader_lost(1, Loss::Down, 100);
         assert_eq!(replicas.open_outages(), vec![(0, 1), (1, 1)]);
         // A reply of another node in the old term ends nothing.
         replicas.acknowledged(2, 0, 150);
         replicas.elected(2, 0, 2, 600);
         replicas.acknowledged(2, 0, 900);
-        assert_eq!(replicas.failovers_us(), vec![800]);
+        assert_eq!(replicas.failovers_us(), vec![(Loss::Down, 800)]);
         assert_eq!(replicas.elections_us(), vec![500]);
         assert_eq!(replicas.open_outages(), vec![(1, 1)]);
     }
@@ -466,15 +493,15 @@ mod tests {
     fn a_lost_leader_that_replies_again_in_its_term_ends_its_outage_without_a_failover() {
         let replicas = Replicas::default();
         replicas.elected(1, 0, 1, 0);
-        replicas.leader_lost(1, 100);
+        replicas.leader_lost(1, Loss::Paused, 100);
         assert_eq!(replicas.open_outages(), vec![(0, 1)]);
         replicas.acknowledged(1, 0, 400);
         assert_eq!(replicas.open_outages(), vec![]);
-        assert_eq!(replicas.failovers_us(), Vec::<u64>::new());
+        assert_eq!(replicas.failovers_us(), vec![]);
         // A later transfer of the lead is no failover either.
         replicas.elected(2, 0, 2, 600);
         replicas.acknowledged(2, 0, 700);
-        assert_eq!(replicas.failovers_us(), Vec::<u64>::new());
+        assert_eq!(replicas.failovers_us(), vec![]);
     }
 
     #[test]

@@ -46,7 +46,8 @@ use crate::io::{host, Host, SimIo};
 use crate::ledger::{Ledger, Violation};
 use crate::linearizability::{check, shortest_failing_prefix, Verdict};
 use crate::models::redis::{Redis, RedisInput, RedisOutput};
-use crate::replicas::{Disagreement, ReplicaViolation};
+use crate::raft_rules::RuleViolation;
+use crate::replicas::{Disagreement, Loss, ReplicaViolation};
 use crate::trace::Trace;
 use crate::workload::{all_keys, is_read, ClientWorkload};
 
@@ -173,6 +174,8 @@ pub enum Failure {
     FinalRead { key: String, error: String },
     /// Two nodes of a cluster broke replication ([`crate::replicas`]).
     Replicas(ReplicaViolation),
+    /// A member broke a rule of Raft where it acted ([`crate::raft_rules`]).
+    RaftRule(RuleViolation),
     /// Once healed and quiet, the copies of a shard still disagreed.
     NotConverged(Disagreement),
     /// With every fault healed, no write to `shard` was acknowledged within
@@ -210,6 +213,7 @@ impl fmt::Display for Failure {
             }
             Failure::FinalRead { key, error } => write!(f, "final read of {key}: {error}"),
             Failure::Replicas(violation) => write!(f, "replication: {violation}"),
+            Failure::RaftRule(violation) => write!(f, "raft rule: {violation}"),
             Failure::NotConverged(disagreement) => {
                 write!(f, "after healing and quiet: {disagreement}")
             }
@@ -258,13 +262,17 @@ pub struct Summary {
     pub snapshots: u64,
     pub entries_applied: u64,
     pub recoveries_checked: u64,
+    /// In a cluster: the members' acts checked against Raft's rules
+    /// ([`crate::raft_rules`]).
+    pub rule_checks: u64,
     pub virtual_ms: u64,
     /// With `--damage`: a start refused for corruption, after which the node
     /// stays down (the expected outcome of damage).
     pub damage_detected: bool,
     /// In a cluster: each failover timed, from a leader's loss to the next
-    /// reply a later term's leader released on its shard (µs, sorted).
-    pub failovers_us: Vec<u64>,
+    /// reply a later term's leader released on its shard (µs, sorted), with
+    /// what began it.
+    pub failovers_us: Vec<(Loss, u64)>,
     /// In a cluster: from a leader's loss to the election of a later
     /// term's leader of its shard (µs, sorted).
     pub elections_us: Vec<u64>,
@@ -313,7 +321,8 @@ impl Summary {
 
 /// The median and the largest of `sorted`, if it holds any.
 pub fn median_and_worst(sorted: &[u64]) -> Option<(u64, u64)> {
-    Some((sorted[sorted.len() / 2], *sorted.last()?))
+    let worst = *sorted.last()?;
+    Some((sorted[sorted.len() / 2], worst))
 }
 
 /// `name: N timed, median M ms, worst W ms` of sorted µs figures.
@@ -329,7 +338,26 @@ pub fn timing_line(name: &str, sorted_us: &[u64]) -> String {
     }
 }
 
-impl Summary {}
+/// [`timing_line`] of every failover, then of those after each cause of a
+/// leader's loss (sorted by µs).
+pub fn failovers_line(sorted: &[(Loss, u64)]) -> String {
+    let all: Vec<u64> = sorted.iter().map(|&(_, us)| us).collect();
+    let mut line = timing_line("failovers", &all);
+    for cause in Loss::ALL {
+        let after: Vec<u64> = sorted
+            .iter()
+            .filter(|&&(of, _)| of == cause)
+            .map(|&(_, us)| us)
+            .collect();
+        if !after.is_empty() {
+            line += &format!(
+                " ({})",
+                timing_line(&format!("after {}", cause.name()), &after)
+            );
+        }
+    }
+    line
+}
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -368,9 +396,10 @@ impl fmt::Display for Summary {
         if self.nodes > 1 {
             write!(
                 f,
-                "\nnodes {}; {}; {}",
+                "\nnodes {}; rule_checks {}; {}; {}",
                 self.nodes,
-                timing_line("failovers", &self.failovers_us),
+                self.rule_checks,
+                failovers_line(&self.failovers_us),
                 timing_line("elections", &self.elections_us)
             )?;
         }
@@ -851,6 +880,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         snapshots: summary_snapshots,
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),
+        rule_checks: 0,
         virtual_ms: now_ms(),
         damage_detected: detected,
         failovers_us: Vec::new(),

@@ -1,7 +1,8 @@
 //! Cluster runs (`keel_sim::cluster`): seeds of three nodes pass every check,
-//! a seed replays exactly, and each of the replicated node's planted bugs is
-//! caught within the seeds docs/SIMULATION.md records for it. Built only for
-//! madsim (scripts/sim.sh runs the longer ranges).
+//! a seed replays exactly, and each planted bug of the replicated node and
+//! of its consensus core is caught within the seeds docs/SIMULATION.md
+//! records for it. Built only for madsim (scripts/sim.sh runs the longer
+//! ranges).
 #![cfg(madsim)]
 
 use keel_engine::config::FsyncPolicy;
@@ -66,31 +67,51 @@ fn cluster_seeds_pass_every_check() {
         .map(|summary| summary.failovers_us.len())
         .sum();
     assert!(failovers > 0, "no seed timed a failover");
+    let unchecked: Vec<u64> = results
+        .iter()
+        .filter(|(_, summary)| matches!(summary, Ok(summary) if summary.rule_checks == 0))
+        .map(|(seed, _)| *seed)
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "seeds whose members' acts no Raft rule checked: {unchecked:?}"
+    );
     eprintln!(
         "{SEEDS} cluster seeds in {:.1} s, {failovers} failovers",
         started.elapsed().as_secs_f64()
     );
 }
 
-/// Each node plant and the last seed by which it must be caught: its first
-/// failing seed in docs/SIMULATION.md (`keel-sim --nodes 3 --plant NAME
-/// --seeds 1..300 --until-failure`).
+/// Each plant a cluster run catches (the node's own and the consensus
+/// core's) and the last seed by which it must be caught: its first failing
+/// seed in docs/SIMULATION.md (`keel-sim --nodes 3 --plant NAME --seeds
+/// 1..300 --until-failure`).
 #[cfg(feature = "planted-bugs")]
-const NODE_PLANTS_CAUGHT_BY: [(&str, u64); 3] = [
+const CLUSTER_PLANTS_CAUGHT_BY: [(&str, u64); 10] = [
     ("apply-before-commit", 1),
-    ("reply-on-index-not-entry", 156),
+    ("reply-on-index-not-entry", 20),
     ("follower-serves-linearizable-read", 1),
+    ("commit-without-majority", 2),
+    ("skip-log-matching", 100),
+    ("vote-before-persist", 1),
+    ("commit-previous-term-by-count", 2),
+    ("read-index-without-heartbeat", 10),
+    ("cut-below-commit", 1),
+    ("forget-vote-on-restart", 2),
 ];
 
 /// Caught means a seed fails with the plant and passes without it: the
 /// plant, not one of the open bugs some seeds find, is what the checks saw.
 #[cfg(feature = "planted-bugs")]
 #[test]
-fn node_plants_are_caught_within_their_recorded_seeds() {
+fn cluster_plants_are_caught_within_their_recorded_seeds() {
     use keel_sim::plants::{self, Plant};
-    for (name, last_seed) in NODE_PLANTS_CAUGHT_BY {
+    for (name, last_seed) in CLUSTER_PLANTS_CAUGHT_BY {
         let plant = Plant::from_name(name).expect("a plant of that name");
-        assert!(matches!(plant, Plant::Node(_)), "{name} is a node plant");
+        assert!(
+            matches!(plant, Plant::Node(_) | Plant::Core(_)),
+            "{name} is a node's or a core's plant"
+        );
         let results = run_seeds(config(0), 1..=last_seed, jobs(), false, move || {
             plants::set(Some(plant))
         });

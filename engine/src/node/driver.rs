@@ -225,6 +225,9 @@ impl Driver {
             })
             .collect();
         let group = Group::new(config, restored);
+        if let Some(observer) = &observer {
+            observer.restarted_with(shard, group.hard_state());
+        }
         // The core keeps only the entries that follow the snapshot (§5.1).
         let unapplied = held
             .into_iter()
@@ -424,7 +427,12 @@ impl Driver {
                     envelope,
                     after_durable: true,
                 }),
-                Output::Commit { through } => self.apply_through(through),
+                Output::Commit { through } => {
+                    if let (Some(observer), Role::Leader) = (&self.observer, self.group.role()) {
+                        observer.leader_committed(self.shard, self.group.term().0, through);
+                    }
+                    self.apply_through(through);
+                }
                 Output::Resolve { proposal, result } => self.on_resolve(proposal, result),
                 Output::ReadReady { read, result } => self.ready_reads.push((read, result)),
                 Output::InstallSnapshot { meta, data } => self.on_install(meta.last, data),

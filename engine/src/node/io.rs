@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keel_wal::Storage;
 
-use keel_replication::EntryId;
+use keel_replication::{EntryId, Envelope, HardState};
 
 use crate::keyspace::Keyspace;
 use crate::operation::Operation;
@@ -152,6 +152,21 @@ pub trait ShardObserver: std::fmt::Debug {
     /// key space holds it, applied through there (the entries before it are
     /// not applied one by one). Durable only with the writes that follow.
     fn installed(&self, _shard: u32, _last_index: u64, _keyspace: &Keyspace) {}
+    /// The shard's group starts (at a boot) with this term and vote, as it
+    /// holds them after reading them back.
+    fn restarted_with(&self, _shard: u32, _hard_state: HardState) {}
+    /// The hard-state file holds `hard_state`, durably.
+    fn hard_state_durable(&self, _shard: u32, _hard_state: HardState) {}
+    /// A message of the group leaves for a peer.
+    fn sent(&self, _shard: u32, _envelope: &Envelope) {}
+    /// As the leader of `term`, the group committed the entries through
+    /// `through`.
+    fn leader_committed(&self, _shard: u32, _term: u64, _through: EntryId) {}
+    /// As the leader of `term`, the group was asked to confirm its lead for
+    /// read `read` (a ReadIndex round started now, after the read).
+    fn read_asked(&self, _shard: u32, _read: u64, _term: u64) {}
+    /// The group confirmed read `read`: the reply resting on it may go.
+    fn read_confirmed(&self, _shard: u32, _read: u64) {}
 }
 
 /// What a shard reaches beyond its core: its peers' copies of it, and the

@@ -533,6 +533,9 @@ impl Shard {
             .as_ref()
             .expect("a group whose core sends messages has peers to send them to");
         let to = message.envelope.to;
+        if let Some(observer) = &self.settings.observer {
+            observer.sent(self.id, &message.envelope);
+        }
         match keel_replication::codec::encode(&message.envelope) {
             Ok(frame) => {
                 if let Err(error) = outside.send(to.0, self.id, frame) {
@@ -565,9 +568,18 @@ impl Shard {
         self.next_read.set(self.next_read.get() + 1);
         let slot = Slot::default();
         self.reads.borrow_mut().insert(read, slot.clone());
+        if let Some(observer) = &self.settings.observer {
+            let term = self.driver.borrow().group().term().0;
+            observer.read_asked(self.id, read.0, term);
+        }
         self.step_at(self.clock_ms.get(), Input::Read { read });
         match slot.take().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(observer) = &self.settings.observer {
+                    observer.read_confirmed(self.id, read.0);
+                }
+                Ok(())
+            }
             Err(NotLeader { leader }) => Err(try_again(self.id, &not_leader_text(leader))),
         }
     }
@@ -1132,7 +1144,12 @@ impl Shard {
         // appended before it, and the entries after it follow it.
         for (position, write) in writes.into_iter().enumerate() {
             match write {
-                Write::HardState(hard) => hard_state::store(storage, hard).await?,
+                Write::HardState(hard) => {
+                    hard_state::store(storage, hard).await?;
+                    if let Some(observer) = &self.settings.observer {
+                        observer.hard_state_durable(self.id, hard);
+                    }
+                }
                 Write::Cut { after, floor } => wal.cut_after(after.index, floor).await?,
                 Write::Snapshot(snapshot) => self.install(io, wal, storage, &snapshot).await?,
                 Write::Entries(batch) => {
