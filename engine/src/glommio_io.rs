@@ -133,7 +133,9 @@ fn hop_bytes(hop: &Hop) -> usize {
             ShardRequest::Command { args, .. }
             | ShardRequest::Watch { keys: args, .. }
             | ShardRequest::Forward { args, .. } => args.iter().map(Vec::len).sum(),
-            ShardRequest::Exec { commands, .. } => commands.iter().flatten().map(Vec::len).sum(),
+            ShardRequest::Exec { commands, .. } | ShardRequest::ForwardExec { commands, .. } => {
+                commands.iter().flatten().map(Vec::len).sum()
+            }
             ShardRequest::Keys { pattern } => pattern.len(),
             ShardRequest::Scan { pattern, .. } => pattern.as_ref().map_or(0, Vec::len),
             ShardRequest::Count

@@ -22,6 +22,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use keel_replication::EntryId;
@@ -143,7 +144,16 @@ fn overdue_forwards(
         .collect()
 }
 
-type ForwardedCommand = (PeerId, u32, u64, Vec<Vec<u8>>);
+/// What a member forwarded to this node, as the leader of its shard.
+#[derive(Debug)]
+pub enum Forwarding {
+    /// One keyed command.
+    Command(Vec<Vec<u8>>),
+    /// A transaction's keyed commands, run as one EXEC watching nothing.
+    Transaction(Vec<Vec<Vec<u8>>>),
+}
+
+type ForwardedCommand = (PeerId, u32, u64, Forwarding);
 
 /// A reply on its way: known now, or once a shard says it may be released.
 enum Pending {
@@ -289,6 +299,22 @@ impl<I: NodeIo> Core<I> {
         if let ShardRequest::Forward { slot, access, args } = request {
             return self.forward_or_redirect(shard, slot, access, args).await;
         }
+        if let ShardRequest::ForwardExec {
+            slot,
+            client,
+            commands,
+        } = request
+        {
+            return match self.route(slot, Access::Write) {
+                Ok(_) => {
+                    let exec = ShardRequest::Exec { client, commands };
+                    Box::pin(self.run_local(shard, exec)).await
+                }
+                Err(redirect) => self
+                    .forward(slot, |id| Forward::Transaction { id, commands })
+                    .unwrap_or(Pending::Ready(redirect)),
+            };
+        }
         match request {
             ShardRequest::Command { stale: true, .. } => {}
             ShardRequest::Command { .. } | ShardRequest::Exec { .. } => {
@@ -305,7 +331,8 @@ impl<I: NodeIo> Core<I> {
             ShardRequest::Unwatch { .. }
             | ShardRequest::Stats
             | ShardRequest::Replicas { .. }
-            | ShardRequest::Forward { .. } => {}
+            | ShardRequest::Forward { .. }
+            | ShardRequest::ForwardExec { .. } => {}
         }
         let now = self.io.now_unix_ms();
         let local = |executed: Executed| Pending::Local {
@@ -366,7 +393,9 @@ impl<I: NodeIo> Core<I> {
                 Err(error) => (ShardReply::Reply(error), None, false),
             },
             ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None, false),
-            ShardRequest::Forward { .. } => unreachable!("answered above"),
+            ShardRequest::Forward { .. } | ShardRequest::ForwardExec { .. } => {
+                unreachable!("answered above")
+            }
             ShardRequest::Replicas { through } => {
                 let through = through.unwrap_or_else(|| shard.commit());
                 let count = shard.replicas_holding(through);
@@ -739,17 +768,20 @@ impl<I: NodeIo> Core<I> {
                 let stale = access == Access::StaleRead;
                 Box::pin(self.run_local(shard, ShardRequest::Command { args, stale })).await
             }
-            Err(redirect) => self.forward(slot, args).unwrap_or(Pending::Ready(redirect)),
+            Err(redirect) => self
+                .forward(slot, |id| Forward::Request { id, args })
+                .unwrap_or(Pending::Ready(redirect)),
         }
     }
 
-    /// Sends a command for `slot`, whose shard another member leads, to that
-    /// leader over the shard's peer link; its reply comes back through
+    /// Sends a command (or a transaction: `message` of the forward's id) for
+    /// `slot`, whose shard another member leads, to that leader over the
+    /// shard's peer link; its reply comes back through
     /// [`Core::forwarded_reply`], or [`FORWARD_UNANSWERED`] after
     /// [`Core::expire_forwards`] gives up on it. `None` if it cannot go (no leader known, too
     /// many in flight, too large, the link full or down): the caller
     /// answers `-MOVED` or `-TRYAGAIN` instead.
-    fn forward(&self, slot: u16, args: Vec<Vec<u8>>) -> Option<Pending> {
+    fn forward(&self, slot: u16, message: impl FnOnce(u64) -> Forward) -> Option<Pending> {
         let (shard, leader) = {
             let mut view = self.topology.borrow_mut();
             let placement = view.current(&self.node.topology).shard_of_slot(slot);
@@ -759,7 +791,7 @@ impl<I: NodeIo> Core<I> {
             return None;
         }
         let id = self.next_forward.get();
-        let frame = forward::encode(&Forward::Request { id, args });
+        let frame = forward::encode(&message(id));
         if frame.len() > PEER_FRAME_BYTES_MAX {
             return None;
         }
@@ -808,11 +840,11 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// A member forwarded command `args` for shard `shard` to this node
+    /// A member forwarded `work` for shard `shard` to this node
     /// (which leads it, or led it): run in arrival order by
     /// [`Core::serve_forwards`], answered to `from` under `id`. Refused at
     /// once when [`FORWARDS_QUEUED_MAX`] wait.
-    pub fn forwarded_request(&self, from: PeerId, shard: u32, id: u64, args: Vec<Vec<u8>>) {
+    pub fn forwarded_request(&self, from: PeerId, shard: u32, id: u64, work: Forwarding) {
         if !self.replays.borrow_mut().admit(from, id) {
             // A copy (or a request so late its forwarder has answered
             // "may or may not" already): the first copy's reply stands.
@@ -827,7 +859,7 @@ impl<I: NodeIo> Core<I> {
         }
         self.forward_queue
             .borrow_mut()
-            .push_back((from, shard, id, args));
+            .push_back((from, shard, id, work));
         self.forward_signal.raise();
     }
 
@@ -837,15 +869,31 @@ impl<I: NodeIo> Core<I> {
     pub async fn serve_forwards(self: Rc<Self>) {
         loop {
             let next = self.forward_queue.borrow_mut().pop_front();
-            let Some((from, shard, id, args)) = next else {
+            let Some((from, shard, id, work)) = next else {
                 self.forward_signal.wait().await;
                 continue;
             };
-            let pending = match self.forwarded_shard(shard, &args) {
+            let (local, request) = match work {
+                Forwarding::Command(args) => (
+                    self.forwarded_shard(shard, &args),
+                    ShardRequest::Command { args, stale: false },
+                ),
+                Forwarding::Transaction(commands) => {
+                    let local = commands
+                        .iter()
+                        .map(|args| self.forwarded_shard(shard, args))
+                        .find(Result::is_err)
+                        .unwrap_or_else(|| self.forwarded_shard_of_transaction(shard));
+                    // A connection id of its own: EXEC forgets the keys its
+                    // connection watches, and this one watches none.
+                    let client = self.node.next_client_id.fetch_add(1, Ordering::Relaxed);
+                    (local, ShardRequest::Exec { client, commands })
+                }
+            };
+            let pending = match local {
                 Ok(local) => {
                     let local = Rc::clone(local);
-                    self.run_local(&local, ShardRequest::Command { args, stale: false })
-                        .await
+                    self.run_local(&local, request).await
                 }
                 Err(reply) => Pending::Ready(reply),
             };
@@ -883,6 +931,16 @@ impl<I: NodeIo> Core<I> {
             }
             _ => Err(misdirected()),
         }
+    }
+
+    /// The shard of this core a forwarded transaction runs on, once each of
+    /// its commands was checked to hash to it.
+    fn forwarded_shard_of_transaction(&self, shard: u32) -> Result<&Rc<Shard>, Reply> {
+        self.shards.get(&shard).ok_or_else(|| {
+            Reply::Error(format!(
+                "ERR a forwarded transaction is not for shard {shard}"
+            ))
+        })
     }
 
     /// Sends the reply to forwarded command `id` back to `to` (one too
@@ -983,16 +1041,25 @@ impl<I: NodeIo> Core<I> {
             _ => return Pending::Ready(merge_exec_replies(Reply::Array(Vec::new()), keyless)),
         };
         // A transaction runs on the leader: its WATCH checks and its reads
-        // must see every acknowledged write.
-        let shard = match self.route(slot, Access::Write) {
-            Ok(shard) => shard,
-            Err(redirect) => return Pending::Ready(redirect),
+        // must see every acknowledged write. A plain connection's goes there
+        // if it watches nothing (the keys it watches live in this node's
+        // copy of the shard, which the leader's EXEC cannot check).
+        let request = match self.route(slot, Access::Write) {
+            Ok(shard) => {
+                client.written.insert(shard);
+                ShardRequest::Exec {
+                    client: client.id,
+                    commands: keyed,
+                }
+            }
+            Err(redirect) if client.cluster_aware || watching => return Pending::Ready(redirect),
+            Err(_) => ShardRequest::ForwardExec {
+                slot,
+                client: client.id,
+                commands: keyed,
+            },
         };
-        client.written.insert(shard);
-        let request = ShardRequest::Exec {
-            client: client.id,
-            commands: keyed,
-        };
+        let shard = shard_of_slot(slot, self.node.shard_count);
         let keyed = Box::new(self.dispatch(shard, request).await);
         Pending::Exec { keyed, keyless }
     }

@@ -76,6 +76,15 @@ pub enum ShardRequest {
         access: crate::topology::Access,
         args: Vec<Vec<u8>>,
     },
+    /// EXEC of a transaction that watches no key, for `slot` whose shard
+    /// (on this core) another member leads, from a connection that does not
+    /// follow `-MOVED`: its keyed commands forwarded to the leader as one
+    /// EXEC (run here as `client`'s if this node leads the shard by now).
+    ForwardExec {
+        slot: u16,
+        client: u64,
+        commands: Vec<Vec<Vec<u8>>>,
+    },
     /// WAIT: how many followers hold the log through `through` (the
     /// shard's commit index now, if `None`).
     Replicas { through: Option<EntryId> },

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use keel_replication::{Config, NodeId};
 
-use crate::node::core::Core;
+use crate::node::core::{Core, Forwarding};
 use crate::node::io::{NodeIo, PeerId, PeerSendError, ShardOutside};
 use crate::peer::forward::{self, Forward};
 use crate::topology::{MemberId, TopologyCell};
@@ -83,9 +83,18 @@ pub async fn receive<I: NodeIo>(core: Rc<Core<I>>) {
         };
         if forward::is_forward(&message.frame) {
             match forward::decode(&message.frame) {
-                Ok(Forward::Request { id, args }) => {
-                    core.forwarded_request(message.from, message.shard, id, args)
-                }
+                Ok(Forward::Request { id, args }) => core.forwarded_request(
+                    message.from,
+                    message.shard,
+                    id,
+                    Forwarding::Command(args),
+                ),
+                Ok(Forward::Transaction { id, commands }) => core.forwarded_request(
+                    message.from,
+                    message.shard,
+                    id,
+                    Forwarding::Transaction(commands),
+                ),
                 Ok(Forward::Reply { id, reply }) => core.forwarded_reply(id, reply),
                 Err(error) => {
                     crate::metrics::NodeMetrics::add(&core.node.metrics.peer_protocol_errors, 1);

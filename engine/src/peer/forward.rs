@@ -4,14 +4,14 @@
 //! sends and serves them over the peer links, beside the replication
 //! frames, which start with another magic.
 //!
-//! # Message (version 1, all integers little-endian, fixed width)
+//! # Message (version 2, all integers little-endian, fixed width)
 //!
 //! ```text
 //! offset size field     meaning
 //!      0    4 magic     b"KFWD"
 //!      4    4 crc       CRC32 (crc32fast) of bytes 8..end
 //!      8    1 version   FORWARD_VERSION
-//!      9    1 kind      1 Request, 2 Reply
+//!      9    1 kind      1 Request, 2 Reply, 3 Transaction
 //!     10    2 reserved  zero
 //!     12    4 body_len  bytes after this header (the message's length - 24)
 //!     16    8 id        the forwarding member's number for the request
@@ -20,6 +20,10 @@
 //!
 //! Request body: `count u32`, then `count` arguments, each `len u32` and
 //! its bytes (a command's name is the first).
+//!
+//! Transaction body (a MULTI/EXEC's queued keyed commands, run at the
+//! leader as one EXEC): `count u32` commands, each a request body. Version 2
+//! added it; version 1 had only requests and replies.
 //!
 //! Reply body: one reply, each a tag byte then its fields:
 //!
@@ -47,7 +51,7 @@ use crate::resp::Reply;
 /// The first bytes of every forwarding message.
 pub const FORWARD_MAGIC: [u8; 4] = *b"KFWD";
 /// The version this build speaks.
-pub const FORWARD_VERSION: u8 = 1;
+pub const FORWARD_VERSION: u8 = 2;
 /// Bytes before the body.
 pub const FORWARD_HEADER_BYTES: usize = 24;
 /// How deep replies nest in a reply (no command's reply nests past 3: an
@@ -56,12 +60,25 @@ pub const REPLY_DEPTH_MAX: usize = 8;
 
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
+const KIND_TRANSACTION: u8 = 3;
 
 /// One forwarding message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Forward {
-    Request { id: u64, args: Vec<Vec<u8>> },
-    Reply { id: u64, reply: Reply },
+    Request {
+        id: u64,
+        args: Vec<Vec<u8>>,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
+    /// A transaction's keyed commands, all of one shard, run as one EXEC
+    /// (no key watched: WATCH is not forwarded).
+    Transaction {
+        id: u64,
+        commands: Vec<Vec<Vec<u8>>>,
+    },
 }
 
 /// Why bytes are not a forwarding message.
@@ -92,6 +109,7 @@ pub fn encode(message: &Forward) -> Vec<u8> {
     let (kind, id) = match message {
         Forward::Request { id, .. } => (KIND_REQUEST, *id),
         Forward::Reply { id, .. } => (KIND_REPLY, *id),
+        Forward::Transaction { id, .. } => (KIND_TRANSACTION, *id),
     };
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&FORWARD_MAGIC);
@@ -100,13 +118,14 @@ pub fn encode(message: &Forward) -> Vec<u8> {
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&id.to_le_bytes());
     match message {
-        Forward::Request { args, .. } => {
-            put_len(&mut out, args.len());
-            for arg in args {
-                put_bytes(&mut out, arg);
+        Forward::Request { args, .. } => put_args(&mut out, args),
+        Forward::Reply { reply, .. } => put_reply(&mut out, reply),
+        Forward::Transaction { commands, .. } => {
+            put_len(&mut out, commands.len());
+            for args in commands {
+                put_args(&mut out, args);
             }
         }
-        Forward::Reply { reply, .. } => put_reply(&mut out, reply),
     }
     let body_len = u32::try_from(out.len() - FORWARD_HEADER_BYTES)
         .expect("the sender bounds a message by PEER_FRAME_BYTES_MAX");
@@ -119,6 +138,13 @@ pub fn encode(message: &Forward) -> Vec<u8> {
 fn put_len(out: &mut Vec<u8>, len: usize) {
     let len = u32::try_from(len).expect("the sender bounds a message by PEER_FRAME_BYTES_MAX");
     out.extend_from_slice(&len.to_le_bytes());
+}
+
+fn put_args(out: &mut Vec<u8>, args: &[Vec<u8>]) {
+    put_len(out, args.len());
+    for arg in args {
+        put_bytes(out, arg);
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -199,14 +225,18 @@ pub fn decode(bytes: &[u8]) -> Result<Forward, ForwardError> {
         bytes: &bytes[FORWARD_HEADER_BYTES..],
     };
     let message = match bytes[9] {
-        KIND_REQUEST => {
-            // Each argument takes at least its 4-byte length.
+        KIND_REQUEST => Forward::Request {
+            id,
+            args: body.args()?,
+        },
+        KIND_TRANSACTION => {
+            // Each command takes at least its 4-byte count.
             let count = body.len(4)?;
-            let mut args = Vec::with_capacity(count);
+            let mut commands = Vec::with_capacity(count);
             for _ in 0..count {
-                args.push(body.bytes()?.to_vec());
+                commands.push(body.args()?);
             }
-            Forward::Request { id, args }
+            Forward::Transaction { id, commands }
         }
         KIND_REPLY => Forward::Reply {
             id,
@@ -257,6 +287,16 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], ForwardError> {
         let len = self.len(1)?;
         self.take(len)
+    }
+
+    fn args(&mut self) -> Result<Vec<Vec<u8>>, ForwardError> {
+        // Each argument takes at least its 4-byte length.
+        let count = self.len(4)?;
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
+            args.push(self.bytes()?.to_vec());
+        }
+        Ok(args)
     }
 
     fn text(&mut self) -> Result<String, ForwardError> {
@@ -338,6 +378,18 @@ mod tests {
                 id: u64::MAX,
                 reply: every_reply(),
             },
+            Forward::Transaction {
+                id: 4,
+                commands: vec![
+                    vec![b"INCR".to_vec(), b"k".to_vec()],
+                    Vec::new(),
+                    vec![b"SET".to_vec(), b"k".to_vec(), vec![0; 3]],
+                ],
+            },
+            Forward::Transaction {
+                id: 5,
+                commands: Vec::new(),
+            },
         ] {
             let bytes = encode(&message);
             assert!(is_forward(&bytes));
@@ -390,6 +442,25 @@ mod tests {
         let crc = crc32fast::hash(&huge[8..]);
         huge[4..8].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode(&huge), Err(ForwardError::Truncated));
+        // A transaction claiming four billion commands, and one whose one
+        // command claims four billion arguments.
+        for (at, count) in [(24, u32::MAX), (28, u32::MAX)] {
+            let mut huge = encode(&Forward::Transaction {
+                id: 1,
+                commands: vec![Vec::new()],
+            });
+            huge[at..at + 4].copy_from_slice(&count.to_le_bytes());
+            let crc = crc32fast::hash(&huge[8..]);
+            huge[4..8].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&huge), Err(ForwardError::Truncated), "count at {at}");
+        }
+        let transaction = encode(&Forward::Transaction {
+            id: 2,
+            commands: vec![vec![b"GET".to_vec(), b"k".to_vec()]],
+        });
+        for cut in 0..transaction.len() {
+            assert!(decode(&transaction[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     proptest! {

@@ -1,0 +1,145 @@
+//! A plain client (one that never spoke Redis Cluster) on any member of a
+//! real three-node cluster: its keyed commands and its MULTI/EXEC
+//! transactions are answered as the shard's leader answers them, whichever
+//! member it is connected to; WATCH, which a follower cannot check for the
+//! leader, is redirected.
+//!
+//! Every command here is idempotent (SET of a fixed value, GET), so a try
+//! that met a change of leader (`-TRYAGAIN`, or `-UNCERTAIN` for a forward
+//! its leader did not answer) is repeated; `-MOVED` to a plain client is a
+//! failure.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::cluster::LocalCluster;
+use keel_tests::{wait_a_moment, RawConnection, Resp};
+
+const MEMBERS: usize = 3;
+/// One core per node: three nodes share this machine's CPUs.
+const CORES: usize = 1;
+/// Two shards: member 1 prefers to lead shard 0, member 2 shard 1, so
+/// member 3 follows both and members 1 and 2 follow one each.
+const SHARDS: u32 = 2;
+/// How long the first elections and the hand-overs to the preferred
+/// leaders may take (three debug processes starting at once).
+const LEADERS_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one command keeps being tried through changes of leader.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
+
+/// `args` on `connection` until an answer that is not a change of leader.
+fn answered(connection: &mut RawConnection, args: &[&[u8]]) -> Resp {
+    answered_sequence(connection, &[args])
+        .pop()
+        .expect("one reply")
+}
+
+/// `sequence` (sent one command after another on one connection) until
+/// its last reply is not a change of leader; every reply of that try.
+fn answered_sequence(connection: &mut RawConnection, sequence: &[&[&[u8]]]) -> Vec<Resp> {
+    let started = Instant::now();
+    loop {
+        let replies: Vec<Resp> = sequence
+            .iter()
+            .map(|args| connection.command(args).expect("the member answers"))
+            .collect();
+        let last = replies.last().expect("a command was sent");
+        let leader_changed = matches!(last, Resp::Error(text)
+            if text.starts_with("TRYAGAIN") || text.starts_with("UNCERTAIN"));
+        if !leader_changed {
+            return replies;
+        }
+        assert!(
+            started.elapsed() < COMMAND_DEADLINE,
+            "{sequence:?} kept meeting a change of leader: {last:?}"
+        );
+        wait_a_moment();
+    }
+}
+
+fn bulk(text: &str) -> Resp {
+    Resp::Bulk(text.as_bytes().to_vec())
+}
+
+fn ok() -> Resp {
+    Resp::Simple("OK".into())
+}
+
+#[test]
+fn a_plain_client_on_any_member_gets_commands_and_transactions_answered_by_the_leader() {
+    let cluster = LocalCluster::start(MEMBERS, CORES, SHARDS, LEADERS_DEADLINE);
+    let started = Instant::now();
+    while cluster.leader_of(0) != Some(1) || cluster.leader_of(1) != Some(2) {
+        assert!(
+            started.elapsed() < LEADERS_DEADLINE,
+            "the shards never settled on their preferred leaders (1 and 2): {:?}, {:?}",
+            cluster.leader_of(0),
+            cluster.leader_of(1)
+        );
+        wait_a_moment();
+    }
+    for member in 1..=MEMBERS {
+        let mut plain = cluster.node(member).raw();
+        for (shard, slots) in cluster.shards.iter().enumerate() {
+            let key = format!("{{{}}}:single:{member}", slots.tag);
+            let value = format!("from member {member}");
+            let set: [&[u8]; 3] = [b"SET", key.as_bytes(), value.as_bytes()];
+            assert_eq!(answered(&mut plain, &set), ok(), "SET {key} via {member}");
+            let get: [&[u8]; 2] = [b"GET", key.as_bytes()];
+            assert_eq!(
+                answered(&mut plain, &get),
+                bulk(&value),
+                "GET {key} via {member}"
+            );
+
+            let first = format!("{{{}}}:transaction:{member}:a", slots.tag);
+            let second = format!("{{{}}}:transaction:{member}:b", slots.tag);
+            let replies = answered_sequence(
+                &mut plain,
+                &[
+                    &[b"MULTI"],
+                    &[b"SET", first.as_bytes(), b"1"],
+                    &[b"PING"],
+                    &[b"GET", key.as_bytes()],
+                    &[b"SET", second.as_bytes(), b"2"],
+                    &[b"GET", first.as_bytes()],
+                    &[b"EXEC"],
+                ],
+            );
+            let queued = Resp::Simple("QUEUED".into());
+            assert_eq!(
+                replies,
+                vec![
+                    ok(),
+                    queued.clone(),
+                    queued.clone(),
+                    queued.clone(),
+                    queued.clone(),
+                    queued,
+                    Resp::Array(vec![
+                        ok(),
+                        Resp::Simple("PONG".into()),
+                        bulk(&value),
+                        ok(),
+                        bulk("1"),
+                    ]),
+                ],
+                "MULTI/EXEC on shard {shard} via member {member} (leader {:?})",
+                cluster.leader_of(shard)
+            );
+            let get_second: [&[u8]; 2] = [b"GET", second.as_bytes()];
+            assert_eq!(answered(&mut plain, &get_second), bulk("2"));
+
+            let watch: [&[u8]; 2] = [b"WATCH", key.as_bytes()];
+            let watched = answered(&mut plain, &watch);
+            if cluster.leader_of(shard) == Some(member) {
+                assert_eq!(watched, ok(), "WATCH on shard {shard}'s leader");
+                answered(&mut plain, &[b"UNWATCH"]);
+            } else {
+                assert!(
+                    matches!(&watched, Resp::Error(text) if text.starts_with("MOVED ")),
+                    "WATCH on a follower of shard {shard}: {watched:?}"
+                );
+            }
+        }
+    }
+}
