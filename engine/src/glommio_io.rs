@@ -132,7 +132,8 @@ fn hop_bytes(hop: &Hop) -> usize {
         Hop::Request { request, .. } => match request {
             ShardRequest::Command { args, .. }
             | ShardRequest::Watch { keys: args, .. }
-            | ShardRequest::Forward { args, .. } => args.iter().map(Vec::len).sum(),
+            | ShardRequest::Forward { args, .. }
+            | ShardRequest::ForwardQuery { args } => args.iter().map(Vec::len).sum(),
             ShardRequest::Exec { commands, .. } | ShardRequest::ForwardExec { commands, .. } => {
                 commands.iter().flatten().map(Vec::len).sum()
             }

@@ -1,7 +1,8 @@
 //! A plain client (one that never spoke Redis Cluster) on any member of a
 //! real three-node cluster: its keyed commands and its MULTI/EXEC
 //! transactions are answered as the shard's leader answers them, whichever
-//! member it is connected to; WATCH, which a follower cannot check for the
+//! member it is connected to, and so are DBSIZE, KEYS, SCAN, RANDOMKEY and
+//! FLUSHALL over every shard; WATCH, which a follower cannot check for the
 //! leader, is redirected.
 //!
 //! Every command here is idempotent (SET of a fixed value, GET), so a try
@@ -65,7 +66,7 @@ fn ok() -> Resp {
 }
 
 #[test]
-fn a_plain_client_on_any_member_gets_commands_and_transactions_answered_by_the_leader() {
+fn a_plain_client_on_any_member_gets_every_command_answered_by_the_leaders() {
     let cluster = LocalCluster::start(MEMBERS, CORES, SHARDS, LEADERS_DEADLINE);
     let started = Instant::now();
     while cluster.leader_of(0) != Some(1) || cluster.leader_of(1) != Some(2) {
@@ -141,5 +142,60 @@ fn a_plain_client_on_any_member_gets_commands_and_transactions_answered_by_the_l
                 );
             }
         }
+    }
+    // Three keys per member and shard. Every member answers for the whole
+    // key space, asking the leader of each shard it does not lead.
+    let written = (MEMBERS * cluster.shards.len() * 3) as i64;
+    for member in 1..=MEMBERS {
+        let mut plain = cluster.node(member).raw();
+        assert_eq!(
+            answered(&mut plain, &[b"DBSIZE"]),
+            Resp::Integer(written),
+            "DBSIZE via member {member}"
+        );
+        let Resp::Array(keys) = answered(&mut plain, &[b"KEYS", b"*"]) else {
+            panic!("KEYS answers an array");
+        };
+        assert_eq!(keys.len() as i64, written, "KEYS * via member {member}");
+        let mut scanned = std::collections::BTreeSet::new();
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = answered(&mut plain, &[b"SCAN", &cursor, b"COUNT", b"4"]);
+            let Resp::Array(mut parts) = reply else {
+                panic!("SCAN answers an array: {reply:?}");
+            };
+            let Some(Resp::Array(found)) = parts.pop() else {
+                panic!("SCAN's keys");
+            };
+            scanned.extend(found.into_iter().map(|key| format!("{key:?}")));
+            let Some(Resp::Bulk(next)) = parts.pop() else {
+                panic!("SCAN's cursor");
+            };
+            if next == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(scanned.len() as i64, written, "SCAN via member {member}");
+        assert!(
+            matches!(answered(&mut plain, &[b"RANDOMKEY"]), Resp::Bulk(_)),
+            "RANDOMKEY via member {member}"
+        );
+    }
+    // A cluster-aware connection counts what this member leads, as a
+    // Redis Cluster master counts its own slots: member 3 leads nothing.
+    let mut aware = cluster.node(3).raw();
+    assert_eq!(answered(&mut aware, &[b"READWRITE"]), ok());
+    assert_eq!(answered(&mut aware, &[b"DBSIZE"]), Resp::Integer(0));
+    // FLUSHALL from a member that leads no shard empties every shard.
+    let mut plain = cluster.node(3).raw();
+    assert_eq!(answered(&mut plain, &[b"FLUSHALL"]), ok());
+    for member in 1..=MEMBERS {
+        let mut plain = cluster.node(member).raw();
+        assert_eq!(
+            answered(&mut plain, &[b"DBSIZE"]),
+            Resp::Integer(0),
+            "DBSIZE via member {member} after FLUSHALL"
+        );
     }
 }

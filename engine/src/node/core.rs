@@ -38,6 +38,7 @@ use crate::node::local::Signal;
 use crate::node::local::Slot;
 use crate::node::planted::{self, NodePlant};
 use crate::node::shard::{Executed, Shard, ShardStats};
+use crate::node::shard_query;
 use crate::node::transaction::{self, Exec, Transaction};
 use crate::node::NodeShared;
 use crate::peer::forward::{self, Forward};
@@ -311,9 +312,23 @@ impl<I: NodeIo> Core<I> {
                     Box::pin(self.run_local(shard, exec)).await
                 }
                 Err(redirect) => self
-                    .forward(slot, |id| Forward::Transaction { id, commands })
+                    .forward(shard.id, |id| Forward::Transaction { id, commands })
                     .unwrap_or(Pending::Ready(redirect)),
             };
+        }
+        if let ShardRequest::ForwardQuery { args } = request {
+            if self.leads(shard.id) {
+                let query = shard_query::decode(&args).expect("this node encoded the query");
+                return Box::pin(self.run_local(shard, query)).await;
+            }
+            return self
+                .forward(shard.id, |id| Forward::Request { id, args })
+                .unwrap_or_else(|| {
+                    Pending::Ready(Reply::Error(format!(
+                        "TRYAGAIN shard {} has no leader this member can reach now",
+                        shard.id
+                    )))
+                });
         }
         match request {
             ShardRequest::Command { stale: true, .. } => {}
@@ -332,7 +347,8 @@ impl<I: NodeIo> Core<I> {
             | ShardRequest::Stats
             | ShardRequest::Replicas { .. }
             | ShardRequest::Forward { .. }
-            | ShardRequest::ForwardExec { .. } => {}
+            | ShardRequest::ForwardExec { .. }
+            | ShardRequest::ForwardQuery { .. } => {}
         }
         let now = self.io.now_unix_ms();
         let local = |executed: Executed| Pending::Local {
@@ -393,9 +409,9 @@ impl<I: NodeIo> Core<I> {
                 Err(error) => (ShardReply::Reply(error), None, false),
             },
             ShardRequest::Stats => (ShardReply::Stats(Box::new(shard.stats())), None, false),
-            ShardRequest::Forward { .. } | ShardRequest::ForwardExec { .. } => {
-                unreachable!("answered above")
-            }
+            ShardRequest::Forward { .. }
+            | ShardRequest::ForwardExec { .. }
+            | ShardRequest::ForwardQuery { .. } => unreachable!("answered above"),
             ShardRequest::Replicas { through } => {
                 let through = through.unwrap_or_else(|| shard.commit());
                 let count = shard.replicas_holding(through);
@@ -769,23 +785,24 @@ impl<I: NodeIo> Core<I> {
                 Box::pin(self.run_local(shard, ShardRequest::Command { args, stale })).await
             }
             Err(redirect) => self
-                .forward(slot, |id| Forward::Request { id, args })
+                .forward(shard_of_slot(slot, self.node.shard_count), |id| {
+                    Forward::Request { id, args }
+                })
                 .unwrap_or(Pending::Ready(redirect)),
         }
     }
 
-    /// Sends a command (or a transaction: `message` of the forward's id) for
-    /// `slot`, whose shard another member leads, to that leader over the
-    /// shard's peer link; its reply comes back through
+    /// Sends a command (or a transaction, or a whole-shard query: `message`
+    /// of the forward's id) for `shard`, which another member leads, to that
+    /// leader over the shard's peer link; its reply comes back through
     /// [`Core::forwarded_reply`], or [`FORWARD_UNANSWERED`] after
     /// [`Core::expire_forwards`] gives up on it. `None` if it cannot go (no leader known, too
     /// many in flight, too large, the link full or down): the caller
     /// answers `-MOVED` or `-TRYAGAIN` instead.
-    fn forward(&self, slot: u16, message: impl FnOnce(u64) -> Forward) -> Option<Pending> {
-        let (shard, leader) = {
+    fn forward(&self, shard: u32, message: impl FnOnce(u64) -> Forward) -> Option<Pending> {
+        let leader = {
             let mut view = self.topology.borrow_mut();
-            let placement = view.current(&self.node.topology).shard_of_slot(slot);
-            (placement.shard, placement.leader?)
+            view.current(&self.node.topology).shards[shard as usize].leader?
         };
         if self.forwarded.borrow().len() >= FORWARDS_IN_FLIGHT_MAX {
             return None;
@@ -874,10 +891,13 @@ impl<I: NodeIo> Core<I> {
                 continue;
             };
             let (local, request) = match work {
-                Forwarding::Command(args) => (
-                    self.forwarded_shard(shard, &args),
-                    ShardRequest::Command { args, stale: false },
-                ),
+                Forwarding::Command(args) => match shard_query::decode(&args) {
+                    Some(query) => (self.forwarded_shard_of_transaction(shard), query),
+                    None => (
+                        self.forwarded_shard(shard, &args),
+                        ShardRequest::Command { args, stale: false },
+                    ),
+                },
                 Forwarding::Transaction(commands) => {
                     let local = commands
                         .iter()
@@ -900,10 +920,8 @@ impl<I: NodeIo> Core<I> {
             let core = Rc::clone(&self);
             self.io.spawn(async move {
                 let reply = match core.resolve(pending).await {
-                    Resolved::Reply(reply) | Resolved::Shard(ShardReply::Reply(reply)) => reply,
-                    Resolved::Shard(other) => {
-                        panic!("a keyed command got a non-reply answer: {other:?}")
-                    }
+                    Resolved::Reply(reply) => reply,
+                    Resolved::Shard(answer) => shard_query::reply(answer),
                 };
                 core.answer_forward(from, shard, id, reply);
             });
@@ -933,14 +951,58 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// The shard of this core a forwarded transaction runs on, once each of
-    /// its commands was checked to hash to it.
+    /// The shard of this core a forwarded transaction (once each of its
+    /// commands was checked to hash to it) or whole-shard query runs on.
     fn forwarded_shard_of_transaction(&self, shard: u32) -> Result<&Rc<Shard>, Reply> {
         self.shards.get(&shard).ok_or_else(|| {
-            Reply::Error(format!(
-                "ERR a forwarded transaction is not for shard {shard}"
-            ))
+            Reply::Error(format!("ERR a forwarded request is not for shard {shard}"))
         })
+    }
+
+    /// Whether this node leads `shard`, as this core's topology says (a
+    /// node alone always does).
+    fn leads(&self, shard: u32) -> bool {
+        let mut view = self.topology.borrow_mut();
+        let topology = view.current(&self.node.topology);
+        topology.members.len() <= 1
+            || topology.shards[shard as usize].leader == Some(topology.myself)
+    }
+
+    /// `request`, over the whole of `shard`'s key space, for `client`: run
+    /// here if this node leads the shard, else, for a plain connection,
+    /// forwarded to its leader. `Ok(None)` for a cluster-aware connection
+    /// when this node does not lead it: such a client asks each master for
+    /// its own slots, as Redis Cluster's DBSIZE, KEYS or SCAN cover a
+    /// node's own. `Err`: the error a plain connection gets (no leader
+    /// reachable, or the leader's own).
+    async fn whole_shard(
+        &self,
+        client: &ClientInfo,
+        shard: u32,
+        request: ShardRequest,
+    ) -> Result<Option<ShardReply>, Reply> {
+        let leads = self.leads(shard);
+        if client.cluster_aware && !leads {
+            return Ok(None);
+        }
+        let answer = if leads {
+            self.request(shard, request).await
+        } else {
+            let args = shard_query::encode(&request).expect("a whole-shard query");
+            match self
+                .request(shard, ShardRequest::ForwardQuery { args })
+                .await
+            {
+                ShardReply::Reply(reply) => shard_query::answer(&request, reply),
+                answered_here => answered_here,
+            }
+        };
+        match answer {
+            // Leadership lost on the way: as if this node had not led it.
+            ShardReply::Reply(Reply::Error(_)) if client.cluster_aware => Ok(None),
+            ShardReply::Reply(error @ Reply::Error(_)) => Err(error),
+            answer => Ok(Some(answer)),
+        }
     }
 
     /// Sends the reply to forwarded command `id` back to `to` (one too
@@ -1086,28 +1148,18 @@ impl<I: NodeIo> Core<I> {
         args: &[Vec<u8>],
     ) -> Reply {
         match spec.name {
-            "dbsize" => Reply::Integer(self.count_all().await as i64),
-            "keys" => {
-                let mut keys = Vec::new();
-                for shard in 0..self.node.shard_count {
-                    if let ShardReply::Keys(found) = self
-                        .request(
-                            shard,
-                            ShardRequest::Keys {
-                                pattern: args[1].clone(),
-                            },
-                        )
-                        .await
-                    {
-                        keys.extend(found);
-                    }
-                }
-                Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
-            }
-            "scan" => self.scan(args).await,
-            "randomkey" => self.random_key().await,
+            "dbsize" => match self.counts(client).await {
+                Ok(counts) => Reply::Integer(counts.iter().sum::<u64>() as i64),
+                Err(error) => error,
+            },
+            "keys" => self
+                .keys(client, &args[1])
+                .await
+                .unwrap_or_else(|error| error),
+            "scan" => self.scan(client, args).await.unwrap_or_else(|error| error),
+            "randomkey" => self.random_key(client).await.unwrap_or_else(|error| error),
             "time" => time_reply(self.io.now_unix_ms()),
-            "flushdb" | "flushall" => self.flush_all(args).await,
+            "flushdb" | "flushall" => self.flush_all(client, args).await,
             "info" => {
                 let stats = self.all_stats().await;
                 let progress: Vec<ShardProgress> = stats.iter().map(ShardProgress::of).collect();
@@ -1186,20 +1238,29 @@ impl<I: NodeIo> Core<I> {
         found.into_iter().take(count_max).collect()
     }
 
+    /// KEYS: every shard's live keys matching `pattern`.
+    async fn keys(&self, client: &ClientInfo, pattern: &[u8]) -> Result<Reply, Reply> {
+        let mut keys = Vec::new();
+        for shard in 0..self.node.shard_count {
+            let request = ShardRequest::Keys {
+                pattern: pattern.to_vec(),
+            };
+            if let Some(ShardReply::Keys(found)) = self.whole_shard(client, shard, request).await? {
+                keys.extend(found);
+            }
+        }
+        Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
+    }
+
     /// RANDOMKEY: a shard drawn with odds proportional to the keys it holds
     /// names a live key at a random position (see
     /// [`crate::keyspace::Keyspace::random_key`]); should it find none, the
     /// shards after it are asked in turn. Nil when no shard has a live key.
-    async fn random_key(&self) -> Reply {
-        let mut counts = Vec::new();
-        for shard in 0..self.node.shard_count {
-            if let ShardReply::Count(count) = self.request(shard, ShardRequest::Count).await {
-                counts.push(count);
-            }
-        }
+    async fn random_key(&self, client: &ClientInfo) -> Result<Reply, Reply> {
+        let counts = self.counts(client).await?;
         let total: u64 = counts.iter().sum();
         if total == 0 {
-            return Reply::Null;
+            return Ok(Reply::Null);
         }
         let mut position = self.random.borrow_mut().below(total);
         let drawn = counts
@@ -1212,25 +1273,31 @@ impl<I: NodeIo> Core<I> {
                 here
             })
             .expect("the position is below the total");
-        let shards = counts.len();
-        for shard in (drawn..shards).chain(0..drawn) {
+        let shards = counts.len() as u32;
+        for shard in (drawn as u32..shards).chain(0..drawn as u32) {
             let pick = self.random.borrow_mut().next_u64();
             let request = ShardRequest::RandomKey { pick };
-            if let ShardReply::Key(Some(key)) = self.request(shard as u32, request).await {
-                return Reply::Bulk(key);
+            if let Some(ShardReply::Key(Some(key))) =
+                self.whole_shard(client, shard, request).await?
+            {
+                return Ok(Reply::Bulk(key));
             }
         }
-        Reply::Null
+        Ok(Reply::Null)
     }
 
-    async fn count_all(&self) -> u64 {
-        let mut total = 0;
+    /// Each shard's count of live keys (0 for a shard a cluster-aware
+    /// connection's member does not lead).
+    async fn counts(&self, client: &ClientInfo) -> Result<Vec<u64>, Reply> {
+        let mut counts = Vec::new();
         for shard in 0..self.node.shard_count {
-            if let ShardReply::Count(count) = self.request(shard, ShardRequest::Count).await {
-                total += count;
-            }
+            let count = match self.whole_shard(client, shard, ShardRequest::Count).await? {
+                Some(ShardReply::Count(count)) => count,
+                _ => 0,
+            };
+            counts.push(count);
         }
-        total
+        Ok(counts)
     }
 
     pub async fn all_stats(&self) -> Vec<ShardStats> {
@@ -1243,7 +1310,7 @@ impl<I: NodeIo> Core<I> {
         all
     }
 
-    async fn flush_all(&self, args: &[Vec<u8>]) -> Reply {
+    async fn flush_all(&self, client: &ClientInfo, args: &[Vec<u8>]) -> Reply {
         if let Some(mode) = args.get(1) {
             if args.len() > 2
                 || !(mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async"))
@@ -1252,10 +1319,12 @@ impl<I: NodeIo> Core<I> {
             }
         }
         for shard in 0..self.node.shard_count {
-            if let ShardReply::Reply(reply @ Reply::Error(_)) =
-                self.request(shard, ShardRequest::FlushAll).await
+            match self
+                .whole_shard(client, shard, ShardRequest::FlushAll)
+                .await
             {
-                return reply;
+                Err(error) | Ok(Some(ShardReply::Reply(error @ Reply::Error(_)))) => return error,
+                Ok(_) => {}
             }
         }
         Reply::Simple("OK".into())
@@ -1266,11 +1335,8 @@ impl<I: NodeIo> Core<I> {
     /// number plus one in the low bits (so it is 0 only at the end). Dropping
     /// the hash's low bits resumes a little early: keys may come twice, as
     /// SCAN allows, but none is missed.
-    async fn scan(&self, args: &[Vec<u8>]) -> Reply {
-        let request = match admin::ScanArgs::parse(args) {
-            Ok(request) => request,
-            Err(reply) => return reply,
-        };
+    async fn scan(&self, client: &ClientInfo, args: &[Vec<u8>]) -> Result<Reply, Reply> {
+        let request = admin::ScanArgs::parse(args)?;
         let shards = u64::from(self.node.shard_count);
         let low_bits = u64::BITS - shards.leading_zeros();
         let low_mask = (1u64 << low_bits) - 1;
@@ -1278,7 +1344,7 @@ impl<I: NodeIo> Core<I> {
             0 => (0, 0),
             given => match (given & low_mask).checked_sub(1) {
                 Some(shard) if shard < shards => (shard, given & !low_mask),
-                _ => return Reply::Error("ERR invalid cursor".into()),
+                _ => return Err(Reply::Error("ERR invalid cursor".into())),
             },
         };
         let mut keys = Vec::new();
@@ -1288,11 +1354,14 @@ impl<I: NodeIo> Core<I> {
                 count: request.count - keys.len().min(request.count - 1),
                 pattern: request.pattern.clone(),
             };
-            let ShardReply::Scan { next, keys: found } = self.request(shard as u32, step).await
-            else {
-                return Reply::Error("ERR scan failed".into());
+            let next = match self.whole_shard(client, shard as u32, step).await? {
+                Some(ShardReply::Scan { next, keys: found }) => {
+                    keys.extend(found);
+                    next
+                }
+                // A shard a cluster-aware connection's member does not lead.
+                _ => 0,
             };
-            keys.extend(found);
             if next != 0 {
                 break (next & !low_mask) | (shard + 1);
             }
@@ -1305,10 +1374,10 @@ impl<I: NodeIo> Core<I> {
                 break shard + 1;
             }
         };
-        Reply::Array(vec![
+        Ok(Reply::Array(vec![
             Reply::Bulk(next.to_string().into_bytes()),
             Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
-        ])
+        ]))
     }
 }
 

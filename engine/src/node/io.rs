@@ -85,6 +85,10 @@ pub enum ShardRequest {
         client: u64,
         commands: Vec<Vec<Vec<u8>>>,
     },
+    /// A whole-shard query (`node::shard_query`'s arguments) for a plain
+    /// connection, whose shard (on this core) another member leads:
+    /// forwarded to the leader (run here if this node leads it by now).
+    ForwardQuery { args: Vec<Vec<u8>> },
     /// WAIT: how many followers hold the log through `through` (the
     /// shard's commit index now, if `None`).
     Replicas { through: Option<EntryId> },

@@ -12,6 +12,7 @@ pub mod local;
 pub mod peers;
 pub mod planted;
 pub mod shard;
+pub mod shard_query;
 #[cfg(test)]
 mod test_io;
 pub mod transaction;
