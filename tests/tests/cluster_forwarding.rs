@@ -2,8 +2,8 @@
 //! real three-node cluster: its keyed commands and its MULTI/EXEC
 //! transactions are answered as the shard's leader answers them, whichever
 //! member it is connected to, and so are DBSIZE, KEYS, SCAN, RANDOMKEY and
-//! FLUSHALL over every shard; WATCH, which a follower cannot check for the
-//! leader, is redirected.
+//! FLUSHALL over every shard; its WATCHed keys are watched by the leader,
+//! so another member's write between WATCH and EXEC aborts the EXEC.
 //!
 //! Every command here is idempotent (SET of a fixed value, GET), so a try
 //! that met a change of leader (`-TRYAGAIN`, or `-UNCERTAIN` for a forward
@@ -130,22 +130,55 @@ fn a_plain_client_on_any_member_gets_every_command_answered_by_the_leaders() {
             let get_second: [&[u8]; 2] = [b"GET", second.as_bytes()];
             assert_eq!(answered(&mut plain, &get_second), bulk("2"));
 
-            let watch: [&[u8]; 2] = [b"WATCH", key.as_bytes()];
-            let watched = answered(&mut plain, &watch);
-            if cluster.leader_of(shard) == Some(member) {
-                assert_eq!(watched, ok(), "WATCH on shard {shard}'s leader");
-                answered(&mut plain, &[b"UNWATCH"]);
-            } else {
-                assert!(
-                    matches!(&watched, Resp::Error(text) if text.starts_with("MOVED ")),
-                    "WATCH on a follower of shard {shard}: {watched:?}"
+            // WATCH: the leader watches the keys; a write from another
+            // member's connection between WATCH and EXEC aborts it, and
+            // without one it runs.
+            let watched = format!("{{{}}}:watched:{member}", slots.tag);
+            for (round, interfere) in [(0, false), (1, true), (2, false)] {
+                let mine = format!("mine {round}");
+                let theirs = format!("theirs {round}");
+                let replies = answered_sequence(
+                    &mut plain,
+                    &[
+                        &[b"WATCH", watched.as_bytes()],
+                        &[b"GET", watched.as_bytes()],
+                    ],
                 );
+                assert_eq!(
+                    replies[0],
+                    ok(),
+                    "WATCH on shard {shard} via member {member}"
+                );
+                if interfere {
+                    let mut other = cluster.node(member % MEMBERS + 1).raw();
+                    let set: [&[u8]; 3] = [b"SET", watched.as_bytes(), theirs.as_bytes()];
+                    assert_eq!(answered(&mut other, &set), ok());
+                }
+                let replies = answered_sequence(
+                    &mut plain,
+                    &[
+                        &[b"MULTI"],
+                        &[b"SET", watched.as_bytes(), mine.as_bytes()],
+                        &[b"EXEC"],
+                    ],
+                );
+                let (expected_exec, expected_value) = if interfere {
+                    (Resp::Null, theirs)
+                } else {
+                    (Resp::Array(vec![ok()]), mine)
+                };
+                assert_eq!(
+                    replies[2], expected_exec,
+                    "EXEC after WATCH on shard {shard} via member {member}, interfered: {interfere}"
+                );
+                let get: [&[u8]; 2] = [b"GET", watched.as_bytes()];
+                assert_eq!(answered(&mut plain, &get), bulk(&expected_value));
             }
         }
     }
-    // Three keys per member and shard. Every member answers for the whole
+    // Four keys per member and shard. Every member answers for the whole
     // key space, asking the leader of each shard it does not lead.
-    let written = (MEMBERS * cluster.shards.len() * 3) as i64;
+    let written = (MEMBERS * cluster.shards.len() * 4) as i64;
     for member in 1..=MEMBERS {
         let mut plain = cluster.node(member).raw();
         assert_eq!(

@@ -66,6 +66,11 @@ pub const FORWARD_TIMEOUT_MS: u64 = 2_000;
 /// clients would otherwise wait out [`FORWARD_TIMEOUT_MS`] on top of the
 /// election.
 pub const FORWARD_GRACE_AFTER_LEADER_CHANGE_MS: u64 = 300;
+/// Connections of other members whose keys one core's shards watch for
+/// them (a plain connection's WATCH on a member that does not lead the
+/// keys' shard): past it, the oldest is forgotten, and its EXEC then aborts
+/// as if a watched key had changed.
+pub const REMOTE_WATCHERS_MAX: usize = 16_384;
 /// How often a core looks for forwarded commands to give up on.
 pub const FORWARD_CHECK_INTERVAL_MS: u64 = 50;
 /// Forwarded commands one core waits for at once; past it, commands get
@@ -150,8 +155,55 @@ fn overdue_forwards(
 pub enum Forwarding {
     /// One keyed command.
     Command(Vec<Vec<u8>>),
-    /// A transaction's keyed commands, run as one EXEC watching nothing.
-    Transaction(Vec<Vec<Vec<u8>>>),
+    /// A transaction's keyed commands, run as one EXEC that checks the keys
+    /// this core watches for the forwarder's connection `watcher` (0: none).
+    Transaction {
+        watcher: u64,
+        commands: Vec<Vec<Vec<u8>>>,
+    },
+}
+
+/// The connections of other members whose keys this core's shards watch,
+/// by (member, its connection id): the id the shard watches them under.
+#[derive(Debug, Default)]
+struct RemoteWatchers {
+    ids: HashMap<(PeerId, u64), (u32, u64)>,
+    /// Oldest first; an entry no longer in `ids` is skipped.
+    order: VecDeque<(PeerId, u64)>,
+}
+
+impl RemoteWatchers {
+    /// The id shard `shard` watches `watcher` under, made now if new; and
+    /// the watcher forgotten to stay within [`REMOTE_WATCHERS_MAX`], if one
+    /// was (its shard and id, to unwatch).
+    fn id_of(
+        &mut self,
+        watcher: (PeerId, u64),
+        shard: u32,
+        new_id: impl FnOnce() -> u64,
+    ) -> (u64, Option<(u32, u64)>) {
+        if let Some(&(_, id)) = self.ids.get(&watcher) {
+            return (id, None);
+        }
+        let mut forgotten = None;
+        while self.ids.len() >= REMOTE_WATCHERS_MAX {
+            let oldest = self.order.pop_front().expect("every id is in the order");
+            forgotten = self.ids.remove(&oldest).or(forgotten);
+        }
+        let id = new_id();
+        self.ids.insert(watcher, (shard, id));
+        self.order.push_back(watcher);
+        if self.order.len() > 2 * REMOTE_WATCHERS_MAX {
+            let ids = &self.ids;
+            self.order.retain(|watcher| ids.contains_key(watcher));
+        }
+        (id, forgotten)
+    }
+
+    /// Forgets `watcher`: the shard and id it was watched under, if any.
+    fn take(&mut self, watcher: (PeerId, u64)) -> Option<(u32, u64)> {
+        self.ids.remove(&watcher)
+    }
 }
 
 type ForwardedCommand = (PeerId, u32, u64, Forwarding);
@@ -223,6 +275,7 @@ pub struct Core<I: NodeIo> {
     replays: RefCell<Replays>,
     /// Commands members forwarded to this core's shards, in arrival order.
     forward_queue: RefCell<VecDeque<ForwardedCommand>>,
+    remote_watchers: RefCell<RemoteWatchers>,
     forward_signal: Signal,
 }
 
@@ -243,6 +296,7 @@ impl<I: NodeIo> Core<I> {
             next_forward: Cell::new(first_forward),
             replays: RefCell::default(),
             forward_queue: RefCell::default(),
+            remote_watchers: RefCell::default(),
             forward_signal: Signal::default(),
         }
     }
@@ -303,6 +357,7 @@ impl<I: NodeIo> Core<I> {
         if let ShardRequest::ForwardExec {
             slot,
             client,
+            watching,
             commands,
         } = request
         {
@@ -311,15 +366,37 @@ impl<I: NodeIo> Core<I> {
                     let exec = ShardRequest::Exec { client, commands };
                     Box::pin(self.run_local(shard, exec)).await
                 }
-                Err(redirect) => self
-                    .forward(shard.id, |id| Forward::Transaction { id, commands })
-                    .unwrap_or(Pending::Ready(redirect)),
+                Err(redirect) => {
+                    // The leader checks its own watch of the keys; this
+                    // copy's is done with.
+                    shard.unwatch(client, self.io.now_unix_ms());
+                    let watcher = if watching { client } else { 0 };
+                    self.forward(shard.id, |id| Forward::Transaction {
+                        id,
+                        watcher,
+                        commands,
+                    })
+                    .unwrap_or(Pending::Ready(redirect))
+                }
             };
         }
         if let ShardRequest::ForwardQuery { args } = request {
+            let query = shard_query::decode(&args).expect("this node encoded the query");
             if self.leads(shard.id) {
-                let query = shard_query::decode(&args).expect("this node encoded the query");
                 return Box::pin(self.run_local(shard, query)).await;
+            }
+            // A watch is kept here too: should this node lead before EXEC,
+            // it checks its own copy (which applies every committed write
+            // before it serves as leader).
+            let now = self.io.now_unix_ms();
+            match &query {
+                ShardRequest::Watch { client, keys } => {
+                    shard.watch(*client, keys, now);
+                }
+                ShardRequest::Unwatch { client } => {
+                    shard.unwatch(*client, now);
+                }
+                _ => {}
             }
             return self
                 .forward(shard.id, |id| Forward::Request { id, args })
@@ -892,22 +969,56 @@ impl<I: NodeIo> Core<I> {
             };
             let (local, request) = match work {
                 Forwarding::Command(args) => match shard_query::decode(&args) {
+                    Some(ShardRequest::Watch { client, keys }) => {
+                        let local = self.forwarded_watch(shard, &keys);
+                        let client = self.remote_watcher((from, client), shard);
+                        (local, ShardRequest::Watch { client, keys })
+                    }
+                    Some(ShardRequest::Unwatch { client }) => {
+                        match self.remote_watchers.borrow_mut().take((from, client)) {
+                            Some((_, client)) => (
+                                self.forwarded_shard_of_transaction(shard),
+                                ShardRequest::Unwatch { client },
+                            ),
+                            // Forgotten, or watched under another leader.
+                            None => (Err(Reply::ok()), ShardRequest::Unwatch { client }),
+                        }
+                    }
                     Some(query) => (self.forwarded_shard_of_transaction(shard), query),
                     None => (
                         self.forwarded_shard(shard, &args),
                         ShardRequest::Command { args, stale: false },
                     ),
                 },
-                Forwarding::Transaction(commands) => {
-                    let local = commands
+                Forwarding::Transaction { watcher, commands } => {
+                    let checked = commands
                         .iter()
                         .map(|args| self.forwarded_shard(shard, args))
                         .find(Result::is_err)
                         .unwrap_or_else(|| self.forwarded_shard_of_transaction(shard));
-                    // A connection id of its own: EXEC forgets the keys its
-                    // connection watches, and this one watches none.
-                    let client = self.node.next_client_id.fetch_add(1, Ordering::Relaxed);
-                    (local, ShardRequest::Exec { client, commands })
+                    // The id this node watches the connection's keys under;
+                    // a new one if it watches none (EXEC forgets the keys
+                    // its connection watches).
+                    let watched = match watcher {
+                        0 => Some(self.node.next_client_id.fetch_add(1, Ordering::Relaxed)),
+                        watcher => self
+                            .remote_watchers
+                            .borrow_mut()
+                            .take((from, watcher))
+                            .map(|(_, id)| id),
+                    };
+                    match watched {
+                        Some(client) => (checked, ShardRequest::Exec { client, commands }),
+                        // Watched under another leader, or forgotten: as if
+                        // a watched key had changed, nothing runs.
+                        None => (
+                            Err(Reply::NullArray),
+                            ShardRequest::Exec {
+                                client: 0,
+                                commands,
+                            },
+                        ),
+                    }
                 }
             };
             let pending = match local {
@@ -957,6 +1068,33 @@ impl<I: NodeIo> Core<I> {
         self.shards.get(&shard).ok_or_else(|| {
             Reply::Error(format!("ERR a forwarded request is not for shard {shard}"))
         })
+    }
+
+    /// The shard of this core a forwarded WATCH of `keys` registers on: they
+    /// must hash to `shard`.
+    fn forwarded_watch(&self, shard: u32, keys: &[Vec<u8>]) -> Result<&Rc<Shard>, Reply> {
+        match transaction::one_slot(keys.iter().map(Vec::as_slice)) {
+            Ok(Some(slot)) if shard_of_slot(slot, self.node.shard_count) == shard => {
+                self.forwarded_shard_of_transaction(shard)
+            }
+            _ => Err(Reply::Error(format!(
+                "ERR a forwarded WATCH is not for shard {shard}"
+            ))),
+        }
+    }
+
+    /// The id shard `shard` of this core watches `watcher` (another
+    /// member's connection) under.
+    fn remote_watcher(&self, watcher: (PeerId, u64), shard: u32) -> u64 {
+        let (id, forgotten) = self.remote_watchers.borrow_mut().id_of(watcher, shard, || {
+            self.node.next_client_id.fetch_add(1, Ordering::Relaxed)
+        });
+        if let Some((shard, id)) = forgotten {
+            if let Some(local) = self.shards.get(&shard) {
+                local.unwatch(id, self.io.now_unix_ms());
+            }
+        }
+        id
     }
 
     /// Whether this node leads `shard`, as this core's topology says (a
@@ -1056,18 +1194,29 @@ impl<I: NodeIo> Core<I> {
                 self.unwatch(client.id, transaction).await;
                 Pending::Ready(Reply::ok())
             }
-            "watch" => match transaction.watch(&args[1..], |slot| self.route(slot, Access::Read)) {
-                Ok(shard) => {
-                    let mut keys = args;
-                    keys.remove(0);
-                    let request = ShardRequest::Watch {
-                        client: client.id,
-                        keys,
-                    };
-                    self.dispatch(shard, request).await
+            "watch" => {
+                // A plain connection's keys are watched by their shard's
+                // leader, wherever it is (and here too).
+                let route = |slot| match self.route(slot, Access::Read) {
+                    Err(_) if !client.cluster_aware => {
+                        Ok(shard_of_slot(slot, self.node.shard_count))
+                    }
+                    routed => routed,
+                };
+                match transaction.watch(&args[1..], route) {
+                    Ok(shard) => {
+                        let mut keys = args;
+                        keys.remove(0);
+                        let request = ShardRequest::Watch {
+                            client: client.id,
+                            keys,
+                        };
+                        self.dispatch(shard, self.through_leader(shard, request))
+                            .await
+                    }
+                    Err(error) => Pending::Ready(error),
                 }
-                Err(error) => Pending::Ready(error),
-            },
+            }
             "exec" => self.exec(client, transaction).await,
             other => unreachable!("{other} is not a transaction command"),
         }
@@ -1104,8 +1253,7 @@ impl<I: NodeIo> Core<I> {
         };
         // A transaction runs on the leader: its WATCH checks and its reads
         // must see every acknowledged write. A plain connection's goes there
-        // if it watches nothing (the keys it watches live in this node's
-        // copy of the shard, which the leader's EXEC cannot check).
+        // (whose watch of its keys, if it has one, the leader checks).
         let request = match self.route(slot, Access::Write) {
             Ok(shard) => {
                 client.written.insert(shard);
@@ -1114,10 +1262,11 @@ impl<I: NodeIo> Core<I> {
                     commands: keyed,
                 }
             }
-            Err(redirect) if client.cluster_aware || watching => return Pending::Ready(redirect),
+            Err(redirect) if client.cluster_aware => return Pending::Ready(redirect),
             Err(_) => ShardRequest::ForwardExec {
                 slot,
                 client: client.id,
+                watching,
                 commands: keyed,
             },
         };
@@ -1137,7 +1286,19 @@ impl<I: NodeIo> Core<I> {
         let shard = shard_of_slot(slot, self.node.shard_count);
         // Nothing waits for the answer: a later request of this connection
         // to the shard travels the same path, after this one.
-        drop(self.dispatch(shard, ShardRequest::Unwatch { client }).await);
+        let request = self.through_leader(shard, ShardRequest::Unwatch { client });
+        drop(self.dispatch(shard, request).await);
+    }
+
+    /// `request` (a WATCH or UNWATCH) as this node sends it to `shard`'s
+    /// core: as is if this node leads the shard, else to be forwarded to
+    /// its leader too.
+    fn through_leader(&self, shard: u32, request: ShardRequest) -> ShardRequest {
+        if self.leads(shard) {
+            return request;
+        }
+        let args = shard_query::encode(&request).expect("WATCH and UNWATCH encode");
+        ShardRequest::ForwardQuery { args }
     }
 
     /// Commands about the connection or the whole node.
@@ -1492,6 +1653,32 @@ mod tests {
         )
         .encode(Protocol::Resp2, &mut wire);
         wire
+    }
+
+    /// A remote connection keeps its id until taken; past the bound the
+    /// oldest is forgotten (and named, to unwatch), never a newer one.
+    #[test]
+    fn remote_watchers_are_bounded_oldest_first() {
+        let mut watchers = RemoteWatchers::default();
+        let mut next = 100;
+        let mut new_id = || {
+            next += 1;
+            next
+        };
+        let (first, forgotten) = watchers.id_of((2, 7), 0, &mut new_id);
+        assert_eq!((first, forgotten), (101, None));
+        assert_eq!(watchers.id_of((2, 7), 0, &mut new_id), (101, None));
+        assert_eq!(watchers.take((2, 7)), Some((0, 101)));
+        assert_eq!(watchers.take((2, 7)), None);
+        for connection in 0..REMOTE_WATCHERS_MAX as u64 {
+            watchers.id_of((3, connection), 1, &mut new_id);
+        }
+        let (_, forgotten) = watchers.id_of((4, 1), 1, &mut new_id);
+        assert_eq!(forgotten, Some((1, 102)), "the oldest still held goes");
+        assert_eq!(watchers.take((3, 0)), None);
+        assert!(watchers.take((3, 1)).is_some());
+        assert!(watchers.take((4, 1)).is_some());
+        assert!(watchers.order.len() <= 2 * REMOTE_WATCHERS_MAX);
     }
 
     /// A forward waits out its timeout while its leader leads, and at most

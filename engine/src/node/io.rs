@@ -76,18 +76,21 @@ pub enum ShardRequest {
         access: crate::topology::Access,
         args: Vec<Vec<u8>>,
     },
-    /// EXEC of a transaction that watches no key, for `slot` whose shard
-    /// (on this core) another member leads, from a connection that does not
-    /// follow `-MOVED`: its keyed commands forwarded to the leader as one
-    /// EXEC (run here as `client`'s if this node leads the shard by now).
+    /// EXEC for `slot` whose shard (on this core) another member leads,
+    /// from a connection that does not follow `-MOVED`: its keyed commands
+    /// forwarded to the leader as one EXEC, which checks the keys it
+    /// watches for `client` if `watching` (run here as `client`'s if this
+    /// node leads the shard by now).
     ForwardExec {
         slot: u16,
         client: u64,
+        watching: bool,
         commands: Vec<Vec<Vec<u8>>>,
     },
-    /// A whole-shard query (`node::shard_query`'s arguments) for a plain
-    /// connection, whose shard (on this core) another member leads:
-    /// forwarded to the leader (run here if this node leads it by now).
+    /// A whole-shard query or a WATCH or UNWATCH (`node::shard_query`'s
+    /// arguments) for a plain connection, whose shard (on this core) another
+    /// member leads: forwarded to the leader (run here if this node leads it
+    /// by now; a watch is kept here as well).
     ForwardQuery { args: Vec<Vec<u8>> },
     /// WAIT: how many followers hold the log through `through` (the
     /// shard's commit index now, if `None`).

@@ -89,11 +89,15 @@ pub async fn receive<I: NodeIo>(core: Rc<Core<I>>) {
                     id,
                     Forwarding::Command(args),
                 ),
-                Ok(Forward::Transaction { id, commands }) => core.forwarded_request(
+                Ok(Forward::Transaction {
+                    id,
+                    watcher,
+                    commands,
+                }) => core.forwarded_request(
                     message.from,
                     message.shard,
                     id,
-                    Forwarding::Transaction(commands),
+                    Forwarding::Transaction { watcher, commands },
                 ),
                 Ok(Forward::Reply { id, reply }) => core.forwarded_reply(id, reply),
                 Err(error) => {

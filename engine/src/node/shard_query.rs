@@ -1,8 +1,8 @@
 //! A request over the whole of one shard's key space (what DBSIZE, KEYS,
-//! SCAN, RANDOMKEY and FLUSHALL ask each shard) as a member forwards it to
-//! the shard's leader for a plain connection: the arguments of a forwarded
-//! command (`peer::forward`, whose frame names the shard), and the answer
-//! as a reply. Pure.
+//! SCAN, RANDOMKEY and FLUSHALL ask each shard), or about a connection's
+//! watched keys, as a member forwards it to the shard's leader for a plain
+//! connection: the arguments of a forwarded command (`peer::forward`, whose
+//! frame names the shard), and the answer as a reply. Pure.
 //!
 //! # Arguments (numbers in decimal ASCII)
 //!
@@ -12,7 +12,12 @@
 //! shard-randomkey pick
 //! shard-scan      cursor count [pattern]
 //! shard-flushall
+//! shard-watch     connection key...
+//! shard-unwatch   connection
 //! ```
+//!
+//! `connection` is the forwarding member's id of the client connection: the
+//! leader watches the keys for it under an id of its own.
 //!
 //! The names are no Redis command's (a hyphen), so a leader never takes
 //! one for a client's command. Answers: COUNT an integer; KEYS an array of
@@ -28,6 +33,8 @@ const KEYS: &[u8] = b"shard-keys";
 const RANDOM_KEY: &[u8] = b"shard-randomkey";
 const SCAN: &[u8] = b"shard-scan";
 const FLUSH_ALL: &[u8] = b"shard-flushall";
+const WATCH: &[u8] = b"shard-watch";
+const UNWATCH: &[u8] = b"shard-unwatch";
 
 fn number(value: u64) -> Vec<u8> {
     value.to_string().into_bytes()
@@ -58,6 +65,12 @@ pub fn encode(request: &ShardRequest) -> Option<Vec<Vec<u8>>> {
             args
         }
         ShardRequest::FlushAll => vec![FLUSH_ALL.to_vec()],
+        ShardRequest::Watch { client, keys } => {
+            let mut args = vec![WATCH.to_vec(), number(*client)];
+            args.extend(keys.iter().cloned());
+            args
+        }
+        ShardRequest::Unwatch { client } => vec![UNWATCH.to_vec(), number(*client)],
         _ => return None,
     })
 }
@@ -77,6 +90,13 @@ pub fn decode(args: &[Vec<u8>]) -> Option<ShardRequest> {
             pattern: pattern.first().cloned(),
         },
         (FLUSH_ALL, []) => ShardRequest::FlushAll,
+        (WATCH, [client, keys @ ..]) if !keys.is_empty() => ShardRequest::Watch {
+            client: parse(client)?,
+            keys: keys.to_vec(),
+        },
+        (UNWATCH, [client]) => ShardRequest::Unwatch {
+            client: parse(client)?,
+        },
         _ => return None,
     })
 }
@@ -157,6 +177,11 @@ mod tests {
                 pattern: Some(b"k:*".to_vec()),
             },
             ShardRequest::FlushAll,
+            ShardRequest::Watch {
+                client: 12,
+                keys: vec![b"a".to_vec(), b"b".to_vec()],
+            },
+            ShardRequest::Unwatch { client: 12 },
         ]
     }
 
@@ -188,6 +213,8 @@ mod tests {
             vec![b"shard-randomkey".to_vec(), b"01".to_vec()],
             vec![b"shard-randomkey".to_vec(), b"+1".to_vec()],
             vec![b"shard-scan".to_vec(), b"0".to_vec()],
+            vec![b"shard-watch".to_vec(), b"1".to_vec()],
+            vec![b"shard-unwatch".to_vec()],
             vec![
                 b"shard-scan".to_vec(),
                 b"0".to_vec(),

@@ -22,8 +22,10 @@
 //! its bytes (a command's name is the first).
 //!
 //! Transaction body (a MULTI/EXEC's queued keyed commands, run at the
-//! leader as one EXEC): `count u32` commands, each a request body. Version 2
-//! added it; version 1 had only requests and replies.
+//! leader as one EXEC): `watcher u64`, the forwarding member's connection
+//! whose keys the leader watches for it (0: none), then `count u32`
+//! commands, each a request body. Version 2 added it; version 1 had only
+//! requests and replies.
 //!
 //! Reply body: one reply, each a tag byte then its fields:
 //!
@@ -73,10 +75,12 @@ pub enum Forward {
         id: u64,
         reply: Reply,
     },
-    /// A transaction's keyed commands, all of one shard, run as one EXEC
-    /// (no key watched: WATCH is not forwarded).
+    /// A transaction's keyed commands, all of one shard, run as one EXEC,
+    /// checking the keys the leader watches for connection `watcher` of
+    /// the forwarding member (0: none).
     Transaction {
         id: u64,
+        watcher: u64,
         commands: Vec<Vec<Vec<u8>>>,
     },
 }
@@ -120,7 +124,10 @@ pub fn encode(message: &Forward) -> Vec<u8> {
     match message {
         Forward::Request { args, .. } => put_args(&mut out, args),
         Forward::Reply { reply, .. } => put_reply(&mut out, reply),
-        Forward::Transaction { commands, .. } => {
+        Forward::Transaction {
+            watcher, commands, ..
+        } => {
+            out.extend_from_slice(&watcher.to_le_bytes());
             put_len(&mut out, commands.len());
             for args in commands {
                 put_args(&mut out, args);
@@ -230,13 +237,18 @@ pub fn decode(bytes: &[u8]) -> Result<Forward, ForwardError> {
             args: body.args()?,
         },
         KIND_TRANSACTION => {
+            let watcher = body.u64()?;
             // Each command takes at least its 4-byte count.
             let count = body.len(4)?;
             let mut commands = Vec::with_capacity(count);
             for _ in 0..count {
                 commands.push(body.args()?);
             }
-            Forward::Transaction { id, commands }
+            Forward::Transaction {
+                id,
+                watcher,
+                commands,
+            }
         }
         KIND_REPLY => Forward::Reply {
             id,
@@ -380,6 +392,7 @@ mod tests {
             },
             Forward::Transaction {
                 id: 4,
+                watcher: 0,
                 commands: vec![
                     vec![b"INCR".to_vec(), b"k".to_vec()],
                     Vec::new(),
@@ -388,6 +401,7 @@ mod tests {
             },
             Forward::Transaction {
                 id: 5,
+                watcher: u64::MAX,
                 commands: Vec::new(),
             },
         ] {
@@ -444,9 +458,10 @@ mod tests {
         assert_eq!(decode(&huge), Err(ForwardError::Truncated));
         // A transaction claiming four billion commands, and one whose one
         // command claims four billion arguments.
-        for (at, count) in [(24, u32::MAX), (28, u32::MAX)] {
+        for (at, count) in [(32, u32::MAX), (36, u32::MAX)] {
             let mut huge = encode(&Forward::Transaction {
                 id: 1,
+                watcher: 7,
                 commands: vec![Vec::new()],
             });
             huge[at..at + 4].copy_from_slice(&count.to_le_bytes());
@@ -456,6 +471,7 @@ mod tests {
         }
         let transaction = encode(&Forward::Transaction {
             id: 2,
+            watcher: 1,
             commands: vec![vec![b"GET".to_vec(), b"k".to_vec()]],
         });
         for cut in 0..transaction.len() {
