@@ -978,14 +978,14 @@ impl<I: NodeIo> Core<I> {
                     Some(ShardRequest::Unwatch { client }) => {
                         match self.remote_watchers.borrow_mut().take((from, client)) {
                             Some((_, client)) => (
-                                self.forwarded_shard_of_transaction(shard),
+                                self.forwarded_shard_here(shard),
                                 ShardRequest::Unwatch { client },
                             ),
                             // Forgotten, or watched under another leader.
                             None => (Err(Reply::ok()), ShardRequest::Unwatch { client }),
                         }
                     }
-                    Some(query) => (self.forwarded_shard_of_transaction(shard), query),
+                    Some(query) => (self.forwarded_shard_here(shard), query),
                     None => (
                         self.forwarded_shard(shard, &args),
                         ShardRequest::Command { args, stale: false },
@@ -996,7 +996,7 @@ impl<I: NodeIo> Core<I> {
                         .iter()
                         .map(|args| self.forwarded_shard(shard, args))
                         .find(Result::is_err)
-                        .unwrap_or_else(|| self.forwarded_shard_of_transaction(shard));
+                        .unwrap_or_else(|| self.forwarded_shard_here(shard));
                     // The id this node watches the connection's keys under;
                     // a new one if it watches none (EXEC forgets the keys
                     // its connection watches).
@@ -1063,9 +1063,10 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// The shard of this core a forwarded transaction (once each of its
-    /// commands was checked to hash to it) or whole-shard query runs on.
-    fn forwarded_shard_of_transaction(&self, shard: u32) -> Result<&Rc<Shard>, Reply> {
+    /// Shard `shard` of this core, which a forwarded transaction (once each
+    /// of its commands was checked to hash to it), WATCH or whole-shard
+    /// query names.
+    fn forwarded_shard_here(&self, shard: u32) -> Result<&Rc<Shard>, Reply> {
         self.shards.get(&shard).ok_or_else(|| {
             Reply::Error(format!("ERR a forwarded request is not for shard {shard}"))
         })
@@ -1076,7 +1077,7 @@ impl<I: NodeIo> Core<I> {
     fn forwarded_watch(&self, shard: u32, keys: &[Vec<u8>]) -> Result<&Rc<Shard>, Reply> {
         match transaction::one_slot(keys.iter().map(Vec::as_slice)) {
             Ok(Some(slot)) if shard_of_slot(slot, self.node.shard_count) == shard => {
-                self.forwarded_shard_of_transaction(shard)
+                self.forwarded_shard_here(shard)
             }
             _ => Err(Reply::Error(format!(
                 "ERR a forwarded WATCH is not for shard {shard}"
