@@ -168,23 +168,45 @@ pub enum Forwarding {
 /// by (member, its connection id): the id the shard watches them under.
 #[derive(Debug, Default)]
 struct RemoteWatchers {
-    ids: HashMap<(PeerId, u64), (u32, u64)>,
+    ids: HashMap<(PeerId, u64), RemoteWatcher>,
     /// Oldest first; an entry no longer in `ids` is skipped.
     order: VecDeque<(PeerId, u64)>,
 }
 
+/// One of another member's connections whose keys a shard watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RemoteWatcher {
+    shard: u32,
+    /// The id the shard watches them under.
+    id: u64,
+    /// Keys its WATCHes named, bounded as a connection's here are
+    /// ([`transaction::WATCHED_KEYS_MAX`]): a member is trusted to bound
+    /// its own connections, not to bound this node's memory.
+    keys: usize,
+}
+
 impl RemoteWatchers {
-    /// The id shard `shard` watches `watcher` under, made now if new; and
-    /// the watcher forgotten to stay within [`REMOTE_WATCHERS_MAX`], if one
-    /// was (its shard and id, to unwatch).
-    fn id_of(
+    /// The id shard `shard` watches `watcher` under (made now if new) once
+    /// `keys` more of its keys count, or `None` past
+    /// [`transaction::WATCHED_KEYS_MAX`]; and the watcher forgotten to stay
+    /// within [`REMOTE_WATCHERS_MAX`], if one was (its shard and id, to
+    /// unwatch).
+    fn watch(
         &mut self,
         watcher: (PeerId, u64),
         shard: u32,
+        keys: usize,
         new_id: impl FnOnce() -> u64,
-    ) -> (u64, Option<(u32, u64)>) {
-        if let Some(&(_, id)) = self.ids.get(&watcher) {
-            return (id, None);
+    ) -> (Option<u64>, Option<RemoteWatcher>) {
+        if let Some(known) = self.ids.get_mut(&watcher) {
+            if known.keys + keys > transaction::WATCHED_KEYS_MAX {
+                return (None, None);
+            }
+            known.keys += keys;
+            return (Some(known.id), None);
+        }
+        if keys > transaction::WATCHED_KEYS_MAX {
+            return (None, None);
         }
         let mut forgotten = None;
         while self.ids.len() >= REMOTE_WATCHERS_MAX {
@@ -192,17 +214,17 @@ impl RemoteWatchers {
             forgotten = self.ids.remove(&oldest).or(forgotten);
         }
         let id = new_id();
-        self.ids.insert(watcher, (shard, id));
+        self.ids.insert(watcher, RemoteWatcher { shard, id, keys });
         self.order.push_back(watcher);
         if self.order.len() > 2 * REMOTE_WATCHERS_MAX {
             let ids = &self.ids;
             self.order.retain(|watcher| ids.contains_key(watcher));
         }
-        (id, forgotten)
+        (Some(id), forgotten)
     }
 
-    /// Forgets `watcher`: the shard and id it was watched under, if any.
-    fn take(&mut self, watcher: (PeerId, u64)) -> Option<(u32, u64)> {
+    /// Forgets `watcher`: what it was watched under, if anything.
+    fn take(&mut self, watcher: (PeerId, u64)) -> Option<RemoteWatcher> {
         self.ids.remove(&watcher)
     }
 }
@@ -972,14 +994,22 @@ impl<I: NodeIo> Core<I> {
                 Forwarding::Command(args) => match shard_query::decode(&args) {
                     Some(ShardRequest::Watch { client, keys }) => {
                         let local = self.forwarded_watch(shard, &keys);
-                        let client = self.remote_watcher((from, client), shard);
-                        (local, ShardRequest::Watch { client, keys })
+                        match self.remote_watcher((from, client), shard, keys.len()) {
+                            Some(client) => (local, ShardRequest::Watch { client, keys }),
+                            None => (
+                                Err(Reply::Error(format!(
+                                    "ERR a connection watches at most {} keys",
+                                    transaction::WATCHED_KEYS_MAX
+                                ))),
+                                ShardRequest::Watch { client, keys },
+                            ),
+                        }
                     }
                     Some(ShardRequest::Unwatch { client }) => {
                         match self.remote_watchers.borrow_mut().take((from, client)) {
-                            Some((_, client)) => (
+                            Some(watched) => (
                                 self.forwarded_shard_here(shard),
-                                ShardRequest::Unwatch { client },
+                                ShardRequest::Unwatch { client: watched.id },
                             ),
                             // Forgotten, or watched under another leader.
                             None => (Err(Reply::ok()), ShardRequest::Unwatch { client }),
@@ -1006,7 +1036,7 @@ impl<I: NodeIo> Core<I> {
                             .remote_watchers
                             .borrow_mut()
                             .take((from, watcher))
-                            .map(|(_, id)| id),
+                            .map(|watched| watched.id),
                     };
                     match watched {
                         Some(client) => (checked, ShardRequest::Exec { client, commands }),
@@ -1087,13 +1117,16 @@ impl<I: NodeIo> Core<I> {
 
     /// The id shard `shard` of this core watches `watcher` (another
     /// member's connection) under.
-    fn remote_watcher(&self, watcher: (PeerId, u64), shard: u32) -> u64 {
-        let (id, forgotten) = self.remote_watchers.borrow_mut().id_of(watcher, shard, || {
-            self.node.next_client_id.fetch_add(1, Ordering::Relaxed)
-        });
-        if let Some((shard, id)) = forgotten {
-            if let Some(local) = self.shards.get(&shard) {
-                local.unwatch(id, self.io.now_unix_ms());
+    fn remote_watcher(&self, watcher: (PeerId, u64), shard: u32, keys: usize) -> Option<u64> {
+        let (id, forgotten) = self
+            .remote_watchers
+            .borrow_mut()
+            .watch(watcher, shard, keys, || {
+                self.node.next_client_id.fetch_add(1, Ordering::Relaxed)
+            });
+        if let Some(forgotten) = forgotten {
+            if let Some(local) = self.shards.get(&forgotten.shard) {
+                local.unwatch(forgotten.id, self.io.now_unix_ms());
             }
         }
         id
@@ -1657,7 +1690,8 @@ mod tests {
         wire
     }
 
-    /// A remote connection keeps its id until taken; past the bound the
+    /// A remote connection keeps its id until taken, and its keys are
+    /// bounded as a local connection's; past the bound of connections the
     /// oldest is forgotten (and named, to unwatch), never a newer one.
     #[test]
     fn remote_watchers_are_bounded_oldest_first() {
@@ -1667,16 +1701,38 @@ mod tests {
             next += 1;
             next
         };
-        let (first, forgotten) = watchers.id_of((2, 7), 0, &mut new_id);
-        assert_eq!((first, forgotten), (101, None));
-        assert_eq!(watchers.id_of((2, 7), 0, &mut new_id), (101, None));
-        assert_eq!(watchers.take((2, 7)), Some((0, 101)));
+        assert_eq!(watchers.watch((2, 7), 0, 1, &mut new_id), (Some(101), None));
+        let most = transaction::WATCHED_KEYS_MAX;
+        assert_eq!(
+            watchers.watch((2, 7), 0, most - 1, &mut new_id),
+            (Some(101), None)
+        );
+        assert_eq!(
+            watchers.watch((2, 7), 0, 1, &mut new_id),
+            (None, None),
+            "past a connection's key bound"
+        );
+        let taken = RemoteWatcher {
+            shard: 0,
+            id: 101,
+            keys: most,
+        };
+        assert_eq!(watchers.take((2, 7)), Some(taken));
         assert_eq!(watchers.take((2, 7)), None);
+        assert_eq!(
+            watchers.watch((2, 8), 0, most + 1, &mut new_id),
+            (None, None)
+        );
         for connection in 0..REMOTE_WATCHERS_MAX as u64 {
-            watchers.id_of((3, connection), 1, &mut new_id);
+            watchers.watch((3, connection), 1, 1, &mut new_id);
         }
-        let (_, forgotten) = watchers.id_of((4, 1), 1, &mut new_id);
-        assert_eq!(forgotten, Some((1, 102)), "the oldest still held goes");
+        let (_, forgotten) = watchers.watch((4, 1), 1, 1, &mut new_id);
+        let oldest = RemoteWatcher {
+            shard: 1,
+            id: 102,
+            keys: 1,
+        };
+        assert_eq!(forgotten, Some(oldest), "the oldest still held goes");
         assert_eq!(watchers.take((3, 0)), None);
         assert!(watchers.take((3, 1)).is_some());
         assert!(watchers.take((4, 1)).is_some());
