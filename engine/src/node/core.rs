@@ -100,8 +100,6 @@ pub fn core_of_shard(shard: u32, cores: usize) -> usize {
     shard as usize % cores
 }
 
-/// A command a member forwarded: from whom, for which shard, its id there,
-/// and its arguments.
 /// A forwarding stream's number for this boot of this core: the boot's
 /// random run id and the core, hashed.
 fn boot_nonce(run_id: &str, core: usize) -> u32 {
@@ -229,6 +227,8 @@ impl RemoteWatchers {
     }
 }
 
+/// What a member forwarded: from whom, for which shard, its id there, and
+/// the work.
 type ForwardedCommand = (PeerId, u32, u64, Forwarding);
 
 /// A reply on its way: known now, or once a shard says it may be released.
@@ -298,6 +298,7 @@ pub struct Core<I: NodeIo> {
     replays: RefCell<Replays>,
     /// Commands members forwarded to this core's shards, in arrival order.
     forward_queue: RefCell<VecDeque<ForwardedCommand>>,
+    /// Other members' connections whose keys this core's shards watch.
     remote_watchers: RefCell<RemoteWatchers>,
     forward_signal: Signal,
 }
@@ -885,9 +886,7 @@ impl<I: NodeIo> Core<I> {
                 Box::pin(self.run_local(shard, ShardRequest::Command { args, stale })).await
             }
             Err(redirect) => self
-                .forward(shard_of_slot(slot, self.node.shard_count), |id| {
-                    Forward::Request { id, args }
-                })
+                .forward(shard.id, |id| Forward::Request { id, args })
                 .unwrap_or(Pending::Ready(redirect)),
         }
     }
@@ -993,16 +992,21 @@ impl<I: NodeIo> Core<I> {
             let (local, request) = match work {
                 Forwarding::Command(args) => match shard_query::decode(&args) {
                     Some(ShardRequest::Watch { client, keys }) => {
-                        let local = self.forwarded_watch(shard, &keys);
-                        match self.remote_watcher((from, client), shard, keys.len()) {
-                            Some(client) => (local, ShardRequest::Watch { client, keys }),
-                            None => (
-                                Err(Reply::Error(format!(
+                        let watched = self.forwarded_watch(shard, &keys).and_then(|local| {
+                            let id = self.remote_watcher((from, client), shard, keys.len());
+                            let too_many = || {
+                                Reply::Error(format!(
                                     "ERR a connection watches at most {} keys",
                                     transaction::WATCHED_KEYS_MAX
-                                ))),
-                                ShardRequest::Watch { client, keys },
-                            ),
+                                ))
+                            };
+                            Ok((local, id.ok_or_else(too_many)?))
+                        });
+                        match watched {
+                            Ok((local, client)) => {
+                                (Ok(local), ShardRequest::Watch { client, keys })
+                            }
+                            Err(error) => (Err(error), ShardRequest::Watch { client, keys }),
                         }
                     }
                     Some(ShardRequest::Unwatch { client }) => {
