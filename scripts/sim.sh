@@ -16,7 +16,7 @@
 #   scripts/sim.sh --check-plants [A..B]   each planted bug must fail a seed in
 #                                          A..B (default 1..300), on as many
 #                                          nodes as --list-plants says
-#   scripts/sim.sh --ci                    what CI runs: 200 seeds, 100 seeds with
+#   scripts/sim.sh --ci                    what CI runs: 200 seeds, 500 seeds with
 #                                          damage to synced data, 50 seeds of a
 #                                          one-core node, 100 seeds of five
 #                                          nodes, every planted bug, and a
@@ -56,7 +56,7 @@ case "${1:-}" in
     ;;
 --ci)
     "$sim" --seeds 1..200 | grep -v ': ok ('
-    "$sim" --seeds 1..100 --damage | grep -v ': ok ('
+    "$sim" --seeds 1..500 --damage | grep -v ': ok ('
     "$sim" --seeds 1..50 --cores 1 | grep -v ': ok ('
     # Five nodes (three run in `cargo test`: sim/tests/cluster.rs).
     "$sim" --seeds 1..100 --nodes 5 | grep -v ': ok ('

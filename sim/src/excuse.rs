@@ -4,7 +4,8 @@
 //! log entries [`FaultEvent::entries`] names. The node may answer it two ways
 //! without a failure:
 //! - refuse to start, naming (as the entry it expected) one of those entries,
-//!   or a damaged snapshot file;
+//!   or a damaged snapshot or hard-state file (its term and vote: a guess at
+//!   them could vote twice in a term, so the node stops for an operator);
 //! - lose acknowledged entries from one of them on (damage to the last
 //!   synced batch looks torn, and recovery cuts it: the single-copy limit).
 //!
@@ -15,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use keel_engine::node::hard_state::HARD_STATE_FILE;
 use keel_engine::node::{shard_dir_name, NodeError, RecoverySummary};
 use keel_wal::segment::{file_role, FileRole};
 use keel_wal::{RecoveryError, WalError};
@@ -32,6 +34,9 @@ pub struct DamageExcuses {
     entries: BTreeMap<String, BTreeSet<u64>>,
     /// Directories where a damage fault hit a snapshot file.
     snapshots: BTreeSet<String>,
+    /// Directories where a damage fault hit the hard-state file (or its
+    /// temporary name, renamed over it once synced).
+    hard_states: BTreeSet<String>,
     /// Faults of the disk's log already taken in.
     faults_seen: usize,
 }
@@ -44,12 +49,12 @@ impl DamageExcuses {
             if fault.kind.mode() != FaultMode::Damage {
                 continue;
             }
-            let hit_snapshot = fault
-                .file
-                .as_deref()
-                .is_some_and(|file| file.contains(SNAPSHOT_MARK));
-            if hit_snapshot {
+            let file = fault.file.as_deref().unwrap_or_default();
+            if file.contains(SNAPSHOT_MARK) {
                 self.snapshots.insert(fault.dir.clone());
+            }
+            if file.starts_with(HARD_STATE_FILE) {
+                self.hard_states.insert(fault.dir.clone());
             }
             self.entries
                 .entry(fault.dir.clone())
@@ -71,7 +76,7 @@ impl DamageExcuses {
     }
 
     /// Whether damage explains this refused start: it names a damaged entry
-    /// (or segment) or a shard whose snapshot was hit.
+    /// (or segment), or a shard whose snapshot or hard state was hit.
     pub fn explains_refusal(&self, error: &NodeError) -> bool {
         match error {
             NodeError::Wal {
@@ -87,6 +92,9 @@ impl DamageExcuses {
             }
             NodeError::Entry { shard, index, .. } => self.touched(*shard, *index),
             NodeError::Snapshot { shard, .. } => self.snapshots.contains(&shard_dir_name(*shard)),
+            NodeError::HardState { shard, source } => {
+                source.is_damage() && self.hard_states.contains(&shard_dir_name(*shard))
+            }
             // Which of the two sides is short is not named: any damage to
             // the shard may explain it.
             NodeError::Gap { shard, .. } => self.any_in(*shard),
@@ -122,6 +130,8 @@ mod tests {
     use keel_wal::scan::BadFrame;
     use keel_wal::segment::segment_name;
     use keel_wal::{run_ready, LogIndex, MemStorage, Term, Wal, WalOptions};
+
+    use keel_engine::node::hard_state::HardStateError;
 
     use super::*;
     use crate::disk::{touched_entries, FaultKind};
@@ -205,5 +215,35 @@ mod tests {
         excuses.recovered(&[summary]);
         assert!(!excuses.explains_refusal(&refusal(1, 6)));
         assert!(!excuses.explains_loss(&lost(1, 5)));
+    }
+
+    /// A flipped bit in the hard-state file (written under its temporary
+    /// name) excuses that shard's refusal of a malformed hard state, and
+    /// not of an unreadable one.
+    #[test]
+    fn damage_to_the_hard_state_excuses_its_refusal() {
+        let hard_state_refusal =
+            |shard: u32, source: HardStateError| NodeError::HardState { shard, source };
+        let malformed = || HardStateError::Malformed {
+            file: "sim:shard-0001/hardstate".into(),
+            has_vote: 1,
+        };
+        let unreadable = || HardStateError::Io {
+            op: "map",
+            file: "sim:shard-0001/hardstate".into(),
+            source: std::io::Error::other("injected latent read error"),
+        };
+        let mut excuses = DamageExcuses::default();
+        assert!(!excuses.explains_refusal(&hard_state_refusal(1, malformed())));
+        excuses.absorb(&[FaultEvent {
+            dir: shard_dir_name(1),
+            file: Some("hardstate.tmp".into()),
+            offset: 325,
+            kind: FaultKind::WriteBitFlip { bit: 4 },
+            entries: BTreeSet::new(),
+        }]);
+        assert!(excuses.explains_refusal(&hard_state_refusal(1, malformed())));
+        assert!(!excuses.explains_refusal(&hard_state_refusal(0, malformed())));
+        assert!(!excuses.explains_refusal(&hard_state_refusal(1, unreadable())));
     }
 }

@@ -1249,11 +1249,14 @@ pub(crate) async fn run_keel(spec: KeelSpec, boots: Arc<Boots>) {
             boots.recovered.fetch_add(1, Ordering::SeqCst);
             *boots.first_refused.lock().expect("boots lock") = None;
             judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
-            boots
-                .excuses
-                .lock()
-                .expect("boots lock")
-                .recovered(&summaries);
+            {
+                let mut excuses = boots.excuses.lock().expect("boots lock");
+                excuses.recovered(&summaries);
+                // Damage to what recovery itself wrote (a cut, its new
+                // term's no-op) is in the log after the index it ended at:
+                // it stays.
+                excuses.absorb(&disk.fault_log());
+            }
             let replayed: u64 = summaries.iter().map(|s| s.frames_replayed).sum();
             trace(format_args!(
                 "boot {boot} recovered, {replayed} frames replayed"
@@ -1268,6 +1271,13 @@ pub(crate) async fn run_keel(spec: KeelSpec, boots: Arc<Boots>) {
             // then every shard has recovered what it could, and what they
             // lost is judged.
             let _ = cores.stopped().await;
+            // Recovery writes too (a cut, a new segment): damage it took
+            // there may be what it then refused.
+            boots
+                .excuses
+                .lock()
+                .expect("boots lock")
+                .absorb(&disk.fault_log());
             judge_losses(boot, damage, &boots, &ledger, violations_before, booted_us);
             let excused = boots
                 .excuses

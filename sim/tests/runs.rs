@@ -47,12 +47,21 @@ fn a_seed_replays_exactly_and_passes_every_check() {
 /// past its segment's end, so the node never started again), 844 (a read
 /// bit flip in the last synced batch, cut as a torn tail: acknowledged
 /// entries lost) and 2290 with `--damage` (a repair that filled an empty
-/// segment, after which every start refused the log's hash chain). A later
-/// change to the workload or the schedule may steer a seed elsewhere; the
-/// bugs' own tests are in keel-wal.
+/// segment, after which every start refused the log's hash chain). And
+/// seeds that found checker bugs: 1914 (a no-op logged by a boot that
+/// stopped before its recovery), 915 with `--damage` (damage taken by
+/// recovery's own write, refused by that boot). A later change to the
+/// workload or the schedule may steer a seed elsewhere; the bugs' own tests
+/// are in keel-wal and in the checkers' modules.
 #[test]
 fn seeds_that_found_bugs_now_pass() {
-    for (seed, damage) in [(60, false), (844, false), (2290, true)] {
+    for (seed, damage) in [
+        (60, false),
+        (844, false),
+        (2290, true),
+        (1914, false),
+        (915, true),
+    ] {
         let summary = run_config(seed, FsyncPolicy::Always, damage);
         assert!(summary.passed(), "{summary}");
     }

@@ -177,9 +177,6 @@ pub struct Driver {
     restored_last: LogIndex,
     /// Whether the observer has been told that state.
     recovery_reported: bool,
-    /// Entries logged before that (the new term's no-op): the observer
-    /// hears of them right after the state they follow.
-    logged_before_recovery: Vec<(LogIndex, Operation)>,
     #[cfg(feature = "planted-bugs")]
     pub plant: Option<NodePlant>,
 }
@@ -227,6 +224,7 @@ impl Driver {
         let group = Group::new(config, restored);
         if let Some(observer) = &observer {
             observer.restarted_with(shard, group.hard_state());
+            observer.restored(shard, group.last().index.0);
         }
         // The core keeps only the entries that follow the snapshot (§5.1).
         let unapplied = held
@@ -255,7 +253,6 @@ impl Driver {
             shard,
             observer,
             recovery_reported: false,
-            logged_before_recovery: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             plant: crate::node::planted::node(),
         }
@@ -598,17 +595,15 @@ impl Driver {
             return;
         }
         self.recovery_reported = true;
-        let logged = std::mem::take(&mut self.logged_before_recovery);
         if let Some(observer) = &self.observer {
             observer.recovered(self.shard, self.applied.index.0, &self.keyspace);
-            for (index, op) in &logged {
-                observer.logged(self.shard, index.0, op);
-            }
         }
     }
 
-    /// Tells the observer that entry `id`, holding `held`, goes to the WAL.
-    fn report_logged(&mut self, id: EntryId, held: &Held) {
+    /// Tells the observer that entry `id`, holding `held`, goes to the WAL:
+    /// at once, even before recovery is reported (the new term's no-op), as
+    /// a boot may stop with it durable before then.
+    fn report_logged(&self, id: EntryId, held: &Held) {
         let Some(observer) = &self.observer else {
             return;
         };
@@ -616,11 +611,7 @@ impl Driver {
             .clone()
             .into_operation(id)
             .unwrap_or(Operation::Batch { ops: Vec::new() });
-        if self.recovery_reported {
-            observer.logged(self.shard, id.index.0, &op);
-        } else {
-            self.logged_before_recovery.push((id.index, op));
-        }
+        observer.logged(self.shard, id.index.0, &op);
     }
 }
 

@@ -69,6 +69,18 @@ pub enum HardStateError {
 }
 
 impl HardStateError {
+    /// Whether the file is there but its bytes are wrong (rather than
+    /// unreachable, or of another version).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            HardStateError::Checksum { .. }
+                | HardStateError::Magic { .. }
+                | HardStateError::Length { .. }
+                | HardStateError::Malformed { .. }
+        )
+    }
+
     fn io<S: Storage>(
         op: &'static str,
         storage: &S,

@@ -148,7 +148,13 @@ pub enum PeerSendError {
 /// What a shard tells an observer: the simulator checks recovery against it; the
 /// server has none.
 pub trait ShardObserver: std::fmt::Debug {
-    /// The shard recovered to `last_index` with this key space (before serving).
+    /// The shard read its log back through `last_index`, at a boot, before
+    /// it logs anything.
+    fn restored(&self, _shard: u32, _last_index: u64) {}
+    /// The shard recovered to `last_index` with this key space (before
+    /// serving), once the entries it restored committed: possibly after it
+    /// logged more (its new term's no-op), and never if the boot stops
+    /// before.
     fn recovered(&self, shard: u32, last_index: u64, keyspace: &Keyspace);
     /// Entry `index`, holding `op`, was handed to the WAL (every entry, in
     /// log order, a no-op as the empty batch). It is not applied yet: a

@@ -204,23 +204,17 @@ impl NodeError {
 
     /// Whether the data on disk is damaged (rather than unreachable).
     pub fn is_corruption(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            NodeError::HardState { source, .. } => source.is_damage(),
             NodeError::Snapshot { .. }
-                | NodeError::Entry { .. }
-                | NodeError::HardState {
-                    source: hard_state::HardStateError::Checksum { .. }
-                        | hard_state::HardStateError::Magic { .. }
-                        | hard_state::HardStateError::Length { .. }
-                        | hard_state::HardStateError::Malformed { .. },
-                    ..
-                }
-                | NodeError::Gap { .. }
-                | NodeError::Wal {
-                    source: WalError::Recovery(_),
-                    ..
-                }
-        )
+            | NodeError::Entry { .. }
+            | NodeError::Gap { .. }
+            | NodeError::Wal {
+                source: WalError::Recovery(_),
+                ..
+            } => true,
+            _ => false,
+        }
     }
 }
 

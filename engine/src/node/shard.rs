@@ -1390,6 +1390,7 @@ mod tests {
 
     #[derive(Debug, PartialEq, Eq)]
     enum Event {
+        Restored { last_index: u64 },
         Recovered { last_index: u64, keys: usize },
         Logged { index: u64, op: Operation },
         Applied { index: u64, op: Operation },
@@ -1402,6 +1403,11 @@ mod tests {
     }
 
     impl ShardObserver for Recorder {
+        fn restored(&self, _shard: u32, last_index: u64) {
+            self.events
+                .borrow_mut()
+                .push(Event::Restored { last_index });
+        }
         fn recovered(&self, _shard: u32, last_index: u64, keyspace: &Keyspace) {
             let keys = keyspace.items().count();
             self.events
@@ -1588,13 +1594,14 @@ mod tests {
         assert_eq!(
             *recorder.events.borrow(),
             vec![
-                Event::Recovered {
-                    last_index: 0,
-                    keys: 0
-                },
+                Event::Restored { last_index: 0 },
                 Event::Logged {
                     index: 1,
                     op: Operation::Batch { ops: Vec::new() },
+                },
+                Event::Recovered {
+                    last_index: 0,
+                    keys: 0
                 },
                 Event::Applied {
                     index: 1,
@@ -1650,13 +1657,14 @@ mod tests {
         assert_eq!(
             *recorder.events.borrow(),
             vec![
-                Event::Recovered {
-                    last_index: 2,
-                    keys: 1
-                },
+                Event::Restored { last_index: 2 },
                 Event::Logged {
                     index: 3,
                     op: Operation::Batch { ops: Vec::new() },
+                },
+                Event::Recovered {
+                    last_index: 2,
+                    keys: 1
                 },
                 Event::Applied {
                     index: 3,
