@@ -9,8 +9,9 @@
 //!
 //! # Assumptions about the disk
 //! - A write that `sync` returned for is durable, and so is a directory entry that
-//!   `sync_dir` returned for. Nothing else is: a crash may keep, drop or tear
-//!   (at 512-byte sectors) any write made since the last sync.
+//!   `sync_dir` returned for, and so is a `write_durable_at` that returned.
+//!   Nothing else is: a crash may keep, drop or tear (at 512-byte sectors) any
+//!   write made since the last sync.
 //! - A failed `sync` leaves the file in an unknown state: the kernel may already
 //!   have dropped the dirty pages, so the WAL never retries it.
 
@@ -57,6 +58,14 @@ pub trait StorageFile {
     async fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data durable (fdatasync).
     async fn sync(&mut self) -> io::Result<()>;
+    /// Writes `buf` at `offset` as `write_at` does and makes the file's data
+    /// durable as `sync` does, before it returns. An implementation may do
+    /// both in one step (an `O_DSYNC` write: one round trip to the disk, not
+    /// two). A failure leaves the file as a failed `sync` does: unknown.
+    async fn write_durable_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset).await?;
+        self.sync().await
+    }
     /// Extends an empty file to `len` zero bytes, with its blocks allocated and
     /// written, so that later writes into it need no allocation.
     async fn preallocate(&mut self, len: u64) -> io::Result<()>;

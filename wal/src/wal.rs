@@ -558,12 +558,9 @@ impl<S: Storage> Wal<S> {
                 .tail
                 .as_mut()
                 .expect("a pending batch has a tail segment");
-            tail.write_at(&write.bytes, write.offset as u64)
+            tail.write_durable_at(&write.bytes, write.offset as u64)
                 .await
-                .map_err(io_error("write", &self.storage, &name))?;
-            tail.sync()
-                .await
-                .map_err(io_error("sync", &self.storage, &name))?;
+                .map_err(io_error("write and sync", &self.storage, &name))?;
         }
         // A batch that rolled over is two writes: the segment list already ends
         // with the new segment while the old one's write is flushed.

@@ -264,12 +264,18 @@ fn a_failed_sync_poisons_the_wal() {
     wal.append(Term(1), b"x").unwrap();
     assert!(matches!(
         run_ready(wal.sync()),
-        Err(WalError::Io(IoError { op: "sync", .. }))
+        Err(WalError::Io(IoError {
+            op: "write and sync",
+            ..
+        }))
     ));
     assert_eq!(wal.durable_index(), LogIndex(3));
     assert!(matches!(
         wal.append(Term(1), b"y"),
-        Err(WalError::Poisoned { op: "sync", .. })
+        Err(WalError::Poisoned {
+            op: "write and sync",
+            ..
+        })
     ));
     assert!(matches!(
         run_ready(wal.sync()),
@@ -469,7 +475,10 @@ fn a_torn_repair_in_the_reserved_block_is_repaired_in_place() {
     });
     assert!(matches!(
         open(&disk),
-        Err(WalError::Io(IoError { op: "sync", .. }))
+        Err(WalError::Io(IoError {
+            op: "write and sync",
+            ..
+        }))
     ));
     disk.set_faults(Faults::default());
     disk.crash_with(0, CrashMode::Keep);
