@@ -40,6 +40,9 @@ struct Inner {
     hops: CrossCore<Hop>,
     /// This core's links to its peers; `None`: a single node.
     peers: Option<Rc<Links>>,
+    /// The core's epoll instance: client sockets, and peer connections once
+    /// their handshake passed ([`crate::glommio_peer`]).
+    poller: Poller,
 }
 
 impl std::fmt::Debug for GlommioIo {
@@ -82,8 +85,13 @@ impl GlommioIo {
                 epoch: Instant::now(),
                 hops,
                 peers,
+                poller,
             }),
         })
+    }
+
+    pub(crate) fn poller(&self) -> &Poller {
+        &self.inner.poller
     }
 }
 

@@ -1,8 +1,10 @@
 //! The peer transport on glommio: each core listens on its peer port
 //! (`peer_port + core`), dials every peer of a smaller id on the same core
 //! index, runs the handshake ([`crate::peer::handshake`]) with a deadline,
-//! then runs a writer task and a reader task per connection over the core's
-//! [`Links`]. Sleeps and spawns go through the core's [`NodeIo`].
+//! then moves the connection to the core's epoll instance
+//! ([`crate::readiness`], as client sockets) and runs a writer task and a
+//! reader task on it over the core's [`Links`]. Sleeps and spawns go through
+//! the core's [`NodeIo`].
 //!
 //! Why a port per core rather than one port and a handoff: a glommio socket
 //! belongs to the executor whose ring it was made on, so a connection the
@@ -14,12 +16,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -31,6 +32,7 @@ use crate::peer::handshake::{
     self, Expected, HandshakeError, Hello, Message, Refusal, Side, MESSAGE_HEADER_BYTES,
 };
 use crate::peer::links::{Connection, Links};
+use crate::readiness::PolledStream;
 use crate::secret::Secret;
 use crate::topology::{MemberId, TopologyCell};
 
@@ -414,8 +416,27 @@ pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((hello.from, hello.client_port))
 }
 
+/// Moves a connection whose handshake passed from glommio's socket to the
+/// core's epoll instance ([`crate::readiness`]), where a burst of messages
+/// costs one wake-up rather than a reschedule interrupt per socket poll
+/// (issue 10's finding, which replication multiplies: every write is an
+/// append to each follower and an ack back). The handshake stays on glommio's
+/// socket, for its connect and deadline. glommio 0.9 gives no descriptor
+/// away, so this takes a duplicate and drops glommio's socket, which closes
+/// only its own descriptor (no shutdown) and cancels no pending request: a
+/// handshake leaves none.
+fn into_polled(io: &GlommioIo, stream: TcpStream) -> io::Result<PolledStream> {
+    // SAFETY: the descriptor belongs to `stream`, open for this borrow.
+    let descriptor = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let duplicate = descriptor.try_clone_to_owned()?;
+    drop(stream);
+    io.poller().stream(std::net::TcpStream::from(duplicate))
+}
+
 /// Makes `stream` the link's current connection and starts its writer and
-/// reader.
+/// reader; or, if it cannot be moved to the core's poller (out of
+/// descriptors), drops it, which the caller sees as a connection lost at
+/// once.
 fn run_connection(
     io: &GlommioIo,
     links: &Rc<Links>,
@@ -423,15 +444,22 @@ fn run_connection(
     stream: TcpStream,
 ) -> Rc<Connection> {
     let connection = links.attach(peer);
+    let stream = match into_polled(io, stream) {
+        Ok(stream) => Rc::new(stream),
+        Err(error) => {
+            tracing::warn!(peer, %error, "cannot watch the peer connection; dropping it");
+            links.retire(peer, &connection);
+            return connection;
+        }
+    };
     let end = ConnectionEnd {
         links: Rc::clone(links),
         peer,
         connection: Rc::clone(&connection),
-        fd: stream.as_raw_fd(),
+        stream,
     };
-    let (reader, writer) = futures_lite::io::split(stream);
-    io.spawn(write_loop(end.clone(), writer));
-    io.spawn(read_loop(end, reader));
+    io.spawn(write_loop(end.clone()));
+    io.spawn(read_loop(end));
     connection
 }
 
@@ -441,8 +469,7 @@ struct ConnectionEnd {
     links: Rc<Links>,
     peer: PeerId,
     connection: Rc<Connection>,
-    /// The socket's descriptor, open while either task holds its half.
-    fd: RawFd,
+    stream: Rc<PolledStream>,
 }
 
 impl ConnectionEnd {
@@ -450,17 +477,12 @@ impl ConnectionEnd {
     /// which ends a read or a write pending on it in the other task.
     fn close(&self) {
         self.links.retire(self.peer, &self.connection);
-        // SAFETY: shutdown(2) reads and writes no memory of this process.
-        // The caller holds one half of the stream, which keeps the
-        // descriptor open, so `fd` still names this connection's socket
-        // and no other file.
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
-        }
+        // Errors only if the socket is already shut or reset: nothing to do.
+        let _ = self.stream.shutdown();
     }
 }
 
-async fn write_loop(end: ConnectionEnd, mut writer: WriteHalf<TcpStream>) {
+async fn write_loop(end: ConnectionEnd) {
     let metrics = end.links.metrics();
     while !end.connection.is_retired() {
         let (batch, messages) = end.links.take_batch(end.peer);
@@ -468,7 +490,7 @@ async fn write_loop(end: ConnectionEnd, mut writer: WriteHalf<TcpStream>) {
             end.connection.writer_wait().await;
             continue;
         }
-        if let Err(error) = writer.write_all(&batch).await {
+        if let Err(error) = end.stream.write_all(&batch).await {
             tracing::debug!(peer = end.peer, %error, messages, "peer write failed; the batch is lost");
             break;
         }
@@ -478,11 +500,11 @@ async fn write_loop(end: ConnectionEnd, mut writer: WriteHalf<TcpStream>) {
     end.close();
 }
 
-async fn read_loop(end: ConnectionEnd, mut reader: ReadHalf<TcpStream>) {
+async fn read_loop(end: ConnectionEnd) {
     let mut decoder = FrameDecoder::default();
     let mut buffer = vec![0u8; PEER_READ_BYTES];
     loop {
-        let read = match reader.read(&mut buffer).await {
+        let read = match end.stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };

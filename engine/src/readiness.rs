@@ -7,7 +7,8 @@
 //! executor is running arrives with a reschedule IPI to the executor's CPU:
 //! one per request under load (docs/PERFORMANCE.md has the profile).
 //!
-//! Here every client socket is a non-blocking std socket registered once in
+//! Here every client socket (and every peer connection, once its handshake
+//! passed: [`crate::glommio_peer`]) is a non-blocking std socket registered once in
 //! the core's epoll instance, edge-triggered, with a readiness flag and a
 //! waker per direction ([`Registration`]). The [`Poller`]'s driver task
 //! drains `epoll_wait(0)` while there is work, waking the tasks whose sockets
@@ -493,6 +494,12 @@ impl PolledStream {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
+    }
+
+    /// Shuts both directions, which ends a read or a write another task
+    /// waits in (the socket turns readable and writable: an edge).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(std::net::Shutdown::Both)
     }
 }
 
