@@ -19,8 +19,13 @@ pub const PORT_DEFAULT: u16 = 7379;
 pub const DIR_DEFAULT: &str = "keel-data";
 /// Open client connections beyond which new ones are refused (Redis's maxclients).
 pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
-/// WAL bytes written since a shard's last snapshot that trigger the next one.
-pub const SNAPSHOT_WAL_BYTES_DEFAULT: u64 = 256 << 20;
+/// WAL bytes written since a shard's last snapshot that trigger the next one,
+/// unless the last snapshot is larger (`shard::snapshot_due`). It bounds
+/// the consensus group's in-memory log, which holds every entry since the
+/// last snapshot: 256 MiB (the default before stop 20) let a node with
+/// 100 MB of keys reach 766 MiB RSS after a restart; 64 MiB, 356 MiB
+/// (docs/PERFORMANCE.md, "Not done yet").
+pub const SNAPSHOT_WAL_BYTES_DEFAULT: u64 = 64 << 20;
 /// Largest group-commit interval accepted by `--fsync interval-ms=N`.
 pub const FSYNC_INTERVAL_MS_MAX: u64 = 60_000;
 /// Most shards a data directory may have.
@@ -125,7 +130,8 @@ pub struct ServeArgs {
     /// Most open client connections [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// WAL bytes since a shard's last snapshot that start the next [default: 268435456].
+    /// WAL bytes since a shard's last snapshot that start the next, or the last
+    /// snapshot's size if larger [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub snapshot_wal_bytes: Option<u64>,
     /// Size of each new WAL segment file, a multiple of 4096 [default: 67108864].

@@ -96,7 +96,7 @@ const CLUSTER_PLANTS_CAUGHT_BY: [(&str, u64); 10] = [
     ("vote-before-persist", 1),
     ("commit-previous-term-by-count", 2),
     ("read-index-without-heartbeat", 3),
-    ("cut-below-commit", 1),
+    ("cut-below-commit", 2),
     ("forget-vote-on-restart", 2),
 ];
 

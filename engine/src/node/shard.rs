@@ -120,6 +120,15 @@ struct SnapshotState {
     compacted: Option<EntryId>,
 }
 
+/// Whether a snapshot should start, `wal_bytes_since` bytes of WAL after the
+/// last one: after `floor_bytes` (`--snapshot-wal-bytes`), or after as many
+/// bytes as the last snapshot took if that is more, so that a large key space
+/// is rewritten once per its own size of writes, not per `floor_bytes` (Redis
+/// rewrites its AOF on the same rule, once it has doubled).
+fn snapshot_due(wal_bytes_since: u64, floor_bytes: u64, last_snapshot_bytes: u64) -> bool {
+    wal_bytes_since >= floor_bytes.max(last_snapshot_bytes)
+}
+
 /// Why a shard's driver task stopped: the shard acknowledges nothing more.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardFailure {
@@ -290,6 +299,7 @@ impl Shard {
         settings: ShardSettings,
     ) -> Shard {
         let applied = driver.applied().index.0;
+        let restored_bytes = driver.group().bytes_after(LogIndex(snapshot_index));
         Shard {
             id,
             driver: RefCell::new(driver),
@@ -307,6 +317,9 @@ impl Shard {
             settings,
             snapshot: RefCell::new(SnapshotState {
                 index: snapshot_index,
+                // The restored tail is held in memory as well (the group's
+                // log): it counts toward the next snapshot.
+                wal_bytes_since: restored_bytes,
                 ..SnapshotState::default()
             }),
             stopping: Cell::new(false),
@@ -1187,8 +1200,12 @@ impl Shard {
         let (start, compacted) = {
             let mut state = self.snapshot.borrow_mut();
             state.wal_bytes_since += bytes;
-            let start =
-                !state.in_progress && state.wal_bytes_since >= self.settings.snapshot_wal_bytes;
+            let start = !state.in_progress
+                && snapshot_due(
+                    state.wal_bytes_since,
+                    self.settings.snapshot_wal_bytes,
+                    state.bytes,
+                );
             (start, state.compacted.take())
         };
         if let Some(last) = compacted {
@@ -1564,6 +1581,19 @@ mod tests {
             !log_holds(&wal, wal.last_index().next(), Term(2)),
             "past the log's end"
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_due_after_the_floor_or_the_last_snapshots_size() {
+        let mib = 1 << 20;
+        // A small key space: the floor decides.
+        assert!(!snapshot_due(64 * mib - 1, 64 * mib, 10 * mib));
+        assert!(snapshot_due(64 * mib, 64 * mib, 10 * mib));
+        // A key space larger than the floor: its own size does.
+        assert!(!snapshot_due(64 * mib, 64 * mib, 2048 * mib));
+        assert!(snapshot_due(2048 * mib, 64 * mib, 2048 * mib));
+        // No snapshot yet.
+        assert!(snapshot_due(64 * mib, 64 * mib, 0));
     }
 
     #[test]
