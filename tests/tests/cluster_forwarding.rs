@@ -3,7 +3,8 @@
 //! transactions are answered as the shard's leader answers them, whichever
 //! member it is connected to, and so are DBSIZE, KEYS, SCAN, RANDOMKEY and
 //! FLUSHALL over every shard; its WATCHed keys are watched by the leader,
-//! so another member's write between WATCH and EXEC aborts the EXEC.
+//! so another member's write between WATCH and EXEC aborts the EXEC; and
+//! WAIT counts the followers that hold its writes, as their leader knows.
 //!
 //! Every command here is idempotent (SET of a fixed value, GET), so a try
 //! that met a change of leader (`-TRYAGAIN`, or `-UNCERTAIN` for a forward
@@ -26,6 +27,9 @@ const SHARDS: u32 = 2;
 const LEADERS_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one command keeps being tried through changes of leader.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
+/// WAIT's timeout: far above the heartbeat round in which both followers
+/// of a shard acknowledge a write.
+const WAIT_TIMEOUT_MS: &[u8] = b"10000";
 
 /// `args` on `connection` until an answer that is not a change of leader.
 fn answered(connection: &mut RawConnection, args: &[&[u8]]) -> Resp {
@@ -85,6 +89,15 @@ fn a_plain_client_on_any_member_gets_every_command_answered_by_the_leaders() {
             let value = format!("from member {member}");
             let set: [&[u8]; 3] = [b"SET", key.as_bytes(), value.as_bytes()];
             assert_eq!(answered(&mut plain, &set), ok(), "SET {key} via {member}");
+            // Both followers of every shard this connection wrote to come
+            // to hold its writes; the leader counts them, also for a
+            // member that forwarded the writes and follows the shard.
+            assert_eq!(
+                answered(&mut plain, &[b"WAIT", b"2", WAIT_TIMEOUT_MS]),
+                Resp::Integer(2),
+                "WAIT after SET {key} via {member} (leader {:?})",
+                cluster.leader_of(shard)
+            );
             let get: [&[u8]; 2] = [b"GET", key.as_bytes()];
             assert_eq!(
                 answered(&mut plain, &get),

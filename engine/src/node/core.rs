@@ -795,9 +795,12 @@ impl<I: NodeIo> Core<I> {
 
     /// WAIT numreplicas timeout: polls every shard the connection wrote to
     /// until that many followers of each hold its log through the commit
-    /// index it had when WAIT began (which covers the connection's
-    /// acknowledged writes), or the timeout (0: none) passes; the fewest.
-    /// A connection that wrote nothing has every follower of every shard.
+    /// index its leader had when first asked (which covers the
+    /// connection's acknowledged writes), or the timeout (0: none) passes;
+    /// the fewest. A connection that wrote nothing has every follower of
+    /// every shard. Only a shard's leader knows its followers, so a member
+    /// that does not lead it (it forwarded the writes) asks the leader; a
+    /// shard with no leader to answer counts none this round.
     async fn wait_replicas(&self, client: &ClientInfo, wanted: u64, timeout_ms: u64) -> Reply {
         let started_us = self.io.monotonic_us();
         let mut through: Vec<(u32, Option<EntryId>)> =
@@ -809,12 +812,12 @@ impl<I: NodeIo> Core<I> {
         loop {
             let mut fewest = usize::MAX;
             for (shard, at) in &mut through {
-                if let ShardReply::Replicas { through, count } = self
-                    .request(*shard, ShardRequest::Replicas { through: *at })
-                    .await
-                {
-                    *at = Some(through);
-                    fewest = fewest.min(count);
+                match self.replicas(*shard, *at).await {
+                    ShardReply::Replicas { through, count } => {
+                        *at = Some(through);
+                        fewest = fewest.min(count);
+                    }
+                    _ => fewest = 0,
                 }
             }
             let waited_ms = self.io.monotonic_us().saturating_sub(started_us) / 1_000;
@@ -824,6 +827,24 @@ impl<I: NodeIo> Core<I> {
             self.io
                 .sleep(std::time::Duration::from_millis(WAIT_POLL_MS))
                 .await;
+        }
+    }
+
+    /// How many followers of `shard` hold its log through `through` (its
+    /// commit index if `None`), from its leader: this node, or the one the
+    /// query is forwarded to.
+    async fn replicas(&self, shard: u32, through: Option<EntryId>) -> ShardReply {
+        let query = ShardRequest::Replicas { through };
+        if self.leads(shard) {
+            return self.request(shard, query).await;
+        }
+        let args = shard_query::encode(&query).expect("a replicas query encodes");
+        match self
+            .request(shard, ShardRequest::ForwardQuery { args })
+            .await
+        {
+            ShardReply::Reply(reply) => shard_query::answer(&query, reply),
+            answered_here => answered_here,
         }
     }
 

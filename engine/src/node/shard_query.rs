@@ -1,8 +1,9 @@
 //! A request over the whole of one shard's key space (what DBSIZE, KEYS,
-//! SCAN, RANDOMKEY and FLUSHALL ask each shard), or about a connection's
-//! watched keys, as a member forwards it to the shard's leader for a plain
-//! connection: the arguments of a forwarded command (`peer::forward`, whose
-//! frame names the shard), and the answer as a reply. Pure.
+//! SCAN, RANDOMKEY and FLUSHALL ask each shard), about a connection's
+//! watched keys, or about the shard's followers (WAIT), as a member
+//! forwards it to the shard's leader for a plain connection: the arguments
+//! of a forwarded command (`peer::forward`, whose frame names the shard),
+//! and the answer as a reply. Pure.
 //!
 //! # Arguments (numbers in decimal ASCII)
 //!
@@ -14,16 +15,22 @@
 //! shard-flushall
 //! shard-watch     connection key...
 //! shard-unwatch   connection
+//! shard-replicas  [term index]
 //! ```
 //!
 //! `connection` is the forwarding member's id of the client connection: the
-//! leader watches the keys for it under an id of its own.
+//! leader watches the keys for it under an id of its own. `shard-replicas`
+//! asks how many followers hold the log through the entry `term index`
+//! (the leader's commit index when it has none).
 //!
 //! The names are no Redis command's (a hyphen), so a leader never takes
 //! one for a client's command. Answers: COUNT an integer; KEYS an array of
 //! bulks; RANDOMKEY a bulk or null; SCAN an array of the next cursor (a
-//! bulk) and an array of bulks; FLUSHALL the shard's own reply. An error
-//! reply stands for itself.
+//! bulk) and an array of bulks; FLUSHALL the shard's own reply; REPLICAS an
+//! array of three integers, the term and index of the entry counted
+//! through and the count. An error reply stands for itself.
+
+use keel_replication::EntryId;
 
 use crate::node::io::{ShardReply, ShardRequest};
 use crate::resp::Reply;
@@ -35,6 +42,7 @@ const SCAN: &[u8] = b"shard-scan";
 const FLUSH_ALL: &[u8] = b"shard-flushall";
 const WATCH: &[u8] = b"shard-watch";
 const UNWATCH: &[u8] = b"shard-unwatch";
+const REPLICAS: &[u8] = b"shard-replicas";
 
 fn number(value: u64) -> Vec<u8> {
     value.to_string().into_bytes()
@@ -71,6 +79,14 @@ pub fn encode(request: &ShardRequest) -> Option<Vec<Vec<u8>>> {
             args
         }
         ShardRequest::Unwatch { client } => vec![UNWATCH.to_vec(), number(*client)],
+        ShardRequest::Replicas { through: None } => vec![REPLICAS.to_vec()],
+        ShardRequest::Replicas {
+            through: Some(through),
+        } => vec![
+            REPLICAS.to_vec(),
+            number(through.term.0),
+            number(through.index.0),
+        ],
         _ => return None,
     })
 }
@@ -97,8 +113,16 @@ pub fn decode(args: &[Vec<u8>]) -> Option<ShardRequest> {
         (UNWATCH, [client]) => ShardRequest::Unwatch {
             client: parse(client)?,
         },
+        (REPLICAS, []) => ShardRequest::Replicas { through: None },
+        (REPLICAS, [term, index]) => ShardRequest::Replicas {
+            through: Some(EntryId::new(parse(term)?, parse(index)?)),
+        },
         _ => return None,
     })
+}
+
+fn integer(value: u64) -> Reply {
+    Reply::Integer(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 /// The reply that carries a query's answer back to the forwarding member.
@@ -106,16 +130,19 @@ pub fn reply(answer: ShardReply) -> Reply {
     let bulks = |keys: Vec<Vec<u8>>| Reply::Array(keys.into_iter().map(Reply::Bulk).collect());
     match answer {
         ShardReply::Reply(reply) => reply,
-        ShardReply::Count(count) => Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
+        ShardReply::Count(count) => integer(count),
         ShardReply::Keys(keys) => bulks(keys),
         ShardReply::Key(Some(key)) => Reply::Bulk(key),
         ShardReply::Key(None) => Reply::Null,
         ShardReply::Scan { next, keys } => {
             Reply::Array(vec![Reply::Bulk(number(next)), bulks(keys)])
         }
-        ShardReply::Stats(_) | ShardReply::Replicas { .. } => {
-            unreachable!("only whole-shard queries are forwarded")
-        }
+        ShardReply::Replicas { through, count } => Reply::Array(vec![
+            integer(through.term.0),
+            integer(through.index.0),
+            integer(count as u64),
+        ]),
+        ShardReply::Stats(_) => unreachable!("a shard's statistics are never forwarded"),
     }
 }
 
@@ -146,6 +173,22 @@ pub fn answer(request: &ShardRequest, reply: Reply) -> ShardReply {
             _ => None,
         },
         (ShardRequest::FlushAll, reply) => Some(ShardReply::Reply(reply)),
+        (ShardRequest::Replicas { .. }, Reply::Array(fields)) => match fields.as_slice() {
+            [Reply::Integer(term), Reply::Integer(index), Reply::Integer(count)] => {
+                match (
+                    u64::try_from(*term),
+                    u64::try_from(*index),
+                    usize::try_from(*count),
+                ) {
+                    (Ok(term), Ok(index), Ok(count)) => Some(ShardReply::Replicas {
+                        through: EntryId::new(term, index),
+                        count,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
         _ => None,
     };
     answer.unwrap_or_else(|| {
@@ -182,6 +225,10 @@ mod tests {
                 keys: vec![b"a".to_vec(), b"b".to_vec()],
             },
             ShardRequest::Unwatch { client: 12 },
+            ShardRequest::Replicas { through: None },
+            ShardRequest::Replicas {
+                through: Some(EntryId::new(3, 1 << 40)),
+            },
         ]
     }
 
@@ -215,6 +262,8 @@ mod tests {
             vec![b"shard-scan".to_vec(), b"0".to_vec()],
             vec![b"shard-watch".to_vec(), b"1".to_vec()],
             vec![b"shard-unwatch".to_vec()],
+            vec![b"shard-replicas".to_vec(), b"1".to_vec()],
+            vec![b"shard-replicas".to_vec(), b"1".to_vec(), b"x".to_vec()],
             vec![
                 b"shard-scan".to_vec(),
                 b"0".to_vec(),
@@ -255,6 +304,13 @@ mod tests {
                 },
             ),
             (ShardRequest::FlushAll, ShardReply::Reply(Reply::ok())),
+            (
+                ShardRequest::Replicas { through: None },
+                ShardReply::Replicas {
+                    through: EntryId::new(4, 120),
+                    count: 2,
+                },
+            ),
         ];
         for (query, shard_reply) in cases {
             let expected = format!("{shard_reply:?}");
@@ -284,6 +340,18 @@ mod tests {
                     pattern: None,
                 },
                 Reply::Array(vec![Reply::Bulk(b"x".to_vec()), Reply::Array(Vec::new())]),
+            ),
+            (
+                ShardRequest::Replicas { through: None },
+                Reply::Array(vec![
+                    Reply::Integer(4),
+                    Reply::Integer(-1),
+                    Reply::Integer(2),
+                ]),
+            ),
+            (
+                ShardRequest::Replicas { through: None },
+                Reply::Array(vec![Reply::Integer(4), Reply::Integer(1)]),
             ),
         ] {
             assert!(
