@@ -25,7 +25,8 @@
 # The table goes between `<!-- cluster:begin -->` and `<!-- cluster:end -->`.
 # Its settings: KEEL_CLUSTER_CORES [1] and KEEL_CLUSTER_SHARDS [3], the
 # --cores and --shards of every node and of the single node, and
-# KEEL_CLUSTER_BASE_PORT [7000] (scripts/cluster.sh's ports).
+# KEEL_CLUSTER_BASE_PORT [7000] (scripts/cluster.sh's ports), and
+# COMPARE_CLUSTER_PNG [docs/cluster.png], the chart it writes.
 # Usage: bench/compare.sh [--cluster] [-n REQUESTS]
 set -euo pipefail
 
