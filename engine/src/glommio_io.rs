@@ -1,8 +1,8 @@
 //! The node's IO on glommio: one executor per core, sockets with
 //! SO_REUSEPORT (every core accepts) polled through the core's epoll instance
 //! ([`crate::readiness`]), DMA files for the WAL, bounded queues between
-//! cores for hops ([`crate::cross_core`]), and the core's links to its peers
-//! ([`crate::glommio_peer`]).
+//! cores for hops and moved connections ([`crate::cross_core`]), and the
+//! core's links to its peers ([`crate::glommio_peer`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cross_core::CrossCore;
+use crate::node::admin::ClientInfo;
 use crate::node::io::{
     Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardReply, ShardRequest,
 };
@@ -22,6 +23,32 @@ use crate::resp::Reply;
 /// (the backlog). Redis's default `tcp-backlog` is 511; the kernel caps it at
 /// `net.core.somaxconn`.
 pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 1024;
+
+/// What the cores pass each other: hops, and client connections moving
+/// to another core. Made before the executors start; cloned into each.
+#[derive(Clone, Debug)]
+pub struct CoreChannels {
+    hops: CrossCore<Hop>,
+    moves: CrossCore<MovedSocket>,
+}
+
+impl CoreChannels {
+    pub fn new(cores: usize) -> CoreChannels {
+        CoreChannels {
+            hops: CrossCore::new(cores),
+            moves: CrossCore::new(cores),
+        }
+    }
+}
+
+/// A client connection on its way to another core: its socket, out of
+/// the first core's poller, and its client.
+#[derive(Debug)]
+struct MovedSocket {
+    stream: std::net::TcpStream,
+    peer: String,
+    client: ClientInfo,
+}
 
 /// One core's IO.
 #[derive(Clone)]
@@ -37,7 +64,7 @@ struct Inner {
     clients: PolledListener,
     metrics: Option<PolledListener>,
     epoch: Instant,
-    hops: CrossCore<Hop>,
+    channels: CoreChannels,
     /// This core's links to its peers; `None`: a single node.
     peers: Option<Rc<Links>>,
     /// The core's epoll instance: client sockets, and peer connections once
@@ -66,7 +93,7 @@ impl GlommioIo {
         data_dir: PathBuf,
         clients: SocketAddr,
         metrics: Option<SocketAddr>,
-        hops: CrossCore<Hop>,
+        channels: CoreChannels,
         peers: Option<Rc<Links>>,
     ) -> io::Result<GlommioIo> {
         let poller = Poller::new()?;
@@ -83,7 +110,7 @@ impl GlommioIo {
                 clients,
                 metrics,
                 epoch: Instant::now(),
-                hops,
+                channels,
                 peers,
                 poller,
             }),
@@ -256,13 +283,57 @@ impl NodeIo for GlommioIo {
     async fn send_hop(&self, core: usize, hop: Hop) {
         let bytes = hop_bytes(&hop);
         self.inner
+            .channels
             .hops
             .send(self.inner.core, core, hop, bytes)
             .await;
     }
 
     async fn recv_hop(&self) -> Hop {
-        self.inner.hops.recv(self.inner.core).await
+        self.inner.channels.hops.recv(self.inner.core).await
+    }
+
+    async fn move_connection(
+        &self,
+        core: usize,
+        conn: GlommioConn,
+        client: ClientInfo,
+    ) -> Result<(), (GlommioConn, ClientInfo)> {
+        let GlommioConn { stream, peer } = conn;
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err((stream, error)) => {
+                tracing::debug!(client = client.id, %error, "the connection cannot move");
+                return Err((GlommioConn { stream, peer }, client));
+            }
+        };
+        let moved = MovedSocket {
+            stream,
+            peer,
+            client,
+        };
+        // One moved connection weighs little; the lane's message bound
+        // holds them back if the core does not take them.
+        self.inner
+            .channels
+            .moves
+            .send(self.inner.core, core, moved, 0)
+            .await;
+        Ok(())
+    }
+
+    async fn moved_in(&self) -> (io::Result<GlommioConn>, ClientInfo) {
+        let MovedSocket {
+            stream,
+            peer,
+            client,
+        } = self.inner.channels.moves.recv(self.inner.core).await;
+        let conn = self
+            .inner
+            .poller
+            .stream(stream)
+            .map(|stream| GlommioConn { stream, peer });
+        (conn, client)
     }
 
     fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError> {

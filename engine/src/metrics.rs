@@ -81,6 +81,7 @@ pub struct NodeMetrics {
     pub writes: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub connections_moved: AtomicU64,
     pub accept_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -108,6 +109,7 @@ impl Default for NodeMetrics {
             commands: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
+            connections_moved: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
@@ -171,6 +173,11 @@ impl NodeMetrics {
                 "keel_connections_refused_total",
                 "Client connections refused at the limit.",
                 &self.connections_refused,
+            ),
+            (
+                "keel_connections_moved_total",
+                "Client connections moved to the core that owns their keys.",
+                &self.connections_moved,
             ),
             (
                 "keel_accept_errors_total",

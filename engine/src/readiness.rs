@@ -496,6 +496,17 @@ impl PolledStream {
         self.stream.peer_addr()
     }
 
+    /// The socket out of this poller, to be registered in another core's:
+    /// a duplicate of its descriptor (the poller's own is deregistered and
+    /// closed, so no event of it reaches this poller again). Gives the
+    /// stream back if the descriptor cannot be duplicated (EMFILE).
+    pub fn into_std(self) -> Result<TcpStream, (PolledStream, io::Error)> {
+        match self.stream.try_clone() {
+            Ok(duplicate) => Ok(duplicate),
+            Err(error) => Err((self, error)),
+        }
+    }
+
     /// Shuts both directions, which ends a read or a write another task
     /// waits in (the socket turns readable and writable: an edge).
     pub fn shutdown(&self) -> io::Result<()> {

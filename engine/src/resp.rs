@@ -188,6 +188,12 @@ impl RequestParser {
         self.examined_bytes
     }
 
+    /// Whether the parser is between requests with nothing received and
+    /// not parsed: the connection's state is all in its client then.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.stage, Stage::Start) && self.start == self.end
+    }
+
     /// Bytes held for the request not yet complete: what its arguments
     /// claimed plus what is received and not parsed.
     pub fn held_bytes(&self) -> usize {

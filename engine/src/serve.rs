@@ -8,14 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ServeArgs, ServeConfig};
-use crate::cross_core::CrossCore;
 use crate::entropy;
 use crate::executor_thread::ExecutorThread;
 use crate::exit::Exit;
-use crate::glommio_io::{listen_socket, port_is_free, GlommioIo};
+use crate::glommio_io::{listen_socket, port_is_free, CoreChannels, GlommioIo};
 use crate::glommio_peer::PeerPlan;
 use crate::identity::{self, Identity};
-use crate::node::io::Hop;
 use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
 use crate::peer::links::Links;
 use crate::topology::{Member, NodeName, Topology};
@@ -227,11 +225,11 @@ pub fn run(args: &ServeArgs) -> Exit {
         hash_seed,
         topology,
     ));
-    let hops = CrossCore::<Hop>::new(config.cores);
+    let channels = CoreChannels::new(config.cores);
     let (events, inbox) = mpsc::channel();
     let mut threads = Vec::new();
     for core in 0..config.cores {
-        let (shared, hops, events) = (Arc::clone(&node), hops.clone(), events.clone());
+        let (shared, channels, events) = (Arc::clone(&node), channels.clone(), events.clone());
         let plan = plan.clone().map(|plan| PeerPlan {
             topology: Some(Arc::clone(&node.topology)),
             ..plan
@@ -241,7 +239,7 @@ pub fn run(args: &ServeArgs) -> Exit {
             .metrics_port
             .map(|port| SocketAddr::new(config.bind, port));
         let spawned = ExecutorThread::spawn(core, move || async move {
-            let event = run_core(core, shared, hops, clients, metrics, plan, &events).await;
+            let event = run_core(core, shared, channels, clients, metrics, plan, &events).await;
             let _ = events.send(event);
         });
         match spawned {
@@ -300,7 +298,7 @@ fn start_heartbeats() {
 async fn run_core(
     core: usize,
     node: Arc<NodeShared>,
-    hops: CrossCore<Hop>,
+    channels: CoreChannels,
     clients: SocketAddr,
     metrics: Option<SocketAddr>,
     plan: Option<PeerPlan>,
@@ -318,7 +316,7 @@ async fn run_core(
         node.config.dir.clone(),
         clients,
         metrics,
-        hops,
+        channels,
         peers.as_ref().map(|(links, ..)| Rc::clone(links)),
     ) {
         Ok(io) => io,

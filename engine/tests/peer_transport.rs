@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
-use keel_engine::cross_core::CrossCore;
-use keel_engine::glommio_io::{listen_socket, GlommioIo};
+use keel_engine::glommio_io::{listen_socket, CoreChannels, GlommioIo};
 use keel_engine::glommio_peer::{self, accept_handshake, dial_handshake, PeerError, PeerPlan};
 use keel_engine::metrics::NodeMetrics;
-use keel_engine::node::io::{Hop, NodeIo, PeerId, PeerMessage, PeerSendError};
+use keel_engine::node::io::{NodeIo, PeerId, PeerMessage, PeerSendError};
 use keel_engine::peer::handshake::Refusal;
 use keel_engine::peer::links::{Links, PEER_QUEUE_MESSAGES_MAX};
 use keel_engine::secret::Secret;
@@ -60,7 +59,7 @@ struct Node {
 
 fn start_node(plan: PeerPlan, port: u16, cores: std::ops::Range<usize>) -> Node {
     let metrics = Arc::new(NodeMetrics::default());
-    let hops = CrossCore::<Hop>::new(CORES);
+    let channels = CoreChannels::new(CORES);
     let dir = std::env::temp_dir();
     let plan = Rc::new(plan);
     let (ios, links) = cores
@@ -78,7 +77,7 @@ fn start_node(plan: PeerPlan, port: u16, cores: std::ops::Range<usize>) -> Node 
                 dir.clone(),
                 loopback(0),
                 None,
-                hops.clone(),
+                channels.clone(),
                 Some(Rc::clone(&links)),
             )
             .expect("the client listener binds");

@@ -975,7 +975,7 @@ pub(crate) async fn simulate(
     let mut failures = std::mem::take(&mut supervisor.failures);
     failures.extend(checker.violations().into_iter().map(Failure::Replicas));
     failures.extend(rules.violations().into_iter().map(Failure::RaftRule));
-    let (mut disk_faults, mut hops, mut hop_waits) = (0, 0, 0);
+    let (mut disk_faults, mut hops, mut hop_waits, mut connections_moved) = (0, 0, 0, 0);
     let (mut boots_total, mut snapshots) = (0, 0);
     for (&id, node) in &supervisor.hosts {
         let Host {
@@ -989,6 +989,7 @@ pub(crate) async fn simulate(
             .count() as u64;
         hops += counts.sent.get();
         hop_waits += counts.waited.get();
+        connections_moved += counts.moved.get();
         let node_boots = &supervisor.boots[&id];
         failures.append(&mut node_boots.failures.lock().expect("boots lock"));
         boots_total += node_boots.count.load(Ordering::SeqCst);
@@ -1031,6 +1032,7 @@ pub(crate) async fn simulate(
         boots: boots_total,
         hops,
         hop_waits,
+        connections_moved,
         snapshots,
         entries_applied: checker.entries_applied(),
         recoveries_checked: checker.states_checked(),

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use keel_engine::node::admin::ClientInfo;
 use keel_engine::node::io::{
     Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardObserver,
 };
@@ -65,6 +66,8 @@ pub struct HopCounts {
     pub sent: Cell<u64>,
     /// Sends that found the queue full and waited.
     pub waited: Cell<u64>,
+    /// Client connections moved to another core.
+    pub moved: Cell<u64>,
 }
 
 thread_local! {
@@ -117,6 +120,8 @@ struct SimNode {
     epoch: Instant,
     /// Each core's hops from the other cores, by core.
     inboxes: Vec<HopQueue>,
+    /// Each core's connections moved to it by the other cores, by core.
+    moved: Vec<MovedQueue>,
     /// Each core's link to its peers, by core; none for a single node.
     peers: Vec<PeerLink>,
     /// Who watches the shards: the host's ledger, or for a cluster member
@@ -170,6 +175,15 @@ impl HopQueue {
     }
 }
 
+/// The connections moved to one core, read only by that core. Unbounded:
+/// a connection moves at most once, so it holds at most the node's
+/// connections.
+#[derive(Debug, Default)]
+struct MovedQueue {
+    connections: RefCell<VecDeque<(SimConn, ClientInfo)>>,
+    arrived: Signal,
+}
+
 impl SimIo {
     /// The IO of each of `cores` cores of a node on the current host: they
     /// listen for clients on `address` and keep the node's data on the
@@ -214,6 +228,7 @@ impl SimIo {
             clients,
             epoch: TimeHandle::current().now_instant(),
             inboxes: (0..cores).map(|_| HopQueue::default()).collect(),
+            moved: (0..cores).map(|_| MovedQueue::default()).collect(),
             peers,
             observer,
         });
@@ -308,6 +323,36 @@ impl NodeIo for SimIo {
 
     async fn recv_hop(&self) -> Hop {
         self.node.inboxes[self.core].recv().await
+    }
+
+    /// The cores of a node share its thread: a connection moves as it is.
+    async fn move_connection(
+        &self,
+        core: usize,
+        conn: SimConn,
+        client: ClientInfo,
+    ) -> Result<(), (SimConn, ClientInfo)> {
+        assert_ne!(core, self.core, "core {core} moves a connection to itself");
+        let queue = &self.node.moved[core];
+        queue.connections.borrow_mut().push_back((conn, client));
+        queue.arrived.raise();
+        self.node
+            .host
+            .hops
+            .moved
+            .set(self.node.host.hops.moved.get() + 1);
+        Ok(())
+    }
+
+    async fn moved_in(&self) -> (io::Result<SimConn>, ClientInfo) {
+        let queue = &self.node.moved[self.core];
+        loop {
+            let next = queue.connections.borrow_mut().pop_front();
+            if let Some((conn, client)) = next {
+                return (Ok(conn), client);
+            }
+            queue.arrived.wait().await;
+        }
     }
 
     /// A single node (bound without peers) knows no peer.

@@ -259,6 +259,8 @@ pub struct Summary {
     /// Hops between the node's cores, and those that waited for room.
     pub hops: u64,
     pub hop_waits: u64,
+    /// Client connections moved to another core (at most once each).
+    pub connections_moved: u64,
     pub snapshots: u64,
     pub entries_applied: u64,
     pub recoveries_checked: u64,
@@ -365,7 +367,7 @@ impl fmt::Display for Summary {
             f,
             "seed {} cores {} ops {} completed {} unanswered {} crashes {} partitions {} \
              node_stops {} disk_faults {} sectors_lost {} names_reverted {} boots {} \
-             hops {} hop_waits {} snapshots {} entries_applied {} recoveries_checked {} \
+             hops {} hop_waits {} connections_moved {} snapshots {} entries_applied {} recoveries_checked {} \
              virtual_s {:.1} \
              damage_detected {} losses_at_torn_cuts {} \
              trace {:016x} ({} events) check_ms {:.1}",
@@ -383,6 +385,7 @@ impl fmt::Display for Summary {
             self.boots,
             self.hops,
             self.hop_waits,
+            self.connections_moved,
             self.snapshots,
             self.entries_applied,
             self.recoveries_checked,
@@ -877,6 +880,7 @@ async fn simulate(config: RunConfig) -> (Summary, History) {
         boots: boots.count.load(Ordering::SeqCst),
         hops: hops.sent.get(),
         hop_waits: hops.waited.get(),
+        connections_moved: hops.moved.get(),
         snapshots: summary_snapshots,
         entries_applied: ledger.entries_applied(),
         recoveries_checked: ledger.recoveries_checked(),

@@ -89,14 +89,14 @@ fn cluster_seeds_pass_every_check() {
 #[cfg(feature = "planted-bugs")]
 const CLUSTER_PLANTS_CAUGHT_BY: [(&str, u64); 10] = [
     ("apply-before-commit", 1),
-    ("reply-on-index-not-entry", 20),
+    ("reply-on-index-not-entry", 35),
     ("follower-serves-linearizable-read", 1),
-    ("commit-without-majority", 2),
-    ("skip-log-matching", 100),
+    ("commit-without-majority", 36),
+    ("skip-log-matching", 164),
     ("vote-before-persist", 1),
-    ("commit-previous-term-by-count", 2),
-    ("read-index-without-heartbeat", 3),
-    ("cut-below-commit", 2),
+    ("commit-previous-term-by-count", 8),
+    ("read-index-without-heartbeat", 100),
+    ("cut-below-commit", 1),
     ("forget-vote-on-restart", 2),
 ];
 

@@ -41,6 +41,8 @@ pub struct ClientInfo {
     /// The shards the connection sent writes to (WAIT counts the followers
     /// holding them); at most the node's shard count.
     pub written: std::collections::BTreeSet<u32>,
+    /// Where its keyed commands ran lately (whether to move it there).
+    pub affinity: crate::node::affinity::Affinity,
 }
 
 impl ClientInfo {
@@ -601,9 +603,10 @@ pub fn info(
     if wanted("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nprotocol_errors:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nconnections_moved:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nprotocol_errors:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
             NodeMetrics::get(&metrics.connections_accepted),
             NodeMetrics::get(&metrics.connections_refused),
+            NodeMetrics::get(&metrics.connections_moved),
             NodeMetrics::get(&metrics.commands),
             NodeMetrics::get(&metrics.expired_keys),
             NodeMetrics::get(&metrics.protocol_errors),
@@ -665,6 +668,7 @@ mod tests {
             written: Default::default(),
             cluster_aware: false,
             auth: ConnectionAuth::new(node.config.requirepass.as_ref()),
+            affinity: Default::default(),
         };
         let args = args(words);
         let spec = command::lookup(&args[0]).expect("a command of the table");

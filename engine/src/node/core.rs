@@ -116,6 +116,14 @@ fn boot_nonce(run_id: &str, core: usize) -> u32 {
 /// command is safe to repeat.
 pub const FORWARD_UNANSWERED: &str = "UNCERTAIN the shard's leader did not answer a forwarded command in time (it failed, or lost the lead); it may or may not have taken effect";
 
+/// How a connection's loop on this core ended.
+enum ClientEnd {
+    /// The client closed it, or a command did (QUIT, a protocol error).
+    Closed,
+    /// It moved to another core, which serves it from now on.
+    Moved,
+}
+
 /// A command this core forwarded, waiting for its leader's reply.
 #[derive(Debug)]
 struct Forwarded {
@@ -613,7 +621,7 @@ impl<I: NodeIo> Core<I> {
     }
 
     async fn serve_client(self: Rc<Self>, mut conn: I::Conn) {
-        let Some(mut client) = self
+        let Some(client) = self
             .node
             .register_client(conn.peer(), self.io.now_unix_ms())
         else {
@@ -624,12 +632,36 @@ impl<I: NodeIo> Core<I> {
             return;
         };
         NodeMetrics::add(&self.node.metrics.connections_accepted, 1);
+        self.serve_registered(conn, client).await;
+    }
+
+    /// Takes the connections other cores move here, each with its client
+    /// (registered already), until the task is dropped.
+    pub async fn adopt_clients(self: Rc<Self>) {
+        loop {
+            let (conn, client) = self.io.moved_in().await;
+            match conn {
+                Ok(conn) => {
+                    let core = Rc::clone(&self);
+                    self.io
+                        .spawn(async move { core.serve_registered(conn, client).await });
+                }
+                Err(error) => {
+                    tracing::warn!(client = client.id, %error, "a connection moved here cannot be watched; closing it");
+                    self.node.unregister_client(client.id);
+                }
+            }
+        }
+    }
+
+    /// Serves the connection of registered `client` until it closes, or it
+    /// moves to another core (which then serves and unregisters it).
+    async fn serve_registered(&self, conn: I::Conn, mut client: ClientInfo) {
         let mut transaction = Transaction::default();
-        if let Err(error) = self
-            .client_loop(&mut conn, &mut client, &mut transaction)
-            .await
-        {
-            tracing::debug!(client = client.id, %error, "connection closed");
+        match self.client_loop(conn, &mut client, &mut transaction).await {
+            Ok(ClientEnd::Moved) => return,
+            Ok(ClientEnd::Closed) => {}
+            Err(error) => tracing::debug!(client = client.id, %error, "connection closed"),
         }
         self.unwatch(client.id, &mut transaction).await;
         self.node.unregister_client(client.id);
@@ -637,10 +669,10 @@ impl<I: NodeIo> Core<I> {
 
     async fn client_loop(
         &self,
-        conn: &mut I::Conn,
+        mut conn: I::Conn,
         client: &mut ClientInfo,
         transaction: &mut Transaction,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<ClientEnd> {
         // The parser takes any bulk up to Redis's proto-max-bulk-len, so that a
         // value over the configured (smaller) limit gets an error reply from the
         // command and the connection goes on; only a bulk beyond that is a
@@ -650,16 +682,33 @@ impl<I: NodeIo> Core<I> {
         loop {
             let batch = self.start_batch(&mut parser, client, transaction).await;
             if !batch.replies.is_empty() {
-                self.write_replies(conn, batch.replies, &mut output).await?;
+                self.write_replies(&mut conn, batch.replies, &mut output)
+                    .await?;
                 if batch.close {
-                    return Ok(());
+                    return Ok(ClientEnd::Closed);
                 }
                 // More whole requests may be buffered already: parse before reading.
                 continue;
             }
+            // Between requests, with every reply written: the connection's
+            // state is all in `client`, so it may move to the core its
+            // keys live on.
+            let here = self.io.core().0;
+            if let Some(core) = client.affinity.target(here) {
+                if parser.is_idle() && transaction.is_idle() {
+                    client.affinity.moved();
+                    match self.io.move_connection(core, conn, client.clone()).await {
+                        Ok(()) => {
+                            NodeMetrics::add(&self.node.metrics.connections_moved, 1);
+                            return Ok(ClientEnd::Moved);
+                        }
+                        Err((back, _)) => conn = back,
+                    }
+                }
+            }
             let read = conn.read(parser.unfilled()).await?;
             if read == 0 {
-                return Ok(());
+                return Ok(ClientEnd::Closed);
             }
             parser.filled(read);
             client.last_command_unix_ms = self.io.now_unix_ms();
@@ -766,8 +815,12 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
-            if spec.is_write() {
-                self.note_write(client, &args, spec);
+            if let Some(shard) = self.key_shard(&args, spec) {
+                if spec.is_write() {
+                    client.written.insert(shard);
+                }
+                let cores = self.io.core().1;
+                client.affinity.note(core_of_shard(shard, cores));
             }
             let pending = self
                 .keyed(spec, args, client.readonly, client.cluster_aware)
@@ -781,15 +834,17 @@ impl<I: NodeIo> Core<I> {
         )
     }
 
-    /// Remembers which shard a write of `client` goes to, for WAIT.
-    fn note_write(&self, client: &mut ClientInfo, args: &[Vec<u8>], spec: &command::CommandSpec) {
+    /// The shard a keyed command's keys live in (None: no key, or keys
+    /// of several slots, which the command refuses): WAIT counts the
+    /// followers of those a connection wrote to, and a connection moves to
+    /// the core of those it uses.
+    fn key_shard(&self, args: &[Vec<u8>], spec: &command::CommandSpec) -> Option<u32> {
         let keys = command::key_indexes(spec, args)
             .into_iter()
             .map(|index| args[index].as_slice());
-        if let Ok(Some(slot)) = transaction::one_slot(keys) {
-            client
-                .written
-                .insert(shard_of_slot(slot, self.node.shard_count));
+        match transaction::one_slot(keys) {
+            Ok(Some(slot)) => Some(shard_of_slot(slot, self.node.shard_count)),
+            _ => None,
         }
     }
 
@@ -812,7 +867,10 @@ impl<I: NodeIo> Core<I> {
         loop {
             let mut fewest = usize::MAX;
             for (shard, at) in &mut through {
-                match self.replicas(*shard, *at).await {
+                match self
+                    .ask_leader(*shard, ShardRequest::Replicas { through: *at })
+                    .await
+                {
                     ShardReply::Replicas { through, count } => {
                         *at = Some(through);
                         fewest = fewest.min(count);
@@ -830,15 +888,14 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
-    /// How many followers of `shard` hold its log through `through` (its
-    /// commit index if `None`), from its leader: this node, or the one the
-    /// query is forwarded to.
-    async fn replicas(&self, shard: u32, through: Option<EntryId>) -> ShardReply {
-        let query = ShardRequest::Replicas { through };
+    /// `query` (a `shard_query` one) answered by `shard`'s leader: this
+    /// node, or the one it is forwarded to (an error reply if none can be
+    /// reached).
+    async fn ask_leader(&self, shard: u32, query: ShardRequest) -> ShardReply {
         if self.leads(shard) {
             return self.request(shard, query).await;
         }
-        let args = shard_query::encode(&query).expect("a replicas query encodes");
+        let args = shard_query::encode(&query).expect("a shard query encodes");
         match self
             .request(shard, ShardRequest::ForwardQuery { args })
             .await
@@ -1179,22 +1236,10 @@ impl<I: NodeIo> Core<I> {
         shard: u32,
         request: ShardRequest,
     ) -> Result<Option<ShardReply>, Reply> {
-        let leads = self.leads(shard);
-        if client.cluster_aware && !leads {
+        if client.cluster_aware && !self.leads(shard) {
             return Ok(None);
         }
-        let answer = if leads {
-            self.request(shard, request).await
-        } else {
-            let args = shard_query::encode(&request).expect("a whole-shard query");
-            match self
-                .request(shard, ShardRequest::ForwardQuery { args })
-                .await
-            {
-                ShardReply::Reply(reply) => shard_query::answer(&request, reply),
-                answered_here => answered_here,
-            }
-        };
+        let answer = self.ask_leader(shard, request).await;
         match answer {
             // Leadership lost on the way: as if this node had not led it.
             ShardReply::Reply(Reply::Error(_)) if client.cluster_aware => Ok(None),

@@ -13,6 +13,7 @@ use keel_wal::Storage;
 use keel_replication::{EntryId, Envelope, HardState};
 
 use crate::keyspace::Keyspace;
+use crate::node::admin::ClientInfo;
 use crate::operation::Operation;
 use crate::resp::Reply;
 
@@ -222,6 +223,19 @@ pub trait NodeIo: Clone + 'static {
     async fn send_hop(&self, core: usize, hop: Hop);
     /// The next message from any other core.
     async fn recv_hop(&self) -> Hop;
+    /// Hands client connection `conn`, between two requests (nothing read
+    /// and unparsed, every reply written), and its `client` to core
+    /// `core`, whose [`NodeIo::moved_in`] takes them. Gives both back if
+    /// the connection cannot move; this core then goes on serving it.
+    async fn move_connection(
+        &self,
+        core: usize,
+        conn: Self::Conn,
+        client: ClientInfo,
+    ) -> Result<(), (Self::Conn, ClientInfo)>;
+    /// The next connection another core moved to this one, with its client;
+    /// the error if it cannot be served here (the connection is closed).
+    async fn moved_in(&self) -> (io::Result<Self::Conn>, ClientInfo);
     /// Queues `frame` for shard `shard` on peer `to`, over this core's link to
     /// it. Never waits: a full or broken link drops the message (counted).
     fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError>;

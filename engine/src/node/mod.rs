@@ -2,6 +2,7 @@
 //! per-core loop serving clients and other cores, group commit, active expiry.
 
 pub mod admin;
+pub mod affinity;
 pub mod auth;
 pub mod cluster;
 pub mod core;
@@ -126,6 +127,7 @@ impl NodeShared {
             readonly: false,
             written: Default::default(),
             cluster_aware: false,
+            affinity: Default::default(),
         };
         clients.insert(id, info.clone());
         Some(info)
@@ -572,6 +574,7 @@ impl<I: NodeIo> Recovered<I> {
             });
         }
         io.spawn(Rc::clone(&core).serve_hops());
+        io.spawn(Rc::clone(&core).adopt_clients());
         io.spawn(peers::receive(Rc::clone(&core)));
         io.spawn(Rc::clone(&core).serve_forwards());
         io.spawn(Rc::clone(&core).expire_forwards());

@@ -15,6 +15,7 @@ use futures_lite::future;
 use keel_wal::MemStorage;
 
 use crate::config::{FsyncPolicy, ServeConfig};
+use crate::node::admin::ClientInfo;
 use crate::node::io::{
     Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardObserver,
 };
@@ -163,6 +164,17 @@ impl<C: Connection + 'static> NodeIo for MemIo<C> {
         panic!("one core sends no hops");
     }
     async fn recv_hop(&self) -> Hop {
+        future::pending().await
+    }
+    async fn move_connection(
+        &self,
+        _core: usize,
+        _conn: C,
+        _client: ClientInfo,
+    ) -> Result<(), (C, ClientInfo)> {
+        panic!("one core moves no connection");
+    }
+    async fn moved_in(&self) -> (io::Result<C>, ClientInfo) {
         future::pending().await
     }
     fn peer_send(&self, to: PeerId, shard: u32, frame: Vec<u8>) -> Result<(), PeerSendError> {

@@ -121,6 +121,11 @@ impl Transaction {
         self.queue.is_some()
     }
 
+    /// Whether the connection neither queues a transaction nor watches keys.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_none() && self.watching.is_none()
+    }
+
     /// Whether the command is to be queued rather than run.
     pub fn queues(&self, spec: &CommandSpec) -> bool {
         self.in_multi() && !runs_inside_multi(spec.name)
