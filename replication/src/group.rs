@@ -245,6 +245,14 @@ impl Group {
         })
     }
 
+    /// The entries the last `Input::Compacted` took out of memory, for the
+    /// driver to free in slices between its batches (freeing them at once
+    /// held the next batch up); the next compaction frees them if they are
+    /// not taken.
+    pub fn take_compacted(&mut self) -> std::collections::VecDeque<crate::types::Entry> {
+        self.log.take_compacted()
+    }
+
     /// Bytes of the entries after `index` that the log holds, as flow
     /// control charges them (what a follower matched through `index`
     /// still lacks, compacted entries not counted).

@@ -43,7 +43,10 @@ pub use recovery::{LogMap, RecoveryError};
 pub use scan::{SegmentEnd, SegmentScan};
 pub use segment::{BLOCK_BYTES, SEGMENT_BYTES_MIN};
 pub use storage::{run_ready, StdStorage, Storage, StorageFile};
-pub use wal::{OpenReport, TornTailRepair, Wal, WalError, WalOptions, SEGMENT_BYTES_DEFAULT};
+pub use wal::{
+    remove_segment_files, OpenReport, TornTailRepair, Wal, WalError, WalOptions,
+    SEGMENT_BYTES_DEFAULT,
+};
 
 /// The largest log index a frame or a segment name may carry. Far beyond any
 /// real log (2^62 entries at a million a second last 146,000 years), it leaves

@@ -866,6 +866,21 @@ impl<S: Storage> Wal<S> {
     /// Removes whole segments whose entries all lie below `index` (never the
     /// last segment), and returns how many. For compaction after a snapshot.
     pub async fn remove_below(&mut self, index: LogIndex) -> Result<usize, WalError> {
+        let names = self.detach_below(index)?;
+        let result = remove_segment_files(&self.storage, &names).await;
+        self.poison_on_io(result)?;
+        Ok(names.len())
+    }
+
+    /// Takes the whole segments whose entries all lie below `index` (never
+    /// the last segment) out of the log, in memory only, and returns their
+    /// file names for [`remove_segment_files`], which the caller runs when
+    /// it suits it: removing files and syncing the directory take
+    /// milliseconds that the next batch need not wait for. Until the files
+    /// are gone, and after a crash before that, they are a prefix of the
+    /// log below the snapshot, as after a crash between a snapshot and its
+    /// compaction, which recovery already meets.
+    pub fn detach_below(&mut self, index: LogIndex) -> Result<Vec<String>, WalError> {
         self.check_poison()?;
         let removable = self
             .log
@@ -874,15 +889,9 @@ impl<S: Storage> Wal<S> {
             .take_while(|pair| pair[1].first_index <= index)
             .count();
         if removable == 0 {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let result = self.remove_first_segments(removable).await;
-        self.poison_on_io(result)?;
-        Ok(removable)
-    }
-
-    async fn remove_first_segments(&mut self, count: usize) -> Result<(), WalError> {
-        let new_base = self.log.segments[count]
+        let new_base = self.log.segments[removable]
             .first_index
             .prev()
             .expect("a later segment is named after index 1 or above");
@@ -894,23 +903,18 @@ impl<S: Storage> Wal<S> {
             .log
             .crc_at(new_base)
             .expect("the new base is in the log");
-        for segment in self.log.segments.drain(..count) {
-            let name = segment_name(segment.first_index);
-            self.storage
-                .remove(&name)
-                .await
-                .map_err(io_error("remove", &self.storage, &name))?;
-        }
-        self.storage
-            .sync_dir()
-            .await
-            .map_err(io_error("sync", &self.storage, ""))?;
+        let names = self
+            .log
+            .segments
+            .drain(..removable)
+            .map(|segment| segment_name(segment.first_index))
+            .collect();
         let dropped = usize::try_from(new_base.0 - self.log.base_index.0).expect("within the log");
         self.log.entries.drain(..dropped);
         self.log.base_index = new_base;
         self.log.base_term = base_term;
         self.log.base_crc = base_crc;
-        Ok(())
+        Ok(names)
     }
 
     fn poison_on_io<T>(&mut self, result: Result<T, WalError>) -> Result<T, WalError> {
@@ -960,4 +964,26 @@ impl<S: Storage> Wal<S> {
         );
         Ok(frame.payload.to_vec())
     }
+}
+
+/// Removes the segment files `names` ([`Wal::detach_below`]'s) from
+/// `storage`, in order, then syncs the directory so that they stay gone.
+pub async fn remove_segment_files<S: Storage>(
+    storage: &S,
+    names: &[String],
+) -> Result<(), WalError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    for name in names {
+        storage
+            .remove(name)
+            .await
+            .map_err(io_error("remove", storage, name))?;
+    }
+    storage
+        .sync_dir()
+        .await
+        .map_err(io_error("sync", storage, ""))?;
+    Ok(())
 }

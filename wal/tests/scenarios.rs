@@ -256,6 +256,33 @@ fn remove_below_drops_whole_segments_only() {
 }
 
 #[test]
+fn detached_segments_stay_readable_until_their_files_are_removed() {
+    let disk = MemStorage::new();
+    let (mut wal, _) = open(&disk).unwrap();
+    write_batches(&mut wal, &[30, 30, 30]);
+    let first_name = segment_name(wal.log_map().segments[0].first_index);
+    let second = wal.log_map().segments[1].first_index;
+    let detached = wal.detach_below(second).unwrap();
+    assert_eq!(detached, std::slice::from_ref(&first_name));
+    assert_eq!(wal.first_index(), second, "out of the log at once");
+    write_batches(&mut wal, &[5]);
+    // A crash before the files go: the log reopens with them, from its
+    // first entry, as after a crash between a snapshot and its compaction.
+    let (reopened, report) = open(&disk).unwrap();
+    assert_eq!(report.first_index, LogIndex(1));
+    assert_entries(&reopened, 95);
+    drop(reopened);
+    run_ready(keel_wal::remove_segment_files(&disk, &detached)).unwrap();
+    assert!(!keel_wal::Storage::list(&disk)
+        .unwrap()
+        .contains(&first_name));
+    drop(wal);
+    let (wal, report) = open(&disk).unwrap();
+    assert_eq!(report.first_index, second);
+    assert_entries(&wal, 95);
+}
+
+#[test]
 fn a_failed_sync_poisons_the_wal() {
     let disk = MemStorage::new();
     let (mut wal, _) = open(&disk).unwrap();

@@ -271,6 +271,11 @@ impl Driver {
         &self.group
     }
 
+    /// What the last compaction took out of the group's memory, to free.
+    pub fn take_compacted(&mut self) -> VecDeque<Entry> {
+        self.group.take_compacted()
+    }
+
     /// The committed key space (what snapshots hold).
     pub fn keyspace(&self) -> &Keyspace {
         &self.keyspace
