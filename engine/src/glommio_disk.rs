@@ -9,11 +9,14 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -27,6 +30,20 @@ use keel_wal::{run_ready, StdStorage, Storage, StorageFile, BLOCK_BYTES};
 /// glommio then allocates the buffer on the heap (4096-aligned, so still valid
 /// for O_DIRECT), only without io_uring's registered-buffer fast path.
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// The largest single write: a piece fits [`IO_MEMORY_BYTES`] several times
+/// over, so its buffer comes from that registered (resident) memory. A
+/// buffer of a whole interval's batch (`--fsync interval-ms`, megabytes)
+/// came from the heap, and copying into its fresh pages held the core for
+/// 12-25 ms (page faults; docs/PERFORMANCE.md).
+pub const WRITE_PIECE_BYTES: usize = 128 << 10;
+/// Pieces of one write in flight at once: together they take half of
+/// [`IO_MEMORY_BYTES`], the rest left for the other shards of the core.
+pub const WRITE_PIECES_IN_FLIGHT_MAX: usize = 4;
+const _: () = assert!(
+    WRITE_PIECE_BYTES % BLOCK_BYTES == 0
+        && WRITE_PIECE_BYTES * WRITE_PIECES_IN_FLIGHT_MAX <= IO_MEMORY_BYTES / 2
+);
 
 /// How long an idle executor polls before it sleeps in the kernel: not at all.
 /// io_uring runs fdatasync on a kernel worker thread (io-wq) that inherits the
@@ -202,16 +219,52 @@ async fn write_whole(file: &DmaFile, buf: Rc<DmaBuffer>, offset: u64) -> io::Res
     }
 }
 
-/// Writes `buf`, whole blocks, at `offset` of `file`, through a DMA buffer.
+/// Writes `buf`, whole blocks, at `offset` of `file`, through DMA buffers
+/// of at most [`WRITE_PIECE_BYTES`], up to [`WRITE_PIECES_IN_FLIGHT_MAX`] at
+/// once (one after another, a 9 MB write took 40-75 ms; the kernel splits
+/// one large write into requests in flight together the same way). Until
+/// a sync, a crash may keep any of the pieces, as it may any sectors of
+/// one write.
 async fn write_blocks(file: &DmaFile, buf: &[u8], offset: u64) -> io::Result<()> {
     assert_eq!(offset % BLOCK_BYTES as u64, 0, "writes start on a block");
     assert_eq!(buf.len() % BLOCK_BYTES, 0, "writes are whole blocks");
-    if buf.is_empty() {
-        return Ok(());
+    let mut pieces = buf
+        .chunks(WRITE_PIECE_BYTES)
+        .zip((offset..).step_by(WRITE_PIECE_BYTES));
+    let mut in_flight: Vec<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = Vec::new();
+    loop {
+        while in_flight.len() < WRITE_PIECES_IN_FLIGHT_MAX {
+            let Some((piece, at)) = pieces.next() else {
+                break;
+            };
+            let mut staged = file.alloc_dma_buffer(piece.len());
+            staged.as_bytes_mut().copy_from_slice(piece);
+            in_flight.push(Box::pin(write_whole(file, Rc::new(staged), at)));
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        // Until at least one piece is written (or one failed).
+        futures_lite::future::poll_fn(|cx| {
+            let before = in_flight.len();
+            let mut at = 0;
+            while at < in_flight.len() {
+                match in_flight[at].as_mut().poll(cx) {
+                    Poll::Ready(result) => {
+                        result?;
+                        drop(in_flight.swap_remove(at));
+                    }
+                    Poll::Pending => at += 1,
+                }
+            }
+            if in_flight.len() < before {
+                Poll::Ready(Ok::<(), io::Error>(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await?;
     }
-    let mut staged = file.alloc_dma_buffer(buf.len());
-    staged.as_bytes_mut().copy_from_slice(buf);
-    write_whole(file, Rc::new(staged), offset).await
 }
 
 impl GlommioFile {
@@ -258,6 +311,14 @@ impl StorageFile for GlommioFile {
     }
 
     async fn write_durable_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if buf.len() > WRITE_PIECE_BYTES * WRITE_PIECES_IN_FLIGHT_MAX {
+            // More pieces than go at once: through `O_DSYNC` each round
+            // would wait for cache flushes of its own (an interval's 9 MB
+            // batch took 38-105 ms one piece after another); one fdatasync
+            // after them all is one flush.
+            self.write_at(buf, offset).await?;
+            return self.sync().await;
+        }
         if self.durable.is_none() {
             // Through the descriptor, not the name: a new segment is renamed
             // after it is created. O_DSYNC cannot be added with fcntl.
@@ -376,23 +437,47 @@ mod tests {
         });
     }
 
-    /// glommio serves a buffer larger than its io memory from the heap; the
-    /// write must still land whole.
+    /// A write larger than [`WRITE_PIECE_BYTES`] goes in pieces (the last
+    /// one shorter); plain or durable, a few or more than its io memory, it
+    /// must land whole and in place.
     #[test]
-    fn write_larger_than_io_memory_lands_whole() {
+    fn large_writes_land_whole_in_pieces() {
         let dir = tempfile::tempdir().expect("temp dir");
         run(async {
             let storage = GlommioStorage::new(dir.path());
-            let mut file = storage.create("large").await.expect("create");
-            let bytes: Vec<u8> = (0..2 * IO_MEMORY_BYTES)
-                .map(|at| (at / BLOCK_BYTES) as u8)
-                .collect();
-            file.write_at(&bytes, 0).await.expect("write");
-            file.sync().await.expect("sync");
-            let mut back = vec![0; bytes.len()];
-            file.read_at(&mut back, 0).await.expect("read");
-            assert!(back == bytes, "the large write reads back");
-            assert_eq!(&*storage.map("large").expect("map"), &bytes[..]);
+            // Pieces all in flight at once, and more pieces than that.
+            let lengths = [
+                3 * WRITE_PIECE_BYTES + BLOCK_BYTES,
+                2 * IO_MEMORY_BYTES + 3 * BLOCK_BYTES,
+            ];
+            for (name, len, durable) in [
+                ("some", lengths[0], false),
+                ("some-durable", lengths[0], true),
+                ("many", lengths[1], false),
+                ("many-durable", lengths[1], true),
+            ] {
+                let mut file = storage.create(name).await.expect("create");
+                let bytes: Vec<u8> = (0..len).map(|at| (at / BLOCK_BYTES) as u8).collect();
+                file.write_at(&[0xff; BLOCK_BYTES], 0).await.expect("write");
+                if durable {
+                    file.write_durable_at(&bytes, BLOCK_BYTES as u64)
+                        .await
+                        .expect("write");
+                } else {
+                    file.write_at(&bytes, BLOCK_BYTES as u64)
+                        .await
+                        .expect("write");
+                    file.sync().await.expect("sync");
+                }
+                let mut back = vec![0; bytes.len()];
+                file.read_at(&mut back, BLOCK_BYTES as u64)
+                    .await
+                    .expect("read");
+                assert!(back == bytes, "{name}: the large write reads back");
+                let mapped = storage.map(name).expect("map");
+                assert_eq!(&mapped[..BLOCK_BYTES], &[0xff; BLOCK_BYTES][..]);
+                assert_eq!(&mapped[BLOCK_BYTES..], &bytes[..]);
+            }
         });
     }
 

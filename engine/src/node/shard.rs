@@ -67,6 +67,14 @@ pub const LEADERSHIP_BALANCE_INTERVAL_MS: u64 = 2_000;
 /// before commands wait for a sync (the memory those entries take). One
 /// entry may pass it: the limit is checked before a command runs.
 pub const UNSYNCED_BYTES_MAX: u64 = 256 << 20;
+/// Under `--fsync interval-ms`, how often the driver hands the writes
+/// queued to the WAL between syncs: at 300,000 SETs/s a few thousand
+/// entries, encoded [`STAGE_ENTRIES_MAX`] at a time, where a whole
+/// interval's (30,000-50,000 at 100 ms) held the core for 5-60 ms at once.
+pub const INTERVAL_STAGE_MS: u64 = 10;
+/// Entries the driver encodes into the WAL before it lets other tasks run:
+/// about 75 us of encoding (72 ns an entry, docs/PERFORMANCE.md).
+pub const STAGE_ENTRIES_MAX: usize = 1024;
 /// The longest the driver task sleeps without a tick (the group's own
 /// deadlines are usually sooner: a leader's heartbeat).
 pub const TICK_INTERVAL_MS_MAX: u64 = 100;
@@ -162,6 +170,20 @@ pub enum ShardFailure {
     HardState(#[from] HardStateError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+}
+
+/// What the driver handed to the WAL since its last sync.
+#[derive(Debug, Default)]
+struct Staged {
+    entries: u64,
+    /// WAL bytes.
+    bytes: u64,
+    /// Bytes of the entries' payloads (what [`Shard::unsynced_bytes`] counts).
+    payload_bytes: u64,
+    /// The last entry, which the sync makes durable.
+    last: Option<EntryId>,
+    /// Entries the planted bug `lose-batch-tail` appends after the sync.
+    held_back: Vec<keel_replication::Entry>,
 }
 
 /// One shard of the key space.
@@ -1014,13 +1036,16 @@ impl Shard {
                 self.sleep_until_due(io).await;
                 continue;
             }
+            let mut staged = Staged::default();
             if let FsyncPolicy::IntervalMs(ms) = self.settings.fsync {
-                io.sleep(std::time::Duration::from_millis(ms)).await;
+                let due_us = io.monotonic_us() + ms * 1_000;
+                self.stage_until(io, wal, storage, due_us, &mut staged)
+                    .await?;
             }
             // Let every task that is ready (other connections' commands) run
             // first, so that they join this batch rather than the next.
             futures_lite::future::yield_now().await;
-            let bytes = self.write_batch(io, wal, storage).await?;
+            let bytes = self.write_batch(io, wal, storage, staged).await?;
             self.after_commit(io, wal, storage, bytes).await?;
         }
     }
@@ -1081,7 +1106,8 @@ impl Shard {
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
     ) -> Result<(), ShardFailure> {
-        self.write_batch(io, wal, storage).await?;
+        self.write_batch(io, wal, storage, Staged::default())
+            .await?;
         assert_eq!(
             self.driver.borrow().readable(),
             Ok(()),
@@ -1090,44 +1116,84 @@ impl Shard {
         Ok(())
     }
 
-    /// Carries out the writes queued so far, syncs them, and tells the group
-    /// (and the messages waiting for that sync). Returns the WAL bytes
-    /// written.
+    /// Under `--fsync interval-ms`, until `due_us`: hands the writes queued
+    /// to the WAL every [`INTERVAL_STAGE_MS`], so that the sync at the end
+    /// of the interval finds them encoded. Encoding a whole interval's
+    /// entries at once held the core for 5-60 ms (docs/PERFORMANCE.md).
+    async fn stage_until<I: NodeIo>(
+        &self,
+        io: &I,
+        wal: &mut Wal<I::Storage>,
+        storage: &I::Storage,
+        due_us: u64,
+        staged: &mut Staged,
+    ) -> Result<(), ShardFailure> {
+        loop {
+            let now_us = io.monotonic_us();
+            if now_us >= due_us {
+                return Ok(());
+            }
+            let pause_us = (due_us - now_us).min(INTERVAL_STAGE_MS * 1_000);
+            io.sleep(std::time::Duration::from_micros(pause_us)).await;
+            let writes = self.driver.borrow_mut().take_writes();
+            if !writes.is_empty() {
+                self.syncing.set(true);
+                self.stage(io, wal, storage, writes, staged, false).await?;
+            }
+        }
+    }
+
+    /// Carries out the writes queued so far (after those `staged` before),
+    /// syncs them, and tells the group (and the messages waiting for that
+    /// sync). Returns the WAL bytes written.
     async fn write_batch<I: NodeIo>(
         &self,
         io: &I,
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
+        mut staged: Staged,
     ) -> Result<u64, ShardFailure> {
         let writes = self.driver.borrow_mut().take_writes();
         let waiting = std::mem::take(&mut *self.awaiting_sync.borrow_mut());
         self.syncing.set(true);
-        let written = self.write_and_sync(io, wal, storage, writes).await;
-        self.syncing.set(false);
-        let (entries, bytes, durable) = written?;
-        if !entries.is_empty() {
+        let written = async {
+            self.stage(io, wal, storage, writes, &mut staged, true)
+                .await?;
+            let started = io.monotonic_us();
+            let durable = wal.sync().await?;
+            // Only the planted bug holds entries back: they reach the WAL now
+            // and its next sync, but the group hears they are durable at once.
+            let held_back = std::mem::take(&mut staged.held_back);
+            staged.bytes += append_entries(wal, &held_back)?;
             self.settings
                 .metrics
-                .batch_entries
-                .observe(entries.len() as u64);
+                .fsync_us
+                .observe(io.monotonic_us().saturating_sub(started));
+            Ok::<_, ShardFailure>(durable)
         }
-        NodeMetrics::add(&self.settings.metrics.writes, entries.len() as u64);
-        NodeMetrics::add(&self.settings.metrics.wal_bytes, bytes);
-        let payload_bytes: u64 = entries.iter().map(payload_len).sum();
-        self.unsynced_bytes
-            .set(self.unsynced_bytes.get().saturating_sub(payload_bytes));
+        .await;
+        self.syncing.set(false);
+        let durable = written?;
+        if staged.entries > 0 {
+            self.settings.metrics.batch_entries.observe(staged.entries);
+        }
+        NodeMetrics::add(&self.settings.metrics.writes, staged.entries);
+        NodeMetrics::add(&self.settings.metrics.wal_bytes, staged.bytes);
+        self.unsynced_bytes.set(
+            self.unsynced_bytes
+                .get()
+                .saturating_sub(staged.payload_bytes),
+        );
         self.durable.advance(durable.0.max(self.durable.get()));
-        if let Some(last) = entries.last() {
+        if let Some(last) = staged.last {
             self.clock_ms.set(io.monotonic_us() / 1_000);
-            self.driver
-                .borrow_mut()
-                .durable(self.clock_ms.get(), last.id);
+            self.driver.borrow_mut().durable(self.clock_ms.get(), last);
         }
         self.after_step();
         for message in waiting {
             self.send_to_peer(message);
         }
-        Ok(bytes)
+        Ok(staged.bytes)
     }
 
     /// Makes a snapshot the leader sent this shard's, durably: the file,
@@ -1163,18 +1229,19 @@ impl Shard {
         Ok(())
     }
 
-    /// Carries out `writes` in order and syncs the WAL: the entries
-    /// written, their WAL bytes, and the index the WAL is durable through.
-    async fn write_and_sync<I: NodeIo>(
+    /// Carries out `writes` in order, short of the sync. Entries go to the
+    /// WAL [`STAGE_ENTRIES_MAX`] at a time, other tasks running between.
+    /// On the stage before a sync (`before_sync`), the planted bug
+    /// `lose-batch-tail` holds back the tail of its last entries.
+    async fn stage<I: NodeIo>(
         &self,
         io: &I,
         wal: &mut Wal<I::Storage>,
         storage: &I::Storage,
         writes: Vec<Write>,
-    ) -> Result<(Vec<keel_replication::Entry>, u64, LogIndex), ShardFailure> {
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        let mut held_back = Vec::new();
+        staged: &mut Staged,
+        before_sync: bool,
+    ) -> Result<(), ShardFailure> {
         let writes = coalesce_entries(writes);
         let last_write = writes.len().saturating_sub(1);
         // In order: a cut or an installed snapshot applies to the entries
@@ -1189,28 +1256,32 @@ impl Shard {
                 }
                 Write::Cut { after, floor } => wal.cut_after(after.index, floor).await?,
                 Write::Snapshot(snapshot) => self.install(io, wal, storage, &snapshot).await?,
-                Write::Entries(batch) => {
-                    let keep = if position == last_write {
+                Write::Entries(mut batch) => {
+                    let keep = if before_sync && position == last_write {
                         batch.len() - held_back_entries(batch.len())
                     } else {
                         batch.len()
                     };
-                    bytes += append_entries(wal, &batch[..keep])?;
-                    held_back = batch[keep..].to_vec();
-                    entries.extend(batch);
+                    staged.held_back = batch.split_off(keep);
+                    for (number, chunk) in batch.chunks(STAGE_ENTRIES_MAX).enumerate() {
+                        if number > 0 {
+                            futures_lite::future::yield_now().await;
+                        }
+                        staged.bytes += append_entries(wal, chunk)?;
+                    }
+                    staged.entries += (batch.len() + staged.held_back.len()) as u64;
+                    staged.payload_bytes += batch
+                        .iter()
+                        .chain(&staged.held_back)
+                        .map(payload_len)
+                        .sum::<u64>();
+                    if let Some(last) = staged.held_back.last().or(batch.last()) {
+                        staged.last = Some(last.id);
+                    }
                 }
             }
         }
-        let started = io.monotonic_us();
-        let durable = wal.sync().await?;
-        // Only the planted bug holds entries back: they reach the WAL now
-        // and its next sync, but the group hears they are durable at once.
-        bytes += append_entries(wal, &held_back)?;
-        self.settings
-            .metrics
-            .fsync_us
-            .observe(io.monotonic_us().saturating_sub(started));
-        Ok((entries, bytes, durable))
+        Ok(())
     }
 
     /// Snapshot and compaction bookkeeping between group commits.
@@ -1554,7 +1625,8 @@ mod tests {
 
     /// One turn of the driver task: the queued writes into the WAL, synced.
     fn sync_once(shard: &Shard, io: &TestIo, wal: &mut Wal<MemStorage>) {
-        future::block_on(shard.write_batch(io, wal, &io.disk)).expect("the batch is written");
+        future::block_on(shard.write_batch(io, wal, &io.disk, Staged::default()))
+            .expect("the batch is written");
     }
 
     fn set(shard: &Shard, key: &str) -> EntryId {
@@ -1761,6 +1833,60 @@ mod tests {
             2,
             "the new term is durable"
         );
+    }
+
+    /// Issue 10: under `--fsync interval-ms` the driver hands writes to
+    /// the WAL during the interval (a stage), not a whole interval's at
+    /// once; the sync at its end makes them and the later ones durable as
+    /// one batch, and counts them once.
+    #[test]
+    fn entries_staged_during_an_interval_are_synced_as_one_batch() {
+        let io = TestIo::default();
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::IntervalMs(100));
+        let durable_before = shard.stats().durable_index;
+        let metrics = &shard.settings.metrics;
+        let (batches_before, writes_before) = (
+            metrics.batch_entries.count(),
+            metrics.writes.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        for key in ["a", "b", "c"] {
+            set(&shard, key);
+        }
+        let mut staged = Staged::default();
+        let writes = shard.driver.borrow_mut().take_writes();
+        future::block_on(shard.stage(&io, &mut wal, &io.disk, writes, &mut staged, false))
+            .expect("staged");
+        assert_eq!(wal.last_index().0, durable_before + 3, "in the WAL");
+        assert_eq!(wal.durable_index().0, durable_before, "not synced");
+        assert_eq!(shard.stats().durable_index, durable_before);
+        assert_eq!(
+            (staged.entries, staged.last.map(|id| id.index.0)),
+            (3, Some(durable_before + 3))
+        );
+        for key in ["d", "e"] {
+            set(&shard, key);
+        }
+        let bytes = future::block_on(shard.write_batch(&io, &mut wal, &io.disk, staged))
+            .expect("the batch is written");
+        assert_eq!(shard.stats().durable_index, durable_before + 5);
+        assert_eq!(wal.durable_index().0, durable_before + 5);
+        assert_eq!(shard.unsynced_bytes.get(), 0, "every payload is synced");
+        assert_eq!(
+            metrics.batch_entries.count(),
+            batches_before + 1,
+            "one batch"
+        );
+        assert_eq!(
+            metrics.writes.load(std::sync::atomic::Ordering::Relaxed),
+            writes_before + 5
+        );
+        let logged: u64 = (durable_before + 1..=durable_before + 5)
+            .map(|index| {
+                let payload = future::block_on(wal.read_entry(LogIndex(index))).expect("read");
+                keel_wal::frame::frame_bytes(payload.len()) as u64
+            })
+            .sum();
+        assert_eq!(bytes, logged, "the WAL bytes of all five entries");
     }
 
     /// Issue 9: with `--fsync interval-ms` replies wait for no sync, so
@@ -1998,7 +2124,8 @@ mod tests {
         }
         let id = shard.exec(1, &commands, 0).wait_for;
         assert_eq!(id, Some(EntryId::new(1, 2)));
-        let written = future::block_on(shard.write_batch(&io, &mut wal, &io.disk));
+        let written =
+            future::block_on(shard.write_batch(&io, &mut wal, &io.disk, Staged::default()));
         assert_eq!(written.is_ok(), synced, "{written:?}");
         if !synced {
             shard.durable.fail("the sync failed".into());
