@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cross_core::CrossCore;
+use crate::glommio_disk::DurableWrites;
 use crate::node::admin::ClientInfo;
 use crate::node::io::{
     Connection, Hop, Listener, NodeIo, PeerId, PeerMessage, PeerSendError, ShardReply, ShardRequest,
@@ -70,6 +71,8 @@ struct Inner {
     /// The core's epoll instance: client sockets, and peer connections once
     /// their handshake passed ([`crate::glommio_peer`]).
     poller: Poller,
+    /// How the shards' WALs wait for their group commits.
+    durable_writes: DurableWrites,
 }
 
 impl std::fmt::Debug for GlommioIo {
@@ -113,8 +116,21 @@ impl GlommioIo {
                 channels,
                 peers,
                 poller,
+                durable_writes: DurableWrites::Ring,
             }),
         })
+    }
+
+    /// Sets how the shards' WALs wait for their group commits: inline
+    /// where `shards_on_core` is 1 ([`DurableWrites`]).
+    pub fn with_shards_on_core(mut self, shards_on_core: usize) -> GlommioIo {
+        let inner = Rc::get_mut(&mut self.inner).expect("set before the IO is shared");
+        inner.durable_writes = if shards_on_core == 1 {
+            DurableWrites::Inline
+        } else {
+            DurableWrites::Ring
+        };
+        self
     }
 
     pub(crate) fn poller(&self) -> &Poller {
@@ -239,7 +255,7 @@ impl NodeIo for GlommioIo {
         std::fs::create_dir_all(&dir)?;
         // The shard directory's own entry lives in the data directory.
         keel_wal::Storage::sync_dir(&Self::Storage::new(&self.inner.data_dir)).await?;
-        Ok(Self::Storage::new(dir))
+        Ok(Self::Storage::new(dir).with_durable_writes(self.inner.durable_writes))
     }
 
     fn now_unix_ms(&self) -> u64 {

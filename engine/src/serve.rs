@@ -14,6 +14,7 @@ use crate::exit::Exit;
 use crate::glommio_io::{listen_socket, port_is_free, CoreChannels, GlommioIo};
 use crate::glommio_peer::PeerPlan;
 use crate::identity::{self, Identity};
+use crate::node::core::shards_of_core;
 use crate::node::{recover_core, NodeError, NodeShared, RecoverySummary};
 use crate::peer::links::Links;
 use crate::topology::{Member, NodeName, Topology};
@@ -319,7 +320,8 @@ async fn run_core(
         channels,
         peers.as_ref().map(|(links, ..)| Rc::clone(links)),
     ) {
-        Ok(io) => io,
+        Ok(io) => io
+            .with_shards_on_core(shards_of_core(node.shard_count, core, node.config.cores).count()),
         Err(source) => {
             return CoreEvent::Failed(NodeError::Listen {
                 address: clients.to_string(),

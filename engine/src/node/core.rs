@@ -100,6 +100,11 @@ pub fn core_of_shard(shard: u32, cores: usize) -> usize {
     shard as usize % cores
 }
 
+/// The shards, of `shard_count`, that core `core` of `cores` runs.
+pub fn shards_of_core(shard_count: u32, core: usize, cores: usize) -> impl Iterator<Item = u32> {
+    (0..shard_count).filter(move |shard| core_of_shard(*shard, cores) == core)
+}
+
 /// A forwarding stream's number for this boot of this core: the boot's
 /// random run id and the core, hashed.
 fn boot_nonce(run_id: &str, core: usize) -> u32 {

@@ -38,7 +38,7 @@ use crate::metrics::{Gauges, NodeMetrics};
 use crate::node::admin::ClientInfo;
 use crate::node::auth::ConnectionAuth;
 use crate::node::cluster::ShardProgress;
-use crate::node::core::{core_of_shard, Core};
+use crate::node::core::{shards_of_core, Core};
 use crate::node::driver::Driver;
 use crate::node::io::{Connection, Listener, NodeIo};
 use crate::node::shard::{Shard, ShardFailure, ShardSettings};
@@ -517,7 +517,7 @@ pub async fn recover_core<I: NodeIo>(
     let mut shards = HashMap::new();
     let mut committers = Vec::new();
     let mut summaries = Vec::new();
-    for id in (0..node.shard_count).filter(|shard| core_of_shard(*shard, cores) == core) {
+    for id in shards_of_core(node.shard_count, core, cores) {
         let (committer, summary) = recover_shard(&io, &node, id).await?;
         shards.insert(id, Rc::clone(&committer.shard));
         committers.push(committer);
