@@ -590,6 +590,15 @@ mod tests {
             let mapped = storage.map("inline").expect("map");
             assert_eq!(&mapped[..first.len()], &first[..]);
             assert_eq!(&mapped[first.len()..], &second[..]);
+            // An inline write that fails is an error, not a panic or a
+            // silent loss: a descriptor open for reading only.
+            let read_only = OpenOptions::new()
+                .read(true)
+                .dma_open(dir.path().join("inline"))
+                .await
+                .expect("open");
+            let error = write_inline(&read_only, &first, 0).expect_err("not writable");
+            assert_eq!(error.raw_os_error(), Some(libc::EBADF));
             let ring = GlommioStorage::new(dir.path())
                 .create("ring")
                 .await
