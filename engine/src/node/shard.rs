@@ -72,6 +72,10 @@ pub const UNSYNCED_BYTES_MAX: u64 = 256 << 20;
 /// entries, encoded [`STAGE_ENTRIES_MAX`] at a time, where a whole
 /// interval's (30,000-50,000 at 100 ms) held the core for 5-60 ms at once.
 pub const INTERVAL_STAGE_MS: u64 = 10;
+/// Under `--fsync interval-ms`, the sync starts before the interval ends
+/// once the writes not yet durable reach 1/this of [`UNSYNCED_ENTRIES_MAX`]
+/// or [`UNSYNCED_BYTES_MAX`].
+pub const INTERVAL_EARLY_SYNC_DIVISOR: u64 = 2;
 /// Entries the driver encodes into the WAL before it lets other tasks run:
 /// about 75 us of encoding (72 ns an entry, docs/PERFORMANCE.md).
 pub const STAGE_ENTRIES_MAX: usize = 1024;
@@ -735,9 +739,26 @@ impl Shard {
 
     /// Whether the entries not yet durable are at a limit.
     fn unsynced_full(&self) -> bool {
+        self.unsynced_reaches(1)
+    }
+
+    /// Whether the entries not yet durable reach 1/`divisor` of either
+    /// limit (entries, bytes).
+    fn unsynced_reaches(&self, divisor: u64) -> bool {
         // A cut can put the log's end below what was durable before it.
-        self.last_index().saturating_sub(self.durable.get()) >= self.settings.unsynced_entries_max
-            || self.unsynced_bytes.get() >= self.settings.unsynced_bytes_max
+        self.last_index().saturating_sub(self.durable.get())
+            >= self.settings.unsynced_entries_max / divisor
+            || self.unsynced_bytes.get() >= self.settings.unsynced_bytes_max / divisor
+    }
+
+    /// Under `--fsync interval-ms`, whether the sync is due: the interval
+    /// is over, or the writes not yet durable reach
+    /// 1/[`INTERVAL_EARLY_SYNC_DIVISOR`] of a limit, so that the sync frees
+    /// room before writers must wait for it. Waiting for the interval's
+    /// end held writers for the rest of it: 211-351 ms with
+    /// `interval-ms=1000` at 65,000 SETs/s (docs/PERFORMANCE.md).
+    fn interval_sync_due(&self, now_us: u64, due_us: u64) -> bool {
+        now_us >= due_us || self.unsynced_reaches(INTERVAL_EARLY_SYNC_DIVISOR)
     }
 
     /// Waits while the entries not yet durable are at a limit: the
@@ -1116,9 +1137,10 @@ impl Shard {
         Ok(())
     }
 
-    /// Under `--fsync interval-ms`, until `due_us`: hands the writes queued
-    /// to the WAL every [`INTERVAL_STAGE_MS`], so that the sync at the end
-    /// of the interval finds them encoded. Encoding a whole interval's
+    /// Under `--fsync interval-ms`, until the sync is due (at `due_us` or
+    /// sooner, [`Shard::interval_sync_due`]): hands the writes queued to
+    /// the WAL every [`INTERVAL_STAGE_MS`], so that the sync finds them
+    /// encoded. Encoding a whole interval's
     /// entries at once held the core for 5-60 ms (docs/PERFORMANCE.md).
     async fn stage_until<I: NodeIo>(
         &self,
@@ -1130,7 +1152,7 @@ impl Shard {
     ) -> Result<(), ShardFailure> {
         loop {
             let now_us = io.monotonic_us();
-            if now_us >= due_us {
+            if self.interval_sync_due(now_us, due_us) {
                 return Ok(());
             }
             let pause_us = (due_us - now_us).min(INTERVAL_STAGE_MS * 1_000);
@@ -1887,6 +1909,35 @@ mod tests {
             })
             .sum();
         assert_eq!(bytes, logged, "the WAL bytes of all five entries");
+    }
+
+    /// Issue 10: under `--fsync interval-ms` the sync is due at the
+    /// interval's end, or sooner once the writes not yet durable reach half
+    /// a limit (writers would otherwise wait out the rest of the interval
+    /// at the limit); a sync makes it not due again.
+    #[test]
+    fn an_interval_sync_is_due_early_at_half_a_limit() {
+        let io = TestIo::default();
+        let (shard, mut wal) = recovered_shard(&io, FsyncPolicy::IntervalMs(1000));
+        let shard = Rc::into_inner(shard).expect("the only handle");
+        let mut settings = shard.settings.clone();
+        settings.unsynced_entries_max = 8;
+        let shard = Shard { settings, ..shard };
+        let due_us = 1_000_000;
+        assert!(!shard.interval_sync_due(0, due_us));
+        assert!(
+            shard.interval_sync_due(due_us, due_us),
+            "the interval is over"
+        );
+        for key in ["a", "b", "c"] {
+            set(&shard, key);
+        }
+        assert!(!shard.interval_sync_due(0, due_us), "3 of 8 entries");
+        set(&shard, "d");
+        assert!(shard.interval_sync_due(0, due_us), "4 of 8 entries: half");
+        assert!(!shard.unsynced_full(), "writers do not wait yet");
+        sync_once(&shard, &io, &mut wal);
+        assert!(!shard.interval_sync_due(0, due_us), "synced");
     }
 
     /// Issue 9: with `--fsync interval-ms` replies wait for no sync, so
