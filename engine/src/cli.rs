@@ -24,7 +24,7 @@ pub enum Command {
     /// may be running on the directory).
     Wal(WalArgs),
     /// Run the server: a node serving the Redis protocol (alone, or with
-    /// --peers a cluster member: cluster transport; replication not wired yet).
+    /// --peers a cluster member: each shard's log replicated by Raft).
     // Boxed: the flags are many times the size of the other variant.
     Serve(Box<crate::config::ServeArgs>),
 }

@@ -148,8 +148,7 @@ pub struct ServeArgs {
     /// (a trusted network only) [default: yes].
     #[arg(long, value_name = "yes|no")]
     pub protected_mode: Option<ProtectedMode>,
-    /// This node's id in --peers (cluster transport; replication not wired
-    /// yet) [default: none, a single node].
+    /// This node's id in --peers [default: none, a single node].
     #[arg(long, value_name = "N")]
     pub id: Option<u64>,
     /// Every member of the cluster, this node included, as

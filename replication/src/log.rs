@@ -240,7 +240,14 @@ impl Log {
             .expect("index fits in memory");
         // Moved out, not dropped: freeing a compaction's worth of entries
         // (400,000 of 100 bytes: 6.6 ms) would hold up the driver's next batch.
-        let kept = self.entries.split_off(drop);
+        // The kept entries get the capacity the log had: grown again from
+        // their own length, the log doubled its way back, and each doubling
+        // copied every entry at once (the last, 256k entries of 40 bytes, a
+        // 10 MB copy into fresh pages, stalled the core for up to 29 ms at
+        // 95k SET/s; docs/PERFORMANCE.md).
+        let capacity = self.entries.capacity();
+        let mut kept = self.entries.split_off(drop);
+        kept.reserve(capacity.saturating_sub(kept.len()));
         self.compacted = std::mem::replace(&mut self.entries, kept);
         self.snapshot = meta;
         self.snapshot_data = data;
@@ -331,6 +338,27 @@ mod tests {
         assert_eq!(
             log.last_at_or_below(LogIndex(6), Term(0)),
             Some(EntryId::ZERO)
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_the_capacity_the_log_grew_to() {
+        let terms = vec![1; 1000];
+        let mut log = log_of_terms(&terms);
+        log.set_commit(LogIndex(900));
+        let grown = log.entries.capacity();
+        log.compact(
+            SnapshotMeta {
+                last: EntryId::new(1, 900),
+                membership: Default::default(),
+            },
+            Vec::new(),
+        );
+        assert_eq!(log.entries.len(), 100);
+        assert!(
+            log.entries.capacity() >= grown,
+            "the log refills to its size without reallocating: capacity {} < {grown}",
+            log.entries.capacity()
         );
     }
 

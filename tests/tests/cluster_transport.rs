@@ -1,6 +1,6 @@
 //! `keel serve --id --peers`: real processes connect their peer transport
-//! (replication is not wired yet: only the links are checked, through the
-//! `keel_peer_*` metrics), reconnect after one is SIGKILLed and restarted,
+//! (only the links are checked here, through the `keel_peer_*` metrics;
+//! replication has tests of its own, `cluster*.rs`), reconnect after one is SIGKILLed and restarted,
 //! refuse a node of another cluster, and refuse bad cluster settings at
 //! start. Every wait polls with a deadline.
 
