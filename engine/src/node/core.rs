@@ -820,7 +820,14 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
-            if let Some(shard) = self.key_shard(&args, spec) {
+            let keys = command::key_indexes(spec, &args)
+                .into_iter()
+                .map(|index| args[index].as_slice());
+            let slot = transaction::one_slot(keys);
+            // WAIT counts the followers of the shards a connection wrote to,
+            // and a connection moves to the core of those it uses.
+            if let Ok(Some(slot)) = slot {
+                let shard = shard_of_slot(slot, self.node.shard_count);
                 if spec.is_write() {
                     client.written.insert(shard);
                 }
@@ -828,7 +835,7 @@ impl<I: NodeIo> Core<I> {
                 client.affinity.note(core_of_shard(shard, cores));
             }
             let pending = self
-                .keyed(spec, args, client.readonly, client.cluster_aware)
+                .keyed(spec, args, slot, client.readonly, client.cluster_aware)
                 .await;
             return (pending, false);
         }
@@ -837,20 +844,6 @@ impl<I: NodeIo> Core<I> {
             Pending::Ready(self.node_command(client, spec, &args).await),
             quit,
         )
-    }
-
-    /// The shard a keyed command's keys live in (None: no key, or keys
-    /// of several slots, which the command refuses): WAIT counts the
-    /// followers of those a connection wrote to, and a connection moves to
-    /// the core of those it uses.
-    fn key_shard(&self, args: &[Vec<u8>], spec: &command::CommandSpec) -> Option<u32> {
-        let keys = command::key_indexes(spec, args)
-            .into_iter()
-            .map(|index| args[index].as_slice());
-        match transaction::one_slot(keys) {
-            Ok(Some(slot)) => Some(shard_of_slot(slot, self.node.shard_count)),
-            _ => None,
-        }
     }
 
     /// WAIT numreplicas timeout: polls every shard the connection wrote to
@@ -910,17 +903,16 @@ impl<I: NodeIo> Core<I> {
         }
     }
 
+    /// Runs a keyed command whose keys hash to `slot` ([`transaction::one_slot`]).
     async fn keyed(
         &self,
         spec: &'static command::CommandSpec,
         args: Vec<Vec<u8>>,
+        slot: Result<Option<u16>, Reply>,
         readonly: bool,
         cluster_aware: bool,
     ) -> Pending {
-        let keys = command::key_indexes(spec, &args)
-            .into_iter()
-            .map(|index| args[index].as_slice());
-        let slot = match transaction::one_slot(keys) {
+        let slot = match slot {
             Ok(Some(slot)) => slot,
             // A keyed command given no key (OBJECT HELP, or a subcommand short
             // of its key) reads nothing: the first shard answers it.
