@@ -1,7 +1,7 @@
 //! The server process's life: every start answers, a restart on the same port
 //! serves at once after a crash or a stop with clients connected, a second
-//! server cannot share a live port, a panic stops the process, and accept
-//! errors do not spin a core.
+//! server cannot share a live port, a panic stops the process, accept
+//! errors do not spin a core, and transparent huge pages are off.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -160,6 +160,20 @@ fn a_restart_after_sigterm_with_idle_clients_serves_on_the_same_port_at_once() {
         restart_within_bound(&mut server, round);
         drop(clients);
     }
+}
+
+/// The kernel reports the process's flag in /proc/PID/status (Linux 5.0 and
+/// later): 0 once `PR_SET_THP_DISABLE` is set, whatever the system setting.
+#[test]
+fn the_server_runs_with_transparent_huge_pages_off() {
+    let server = Server::start(options(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("read the server's /proc status");
+    let flag = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("this kernel reports THP_enabled");
+    assert_eq!(flag.trim(), "0", "{status}");
 }
 
 #[test]
