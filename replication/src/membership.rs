@@ -68,17 +68,13 @@ impl Group {
     /// index of its entry; `index` at or after the snapshot's last entry. A
     /// driver names it in the `SnapshotMeta` of a snapshot through `index`.
     pub fn membership_at(&self, index: LogIndex) -> (LogIndex, Membership) {
-        let mut entries = self.log.entries().rev();
-        let newest = entries.find_map(|entry| match &entry.payload {
-            EntryPayload::Membership(membership) if entry.id.index <= index => {
-                Some((entry.id.index, (**membership).clone()))
+        match self.log.membership_at_or_below(index) {
+            Some((at, membership)) => (at, membership.clone()),
+            None => {
+                let snapshot = self.log.snapshot();
+                (snapshot.last.index, snapshot.membership.clone())
             }
-            _ => None,
-        });
-        newest.unwrap_or_else(|| {
-            let snapshot = self.log.snapshot();
-            (snapshot.last.index, snapshot.membership.clone())
-        })
+        }
     }
 
     /// Re-reads the membership in force after the log changed; tells the
