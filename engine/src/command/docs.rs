@@ -171,7 +171,7 @@ fn getkeys(request: &[Vec<u8>]) -> Reply {
     if check_arity(spec, request.len()).is_err() {
         return Reply::error("ERR Invalid number of arguments specified for command");
     }
-    let indexes = key_indexes(spec, request);
+    let indexes: Vec<usize> = key_indexes(spec, request).collect();
     if indexes.is_empty() {
         return Reply::error("ERR The command has no key arguments");
     }

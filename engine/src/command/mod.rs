@@ -209,22 +209,23 @@ pub fn is_keyed(spec: &CommandSpec) -> bool {
 
 /// The positions of the keys in `args` (the command name at 0): MSET's are
 /// 1, 3, 5, ..., DEL's 1 to the end, RENAME's 1 and 2.
-pub fn key_indexes(spec: &CommandSpec, args: &[Vec<u8>]) -> Vec<usize> {
+pub fn key_indexes(spec: &CommandSpec, args: &[Vec<u8>]) -> impl Iterator<Item = usize> {
     let KeyRange { first, last, step } = spec.keys;
-    if first <= 0 || step <= 0 {
-        return Vec::new();
-    }
     let argc = args.len() as i64;
     let last = if last < 0 {
         argc + i64::from(last)
     } else {
         i64::from(last)
     };
-    let last = last.min(argc - 1);
-    (i64::from(first)..=last)
-        .step_by(step as usize)
+    // A keyless spec (first or step not positive) gives an empty range.
+    let (first, last) = if first <= 0 || step <= 0 {
+        (1, 0)
+    } else {
+        (i64::from(first), last.min(argc - 1))
+    };
+    (first..=last)
+        .step_by(step.max(1) as usize)
         .map(|index| index as usize)
-        .collect()
 }
 
 /// Runs a keyed command (one whose spec is [`CommandSpec::keyed`]) whose
@@ -265,7 +266,6 @@ fn check_key_sizes(spec: &CommandSpec, context: &Context<'_>) -> Result<(), Repl
     }
     let key_bytes_max = context.limits.key_bytes_max;
     match key_indexes(spec, context.args)
-        .into_iter()
         .map(|index| context.args[index].len())
         .find(|len| *len > key_bytes_max)
     {

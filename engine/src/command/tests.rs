@@ -98,7 +98,9 @@ fn new_commands_have_redis_arity_and_keys() {
         assert_eq!(spec.arity, arity, "{name}");
         assert_eq!(spec.keys, KeyRange { first, last, step }, "{name}");
     }
-    let keys = |request: &[&str]| key_indexes(spec(request[0]), &args(request));
+    let keys = |request: &[&str]| -> Vec<usize> {
+        key_indexes(spec(request[0]), &args(request)).collect()
+    };
     assert_eq!(keys(&["BITOP", "AND", "d", "a", "b"]), vec![2, 3, 4]);
     assert_eq!(keys(&["OBJECT", "ENCODING", "k"]), vec![2]);
     assert_eq!(
@@ -110,8 +112,9 @@ fn new_commands_have_redis_arity_and_keys() {
 
 #[test]
 fn key_indexes_follow_the_key_ranges() {
-    let keys =
-        |request: &[&str]| key_indexes(lookup(request[0].as_bytes()).unwrap(), &args(request));
+    let keys = |request: &[&str]| -> Vec<usize> {
+        key_indexes(lookup(request[0].as_bytes()).unwrap(), &args(request)).collect()
+    };
     assert_eq!(keys(&["GET", "k"]), vec![1]);
     assert_eq!(keys(&["SET", "k", "v", "EX", "5"]), vec![1]);
     assert_eq!(keys(&["DEL", "a", "b", "c"]), vec![1, 2, 3]);

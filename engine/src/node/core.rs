@@ -820,9 +820,7 @@ impl<I: NodeIo> Core<I> {
             self.unwatch(client.id, transaction).await;
         }
         if command::is_keyed(spec) {
-            let keys = command::key_indexes(spec, &args)
-                .into_iter()
-                .map(|index| args[index].as_slice());
+            let keys = command::key_indexes(spec, &args).map(|index| args[index].as_slice());
             let slot = transaction::one_slot(keys);
             // WAIT counts the followers of the shards a connection wrote to,
             // and a connection moves to the core of those it uses.
@@ -1161,9 +1159,7 @@ impl<I: NodeIo> Core<I> {
                 command::is_keyed(spec) && command::check_arity(spec, args.len()).is_ok()
             })
             .ok_or_else(misdirected)?;
-        let keys = command::key_indexes(spec, args)
-            .into_iter()
-            .map(|index| args[index].as_slice());
+        let keys = command::key_indexes(spec, args).map(|index| args[index].as_slice());
         match transaction::one_slot(keys) {
             Ok(Some(slot)) if shard_of_slot(slot, self.node.shard_count) == shard => {
                 self.shards.get(&shard).ok_or_else(misdirected)

@@ -31,6 +31,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use keel_replication::{
     CommandBytes, Config, Entry, EntryId, EntryPayload, Envelope, Group, HardState, Input,
@@ -334,12 +335,11 @@ impl Driver {
         &mut self,
         now_ms: u64,
         op: Operation,
-        payload: Vec<u8>,
+        command: Arc<[u8]>,
     ) -> Result<EntryId, Refusal> {
         let proposal = ProposalId(self.next_proposal);
         self.next_proposal += 1;
         self.proposing = Some((proposal, op));
-        let command = payload.into();
         self.step(now_ms, Input::Propose { proposal, command });
         self.proposing = None;
         self.resolved
@@ -645,7 +645,9 @@ mod tests {
     fn command(op: &Operation) -> Entry {
         Entry {
             id: EntryId::ZERO,
-            payload: EntryPayload::Command(keel_wal::codec::encode(op).expect("encodes").into()),
+            payload: EntryPayload::Command(
+                keel_wal::codec::encode_shared(op, usize::MAX).expect("encodes"),
+            ),
         }
     }
 
@@ -752,7 +754,7 @@ mod tests {
         driver.durable(0, EntryId::new(1, 1));
         driver.take_writes();
         let op = set("k", "v");
-        let payload = keel_wal::codec::encode(&op).expect("encodes");
+        let payload = keel_wal::codec::encode_shared(&op, usize::MAX).expect("encodes");
         let id = driver
             .propose(0, op.clone(), payload)
             .expect("the leader takes it");
@@ -837,7 +839,7 @@ mod tests {
         driver.step(5_000, from(2, 1, Message::VoteReply { granted: true }));
         assert_eq!(driver.group().role(), Role::Leader);
         let mine = set("k", "mine");
-        let payload = keel_wal::codec::encode(&mine).expect("encodes");
+        let payload = keel_wal::codec::encode_shared(&mine, usize::MAX).expect("encodes");
         let id = driver
             .propose(5_000, mine, payload)
             .expect("the leader takes it");

@@ -30,7 +30,8 @@ use keel_replication::{
     EntryId, Envelope, Input, LogIndex, Membership, NodeId, NotLeader, ReadId, Refusal, Role,
     SnapshotMeta,
 };
-use keel_wal::{codec, Storage, Term, Wal, WalError};
+use keel_wal::codec::{self, CodecError};
+use keel_wal::{Storage, Term, Wal, WalError};
 
 use crate::command::{self, Outcome};
 use crate::config::FsyncPolicy;
@@ -525,13 +526,11 @@ impl Shard {
     }
 
     /// The entry's payload, if the log takes it.
-    fn encode(&self, op: &Operation) -> Result<Vec<u8>, Reply> {
-        let payload = codec::encode(op)
-            .map_err(|error| Reply::Error(format!("ERR cannot encode the write: {error}")))?;
-        if payload.len() > self.settings.payload_bytes_max {
-            return Err(too_large(payload.len(), self.settings.payload_bytes_max));
-        }
-        Ok(payload)
+    fn encode(&self, op: &Operation) -> Result<Arc<[u8]>, Reply> {
+        codec::encode_shared(op, self.settings.payload_bytes_max).map_err(|error| match error {
+            CodecError::TooLarge { bytes, bytes_max } => too_large(bytes, bytes_max),
+            error => Reply::Error(format!("ERR cannot encode the write: {error}")),
+        })
     }
 
     /// What every step of the driver is followed by: replies learn of what
@@ -2116,6 +2115,10 @@ mod tests {
             panic!("EXEC succeeded: {:?}", executed.reply);
         };
         assert!(error.starts_with("ERR write of "), "{error}");
+        assert!(
+            error.ends_with(" bytes exceeds the log's entry limit of 300 bytes"),
+            "{error}"
+        );
         assert_eq!(shard.last_index(), 2, "nothing logged after the SET");
         commit_all(&shard);
         assert_eq!(

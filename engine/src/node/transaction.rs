@@ -153,11 +153,7 @@ impl Transaction {
     pub fn queue(&mut self, spec: &CommandSpec, args: Vec<Vec<u8>>) -> Reply {
         let queue = self.queue.as_mut().expect("queue only inside MULTI");
         let slot = if command::is_keyed(spec) {
-            one_slot(
-                command::key_indexes(spec, &args)
-                    .into_iter()
-                    .map(|index| args[index].as_slice()),
-            )
+            one_slot(command::key_indexes(spec, &args).map(|index| args[index].as_slice()))
         } else if KEYLESS_IN_TRANSACTION.contains(&spec.name) {
             Ok(None)
         } else {
