@@ -1736,9 +1736,22 @@ mod tests {
             input: input.iter().copied().collect(),
             writes: Rc::clone(&writes),
         };
-        future::block_on(Rc::clone(&recovered.core).serve_client(client));
+        serve_scripted(&recovered, client);
         let watching = recovered.committers[0].shard.watches_anything();
         (writes.take(), watching)
+    }
+
+    /// Serves `client` to its end, with the shard's task that reports
+    /// its proposals durable (`--fsync interval-ms`) beside it.
+    fn serve_scripted(
+        recovered: &crate::node::Recovered<MemIo<ScriptedClient>>,
+        client: ScriptedClient,
+    ) {
+        let shard = Rc::clone(&recovered.committers[0].shard);
+        future::block_on(future::or(
+            Rc::clone(&recovered.core).serve_client(client),
+            shard.report_writes(),
+        ));
     }
 
     fn command(words: &[&[u8]]) -> Vec<u8> {
@@ -2027,7 +2040,7 @@ mod tests {
             input: input.iter().copied().collect(),
             writes: Rc::clone(&writes),
         };
-        future::block_on(Rc::clone(&recovered.core).serve_client(client));
+        serve_scripted(&recovered, client);
         String::from_utf8(writes.take().concat()).unwrap()
     }
 

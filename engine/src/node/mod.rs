@@ -556,6 +556,9 @@ impl<I: NodeIo> Recovered<I> {
         {
             let (failure, done, io_task) = (Rc::clone(&failure), Rc::clone(&done), io.clone());
             let (io_expire, shard_expire) = (io.clone(), Rc::clone(&shard));
+            if shard.reports_writes() {
+                io.spawn(Rc::clone(&shard).report_writes());
+            }
             io.spawn(async move {
                 let id = shard.id;
                 if let Err(source) = Rc::clone(&shard).run_driver(io_task, wal, storage).await {
