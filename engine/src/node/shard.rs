@@ -2423,6 +2423,9 @@ mod tests {
             );
             let _planted = Planted::on(Plant::AckBeforeFsync);
             let id = set(&shard, "k2");
+            // What the shard's `report_writes` task does at its turn (the
+            // node spawns it when the plant is on at its start).
+            shard.report_unreported();
             assert_eq!(
                 future::block_on(future::poll_once(shard.acknowledged(Some(id), false))),
                 Some(Ok(()))
